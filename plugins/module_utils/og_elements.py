@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) outputguard.egress contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Elements: what a gateway puts in its sets ('198.51.100.10/32' or '198.51.100.10/32 443/tcp')."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+from .og_netpolicy import TargetError, format_port_spec, parse_port_spec
+
+
+class Element(tuple):
+    """An allowed network, optionally scoped to one protocol and port range. Immutable and hashable."""
+
+    __slots__ = ()
+
+    def __new__(cls, net, port=None):
+        network = ipaddress.ip_network(net, strict=False)
+        spec = None
+        if port:
+            spec = format_port_spec(*parse_port_spec(port))
+        return tuple.__new__(cls, (str(network), spec))
+
+    @classmethod
+    def parse(cls, text):
+        """Parse the canonical text form; raise TargetError naming the value."""
+        if not isinstance(text, str):
+            raise TargetError("element %r is not a string" % (text,))
+        parts = text.split()
+        if len(parts) not in (1, 2):
+            raise TargetError("element %r is not of the form '<network>' or '<network> <port>/<proto>'" % text)
+        try:
+            return cls(parts[0], parts[1] if len(parts) == 2 else None)
+        except ValueError as exc:
+            if isinstance(exc, TargetError):
+                raise
+            raise TargetError("element %r has an invalid network: %s" % (text, exc))
+
+    @property
+    def net(self):
+        return self[0]
+
+    @property
+    def port(self):
+        return self[1]
+
+    @property
+    def network(self):
+        return ipaddress.ip_network(self[0])
+
+    @property
+    def version(self):
+        return self.network.version
+
+    @property
+    def proto_ports(self):
+        """(proto, first, last) of a port-scoped element, else None."""
+        return parse_port_spec(self[1]) if self[1] else None
+
+    @property
+    def text(self):
+        return self[0] if self[1] is None else "%s %s" % self
+
+    def __repr__(self):
+        return "Element(%r)" % self.text
+
+    def __str__(self):
+        return self.text
+
+
+def digest(elements):
+    """SHA-256 over the sorted canonical texts, each followed by a newline (docs/protocol.md)."""
+    h = hashlib.sha256()
+    for text in sorted(e.text if isinstance(e, Element) else Element.parse(e).text for e in elements):
+        h.update(text.encode("ascii") + b"\n")
+    return h.hexdigest()

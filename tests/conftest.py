@@ -1,0 +1,29 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import nslib  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Whatever happened, no test namespace survives the run.
+    if os.geteuid() == 0:
+        nslib.cleanup_all()
+
+
+@pytest.fixture
+def netns_factory():
+    """Create namespaces named ogt-<suffix>; all are deleted after the test, pass or fail."""
+    made = []
+
+    def make(suffix):
+        ns = nslib.Netns(nslib.PREFIX + suffix)
+        made.append(ns)
+        return ns
+
+    yield make
+    for ns in reversed(made):
+        ns.delete()
