@@ -1,0 +1,60 @@
+"""Driving the namespace lab (scripts/lab) from tests: its own prefix, folder and UI port per run."""
+
+import os
+import re
+import socket
+import subprocess
+
+import requests
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAB_SCRIPT = os.path.join(TOP, "scripts", "lab")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """A running lab with its own namespace prefix, folder and UI port."""
+
+    def __init__(self, prefix, directory, ui_port):
+        self.prefix = prefix
+        self.dir = directory
+        self.ui_port = ui_port
+        self.env = dict(os.environ, OG_LAB_PREFIX=prefix, OG_LAB_DIR=directory, OG_LAB_UI_PORT=str(ui_port))
+        self.url = "http://127.0.0.1:%d" % ui_port
+
+    def lab(self, *args, check=True):
+        proc = subprocess.run([LAB_SCRIPT] + list(args), env=self.env, capture_output=True, text=True, timeout=900)
+        if check and proc.returncode != 0:
+            raise AssertionError("scripts/lab %s failed rc=%d\n%s\n%s" % (" ".join(args), proc.returncode,
+                                                                         proc.stdout[-6000:], proc.stderr[-3000:]))
+        return proc
+
+    def ns(self, host):
+        return self.prefix + host
+
+    def secret(self, key):
+        with open(os.path.join(self.dir, "secrets.yml")) as fh:
+            return re.search(r'^%s: "([^"]+)"' % key, fh.read(), re.M).group(1)
+
+    def api(self, method, path, token="admin", **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token == "admin":
+            token = self.secret("og_server_admin_token")
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        return requests.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
+
+
+def recap(output):
+    """{host: {'ok': n, 'changed': n, 'failed': n, ...}} from ansible-playbook's PLAY RECAP."""
+    result = {}
+    for line in output.split("PLAY RECAP")[-1].splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
+        if match:
+            result[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return result
