@@ -1,0 +1,113 @@
+"""The address policy shared by server, agent and routes: exact answers for each kind of target."""
+
+import ipaddress
+
+import pytest
+
+from og_kernel.og_elements import Element, digest
+from og_kernel.og_netpolicy import (
+    DEFAULT_INTERNAL_NETWORKS, AddressPolicy, Target, TargetError, parse_port_spec, public_networks)
+
+
+@pytest.fixture
+def policy():
+    return AddressPolicy()
+
+
+@pytest.mark.parametrize("text, kind, value", [
+    ("198.51.100.10", "ip", "198.51.100.10"),
+    ("198.51.100.10/32", "ip", "198.51.100.10"),
+    (" 198.51.100.0/24 ", "cidr", "198.51.100.0/24"),
+    ("2001:db8::1", "ip", "2001:db8::1"),
+    ("2001:DB8::/32", "cidr", "2001:db8::/32"),
+    ("Api.Example.COM.", "domain", "api.example.com"),
+    ("bücher.example", "domain", "xn--bcher-kva.example"),
+    ("192.0.2.1", "ip", "192.0.2.1"),  # documentation ranges are "public" here, unlike is_private
+])
+def test_targets_are_normalised(policy, text, kind, value):
+    assert policy.parse_target(text) == Target(kind, value)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("10.0.0.0/8", "internal network 10.0.0.0/8"),
+    ("10.1.2.3", "internal network 10.0.0.0/8"),
+    ("8.0.0.0/6", "too broad"),  # overlaps 10/8 but is first refused as broader than /8
+    ("0.0.0.0/0", "too broad"),
+    ("::/0", "too broad"),
+    ("127.0.0.1", "internal network 127.0.0.0/8"),
+    ("100.64.0.1", "internal network 100.64.0.0/10"),
+    ("172.20.0.0/16", "internal network 172.16.0.0/12"),
+    ("169.254.169.254", "internal network 169.254.0.0/16"),
+    ("fd00::1", "internal network fc00::/7"),
+    ("::ffff:10.0.0.1", "internal network ::ffff:0:0/96"),
+    ("224.0.0.1", "internal network 224.0.0.0/4"),
+    ("255.255.255.255", "internal network 240.0.0.0/4"),
+    ("not an address", "'not an address' is neither"),
+    ("localhost", "'localhost' is neither"),
+    ("1.2.3.4/24", "host bits set; did you mean 1.2.3.0/24"),
+    ("300.1.1.1", "'300.1.1.1' is not a valid IP address"),
+    ("", "non-empty string"),
+    ("a" * 300, "longer than 253"),
+])
+def test_bad_targets_name_the_problem(policy, text, words):
+    with pytest.raises(TargetError) as err:
+        policy.parse_target(text)
+    assert words in str(err.value)
+
+
+def test_cidr_overlapping_an_internal_network_is_refused():
+    policy = AddressPolicy(min_prefix_v4=4)
+    with pytest.raises(TargetError, match="overlaps the internal network 10.0.0.0/8"):
+        policy.parse_target("8.0.0.0/6")
+    assert policy.parse_target("12.0.0.0/6") == Target("cidr", "12.0.0.0/6")
+
+
+def test_configured_internal_networks_replace_the_defaults():
+    policy = AddressPolicy(["198.51.100.0/24"])
+    assert policy.parse_target("10.0.0.1") == Target("ip", "10.0.0.1")
+    with pytest.raises(TargetError, match="198.51.100.0/24"):
+        policy.parse_target("198.51.100.7")
+
+
+@pytest.mark.parametrize("text, parsed", [
+    ("443/tcp", ("tcp", 443, 443)), ("53/UDP", ("udp", 53, 53)), ("8000-8100/tcp", ("tcp", 8000, 8100))])
+def test_port_specs(text, parsed):
+    assert parse_port_spec(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["443", "0/tcp", "70000/tcp", "90-80/tcp", "443/icmp", "a/tcp"])
+def test_bad_port_specs(text):
+    with pytest.raises(TargetError, match="port"):
+        parse_port_spec(text)
+
+
+def test_elements_have_one_canonical_text():
+    assert Element.parse("198.51.100.10/32 443/TCP").text == "198.51.100.10/32 443/tcp"
+    assert Element("198.51.100.10").text == "198.51.100.10/32"
+    assert Element("2001:db8::1").text == "2001:db8::1/128"
+    assert Element.parse("198.51.100.10/32") == Element("198.51.100.10", None)
+    with pytest.raises(TargetError):
+        Element.parse("198.51.100.10/32 443/tcp extra")
+
+
+def test_digest_is_order_independent_and_matches_the_protocol_definition():
+    import hashlib
+    texts = ["203.0.113.0/24 443/tcp", "198.51.100.10/32"]
+    expected = hashlib.sha256(b"198.51.100.10/32\n203.0.113.0/24 443/tcp\n").hexdigest()
+    assert digest(texts) == expected
+    assert digest(reversed(texts)) == expected
+    assert digest([Element.parse(t) for t in texts]) == expected
+    assert digest([]) == hashlib.sha256(b"").hexdigest()
+
+
+def test_public_networks_tile_the_ipv4_space_with_the_internal_ones():
+    internal = [n for n in map(ipaddress.ip_network, DEFAULT_INTERNAL_NETWORKS) if n.version == 4]
+    public = public_networks(DEFAULT_INTERNAL_NETWORKS, 4)
+    ranges = sorted((int(n.network_address), int(n.broadcast_address)) for n in internal + public)
+    cursor = 0
+    for first, last in ranges:
+        assert first == cursor  # no gap and no overlap
+        cursor = last + 1
+    assert cursor == 2 ** 32
+    assert list(ipaddress.collapse_addresses(public)) == public  # already minimal
+    assert ipaddress.ip_network("172.64.0.0/10") in public  # the seed's hand-written list missed it
