@@ -1,0 +1,49 @@
+"""og-gateway-agent: enforce the allowlist of an outputguard.egress server on this gateway."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from . import config as config_mod
+
+
+def main(argv=None):
+    try:
+        cfg = config_mod.load(argv)
+    except config_mod.ConfigError as exc:
+        print("og-gateway-agent: %s" % exc, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=str(cfg["log_level"]).upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from og_kernel.og_command import CommandError
+    from og_kernel.og_firewall import EgressPolicy, Firewall
+
+    from . import metrics
+    from .client import Agent, cut_connections
+
+    fw = Firewall(EgressPolicy(cfg["client_networks"], cfg["outside_interface"], cfg["ipv6"],
+                               cfg["internal_networks"]))
+    agent = Agent(cfg, fw, conntrack=cut_connections)
+
+    def stop(signum, _frame):
+        logging.getLogger("og.agent").info("signal %d: stopping; the rules stay in place", signum)
+        agent.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        metrics.serve(agent, cfg["metrics_listen"], cfg["name"])
+        agent.run()
+    except CommandError as exc:
+        print("og-gateway-agent: %s" % exc.msg, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print("og-gateway-agent: cannot listen on %s: %s" % (cfg["metrics_listen"], exc.strerror), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Agent configuration: flags and an optional YAML file with the same keys, validated all at once."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+
+import yaml
+
+from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS, TargetError, parse_networks
+
+DEFAULTS = {
+    "servers": [],
+    "token": "",
+    "token_file": "",
+    "name": "",
+    "client_networks": [],
+    "outside_interface": "",
+    "ipv6": False,
+    "state_file": "/var/lib/outputguard/gateway/state.json",
+    "metrics_listen": "0.0.0.0:9900",
+    "ca_file": "",
+    "internal_networks": list(DEFAULT_INTERNAL_NETWORKS),
+    "cut_on_remove": True,
+    "log_level": "INFO",
+}
+
+
+class ConfigError(ValueError):
+    def __init__(self, problems):
+        super().__init__("invalid configuration:\n" + "\n".join("  - " + p for p in problems))
+        self.problems = problems
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="og-gateway-agent",
+                                description="Follow an outputguard.egress server and enforce its allowlist.")
+    p.add_argument("--config", metavar="PATH", help="YAML file with the same keys as these flags")
+    p.add_argument("--server", dest="servers", action="append", metavar="URL",
+                   help="ws:// or wss:// URL of a server's /ws/gateway; repeat for fallbacks")
+    p.add_argument("-iptables-wss-server", dest="seed_server", metavar="HOST:PORT",
+                   help="the seed's flag: same as --server ws://HOST:PORT/ws/gateway")
+    p.add_argument("--token", help="gateway token (prefer --token-file: flags show in ps)")
+    p.add_argument("--token-file", metavar="PATH")
+    p.add_argument("--name", help="this gateway's name (default: the host name)")
+    p.add_argument("--client-network", dest="client_networks", action="append", metavar="CIDR")
+    p.add_argument("--outside-interface", metavar="IF")
+    p.add_argument("--ipv6", action="store_true", default=None)
+    p.add_argument("--state-file", metavar="PATH")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT")
+    p.add_argument("--ca-file", metavar="PATH")
+    p.add_argument("--internal-network", dest="internal_networks", action="append", metavar="CIDR")
+    p.add_argument("--no-cut-on-remove", dest="cut_on_remove", action="store_false", default=None,
+                   help="keep established connections to removed destinations")
+    p.add_argument("--log-level", metavar="LEVEL")
+    return p
+
+
+def load(argv=None):
+    """Parse flags (and the YAML file they name); return a validated dict or raise ConfigError."""
+    args = parser().parse_args(argv)
+    cfg = dict(DEFAULTS)
+    problems = []
+    if args.config:
+        try:
+            with open(args.config) as fh:
+                data = yaml.safe_load(fh) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(["%s must hold a mapping of settings" % args.config])
+            unknown = sorted(set(data) - set(DEFAULTS))
+            if unknown:
+                problems.append("unknown setting(s) in %s: %s" % (args.config, ", ".join(unknown)))
+            cfg.update({k: v for k, v in data.items() if k in DEFAULTS})
+        except OSError as exc:
+            raise ConfigError(["cannot read %s: %s" % (args.config, exc.strerror)])
+        except yaml.YAMLError as exc:
+            raise ConfigError(["%s is not valid YAML: %s" % (args.config, exc)])
+    for key, value in vars(args).items():
+        if key in DEFAULTS and value is not None:
+            cfg[key] = value
+    if args.seed_server:
+        cfg["servers"] = list(cfg["servers"]) + ["ws://%s/ws/gateway" % args.seed_server]
+
+    if not cfg["servers"]:
+        problems.append("no server: give --server ws://HOST:PORT/ws/gateway (or servers: in the config file)")
+    for url in cfg["servers"]:
+        if not re.match(r"^wss?://[^/\s]+(/\S*)?$", str(url)):
+            problems.append("server %r must be a ws:// or wss:// URL such as ws://10.0.0.5:8080/ws/gateway" % url)
+    if cfg["token_file"] and not cfg["token"]:
+        try:
+            with open(cfg["token_file"]) as fh:
+                cfg["token"] = fh.read().strip()
+        except OSError as exc:
+            problems.append("cannot read token_file %s: %s" % (cfg["token_file"], exc.strerror))
+    if not cfg["token"] and not (cfg["token_file"] and problems):
+        problems.append("no token: give --token-file PATH holding a token with the gateway role")
+    if not cfg["client_networks"]:
+        problems.append("no client networks: give --client-network CIDR for each network this gateway forwards for")
+    for key, what in (("client_networks", "client network"), ("internal_networks", "internal network")):
+        try:
+            parse_networks(cfg[key], what)
+        except TargetError as exc:
+            problems.append(str(exc))
+    if not cfg["outside_interface"]:
+        problems.append("no outside interface: give --outside-interface IF (the interface towards the internet)")
+    host, _, port = str(cfg["metrics_listen"]).rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        if not 0 < int(port) < 65536:
+            raise ValueError
+    except ValueError:
+        problems.append("metrics_listen %r must be ADDRESS:PORT such as 0.0.0.0:9900" % cfg["metrics_listen"])
+    if cfg["ca_file"] and not os.path.isfile(cfg["ca_file"]):
+        problems.append("ca_file %s does not exist" % cfg["ca_file"])
+    if problems:
+        raise ConfigError(problems)
+    cfg["name"] = cfg["name"] or os.uname().nodename
+    return cfg

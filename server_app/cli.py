@@ -1,0 +1,97 @@
+"""og-server: run the server, migrate its database, and manage tokens.
+
+  og-server --config PATH                      run (gunicorn, threaded worker)
+  og-server --config PATH db upgrade           create or migrate the schema
+  og-server --config PATH token create --role admin [--name NAME]
+  og-server --config PATH token ensure --role gateway --name NAME --from-env VAR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import config as config_mod
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="og-server", description="The outputguard.egress server.")
+    parser.add_argument("--config", "-server-conf-path", dest="config", metavar="PATH",
+                        help="the server's YAML configuration file")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the server (the default)")
+    dbp = sub.add_parser("db", help="database schema")
+    dbp.add_argument("action", choices=["upgrade"])
+    tok = sub.add_parser("token", help="API and gateway tokens")
+    tsub = tok.add_subparsers(dest="action", required=True)
+    create = tsub.add_parser("create", help="make a new token and print it once")
+    create.add_argument("--role", required=True, choices=["viewer", "editor", "admin", "gateway"])
+    create.add_argument("--name", help="a name for the token (default: <role>-<random>)")
+    ensure = tsub.add_parser("ensure", help="register a given secret (from Vault) under a name")
+    ensure.add_argument("--role", required=True, choices=["viewer", "editor", "admin", "gateway"])
+    ensure.add_argument("--name", required=True)
+    ensure.add_argument("--from-env", required=True, metavar="VAR", help="environment variable holding the secret")
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        print("og-server: %s" % exc, file=sys.stderr)
+        return 2
+    from . import create_app, init_db
+    app = create_app(config=None, config_path=args.config)
+    if args.command == "db":
+        print("schema upgraded" if init_db(app) else "schema up to date")
+        return 0
+    if args.command == "token":
+        from .services import tokens
+        init_db(app)
+        with app.app_context():
+            if args.action == "create":
+                import secrets
+                token, secret = tokens.create(args.role, args.name or "%s-%s" % (args.role, secrets.token_hex(3)))
+                print(secret)
+                return 0
+            value = os.environ.get(args.from_env, "")
+            try:
+                print(tokens.ensure(args.role, args.name, value))
+            except ValueError as exc:
+                print("og-server: token %s: %s (from $%s)" % (args.name, exc, args.from_env), file=sys.stderr)
+                return 2
+            return 0
+    init_db(app)
+    return serve(app, cfg)
+
+
+def serve(app, cfg):
+    """Run under gunicorn with one threaded worker: WebSocket sessions each hold a thread."""
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", cfg["listen"])
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("workers", 1)
+            self.cfg.set("threads", cfg["threads"])
+            self.cfg.set("timeout", 60)
+            self.cfg.set("graceful_timeout", 5)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("loglevel", cfg["log_level"].lower())
+            # No control socket: its default path is shared by every gunicorn on the machine.
+            self.cfg.set("control_socket_disable", True)
+            # The hub's thread must start in the worker: threads do not survive the fork.
+            self.cfg.set("post_worker_init", lambda worker: app.extensions["og_hub"].start())
+
+        def load(self):
+            return app
+
+    Server().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Server configuration: a YAML file, then OG_* environment overrides, validated all at once."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import quote_plus
+
+import yaml
+
+from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS, TargetError, parse_networks
+
+DEFAULTS = {
+    "listen": "0.0.0.0:8080",
+    "data_dir": "/var/lib/outputguard/server",
+    "database_url": "",
+    "secret_key": "",
+    "internal_networks": list(DEFAULT_INTERNAL_NETWORKS),
+    "min_prefix_v4": 8,
+    "min_prefix_v6": 16,
+    "dns_servers": [],
+    "log_level": "INFO",
+    "changelog_keep": 100000,
+    "threads": 64,
+}
+SEED_DB_KEYS = ("db_user", "db_password", "db_server", "db_port", "db_name")
+ENV_PREFIX = "OG_"
+
+
+class ConfigError(ValueError):
+    """Every problem of a configuration, listed at once."""
+
+    def __init__(self, problems):
+        super().__init__("invalid configuration:\n" + "\n".join("  - " + p for p in problems))
+        self.problems = problems
+
+
+def load(path=None, overrides=None, environ=None):
+    """Read the YAML file (if any), apply OG_* variables and overrides, validate, and return a dict."""
+    environ = os.environ if environ is None else environ
+    raw = {}
+    problems = []
+    if path:
+        try:
+            with open(path) as fh:
+                raw = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ConfigError(["cannot read %s: %s" % (path, exc.strerror)])
+        except yaml.YAMLError as exc:
+            raise ConfigError(["%s is not valid YAML: %s" % (path, exc)])
+        if not isinstance(raw, dict):
+            raise ConfigError(["%s must hold a mapping of settings, not %s" % (path, type(raw).__name__)])
+    for key in DEFAULTS:
+        env = environ.get(ENV_PREFIX + key.upper())
+        if env is not None:
+            raw[key] = yaml.safe_load(env) if key in ("internal_networks", "dns_servers") else env
+    raw.update(overrides or {})
+
+    seed = {k: raw.pop(k) for k in SEED_DB_KEYS if k in raw}
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        problems.append("unknown setting(s) %s; known settings are %s" % (", ".join(unknown), ", ".join(sorted(DEFAULTS))))
+    cfg = dict(DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS})
+    if seed:
+        missing = [k for k in ("db_user", "db_server", "db_name") if not seed.get(k)]
+        if missing:
+            problems.append("the seed database keys need %s as well" % ", ".join(missing))
+        elif not cfg["database_url"]:
+            cfg["database_url"] = "mysql+pymysql://%s:%s@%s:%s/%s" % (
+                quote_plus(str(seed["db_user"])), quote_plus(str(seed.get("db_password", ""))),
+                seed["db_server"], seed.get("db_port") or 3306, seed["db_name"])
+
+    host, _, port = str(cfg["listen"]).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        problems.append("listen %r must be HOST:PORT, e.g. 0.0.0.0:8080" % cfg["listen"])
+    for key in ("min_prefix_v4", "min_prefix_v6", "changelog_keep", "threads"):
+        try:
+            cfg[key] = int(cfg[key])
+        except (TypeError, ValueError):
+            problems.append("%s %r must be a whole number" % (key, cfg[key]))
+    if isinstance(cfg["min_prefix_v4"], int) and not 0 <= cfg["min_prefix_v4"] <= 32:
+        problems.append("min_prefix_v4 %r must lie within 0-32" % cfg["min_prefix_v4"])
+    if isinstance(cfg["min_prefix_v6"], int) and not 0 <= cfg["min_prefix_v6"] <= 128:
+        problems.append("min_prefix_v6 %r must lie within 0-128" % cfg["min_prefix_v6"])
+    for key in ("internal_networks", "dns_servers"):
+        if not isinstance(cfg[key], list):
+            problems.append("%s must be a list" % key)
+    if isinstance(cfg["internal_networks"], list):
+        try:
+            parse_networks(cfg["internal_networks"])
+        except TargetError as exc:
+            problems.append(str(exc))
+    if not cfg["secret_key"] or len(str(cfg["secret_key"])) < 16:
+        problems.append("secret_key must be set to at least 16 random characters "
+                        "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    if str(cfg["log_level"]).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append("log_level %r must be DEBUG, INFO, WARNING or ERROR" % cfg["log_level"])
+    if problems:
+        raise ConfigError(problems)
+    if not cfg["database_url"]:
+        cfg["database_url"] = "sqlite:///" + os.path.join(os.path.abspath(cfg["data_dir"]), "server.db")
+    return cfg

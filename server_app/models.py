@@ -1,0 +1,122 @@
+"""The server's tables (SQLAlchemy 2.0, typed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+def utcnow():
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Entry(db.Model):
+    """An operator's allowlist entry: a domain, an address or a CIDR, optionally port-scoped."""
+
+    __tablename__ = "entries"
+    __table_args__ = (UniqueConstraint("target", "ports_key", name="uq_entry_target_ports"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(255), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # ip, cidr, domain
+    ports: Mapped[list] = mapped_column(JSON, default=list)
+    ports_key: Mapped[str] = mapped_column(String(255), default="")
+    deletable: Mapped[bool] = mapped_column(Boolean, default=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    addresses: Mapped[list["EntryAddress"]] = relationship(
+        back_populates="entry", cascade="all, delete-orphan", order_by="EntryAddress.address")
+
+
+class EntryAddress(db.Model):
+    """An address an entry currently contributes, and where it came from (typed or resolved)."""
+
+    __tablename__ = "entry_addresses"
+    __table_args__ = (UniqueConstraint("entry_id", "address", name="uq_entry_address"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)  # a network in CIDR notation
+    source: Mapped[str] = mapped_column(String(16), default="typed")
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    entry: Mapped[Entry] = relationship(back_populates="addresses")
+
+
+class EntryElement(db.Model):
+    """The elements (docs/protocol.md) an entry produces; the published set is their union."""
+
+    __tablename__ = "entry_elements"
+    __table_args__ = (UniqueConstraint("entry_id", "element", name="uq_entry_element"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"), index=True)
+    element: Mapped[str] = mapped_column(String(96), index=True)
+
+
+class LogHead(db.Model):
+    """One row: the latest revision. Updating it serialises writers, so revisions commit in order."""
+
+    __tablename__ = "log_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Change(db.Model):
+    """One element added to or removed from the published set at a revision."""
+
+    __tablename__ = "changes"
+    __table_args__ = (Index("ix_changes_revision", "revision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    op: Mapped[str] = mapped_column(String(8))  # add, remove
+    element: Mapped[str] = mapped_column(String(96))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Token(db.Model):
+    """An API or gateway token; only its SHA-256 is stored."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_used: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Gateway(db.Model):
+    """What the server knows of one gateway agent."""
+
+    __tablename__ = "gateways"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    address: Mapped[str] = mapped_column(String(64), default="")
+    agent_version: Mapped[str] = mapped_column(String(32), default="")
+    connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    applied_revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    digest: Mapped[str] = mapped_column(String(64), default="")
+    digest_match: Mapped[bool] = mapped_column(Boolean, default=False)
+    elements: Mapped[int] = mapped_column(Integer, default=0)
+    connected_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)

@@ -1,0 +1,89 @@
+"""The revisioned change log of the published element set: committed first, published from here."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, select, update
+
+from og_kernel.og_elements import digest
+
+from ..models import Change, EntryElement, LogHead, db
+
+
+def head_revision():
+    """The latest committed revision (0 before the first change)."""
+    value = db.session.execute(select(LogHead.revision).where(LogHead.id == 1)).scalar()
+    return value or 0
+
+
+def ensure_head():
+    if db.session.get(LogHead, 1) is None:
+        db.session.add(LogHead(id=1, revision=0))
+        db.session.commit()
+
+
+def published():
+    """The published element set: the union of every entry's elements."""
+    return set(db.session.execute(select(EntryElement.element).distinct()).scalars())
+
+
+def record(added, removed):
+    """Within the caller's transaction: take the next revision and log the changes. Returns it or None."""
+    added, removed = sorted(set(added)), sorted(set(removed))
+    if not added and not removed:
+        return None
+    # The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite): writers queue here, so
+    # revisions are committed in the order they are numbered.
+    db.session.execute(update(LogHead).where(LogHead.id == 1).values(revision=LogHead.revision + 1))
+    revision = db.session.execute(select(LogHead.revision).where(LogHead.id == 1)).scalar_one()
+    db.session.add_all([Change(revision=revision, op="add", element=e) for e in added] +
+                       [Change(revision=revision, op="remove", element=e) for e in removed])
+    return revision
+
+
+def oldest_reachable():
+    """The lowest base revision a delta can start from (older gateways get a snapshot)."""
+    first = db.session.execute(select(func.min(Change.revision))).scalar()
+    return 0 if first is None else first - 1
+
+
+def delta(base, to):
+    """(add, remove) from revision base to revision to, net of each other; None if the log can't reach back."""
+    if base < oldest_reachable():
+        return None
+    state = {}
+    rows = db.session.execute(
+        select(Change.op, Change.element).where(Change.revision > base, Change.revision <= to)
+        .order_by(Change.revision, Change.id))
+    for op, element in rows:
+        before = state.get(element, {"first": op})
+        before["last"] = op
+        state[element] = before
+    add = sorted(e for e, s in state.items() if s["last"] == "add" and s["first"] == "add")
+    remove = sorted(e for e, s in state.items() if s["last"] == "remove" and s["first"] == "remove")
+    return add, remove
+
+
+def snapshot():
+    """(revision, sorted elements) read in one transaction."""
+    revision = head_revision()
+    return revision, sorted(published())
+
+
+_digest_cache = {}
+
+
+def digest_at_head():
+    """(revision, digest) of the current published set, cached per revision."""
+    revision = head_revision()
+    if revision not in _digest_cache:
+        _digest_cache.clear()
+        _digest_cache[revision] = digest(published())
+    return revision, _digest_cache[revision]
+
+
+def prune(keep):
+    """Drop log rows older than the newest `keep` revisions."""
+    cutoff = head_revision() - keep
+    if cutoff > 0:
+        db.session.execute(delete(Change).where(Change.revision <= cutoff))
+        db.session.commit()

@@ -1,0 +1,233 @@
+"""The gateway WebSocket (docs/protocol.md): hello, then snapshot or delta, then deltas as they come."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flask import current_app, g, request
+from simple_websocket import ConnectionClosed
+
+from og_kernel.og_elements import Element
+from og_kernel.og_netpolicy import TargetError
+
+from ..models import Gateway, db, utcnow
+from ..services import changelog
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+HELLO_TIMEOUT = 10.0
+HEARTBEAT_EVERY = 10.0
+DEAD_AFTER = 30.0
+CHUNK = 10000
+MAX_MESSAGE = 1 << 20
+
+
+class ProtocolError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse(raw):
+    """Decode one frame into a dict with v and type, or raise ProtocolError."""
+    if isinstance(raw, bytes):
+        raise ProtocolError("bad_message", "frames must be JSON text, not binary")
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        raise ProtocolError("bad_message", "frame is not valid JSON")
+    if not isinstance(msg, dict):
+        raise ProtocolError("bad_message", "frame must be a JSON object")
+    if msg.get("v") != VERSION:
+        raise ProtocolError("bad_version", "protocol version %r is not supported; this server speaks v%d"
+                            % (msg.get("v"), VERSION))
+    if msg.get("type") not in ("hello", "ack", "heartbeat", "counters"):
+        raise ProtocolError("bad_message", "unknown message type %r" % (msg.get("type"),))
+    return msg
+
+
+def _int(msg, key):
+    value = msg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError("bad_message", "%s %s must be a non-negative integer" % (msg["type"], key))
+    return value
+
+
+class GatewaySession:
+    """One connected gateway."""
+
+    def __init__(self, ws, hub):
+        self.ws = ws
+        self.hub = hub
+        self.name = None
+        self.sent = 0          # the revision the gateway will be at once it applies what we sent
+        self.last_heard = time.monotonic()
+        self.last_beat = time.monotonic()
+
+    def send(self, **msg):
+        msg["v"] = VERSION
+        self.ws.send(json.dumps(msg, separators=(",", ":")))
+
+    def run(self):
+        try:
+            raw = self.ws.receive(timeout=HELLO_TIMEOUT)
+            if raw is None:
+                raise ProtocolError("timeout", "no hello within %ds" % HELLO_TIMEOUT)
+            msg = parse(raw)
+            if msg["type"] != "hello":
+                raise ProtocolError("bad_message", "the first frame must be hello, not %s" % msg["type"])
+            self.hello(msg)
+            self.loop()
+        except ProtocolError as exc:
+            log.warning("gateway %s protocol error %s: %s", self.name or request.remote_addr, exc.code, exc.message)
+            try:
+                self.send(type="error", code=exc.code, message=exc.message)
+                self.ws.close(1008, exc.message[:120])
+            except ConnectionClosed:
+                pass
+        except ConnectionClosed:
+            pass
+        finally:
+            self.disconnected()
+
+    def hello(self, msg):
+        name = msg.get("name")
+        if not isinstance(name, str) or not 0 < len(name) <= 128:
+            raise ProtocolError("bad_message", "hello name must be a string of 1-128 characters")
+        revision = _int(msg, "revision")
+        version = str(msg.get("agent_version", ""))[:32]
+        self.name = name
+        gw = db.session.query(Gateway).filter_by(name=name).one_or_none() or Gateway(name=name)
+        gw.address = request.remote_addr or ""
+        gw.agent_version = version
+        gw.connected = True
+        gw.connected_at = gw.last_seen = utcnow()
+        db.session.add(gw)
+        db.session.commit()
+        log.info("gateway %s connected from %s at revision %d", name, gw.address, revision)
+        self.catch_up(revision)
+
+    def catch_up(self, revision):
+        head = changelog.head_revision()
+        answer = changelog.delta(revision, head) if 0 < revision <= head else None
+        if answer is not None:
+            add, remove = answer
+            self.send(type="delta", base=revision, revision=head, add=add, remove=remove)
+            self.sent = head
+        else:
+            self.send_snapshot()
+        db.session.commit()  # end the read transaction
+
+    def send_snapshot(self):
+        revision, elements = changelog.snapshot()
+        chunks = max(1, -(-len(elements) // CHUNK))
+        for i in range(chunks):
+            self.send(type="snapshot", revision=revision, chunk=i, chunks=chunks,
+                      elements=elements[i * CHUNK:(i + 1) * CHUNK])
+        self.sent = revision
+        log.info("gateway %s sent snapshot revision=%d elements=%d", self.name, revision, len(elements))
+
+    def loop(self):
+        while True:
+            head = self.hub.wait(self.sent, timeout=0.5)
+            if head > self.sent:
+                answer = changelog.delta(self.sent, head)
+                db.session.commit()
+                if answer is None:
+                    self.send_snapshot()
+                else:
+                    self.send(type="delta", base=self.sent, revision=head, add=answer[0], remove=answer[1])
+                    self.sent = head
+            while True:
+                raw = self.ws.receive(timeout=0)
+                if raw is None:
+                    break
+                self.last_heard = time.monotonic()
+                self.handle(parse(raw))
+            now = time.monotonic()
+            if now - self.last_beat >= HEARTBEAT_EVERY:
+                self.send(type="heartbeat", ts=time.time())
+                self.last_beat = now
+            if now - self.last_heard > DEAD_AFTER:
+                log.warning("gateway %s silent for %ds: closing", self.name, DEAD_AFTER)
+                self.ws.close(1001, "no heartbeat")
+                return
+
+    def handle(self, msg):
+        kind = msg["type"]
+        if kind == "hello":
+            self.catch_up(_int(msg, "revision"))
+        elif kind == "ack":
+            revision = _int(msg, "revision")
+            if revision > self.sent:
+                raise ProtocolError("bad_message", "ack of revision %d that was never sent (latest sent %d)"
+                                    % (revision, self.sent))
+            digest = msg.get("digest")
+            if not isinstance(digest, str) or len(digest) != 64:
+                raise ProtocolError("bad_message", "ack digest must be a 64-character SHA-256 hex string")
+            head, expected = changelog.digest_at_head()
+            gw = db.session.query(Gateway).filter_by(name=self.name).one()
+            gw.applied_revision = revision
+            gw.digest = digest
+            gw.elements = _int(msg, "count")
+            gw.digest_match = revision == head and digest == expected
+            gw.last_seen = utcnow()
+            db.session.commit()
+            if revision == head and digest != expected:
+                log.warning("gateway %s digest mismatch at revision %d: sending a snapshot", self.name, revision)
+                self.send_snapshot()
+        elif kind == "heartbeat":
+            gw = db.session.query(Gateway).filter_by(name=self.name).one()
+            gw.last_seen = utcnow()
+            db.session.commit()
+        elif kind == "counters":
+            counters = msg.get("counters")
+            if not isinstance(counters, dict):
+                raise ProtocolError("bad_message", "counters must be an object keyed by element")
+            for key in list(counters)[:5]:
+                try:
+                    Element.parse(key)
+                except TargetError as exc:
+                    raise ProtocolError("bad_message", str(exc))
+            current_app.extensions["og_traffic"][self.name] = {"ts": msg.get("ts"), "counters": counters}
+
+    def disconnected(self):
+        if self.name is None:
+            return
+        try:
+            gw = db.session.query(Gateway).filter_by(name=self.name).one_or_none()
+            if gw is not None:
+                gw.connected = False
+                gw.last_seen = utcnow()
+                db.session.commit()
+        except Exception:
+            db.session.rollback()
+            log.exception("could not record the disconnect of gateway %s", self.name)
+        log.info("gateway %s disconnected", self.name)
+
+
+def register(app, sock):
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": MAX_MESSAGE})
+    app.extensions.setdefault("og_traffic", {})
+
+    @sock.route("/ws/gateway")
+    def gateway_ws(ws):
+        app.extensions["og_hub"].start()
+        GatewaySession(ws, app.extensions["og_hub"]).run()
+        db.session.remove()
+
+    @app.before_request
+    def authenticate_gateway():
+        if request.path != "/ws/gateway":
+            return None
+        from ..services import tokens
+        from ..api import error
+        token = tokens.authenticate(request.headers.get("Authorization"))
+        if not tokens.allowed(token, "gateway"):
+            return error(401, "unauthorized", "a gateway token is required: Authorization: Bearer <token>")
+        g.token = token
+        return None
