@@ -5,22 +5,27 @@
 
 Allowed destinations live in ipset hash sets with per-element counters, referenced by a few rules in chains
 named OG-*; lookups are O(1) whatever the size of the allowlist. Used by the og_iptables_allow module and
-by the gateway agent alike.
+by the gateway agent alike. Only objects named og-* (sets) and OG-* (chains), and the one jump into each
+owned chain, are ever changed.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 
 from .og_command import CommandError, CommandRunner, refuse_root_netns
 from .og_elements import Element, digest
-from .og_netpolicy import DEFAULT_INTERNAL_NETWORKS, AddressPolicy, TargetError, parse_networks
+from .og_netpolicy import DEFAULT_INTERNAL_NETWORKS, AddressPolicy, TargetError
 
 MAXELEM = 1048576
 CHAIN = "OG-FORWARD"
 REJECT_CHAIN = "OG-REJECT"
 NAT_CHAIN = "OG-POSTROUTING"
+TEMP_SUFFIX = "-t"
+SYS_CLASS_NET = "/sys/class/net"
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 
 
 class FirewallError(CommandError):
@@ -49,7 +54,7 @@ class Counters(object):
 
 
 class SetSpec(object):
-    """One owned ipset: name, type and family."""
+    """One owned ipset: name, type, family and whether it counts."""
 
     __slots__ = ("name", "type", "family", "counters")
 
@@ -59,13 +64,28 @@ class SetSpec(object):
         self.family = family
         self.counters = counters
 
+    @property
+    def temp(self):
+        """The temporary set a snapshot is built in before it is swapped in."""
+        return self.name + TEMP_SUFFIX
+
     def create_line(self, name=None):
         return "create %s %s family %s maxelem %d%s" % (
             name or self.name, self.type, self.family, MAXELEM, " counters" if self.counters else "")
 
+    def describe(self):
+        return "ipset %s %s family %s%s" % (self.name, self.type, self.family, " counters" if self.counters else "")
+
+
+def describe_header(name, type_, header):
+    """The same text as SetSpec.describe() for a set as the kernel reports it."""
+    words = header.split()
+    family = words[words.index("family") + 1] if "family" in words[:-1] else "?"
+    return "ipset %s %s family %s%s" % (name, type_, family, " counters" if "counters" in words else "")
+
 
 class Family(object):
-    """Names and commands of one address family (4 or 6)."""
+    """Names, commands and rules of one address family (4 or 6)."""
 
     def __init__(self, version):
         self.version = version
@@ -87,18 +107,27 @@ class Family(object):
     def element_sets(self):
         return [self.allow, self.allow_in, self.allowp, self.allowp_in]
 
+    def sets_for(self, element):
+        """(out set, in set) that hold an element."""
+        return (self.allow, self.allow_in) if element.port is None else (self.allowp, self.allowp_in)
+
     def forward_rules(self, out):
+        """OG-FORWARD as `iptables -S` prints it; anything not client <-> outside falls through (RETURN)."""
         c = self.clients.name
         return [
-            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst -j ACCEPT" % (CHAIN, out, c, self.allow.name),
-            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst,dst -j ACCEPT" % (CHAIN, out, c, self.allowp.name),
+            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst -j ACCEPT"
+            % (CHAIN, out, c, self.allow.name),
+            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst,dst -j ACCEPT"
+            % (CHAIN, out, c, self.allowp.name),
             "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED "
             "-m set --match-set %s src -j ACCEPT" % (CHAIN, out, c, self.allow_in.name),
             "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED "
             "-m set --match-set %s src,src -j ACCEPT" % (CHAIN, out, c, self.allowp_in.name),
-            # Flows to an address that aged out of a resolver's grace period stay up.
-            "-A %s -o %s -m set --match-set %s src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" % (CHAIN, out, c),
-            "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" % (CHAIN, out, c),
+            # Flows whose address left the allowlist stay up; scoped to clients so other forwarding is untouched.
+            "-A %s -o %s -m set --match-set %s src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+            % (CHAIN, out, c),
+            "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+            % (CHAIN, out, c),
             "-A %s -o %s -m set --match-set %s src -j %s" % (CHAIN, out, c, REJECT_CHAIN),
         ]
 
@@ -112,42 +141,79 @@ class Family(object):
         return ["-A %s -o %s -m set --match-set %s src -j MASQUERADE" % (NAT_CHAIN, out, self.clients.name)]
 
 
+# (table, parent chain, owned chain) of the two jumps into owned chains.
+JUMPS = (("filter", "FORWARD", CHAIN), ("nat", "POSTROUTING", NAT_CHAIN))
+CHAINS = (("filter", CHAIN), ("filter", REJECT_CHAIN), ("nat", NAT_CHAIN))
+
+
+def parse_client_networks(raw, ipv6):
+    """The client networks, checked and canonical ('10.88.0.0/24'); raises FirewallError naming a bad one."""
+    if not raw:
+        raise FirewallError("no client networks given: list the networks whose egress this gateway controls "
+                            "(client_networks, e.g. 10.88.0.0/24)")
+    nets = []
+    for value in raw:
+        text = str(value).strip()
+        try:
+            net = ipaddress.ip_network(text)
+        except ValueError:
+            try:
+                fixed = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise FirewallError("client network %r is not an IPv4/IPv6 network in CIDR notation; "
+                                    "write it like 10.88.0.0/24" % (value,)) from None
+            raise FirewallError("client network %r has host bits set; did you mean %s?" % (value, fixed)) from None
+        if net.prefixlen == 0:
+            raise FirewallError("client network %s would make every address a client; list the client "
+                                "networks themselves" % net)
+        if net.version == 6 and not ipv6:
+            raise FirewallError("client network %s is IPv6 but ipv6 is off: enable ipv6 or remove it" % net)
+        nets.append(net)
+    return [str(n) for n in sorted(set(nets), key=lambda n: (n.version, n))]
+
+
 class EgressPolicy(object):
-    """What the gateway enforces: which networks are clients, which interface leads out."""
+    """What the gateway enforces: which networks are clients, which interface leads out, whether IPv6 too."""
 
     def __init__(self, client_networks, outside_interface, ipv6=False, internal_networks=DEFAULT_INTERNAL_NETWORKS):
-        self.client_networks = [str(n) for n in parse_networks(client_networks, "client network")]
+        self.raw_client_networks = list(client_networks or [])
         self.outside_interface = outside_interface
         self.ipv6 = bool(ipv6)
+        # Prefix length limits are the server's business; here only internal destinations are refused.
         self.address_policy = AddressPolicy(internal_networks, min_prefix_v4=0, min_prefix_v6=0)
 
     @property
     def versions(self):
         return (4, 6) if self.ipv6 else (4,)
 
+    def check(self):
+        """Raise FirewallError naming the first bad setting."""
+        parse_client_networks(self.raw_client_networks, self.ipv6)
 
-def kernel_members(element):
-    """The set and the member strings (as `ipset save` prints them) that an element becomes."""
-    net = element.network
-    host = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
-    if element.port is None:
-        return "allow", [host]
-    proto, first, last = element.proto_ports
-    return "allowp", ["%s,%s:%d" % (host, proto, port) for port in range(first, last + 1)]
+    @property
+    def client_networks(self):
+        """The client networks, checked and canonical ('10.88.0.0/24'); raises FirewallError naming a bad one."""
+        return parse_client_networks(self.raw_client_networks, self.ipv6)
 
 
-def _member_add(element):
-    """The single `add` argument for an element (port ranges are added as a range)."""
-    net = element.network
-    host = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
-    if element.port is None:
-        return "allow", host
-    proto, first, last = element.proto_ports
-    return "allowp", "%s,%s:%s" % (host, proto, str(first) if first == last else "%d-%d" % (first, last))
+class Step(object):
+    """One change apply() makes: a readable description and the commands (argv, stdin) that make it."""
+
+    __slots__ = ("what", "commands")
+
+    def __init__(self, what, commands):
+        self.what = what
+        self.commands = commands
+
+    def __repr__(self):
+        return "Step(%r)" % self.what
+
+    def __str__(self):
+        return self.what
 
 
 class PolicyPlan(object):
-    """What apply() would do: the commands per step and a readable before/after of the owned state."""
+    """What apply() would do: the steps, and a sorted readable before/after of the owned objects."""
 
     def __init__(self, before, after, steps):
         self.before = before
@@ -163,202 +229,311 @@ class PolicyPlan(object):
         return {"before": self.before, "after": self.after}
 
 
+def lines_text(lines):
+    """Sorted lines as one text, each ending in a newline ('' when there are none)."""
+    return "".join(line + "\n" for line in sorted(lines))
+
+
+def _host(network):
+    """An ipset member for a network: a bare address for /32 and /128, else the CIDR."""
+    net = ipaddress.ip_network(network)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def member_add(element):
+    """The one `add`/`del` member for an element; a port range stays a range ('h,tcp:8000-8100')."""
+    if element.port is None:
+        return _host(element.net)
+    proto, first, last = element.proto_ports
+    return "%s,%s:%s" % (_host(element.net), proto, first if first == last else "%d-%d" % (first, last))
+
+
+def kernel_members(element):
+    """The member strings, as `ipset save` prints them, that an element becomes (one per port)."""
+    if element.port is None:
+        return [_host(element.net)]
+    proto, first, last = element.proto_ports
+    return ["%s,%s:%d" % (_host(element.net), proto, port) for port in range(first, last + 1)]
+
+
+def parse_save(text):
+    """{set name: {member: (packets, bytes)}} from `ipset save` / `ipset list -o save` output."""
+    result = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "create":
+            result.setdefault(parts[1], {})
+        elif len(parts) >= 3 and parts[0] == "add":
+            packets = int(parts[parts.index("packets") + 1]) if "packets" in parts else 0
+            bytes_ = int(parts[parts.index("bytes") + 1]) if "bytes" in parts else 0
+            result.setdefault(parts[1], {})[parts[2]] = (packets, bytes_)
+    return result
+
+
+def parse_headers(text):
+    """{set name: (type, header)} from `ipset list -t` output."""
+    sets, name, type_ = {}, None, None
+    for line in text.splitlines():
+        if line.startswith("Name: "):
+            name, type_ = line[6:].strip(), None
+        elif line.startswith("Type: "):
+            type_ = line[6:].strip()
+        elif line.startswith("Header: ") and name:
+            sets[name] = (type_, line[8:].strip())
+    return sets
+
+
+def fold_elements(plain, ported, expected=()):
+    """Elements from kernel members: plain networks, and (host, proto, port) members folded into port ranges.
+
+    Port members that make up an expected element are read back as that element; the others are folded
+    into maximal runs of consecutive ports.
+    """
+    found = {Element(m) for m in plain}
+    ported = set(ported)
+    claimed = set()
+    for element in expected:
+        if element.port is None:
+            continue
+        proto, first, last = element.proto_ports
+        host = _host(element.net)
+        wanted = {(host, proto, p) for p in range(first, last + 1)}
+        if wanted <= ported:
+            found.add(element)
+            claimed |= wanted
+    runs = {}
+    for host, proto, port in ported - claimed:
+        runs.setdefault((host, proto), []).append(port)
+    for (host, proto), ports in runs.items():
+        ports.sort()
+        start = prev = ports[0]
+        for port in ports[1:] + [None]:
+            if port is not None and port == prev + 1:
+                prev = port
+                continue
+            found.add(Element(host, "%d-%d/%s" % (start, prev, proto) if prev != start else "%d/%s" % (start, proto)))
+            if port is not None:
+                start = prev = port
+    return found
+
+
+def split_port_member(member):
+    """'198.51.100.10,tcp:443' -> ('198.51.100.10', 'tcp', 443)."""
+    host, _, proto_port = member.partition(",")
+    proto, _, port = proto_port.partition(":")
+    return host, proto, int(port)
+
+
 class Firewall(object):
     """Reads and changes the owned ipsets and iptables chains of one gateway."""
+
+    sys_class_net = SYS_CLASS_NET
 
     def __init__(self, policy, runner=None):
         self.policy = policy
         self.run = runner or CommandRunner()
         self.families = [Family(v) for v in policy.versions]
 
-    # ---- reading -------------------------------------------------------------------------------
-    def _set_headers(self):
-        """{name: (type, header)} of every existing set."""
-        out = self.run(["ipset", "list", "-t"]).stdout
-        sets, name, type_ = {}, None, None
-        for line in out.splitlines():
-            if line.startswith("Name: "):
-                name = line[6:].strip()
-            elif line.startswith("Type: "):
-                type_ = line[6:].strip()
-            elif line.startswith("Header: ") and name:
-                sets[name] = (type_, line[8:].strip())
-        return sets
+    # ---- guard -----------------------------------------------------------------------------------
+    def _guard(self):
+        """Refuse to change the machine's own namespace when OG_REFUSE_ROOT_NETNS=1 (tests and the lab set it)."""
+        try:
+            refuse_root_netns("iptables rules and ipsets")
+        except CommandError as exc:
+            raise FirewallError(exc.msg)
 
-    def _save(self, names):
-        """{set name: {member: (packets, bytes)}} from `ipset save` of the named sets that exist."""
+    # ---- reading ---------------------------------------------------------------------------------
+    def set_headers(self):
+        """{name: (type, header)} of every existing set."""
+        return parse_headers(self.run(["ipset", "list", "-t"]).stdout)
+
+    def _save(self, names, headers):
+        """{set name: {member: (packets, bytes)}} of the named sets that exist."""
         result = {}
         for name in names:
-            res = self.run(["ipset", "save", name], check=False)
-            if res.rc != 0:
-                continue
-            members = result.setdefault(name, {})
-            for line in res.stdout.splitlines():
-                parts = line.split()
-                if len(parts) >= 3 and parts[0] == "add":
-                    packets = bytes_ = 0
-                    if "packets" in parts:
-                        packets = int(parts[parts.index("packets") + 1])
-                    if "bytes" in parts:
-                        bytes_ = int(parts[parts.index("bytes") + 1])
-                    members[parts[2]] = (packets, bytes_)
+            if name in headers:
+                result.update(parse_save(self.run(["ipset", "list", "-o", "save", name]).stdout))
         return result
 
-    def _chain_rules(self, fam, table, chain):
+    def _rules(self, fam, table, chain):
+        """The -A lines of a chain, or None when it does not exist."""
         res = self.run([fam.iptables, "-t", table, "-S", chain], check=False)
         if res.rc != 0:
             return None
         return [line for line in res.stdout.splitlines() if line.startswith("-A ")]
 
-    def _jump_position(self, fam, table, parent, chain):
-        rules = self._chain_rules(fam, table, parent) or []
-        try:
-            return rules.index("-A %s -j %s" % (parent, chain)) + 1
-        except ValueError:
-            return None
+    def _jump_positions(self, fam, table, parent, chain):
+        rules = self._rules(fam, table, parent) or []
+        return [i + 1 for i, rule in enumerate(rules) if rule == "-A %s -j %s" % (parent, chain)]
 
-    def state_lines(self, fam, headers=None):
-        """The owned state of one family as sorted readable lines (for diffs)."""
-        headers = self._set_headers() if headers is None else headers
+    def _sets_in_the_way(self, headers):
+        """Raise FirewallError when a set with one of our names has another type, family or no counters."""
+        for fam in self.families:
+            for spec in fam.sets:
+                for name in (spec.name, spec.temp):
+                    if name not in headers:
+                        continue
+                    type_, header = headers[name]
+                    if describe_header(spec.name, type_, header) != spec.describe():
+                        raise FirewallError(
+                            "ipset %s exists as %s (%s) but must be %s family %s%s; it is in the way: remove it "
+                            "with `ipset destroy %s` (after removing the rules that use it)" % (
+                                name, type_, header, spec.type, spec.family,
+                                " with counters" if spec.counters else "", name))
+
+    def _read(self, fam, headers):
+        """The owned objects of one family: {"sets": {name: description}, "clients": [...],
+        "jumps": {(table, parent, chain): [positions]}, "chains": {(table, chain): [rules] or None}}."""
+        state = {"sets": {}, "clients": None, "jumps": {}, "chains": {}}
+        for spec in fam.sets:
+            if spec.name in headers:
+                state["sets"][spec.name] = describe_header(spec.name, *headers[spec.name])
+        if fam.clients.name in headers:
+            members = self._save([fam.clients.name], headers).get(fam.clients.name, {})
+            state["clients"] = sorted(str(ipaddress.ip_network(m)) for m in members)
+        for table, parent, chain in JUMPS:
+            state["jumps"][(table, parent, chain)] = self._jump_positions(fam, table, parent, chain)
+        for table, chain in CHAINS:
+            state["chains"][(table, chain)] = self._rules(fam, table, chain)
+        return state
+
+    def state_lines(self, fam, state):
+        """Readable lines (for diffs) of a state as _read() returns it."""
         lines = []
-        for spec in [fam.clients]:
-            if spec.name in headers:
-                members = sorted(self._save([spec.name]).get(spec.name, {}))
-                lines.append("ipset %s %s: %s" % (spec.name, headers[spec.name][0], " ".join(members)))
-        for spec in fam.element_sets:
-            if spec.name in headers:
-                lines.append("ipset %s %s" % (spec.name, headers[spec.name][0]))
-        for table, parent, chain in (("filter", "FORWARD", CHAIN), ("nat", "POSTROUTING", NAT_CHAIN)):
-            pos = self._jump_position(fam, table, parent, chain)
-            if pos is not None:
-                lines.append("%s %s: jump to %s at position %d" % (fam.iptables, parent, chain, pos))
-        for table, chain in (("filter", CHAIN), ("filter", REJECT_CHAIN), ("nat", NAT_CHAIN)):
-            rules = self._chain_rules(fam, table, chain)
+        for spec in fam.sets:
+            if spec.name in state["sets"]:
+                line = state["sets"][spec.name]
+                if spec is fam.clients:
+                    line += ": " + " ".join(state["clients"])
+                lines.append(line)
+        # Rules carry their position, so the sorted text still shows order.
+        for (table, parent, chain), positions in state["jumps"].items():
+            lines += ["%s -t %s %s rule %d: -j %s" % (fam.iptables, table, parent, pos, chain) for pos in positions]
+        for (table, chain), rules in state["chains"].items():
             if rules is not None:
-                lines.extend("%s -t %s %s" % (fam.iptables, table, r) for r in rules)
+                lines.append("%s -t %s chain %s" % (fam.iptables, table, chain))
+                prefix = "-A %s " % chain
+                lines += ["%s -t %s %s rule %d: %s" % (fam.iptables, table, chain, i + 1, r[len(prefix):])
+                          for i, r in enumerate(rules)]
         return lines
 
-    def desired_lines(self, fam):
+    def desired(self, fam):
+        """The owned objects of one family as they should be, in the shape _read() returns."""
         out = self.policy.outside_interface
-        clients = sorted(str(n) for n in parse_networks(self.policy.client_networks)
-                         if n.version == fam.version)
-        clients = [c[:-3] if c.endswith("/32") else c[:-4] if c.endswith("/128") else c for c in clients]
-        lines = ["ipset %s %s: %s" % (fam.clients.name, fam.clients.type, " ".join(clients))]
-        lines += ["ipset %s %s" % (s.name, s.type) for s in fam.element_sets]
-        lines += ["%s FORWARD: jump to %s at position 1" % (fam.iptables, CHAIN),
-                  "%s POSTROUTING: jump to %s at position 1" % (fam.iptables, NAT_CHAIN)]
-        lines += ["%s -t filter %s" % (fam.iptables, r) for r in fam.forward_rules(out)]
-        lines += ["%s -t filter %s" % (fam.iptables, r) for r in fam.reject_rules()]
-        lines += ["%s -t nat %s" % (fam.iptables, r) for r in fam.nat_rules(out)]
-        return lines
+        return {
+            "sets": {spec.name: spec.describe() for spec in fam.sets},
+            "clients": sorted(self._clients(fam)),
+            "jumps": {jump: [1] for jump in JUMPS},
+            "chains": {("filter", CHAIN): fam.forward_rules(out), ("filter", REJECT_CHAIN): fam.reject_rules(),
+                       ("nat", NAT_CHAIN): fam.nat_rules(out)},
+        }
 
-    # ---- checking ------------------------------------------------------------------------------
+    def _clients(self, fam):
+        return [n for n in self.policy.client_networks if ipaddress.ip_network(n).version == fam.version]
+
+    # ---- checking --------------------------------------------------------------------------------
     def preflight(self):
-        """Raise FirewallError naming the problem and the fix before anything changes."""
+        """Raise FirewallError naming the problem and the fix; changes nothing."""
         for binary in ["ipset"] + [b for f in self.families for b in (f.iptables, f.restore)]:
             if self.run.which(binary) is None:
                 raise FirewallError("%s is missing. Is the package %s installed?" % (
-                    binary, "ipset" if binary == "ipset" else "iptables"))
+                    binary, "ipset" if binary == "ipset" else "iptables"), cmd=[binary], rc=127)
+        self.policy.check()
         out = self.policy.outside_interface
-        if not out or not os.path.exists(os.path.join("/sys/class/net", out)):
-            existing = sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else []
-            raise FirewallError("outside interface %r does not exist on this host (interfaces: %s); set it to the "
-                                "interface that leads to the internet" % (out, ", ".join(existing)))
-        if not self.policy.client_networks:
-            raise FirewallError("no client networks given: list the networks whose egress this gateway controls")
-        for net in self.policy.client_networks:
-            if ipaddress.ip_network(net).version == 6 and not self.policy.ipv6:
-                raise FirewallError("client network %s is IPv6 but ipv6 is off: enable ipv6 or remove it" % net)
-        headers = self._set_headers()
-        for fam in self.families:
-            for spec in fam.sets:
-                if spec.name in headers:
-                    type_, header = headers[spec.name]
-                    wrong = type_ != spec.type or ("family %s" % spec.family) not in header
-                    wrong = wrong or (spec.counters and "counters" not in header.split())
-                    if wrong:
-                        raise FirewallError(
-                            "ipset %s exists as %s (%s) but must be %s family %s%s; it is in the way: "
-                            "remove it with `ipset destroy %s` (after removing rules that use it)" % (
-                                spec.name, type_, header, spec.type, spec.family,
-                                " with counters" if spec.counters else "", spec.name))
+        if not out or not _IFNAME.match(str(out)) or not os.path.isdir(os.path.join(self.sys_class_net, out)):
+            try:
+                existing = sorted(os.listdir(self.sys_class_net))
+            except OSError:
+                existing = []
+            raise FirewallError("outside interface %r does not exist on this host (interfaces: %s); set "
+                                "outside_interface to the interface that leads to the internet"
+                                % (out, ", ".join(existing)))
+        self._sets_in_the_way(self.set_headers())
 
     # ---- the policy ------------------------------------------------------------------------------
     def plan(self):
-        """Compare the owned objects with the desired ones; return a PolicyPlan."""
-        headers = self._set_headers()
+        """Compare the owned objects with the desired ones; return a PolicyPlan. Changes nothing."""
+        headers = self.set_headers()
+        self._sets_in_the_way(headers)
         before, after, steps = [], [], []
         for fam in self.families:
-            current = self.state_lines(fam, headers)
-            desired = self.desired_lines(fam)
-            before += current
-            after += desired
-            if sorted(current) != sorted(desired):
-                steps.append(fam)
-        return PolicyPlan("\n".join(sorted(before)) + "\n", "\n".join(sorted(after)) + "\n", steps)
+            have, want = self._read(fam, headers), self.desired(fam)
+            before += self.state_lines(fam, have)
+            after += self.state_lines(fam, want)
+            steps += self._steps(fam, have, want)
+        return PolicyPlan(lines_text(before), lines_text(after), steps)
+
+    def _steps(self, fam, have, want):
+        """The steps that turn one family's state `have` into `want`, in dependency order."""
+        steps = []
+        missing = [s for s in fam.element_sets if s.name not in have["sets"]]
+        if missing:
+            steps.append(Step("create ipsets %s" % ", ".join(s.name for s in missing), [
+                (["ipset", "restore", "-exist"], "".join(s.create_line() + "\n" for s in missing))]))
+        if have["clients"] != want["clients"]:
+            spec = fam.clients
+            batch = [spec.create_line(), spec.create_line(spec.temp), "flush %s" % spec.temp]
+            batch += ["add %s %s" % (spec.temp, n) for n in want["clients"]]
+            batch += ["swap %s %s" % (spec.temp, spec.name), "destroy %s" % spec.temp]
+            steps.append(Step("set %s to %s" % (spec.name, " ".join(want["clients"])), [
+                (["ipset", "restore", "-exist"], "".join(line + "\n" for line in batch))]))
+        for table in ("filter", "nat"):
+            chains = [c for t, c in CHAINS if t == table]
+            if any(have["chains"][(table, c)] != want["chains"][(table, c)] for c in chains):
+                # Declaring a chain in iptables-restore --noflush empties it; its rules follow in the same commit.
+                text = "*%s\n%s%sCOMMIT\n" % (
+                    table, "".join(":%s - [0:0]\n" % c for c in chains),
+                    "".join(r + "\n" for c in chains for r in want["chains"][(table, c)]))
+                steps.append(Step("load %s %s: %s" % (fam.iptables, table, ", ".join(chains)),
+                                  [([fam.restore, "--noflush"], text)]))
+        for jump in JUMPS:
+            table, parent, chain = jump
+            if have["jumps"][jump] != want["jumps"][jump]:
+                commands = [([fam.iptables, "-t", table, "-D", parent, "-j", chain], None)
+                            for _ in have["jumps"][jump]]
+                commands.append(([fam.iptables, "-t", table, "-I", parent, "1", "-j", chain], None))
+                steps.append(Step("%s: jump from %s to %s at position 1" % (fam.iptables, parent, chain), commands))
+        return steps
 
     def apply(self, plan=None):
         """Put the policy in place (idempotent); return True if anything changed."""
+        self._guard()
         plan = plan or self.plan()
-        if not plan.changed:
-            return False
-        refuse_root_netns("iptables and ipsets")
-        for fam in plan.steps:
-            self._apply_family(fam)
-        return True
+        for step in plan.steps:
+            for argv, stdin in step.commands:
+                self.run(argv, stdin=stdin)
+        return plan.changed
 
-    def _apply_family(self, fam):
-        out = self.policy.outside_interface
-        headers = self._set_headers()
-        lines = [spec.create_line() for spec in fam.sets if spec.name not in headers]
-        # Client networks are replaced through a temporary set and swap, like allowed sets.
-        tmp = fam.clients.name + "-t"
-        lines += ["create %s %s family %s" % (tmp, fam.clients.type, fam.clients.family),
-                  "flush %s" % tmp]
-        lines += ["add %s %s" % (tmp, n) for n in self.policy.client_networks
-                  if ipaddress.ip_network(n).version == fam.version]
-        lines += ["swap %s %s" % (tmp, fam.clients.name), "destroy %s" % tmp]
-        self.run(["ipset", "restore", "-exist"], stdin="\n".join(lines) + "\n")
-        # Chains are declared and filled in one transaction; declaring a chain flushes it.
-        filter_rules = fam.forward_rules(out) + fam.reject_rules()
-        self.run([fam.restore, "--noflush"], stdin="*filter\n:%s - [0:0]\n:%s - [0:0]\n%s\nCOMMIT\n" % (
-            CHAIN, REJECT_CHAIN, "\n".join(filter_rules)))
-        self.run([fam.restore, "--noflush"], stdin="*nat\n:%s - [0:0]\n%s\nCOMMIT\n" % (
-            NAT_CHAIN, "\n".join(fam.nat_rules(out))))
-        for table, parent, chain in (("filter", "FORWARD", CHAIN), ("nat", "POSTROUTING", NAT_CHAIN)):
-            if self._jump_position(fam, table, parent, chain) != 1:
-                self._delete_jumps(fam, table, parent, chain)
-                self.run([fam.iptables, "-t", table, "-I", parent, "1", "-j", chain])
-
-    def _delete_jumps(self, fam, table, parent, chain):
-        while self.run([fam.iptables, "-t", table, "-D", parent, "-j", chain], check=False).rc == 0:
-            pass
+    def state(self):
+        """The owned objects as they are now, sorted readable text ('' when there are none)."""
+        headers = self.set_headers()
+        return lines_text([line for fam in self.families for line in self.state_lines(fam, self._read(fam, headers))])
 
     def remove(self):
-        """Remove exactly the owned jumps, chains and sets; return True if anything was there."""
-        headers = self._set_headers()
+        """Remove exactly the owned jumps, chains and sets (state absent); return True if anything was there."""
+        self._guard()
+        headers = self.set_headers()
         changed = False
         for fam in self.families:
-            if self.state_lines(fam, headers):
+            for table, parent, chain in JUMPS:
+                for _ in self._jump_positions(fam, table, parent, chain):
+                    self.run([fam.iptables, "-t", table, "-D", parent, "-j", chain])
+                    changed = True
+            existing = [(table, chain) for table, chain in CHAINS if self._rules(fam, table, chain) is not None]
+            # Flush all first: OG-FORWARD refers to OG-REJECT.
+            for table, chain in existing:
+                self.run([fam.iptables, "-t", table, "-F", chain])
+            for table, chain in existing:
+                self.run([fam.iptables, "-t", table, "-X", chain])
                 changed = True
-        if not changed:
-            return False
-        refuse_root_netns("iptables and ipsets")
-        for fam in self.families:
-            for table, parent, chain in (("filter", "FORWARD", CHAIN), ("nat", "POSTROUTING", NAT_CHAIN)):
-                self._delete_jumps(fam, table, parent, chain)
-            for table, chain in (("filter", CHAIN), ("filter", REJECT_CHAIN), ("nat", NAT_CHAIN)):
-                if self._chain_rules(fam, table, chain) is not None:
-                    self.run([fam.iptables, "-t", table, "-F", chain])
-            for table, chain in (("filter", CHAIN), ("filter", REJECT_CHAIN), ("nat", NAT_CHAIN)):
-                if self._chain_rules(fam, table, chain) is not None:
-                    self.run([fam.iptables, "-t", table, "-X", chain])
             for spec in fam.sets:
-                if spec.name in headers:
-                    self.run(["ipset", "destroy", spec.name])
-        return True
+                for name in (spec.name, spec.temp):
+                    if name in headers:
+                        self.run(["ipset", "destroy", name])
+                        changed = True
+        return changed
 
-    # ---- allowed elements -------------------------------------------------------------------
+    # ---- allowed elements ------------------------------------------------------------------------
     def _family(self, version):
         for fam in self.families:
             if fam.version == version:
@@ -366,7 +541,7 @@ class Firewall(object):
         return None
 
     def accept(self, elements):
-        """Split elements into (kept, skipped): skipped are internal or of a family that is off."""
+        """Split elements into (kept, skipped): skipped are inside internal networks or of a family that is off."""
         kept, skipped = [], []
         for element in elements:
             element = element if isinstance(element, Element) else Element.parse(element)
@@ -378,89 +553,81 @@ class Firewall(object):
 
     def members(self):
         """{set name: {member: (packets, bytes)}} of the allowed sets as they are in the kernel."""
-        return self._save([s.name for f in self.families for s in f.element_sets])
+        headers = self.set_headers()
+        return self._save([s.name for f in self.families for s in f.element_sets], headers)
 
     def elements(self, expected=None):
-        """The allowed elements in the kernel. Port ranges are folded back when they match `expected`."""
+        """The allowed elements in the kernel (read from the out sets).
+
+        Port members are folded back into the `expected` elements they make up, the rest into maximal ranges.
+        """
         saved = self.members()
-        found = set()
+        expected = [e if isinstance(e, Element) else Element.parse(e) for e in (expected or ())]
+        plain, ported = set(), set()
         for fam in self.families:
-            found |= {Element(m) for m in saved.get(fam.allow.name, {})}
-            for member in saved.get(fam.allowp.name, {}):
-                host, _, proto_port = member.partition(",")
-                proto, _, port = proto_port.partition(":")
-                found.add(Element(host, "%s/%s" % (port, proto)))
-        if expected is not None:
-            expected = set(e if isinstance(e, Element) else Element.parse(e) for e in expected)
-            expanded = set()
-            for element in expected:
-                kind, members = kernel_members(element)
-                for member in members:
-                    if kind == "allow":
-                        expanded.add(Element(member))
-                    else:
-                        host, _, proto_port = member.partition(",")
-                        proto, _, port = proto_port.partition(":")
-                        expanded.add(Element(host, "%s/%s" % (port, proto)))
-            if expanded == found:
-                return expected
-        return found
+            plain |= set(saved.get(fam.allow.name, {}))
+            ported |= {split_port_member(m) for m in saved.get(fam.allowp.name, {})}
+        return fold_elements(plain, ported, expected)
 
     def replace(self, elements):
-        """Make the allowed sets hold exactly `elements`, atomically (temporary sets + swap).
+        """Make the allowed sets hold exactly `elements`, atomically per set (temporary set + swap + destroy).
 
-        Counters of elements that stay are carried over. Returns the skipped elements.
+        Counters of members that stay are carried over. Returns the skipped elements.
         """
-        refuse_root_netns("ipsets")
+        self._guard()
         kept, skipped = self.accept(elements)
         saved = self.members()
-        lines = []
+        batch = []
         for fam in self.families:
             mine = [e for e in kept if e.version == fam.version]
-            for spec, kind in ((fam.allow, "allow"), (fam.allow_in, "allow"),
-                               (fam.allowp, "allowp"), (fam.allowp_in, "allowp")):
-                tmp = spec.name + "-t"
-                lines += [spec.create_line(tmp), "flush %s" % tmp]
+            for spec in fam.element_sets:
+                batch += [spec.create_line(), spec.create_line(spec.temp), "flush %s" % spec.temp]
                 current = saved.get(spec.name, {})
                 for element in mine:
-                    ekind, members = kernel_members(element)
-                    if ekind != kind:
+                    if spec not in fam.sets_for(element):
                         continue
-                    for member in members:
+                    batch.append("add %s %s" % (spec.temp, member_add(element)))
+                    # Re-adding a member with -exist sets its counters; only counted members need it.
+                    for member in kernel_members(element):
                         packets, bytes_ = current.get(member, (0, 0))
-                        lines.append("add %s %s packets %d bytes %d" % (tmp, member, packets, bytes_))
-                lines += ["swap %s %s" % (tmp, spec.name), "destroy %s" % tmp]
-        self.run(["ipset", "restore", "-exist"], stdin="\n".join(lines) + "\n")
+                        if packets or bytes_:
+                            batch.append("add %s %s packets %d bytes %d" % (spec.temp, member, packets, bytes_))
+                batch += ["swap %s %s" % (spec.temp, spec.name), "destroy %s" % spec.temp]
+        self.run(["ipset", "restore", "-exist"], stdin="".join(line + "\n" for line in batch))
         return skipped
 
     def update(self, add=(), remove=()):
-        """Add and remove elements in one `ipset restore` batch; returns the skipped elements."""
-        refuse_root_netns("ipsets")
+        """Remove, then add elements in one `ipset restore -exist` batch; returns the skipped elements.
+
+        Removing an element removes its members, also those another element shares (overlapping port ranges).
+        """
+        self._guard()
         kept, skipped = self.accept(add)
-        gone, _ = self.accept(remove)
-        lines = []
+        gone = [e if isinstance(e, Element) else Element.parse(e) for e in remove]
+        gone = [e for e in gone if self._family(e.version) is not None]
+        if not kept and not gone:
+            return skipped
+        batch = [spec.create_line() for fam in self.families for spec in fam.element_sets]
         for verb, elements in (("del", gone), ("add", kept)):
             for element in elements:
-                fam = self._family(element.version)
-                kind, member = _member_add(element)
-                for spec in ((fam.allow, fam.allow_in) if kind == "allow" else (fam.allowp, fam.allowp_in)):
-                    lines.append("%s %s %s" % (verb, spec.name, member))
-        if lines:
-            self.run(["ipset", "restore", "-exist"], stdin="\n".join(lines) + "\n")
+                for spec in self._family(element.version).sets_for(element):
+                    batch.append("%s %s %s" % (verb, spec.name, member_add(element)))
+        self.run(["ipset", "restore", "-exist"], stdin="".join(line + "\n" for line in batch))
         return skipped
 
     def counters(self, elements=None):
-        """{Element: Counters} read from the kernel now; port ranges are summed per element."""
+        """{Element: Counters} read from the kernel now; the ports of a range are summed."""
         saved = self.members()
+        plain, ported = set(), set()
+        for fam in self.families:
+            plain |= set(saved.get(fam.allow.name, {}))
+            ported |= {split_port_member(m) for m in saved.get(fam.allowp.name, {})}
+        expected = [e if isinstance(e, Element) else Element.parse(e) for e in (elements or ())]
         result = {}
-        elements = self.elements(expected=elements) if elements is not None else self.elements()
-        for element in elements:
-            fam = self._family(element.version)
-            kind, members = kernel_members(element)
-            out_set = fam.allow if kind == "allow" else fam.allowp
-            in_set = fam.allow_in if kind == "allow" else fam.allowp_in
+        for element in fold_elements(plain, ported, expected):
+            out_set, in_set = self._family(element.version).sets_for(element)
             c = Counters()
-            for member in members:
+            for member in kernel_members(element):
                 p, b = saved.get(out_set.name, {}).get(member, (0, 0))
                 c.out_packets += p
                 c.out_bytes += b
@@ -471,7 +638,7 @@ class Firewall(object):
         return result
 
     def rejected(self):
-        """(packets, bytes) rejected for the clients so far, all families together."""
+        """(packets, bytes) rejected in OG-REJECT so far, all families together."""
         packets = bytes_ = 0
         for fam in self.families:
             res = self.run([fam.iptables, "-t", "filter", "-L", REJECT_CHAIN, "-v", "-x", "-n"], check=False)
@@ -489,4 +656,5 @@ def kernel_digest(firewall, expected=None):
     return digest(elements), len(elements)
 
 
-__all__ = ["Counters", "EgressPolicy", "Firewall", "FirewallError", "PolicyPlan", "TargetError", "kernel_digest"]
+__all__ = ["CommandError", "Counters", "EgressPolicy", "Firewall", "FirewallError", "PolicyPlan", "Step",
+           "TargetError", "kernel_digest"]

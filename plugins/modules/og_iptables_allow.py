@@ -7,110 +7,257 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: og_iptables_allow
-short_description: Put a gateway's egress policy in place with ipset and iptables
+short_description: Default-deny egress for client networks on a gateway, with an ipset allowlist
 version_added: 0.1.0
 description:
-  - Ensures the egress policy of an outputguard.egress gateway, as objects it owns and nothing else
-    (ipsets C(og-*), chains C(OG-*)), reached by one jump at the top of C(FORWARD) and C(POSTROUTING).
-  - Traffic from the client networks out of the outside interface is denied by default and rejected at once
-    (TCP reset, ICMP administratively prohibited); allowed destinations and established flows pass; it is
-    masqueraded on the outside interface. The host's own traffic (SSH, DNS, the agent) is never touched, and
-    it works whatever the policy of C(FORWARD) is.
-  - Optionally manages a static list of allowed destinations; usually the gateway agent does that.
-author: outputguard.egress contributors
-requirements:
-  - ipset and iptables (Debian packages ipset and iptables) on the managed host
+  - Puts the outputguard data plane in place on a gateway, or removes it.
+  - Forwarding from O(client_networks) out of O(outside_interface) is denied by default and rejected fast
+    (TCP reset, ICMP administratively prohibited); destinations in the allowlist pass, and the clients are
+    masqueraded on the outside interface.
+  - The allowlist lives in ipset hash sets with per-element counters (C(og-allow4), C(og-allowp4) and their
+    C(-in) twins); the rules live in the chains C(OG-FORWARD), C(OG-REJECT) (filter) and C(OG-POSTROUTING) (nat),
+    reached by one jump each at the top of C(FORWARD) and C(POSTROUTING).
+  - Only objects named C(og-*) and C(OG-*) are changed. Other rules and the C(FORWARD) policy are left alone, so
+    the module works on hosts whose C(FORWARD) policy is C(DROP). The host's own C(INPUT) and C(OUTPUT) are not
+    touched.
+  - Elements inside internal networks (RFC 1918, loopback, link-local, CGNAT, multicast, reserved) are never
+    added; they are returned in RV(refused) with a warning.
 options:
   client_networks:
-    description: Networks of the clients whose egress this gateway controls. Required when O(state=present).
+    description:
+      - The networks whose egress the gateway controls, in CIDR notation without host bits.
+      - Required when O(state=present).
     type: list
     elements: str
-    default: []
   outside_interface:
-    description: The interface towards the internet. Required when O(state=present).
+    description:
+      - The interface that leads to the internet. Clients are masqueraded on it.
+      - Required when O(state=present).
     type: str
   ipv6:
-    description: Enforce the policy for IPv6 too (ip6tables and IPv6 sets).
+    description:
+      - Also manage IPv6 (ip6tables and sets of family inet6).
+      - With O(state=absent), IPv6 objects are removed whenever C(ip6tables) is installed.
     type: bool
     default: false
   allowed:
     description:
-      - Allowed destinations as elements (C(198.51.100.10), C(198.51.100.0/24), C(198.51.100.10/32 443/tcp)).
-      - When omitted, the allowed sets are left to the gateway agent.
+      - Allowed destinations as elements, for example V(198.51.100.10), V(198.51.100.0/24), V(2001:db8::/64),
+        V(198.51.100.10/32 443/tcp) or V(203.0.113.0/24 8000-8100/tcp).
+      - When omitted, the allowlist is left as it is (the gateway agent usually manages it).
     type: list
     elements: str
   exclusive:
     description:
-      - With O(allowed), replace the allowed sets atomically so they hold exactly O(allowed);
-        otherwise only add what is missing.
+      - When V(true), the allowlist becomes exactly O(allowed), replaced atomically (temporary sets and
+        C(ipset swap)); counters of elements that stay are kept.
+      - When V(false), the elements of O(allowed) are ensured present and others are left alone.
     type: bool
     default: false
   state:
-    description: C(absent) removes exactly the sets, chains and jumps this module owns.
+    description:
+      - V(present) puts sets, chains, rules and jumps in place; V(absent) removes exactly those.
     type: str
     choices: [present, absent]
     default: present
 attributes:
   check_mode:
     support: full
+    description: Computes the change from the real state and changes nothing.
   diff_mode:
     support: full
+    description: Shows the owned sets, chains, jumps and allowed elements before and after, sorted.
   platform:
+    support: full
     platforms: posix
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+requirements:
+  - ipset
+  - iptables (and ip6tables when O(ipv6=true))
+notes:
+  - Enabling IP forwarding (C(net.ipv4.ip_forward)) is not this module's business; use M(ansible.posix.sysctl) or the
+    gateway role.
+  - Removing an element through the gateway agent also removes members that overlapping port ranges share.
+seealso:
+  - name: docs/kernel-interface.md
+    description: The objects this module owns and the rules in OG-FORWARD.
+    link: https://example.invalid/outputguard/egress/docs
+author:
+  - outputguard.egress contributors
 """
 
 EXAMPLES = r"""
-- name: Default deny for the client LAN, masquerade on ens4
+- name: Gateway data plane for the lab clients, allowlist managed by the agent
   outputguard.egress.og_iptables_allow:
-    client_networks: [10.10.0.0/16]
-    outside_interface: ens4
+    client_networks:
+      - 10.88.0.0/24
+    outside_interface: eth1
 
-- name: A gateway without the agent, with a fixed allowlist
+- name: Exactly these destinations, replaced atomically
   outputguard.egress.og_iptables_allow:
-    client_networks: [10.10.0.0/16]
-    outside_interface: ens4
-    allowed: [198.51.100.10, "203.0.113.0/24 443/tcp"]
+    client_networks: [10.88.0.0/24]
+    outside_interface: eth1
+    allowed:
+      - 198.51.100.10
+      - 198.51.100.20/32 443/tcp
+      - 203.0.113.0/24 8000-8100/tcp
     exclusive: true
 
-- name: Remove everything this module put in place
+- name: Remove every outputguard set, chain and jump
   outputguard.egress.og_iptables_allow:
     state: absent
 """
 
 RETURN = r"""
-policy_changed:
-  description: Whether sets, chains or jumps of the policy were created or repaired.
+elements:
+  description: The allowed elements in the kernel after the task (predicted in check mode), sorted.
   returned: always
-  type: bool
+  type: list
+  elements: str
+  sample: ["198.51.100.10/32", "198.51.100.20/32 443/tcp"]
 added:
-  description: Allowed elements added.
+  description: Allowed elements added by the task (to be added, in check mode).
   returned: always
   type: list
   elements: str
   sample: ["198.51.100.10/32"]
 removed:
-  description: Allowed elements removed (O(exclusive=true) only).
+  description: Allowed elements removed by the task; only O(exclusive=true) removes elements.
   returned: always
   type: list
   elements: str
-skipped:
-  description: Elements refused because they lie in an internal network.
+  sample: ["203.0.113.7/32"]
+refused:
+  description: Elements of O(allowed) that were not added because they lie inside an internal network or belong
+    to IPv6 while O(ipv6=false).
   returned: always
   type: list
   elements: str
+  sample: ["10.1.2.3/32"]
+diff:
+  description: The owned objects and allowed elements before and after, one sorted line each.
+  returned: always
+  type: dict
+  contains:
+    before:
+      description: State before the task.
+      type: str
+    after:
+      description: State after the task.
+      type: str
+cmd:
+  description: The command that failed.
+  returned: failure
+  type: list
+  elements: str
+rc:
+  description: Its return code.
+  returned: failure
+  type: int
+stdout:
+  description: Its standard output.
+  returned: failure
+  type: str
+stderr:
+  description: Its standard error.
+  returned: failure
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.outputguard.egress.plugins.module_utils.og_command import CommandError
+
+from ansible_collections.outputguard.egress.plugins.module_utils.og_command import CommandError, CommandRunner
 from ansible_collections.outputguard.egress.plugins.module_utils.og_elements import Element
-from ansible_collections.outputguard.egress.plugins.module_utils.og_firewall import EgressPolicy, Firewall
+from ansible_collections.outputguard.egress.plugins.module_utils.og_firewall import (
+    EgressPolicy, Firewall, lines_text)
 from ansible_collections.outputguard.egress.plugins.module_utils.og_netpolicy import TargetError
+
+
+def element_lines(elements):
+    """Diff lines for allowed elements."""
+    return ["allowed %s" % (e,) for e in elements]
+
+
+def state_text(structure_text, elements):
+    """One sorted text of the owned objects and the allowed elements."""
+    return lines_text(structure_text.splitlines() + element_lines(elements))
+
+
+def parse_allowed(values):
+    """Elements from the allowed option; raises TargetError naming a bad one."""
+    elements = []
+    for value in values:
+        try:
+            elements.append(Element.parse(value))
+        except TargetError as exc:
+            raise TargetError("allowed: %s; write addresses, networks or '<network> <port>/<proto>' (domain "
+                              "names are resolved by the outputguard server, not here)" % exc) from None
+    return elements
+
+
+def present(module, fw):
+    """Ensure the data plane and the allowlist; returns the result dict."""
+    params = module.params
+    fw.preflight()
+    wanted = parse_allowed(params["allowed"]) if params["allowed"] is not None else None
+    plan = fw.plan()
+    current = fw.elements(expected=wanted)
+    kept, refused = fw.accept(wanted or [])
+    if wanted is None:
+        target = set(current)
+    elif params["exclusive"]:
+        target = set(kept)
+    else:
+        target = set(current) | set(kept)
+    before = state_text(plan.before, current)
+    after = state_text(plan.after, target)
+    for element in refused:
+        module.warn("allowed element %s was refused: it lies inside an internal network or is IPv6 while "
+                    "ipv6 is false" % (element,))
+    if not module.check_mode:
+        fw.apply(plan)
+        if wanted is not None and params["exclusive"] and set(current) != target:
+            fw.replace(sorted(target, key=str))
+        elif wanted is not None and target - set(current):
+            fw.update(add=sorted(target - set(current), key=str))
+        after = state_text(fw.state(), fw.elements(expected=target))
+    return result(before, after, after_elements(after), refused,
+                  added=target - set(current), removed=set(current) - target)
+
+
+def absent(module, fw):
+    """Remove every owned object; returns the result dict."""
+    current = fw.elements()
+    before = state_text(fw.state(), current)
+    after = ""
+    if not module.check_mode:
+        fw.remove()
+        after = state_text(fw.state(), fw.elements())
+    return result(before, after, [], [], removed=current)
+
+
+def after_elements(text):
+    return [line[len("allowed "):] for line in text.splitlines() if line.startswith("allowed ")]
+
+
+def result(before, after, elements, refused, added=(), removed=()):
+    """The keys every successful exit returns."""
+    return {
+        "changed": before != after,
+        "diff": {"before": before, "after": after},
+        "elements": sorted(str(e) for e in elements),
+        "added": sorted(str(e) for e in added),
+        "removed": sorted(str(e) for e in removed),
+        # Not "skipped": Ansible would report the whole task as skipped.
+        "refused": [str(e) for e in refused],
+    }
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            client_networks=dict(type="list", elements="str", default=[]),
+            client_networks=dict(type="list", elements="str"),
             outside_interface=dict(type="str"),
             ipv6=dict(type="bool", default=False),
             allowed=dict(type="list", elements="str"),
@@ -120,53 +267,22 @@ def main():
         required_if=[("state", "present", ("client_networks", "outside_interface"))],
         supports_check_mode=True,
     )
-    p = module.params
-    result = dict(changed=False, policy_changed=False, added=[], removed=[], skipped=[])
+    params = module.params
+    runner = CommandRunner()
+    ipv6 = params["ipv6"]
+    if params["state"] == "absent" and runner.which("ip6tables") is not None:
+        ipv6 = True  # absent leaves no owned object behind, whichever families were in use
+    fw = Firewall(EgressPolicy(params["client_networks"] or [], params["outside_interface"], ipv6=ipv6), runner)
     try:
-        if p["state"] == "absent":
-            fw = Firewall(EgressPolicy([], "", ipv6=True))
-            before = "\n".join(sorted(line for fam in fw.families for line in fw.state_lines(fam)))
-            result["changed"] = result["policy_changed"] = bool(before)
-            if module._diff:
-                result["diff"] = {"before": before + "\n" if before else "", "after": ""}
-            if result["changed"] and not module.check_mode:
-                fw.remove()
-            module.exit_json(**result)
-
-        allowed = None
-        if p["allowed"] is not None:
-            allowed = [Element.parse(a if " " in a or "/" in a else a + ("/128" if ":" in a else "/32"))
-                       for a in p["allowed"]]
-        fw = Firewall(EgressPolicy(p["client_networks"], p["outside_interface"], p["ipv6"]))
-        fw.preflight()
-        plan = fw.plan()
-        diff = plan.diff
-        result["policy_changed"] = plan.changed
-        add = remove = []
-        if allowed is not None:
-            kept, skipped = fw.accept(allowed)
-            result["skipped"] = sorted(str(e) for e in skipped)
-            current = fw.elements(expected=kept) if not plan.changed or plan.before.strip() else set()
-            add = sorted(set(kept) - set(current))
-            remove = sorted(set(current) - set(kept)) if p["exclusive"] else []
-            result["added"] = [str(e) for e in add]
-            result["removed"] = [str(e) for e in remove]
-            diff = {"before": diff["before"] + "".join("allow %s\n" % e for e in sorted(current)),
-                    "after": diff["after"] + "".join("allow %s\n" % e for e in sorted(set(current) - set(remove) | set(add)))}
-        result["changed"] = bool(plan.changed or add or remove)
-        if module._diff:
-            result["diff"] = diff
-        if result["changed"] and not module.check_mode:
-            fw.apply(plan)
-            if allowed is not None and p["exclusive"] and (add or remove):
-                fw.replace(kept)
-            elif add or remove:
-                fw.update(add=add, remove=remove)
+        if params["state"] == "present":
+            res = present(module, fw)
+        else:
+            res = absent(module, fw)
     except CommandError as exc:
-        module.fail_json(**dict(result, **exc.as_dict()))
+        module.fail_json(changed=False, **exc.as_dict())
     except TargetError as exc:
-        module.fail_json(msg=str(exc), **result)
-    module.exit_json(**result)
+        module.fail_json(changed=False, msg=str(exc))
+    module.exit_json(**res)
 
 
 if __name__ == "__main__":

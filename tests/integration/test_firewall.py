@@ -1,141 +1,259 @@
-"""og_firewall against the real kernel in namespaces: bytes do or don't cross the gateway."""
+"""og_firewall against the real kernel in namespaces: bytes do or don't cross the gateway.
+
+client ns (10.88.0.2) -> gateway ns (lan0 10.88.0.1 | og-out) -> internet ns with services on 198.51.100.10
+and 198.51.100.20 (tests/integration/gwtopo.py). Every kernel change runs inside the gateway namespace with
+OG_REFUSE_ROOT_NETNS=1, so a mistake could never reach the machine's own firewall.
+"""
 
 import json
 import os
+import sys
+import time
 
 import pytest
 
 from gwtopo import CLIENT_NET, GatewayTopology
 from nslib import tcp_probe, wait_until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 
+V4 = {"client_networks": [CLIENT_NET], "outside_interface": "og-out", "ipv6": False}
+V6 = {"client_networks": [CLIENT_NET, "fd00:88::/64"], "outside_interface": "og-out", "ipv6": True}
+
+# One operation of og_firewall inside the gateway namespace; prints JSON.
 FW = """
 import json, sys
 from og_kernel.og_firewall import EgressPolicy, Firewall, FirewallError
-fw = Firewall(EgressPolicy([%r], "og-out"))
-op = sys.argv[1]
-args = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
+policy, op = json.loads(sys.argv[1]), sys.argv[2]
+args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+fw = Firewall(EgressPolicy(policy["client_networks"], policy["outside_interface"], policy["ipv6"]))
 try:
     if op == "apply":
-        fw.preflight(); print(json.dumps(fw.apply()))
+        fw.preflight(); out = fw.apply()
     elif op == "plan":
-        p = fw.plan(); print(json.dumps({"changed": p.changed, "diff": p.diff}))
+        p = fw.plan(); out = {"changed": p.changed, "diff": p.diff, "steps": [str(s) for s in p.steps]}
     elif op == "replace":
-        print(json.dumps([str(e) for e in fw.replace(args)]))
+        out = [str(e) for e in fw.replace(args)]
     elif op == "update":
-        print(json.dumps([str(e) for e in fw.update(add=args["add"], remove=args["remove"])]))
+        out = [str(e) for e in fw.update(add=args["add"], remove=args["remove"])]
     elif op == "elements":
-        print(json.dumps(sorted(str(e) for e in fw.elements(args))))
+        out = sorted(str(e) for e in fw.elements(args))
     elif op == "counters":
-        print(json.dumps({str(k): v.as_dict() for k, v in fw.counters().items()}))
+        out = {str(k): v.as_dict() for k, v in fw.counters(args).items()}
+    elif op == "rejected":
+        out = list(fw.rejected())
     elif op == "remove":
-        print(json.dumps(fw.remove()))
+        out = fw.remove()
     elif op == "preflight":
-        fw.preflight(); print("null")
+        fw.preflight(); out = None
+    print(json.dumps(out))
 except FirewallError as exc:
     print(json.dumps({"error": exc.msg}))
-""" % CLIENT_NET
+"""
 
 
 @pytest.fixture
-def topo(netns_factory):
+def topo(netns_factory, monkeypatch):
+    monkeypatch.setenv("OG_REFUSE_ROOT_NETNS", "1")
     return GatewayTopology(netns_factory, "fw")
 
 
-def fw(topo, op, args=None):
-    out = topo.gw_python(FW, op, *([json.dumps(args)] if args is not None else []))
-    return json.loads(out.stdout)
+def fw(topo, op, args=None, policy=V4):
+    argv = [json.dumps(policy), op] + ([json.dumps(args)] if args is not None else [])
+    return json.loads(topo.gw_python(FW, *argv).stdout)
+
+
+def og_objects(topo):
+    """Every og-/OG- object left in the gateway namespace (IPv4 and IPv6)."""
+    sets = [s for s in topo.gw.run(["ipset", "list", "-n"]).stdout.split() if s.lower().startswith("og-")]
+    rules = [line for cmd in ("iptables-save", "ip6tables-save")
+             for line in topo.gw.run([cmd]).stdout.splitlines() if "OG-" in line or "og-" in line]
+    return sets + rules
+
+
+def refused_fast(topo, host, port):
+    """A blocked client fails at once with a reset, instead of timing out."""
+    started = time.monotonic()
+    result = tcp_probe(topo.client, host, port, timeout=3)
+    return result == "refused" and time.monotonic() - started < 1.5
 
 
 def test_default_deny_then_allowed_passes_and_removed_is_refused(topo):
+    # The internet has no route back to the clients: only our masquerade makes answers find their way.
+    assert tcp_probe(topo.client, "198.51.100.10", 80, timeout=0.5) == "timeout"
     assert fw(topo, "apply") is True
-    assert fw(topo, "apply") is False  # idempotent
-    assert tcp_probe(topo.client, "198.51.100.10", 80, timeout=1) == "refused"
+    assert fw(topo, "apply") is False
+    assert refused_fast(topo, "198.51.100.10", 80)
+    assert fw(topo, "rejected")[0] >= 1
 
     assert fw(topo, "replace", ["198.51.100.10/32"]) == []
     assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
     assert tcp_probe(topo.client, "198.51.100.10", 8443) == "ok"
-    assert tcp_probe(topo.client, "198.51.100.20", 80, timeout=1) == "refused"
+    assert refused_fast(topo, "198.51.100.20", 80)
 
     assert fw(topo, "update", {"add": ["198.51.100.20/32"], "remove": ["198.51.100.10/32"]}) == []
     assert fw(topo, "elements") == ["198.51.100.20/32"]
-    assert tcp_probe(topo.client, "198.51.100.10", 80, timeout=1) == "refused"
+    assert refused_fast(topo, "198.51.100.10", 80)
     assert tcp_probe(topo.client, "198.51.100.20", 80) == "ok"
+
+
+def test_other_protocols_are_rejected_with_admin_prohibited(topo):
+    fw(topo, "apply")
+    before = fw(topo, "rejected")[0]
+    code = ("import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\n"
+            "s.connect(('198.51.100.10', 5353))\ns.send(b'x')\n"
+            "try:\n s.recv(10); print('answer')\nexcept OSError as e: print(e.errno)\n")
+    # ICMP administratively prohibited reaches a connected UDP socket as EHOSTUNREACH (113).
+    assert topo.client.run([sys.executable, "-c", code]).stdout.strip() == "113"
+    assert fw(topo, "rejected")[0] == before + 1
 
 
 def test_port_scoped_element_allows_only_that_port(topo):
     fw(topo, "apply")
-    fw(topo, "replace", ["198.51.100.10/32 8000-8500/tcp"])
+    assert fw(topo, "replace", ["198.51.100.10/32 80/tcp"]) == []
+    assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
+    assert refused_fast(topo, "198.51.100.10", 8443)
+    assert refused_fast(topo, "198.51.100.20", 80)
+    # A range is added as one range and read back as that element, without being told.
+    assert fw(topo, "update", {"add": ["198.51.100.10/32 8000-8500/tcp"], "remove": ["198.51.100.10/32 80/tcp"]}) == []
+    assert fw(topo, "elements") == ["198.51.100.10/32 8000-8500/tcp"]
     assert tcp_probe(topo.client, "198.51.100.10", 8443) == "ok"
-    assert tcp_probe(topo.client, "198.51.100.10", 80, timeout=1) == "refused"
-    # The range is folded back into one element when it matches what was asked.
-    assert fw(topo, "elements", ["198.51.100.10/32 8000-8500/tcp"]) == ["198.51.100.10/32 8000-8500/tcp"]
+    assert refused_fast(topo, "198.51.100.10", 80)
+    members = topo.gw.run(["ipset", "list", "-o", "save", "og-allowp4-in"]).stdout.count("\nadd ")
+    assert members == 501
 
 
-def test_replace_is_exact_and_internal_elements_are_skipped(topo):
+def test_replace_is_exact_atomic_and_skips_internal_elements(topo):
     fw(topo, "apply")
-    fw(topo, "replace", ["198.51.100.10/32", "203.0.113.0/24"])
-    skipped = fw(topo, "replace", ["198.51.100.20/32", "10.1.2.3/32", "127.0.0.1/32"])
+    fw(topo, "replace", ["198.51.100.10/32", "203.0.113.0/24", "198.51.100.20/32 80/tcp"])
+    skipped = fw(topo, "replace", ["198.51.100.20/32", "10.1.2.3/32", "127.0.0.1/32", "203.0.113.0/24 8000-8100/tcp"])
     assert skipped == ["10.1.2.3/32", "127.0.0.1/32"]
-    assert fw(topo, "elements") == ["198.51.100.20/32"]
+    assert fw(topo, "elements") == ["198.51.100.20/32", "203.0.113.0/24 8000-8100/tcp"]
+    assert tcp_probe(topo.client, "198.51.100.20", 80) == "ok"
+    assert refused_fast(topo, "198.51.100.10", 80)
+    # No temporary set is left behind and the out and in sets hold the same members.
+    assert sorted(topo.gw.run(["ipset", "list", "-n"]).stdout.split()) == [
+        "og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-clients4"]
+    save = topo.gw.run(["ipset", "save"]).stdout.splitlines()
+    for out_set, in_set in (("og-allow4", "og-allow4-in"), ("og-allowp4", "og-allowp4-in")):
+        outs = sorted(line.split()[2] for line in save if line.startswith("add %s " % out_set))
+        ins = sorted(line.split()[2] for line in save if line.startswith("add %s " % in_set))
+        assert outs == ins
+    assert fw(topo, "replace", []) == []
+    assert fw(topo, "elements") == []
+    assert refused_fast(topo, "198.51.100.20", 80)
 
 
 def test_counters_count_each_direction(topo):
     fw(topo, "apply")
-    fw(topo, "replace", ["198.51.100.10/32"])
+    fw(topo, "replace", ["198.51.100.10/32", "198.51.100.20/32 80/tcp"])
     size = 300000
     got = topo.client.run(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}",
                            "http://198.51.100.10/bytes/%d" % size])
     assert int(got.stdout) == size
     upload = 50000
-    topo.client.run(["curl", "-s", "-o", "/dev/null", "--data-binary", "@-", "http://198.51.100.10/sink"],
+    topo.client.run(["curl", "-s", "-o", "/dev/null", "--data-binary", "@-", "http://198.51.100.20/sink"],
                     input="y" * upload)
-    counters = fw(topo, "counters")["198.51.100.10/32"]
-    assert counters["in_bytes"] >= size
-    assert counters["out_bytes"] >= upload
-    assert counters["in_packets"] > 0 and counters["out_packets"] > 0
-    # A snapshot that keeps the element keeps its counters.
-    fw(topo, "replace", ["198.51.100.10/32", "198.51.100.20/32"])
-    assert fw(topo, "counters")["198.51.100.10/32"]["in_bytes"] >= size
+    counters = fw(topo, "counters")
+    assert counters["198.51.100.10/32"]["in_bytes"] >= size
+    assert counters["198.51.100.10/32"]["out_bytes"] < size // 10  # requests and acks only
+    assert counters["198.51.100.20/32 80/tcp"]["out_bytes"] >= upload
+    assert counters["198.51.100.20/32 80/tcp"]["in_bytes"] < upload // 5
+    assert min(counters["198.51.100.10/32"]["in_packets"], counters["198.51.100.10/32"]["out_packets"]) > 0
+    # A snapshot that keeps an element keeps its counters; a new one starts at zero.
+    fw(topo, "replace", ["198.51.100.10/32", "198.51.100.20/32 80/tcp", "203.0.113.0/24"])
+    again = fw(topo, "counters")
+    assert again["198.51.100.10/32"] == counters["198.51.100.10/32"]
+    assert again["198.51.100.20/32 80/tcp"] == counters["198.51.100.20/32 80/tcp"]
+    assert again["203.0.113.0/24"] == {"out_bytes": 0, "out_packets": 0, "in_bytes": 0, "in_packets": 0}
 
 
 def test_forward_policy_drop_and_foreign_rules_are_respected(topo):
     topo.gw.run(["iptables", "-P", "FORWARD", "DROP"])
-    topo.gw.run(["iptables", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "ACCEPT", "-m", "comment",
-                 "--comment", "foreign"])
+    foreign = "-A FORWARD -s 192.0.2.0/24 -m comment --comment foreign -j ACCEPT"
+    topo.gw.run(["iptables"] + foreign.split())
     topo.gw.run(["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "lan0", "-j", "RETURN"])
+    assert tcp_probe(topo.client, "198.51.100.10", 80, timeout=0.5) == "timeout"  # DROP, before we arrive
     fw(topo, "apply")
     fw(topo, "replace", ["198.51.100.10/32"])
     assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
-    assert tcp_probe(topo.client, "198.51.100.20", 80, timeout=1) == "refused"
+    assert refused_fast(topo, "198.51.100.20", 80)
+    assert topo.gw.run(["iptables", "-S", "FORWARD"]).stdout.splitlines() == [
+        "-P FORWARD DROP", "-A FORWARD -j OG-FORWARD", foreign]
+    assert topo.gw.run(["iptables", "-t", "nat", "-S", "POSTROUTING"]).stdout.splitlines() == [
+        "-P POSTROUTING ACCEPT", "-A POSTROUTING -j OG-POSTROUTING", "-A POSTROUTING -o lan0 -j RETURN"]
     assert fw(topo, "remove") is True
-    forward = topo.gw.run(["iptables", "-S", "FORWARD"]).stdout.splitlines()
-    assert forward == ["-P FORWARD DROP",
-                       '-A FORWARD -s 192.0.2.0/24 -m comment --comment foreign -j ACCEPT']
-    assert topo.gw.run(["iptables", "-t", "nat", "-S", "POSTROUTING"]).stdout.splitlines()[1:] == [
-        "-A POSTROUTING -o lan0 -j RETURN"]
-    assert "og-" not in topo.gw.run(["ipset", "list", "-n"]).stdout
-    assert "OG-" not in topo.gw.run(["iptables-save"]).stdout
+    assert topo.gw.run(["iptables", "-S", "FORWARD"]).stdout.splitlines() == ["-P FORWARD DROP", foreign]
+    assert topo.gw.run(["iptables", "-t", "nat", "-S", "POSTROUTING"]).stdout.splitlines() == [
+        "-P POSTROUTING ACCEPT", "-A POSTROUTING -o lan0 -j RETURN"]
+    assert og_objects(topo) == []
     assert fw(topo, "remove") is False
 
 
-def test_plan_shows_a_readable_diff_and_changes_nothing(topo):
+def test_plan_shows_a_readable_diff_changes_nothing_and_apply_repairs_drift(topo):
     plan = fw(topo, "plan")
     assert plan["changed"] is True
-    assert plan["diff"]["before"] == "\n"
-    assert "iptables FORWARD: jump to OG-FORWARD at position 1" in plan["diff"]["after"]
-    assert "ipset og-clients4 hash:net: 10.88.0.0/24" in plan["diff"]["after"]
-    assert topo.gw.run(["ipset", "list", "-n"]).stdout == ""
+    assert plan["diff"]["before"] == ""
+    after = plan["diff"]["after"].splitlines()
+    assert after == sorted(after)
+    assert "iptables -t filter FORWARD rule 1: -j OG-FORWARD" in after
+    assert "ipset og-clients4 hash:net family inet: 10.88.0.0/24" in after
+    assert og_objects(topo) == []
     fw(topo, "apply")
+    assert fw(topo, "plan") == {"changed": False, "diff": {"before": plan["diff"]["after"],
+                                                           "after": plan["diff"]["after"]}, "steps": []}
+    # Someone puts a rule above our jump and one into our chain: the plan names both, apply repairs them.
+    topo.gw.run(["iptables", "-I", "FORWARD", "1", "-s", "192.0.2.0/24", "-j", "ACCEPT"])
+    topo.gw.run(["iptables", "-A", "OG-FORWARD", "-j", "ACCEPT"])
+    drift = fw(topo, "plan")
+    assert drift["steps"] == ["load iptables filter: OG-FORWARD, OG-REJECT",
+                              "iptables: jump from FORWARD to OG-FORWARD at position 1"]
+    assert "iptables -t filter OG-FORWARD rule 8: -j ACCEPT" in drift["diff"]["before"].splitlines()
+    assert fw(topo, "apply") is True
     assert fw(topo, "plan")["changed"] is False
+    assert topo.gw.run(["iptables", "-S", "FORWARD"]).stdout.splitlines() == [
+        "-P FORWARD ACCEPT", "-A FORWARD -j OG-FORWARD", "-A FORWARD -s 192.0.2.0/24 -j ACCEPT"]
 
 
-def test_preflight_names_the_problem(topo):
+def test_preflight_names_the_problem_and_changes_nothing(topo):
     topo.gw.run(["ipset", "create", "og-allow4", "hash:ip"])
     error = fw(topo, "preflight")["error"]
-    assert "ipset og-allow4 exists as hash:ip" in error and "ipset destroy og-allow4" in error
+    assert error == ("ipset og-allow4 exists as hash:ip (family inet hashsize 1024 maxelem 65536 bucketsize 12 "
+                     "initval %s) but must be hash:net family inet with counters; it is in the way: remove it with "
+                     "`ipset destroy og-allow4` (after removing the rules that use it)"
+                     % error.split("initval ")[1].split(")")[0])
+    assert fw(topo, "apply") == {"error": error}
+    assert topo.gw.run(["ipset", "list", "-n"]).stdout.split() == ["og-allow4"]
     topo.gw.run(["ipset", "destroy", "og-allow4"])
+    topo.gw.run(["ip", "link", "set", "og-out", "down"])
     topo.gw.run(["ip", "link", "set", "og-out", "name", "wan9"])
-    error = fw(topo, "preflight")["error"]
-    assert error.startswith("outside interface 'og-out' does not exist on this host")
+    assert fw(topo, "preflight") == {"error": "outside interface 'og-out' does not exist on this host (interfaces: "
+                                              "lan0, lo, wan9); set outside_interface to the interface that leads "
+                                              "to the internet"}
+    assert og_objects(topo) == []
+
+
+def test_ipv6_has_its_own_sets_and_rules(topo):
+    topo.client.ip("addr", "add", "fd00:88::2/64", "dev", "eth0", "nodad")
+    topo.gw.ip("addr", "add", "fd00:88::1/64", "dev", "lan0", "nodad")
+    topo.gw.ip("addr", "add", "2001:db8:113::2/64", "dev", "og-out", "nodad")
+    topo.inet.ip("addr", "add", "2001:db8:113::1/64", "dev", "eth0", "nodad")
+    topo.inet.ip("addr", "add", "2001:db8:100::10/128", "dev", "lo")
+    topo.client.ip("-6", "route", "add", "default", "via", "fd00:88::1")
+    topo.gw.ip("-6", "route", "add", "default", "via", "2001:db8:113::1")
+    topo.gw.sysctl("net.ipv6.conf.all.forwarding", 1)
+    topo.inet.popen([sys.executable, "-m", "http.server", "--bind", "2001:db8:100::10", "80"])
+    wait_until(lambda: tcp_probe(topo.inet, "2001:db8:100::10", 80) == "ok", what="IPv6 HTTP service")
+    assert tcp_probe(topo.client, "2001:db8:100::10", 80, timeout=0.5) == "timeout"  # no route back without NAT
+
+    assert fw(topo, "apply", policy=V6) is True
+    assert fw(topo, "plan", policy=V6)["changed"] is False
+    assert refused_fast(topo, "2001:db8:100::10", 80)
+    assert fw(topo, "replace", ["2001:db8:100::10/128 80/tcp", "198.51.100.10/32", "fd00::1/128"], policy=V6) == [
+        "fd00::1/128"]
+    assert tcp_probe(topo.client, "2001:db8:100::10", 80) == "ok"
+    assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
+    assert fw(topo, "elements", policy=V6) == ["198.51.100.10/32", "2001:db8:100::10/128 80/tcp"]
+    assert "-A OG-REJECT -j REJECT --reject-with icmp6-adm-prohibited" in topo.gw.run(["ip6tables", "-S"]).stdout
+    assert fw(topo, "remove", policy=V6) is True
+    assert og_objects(topo) == []

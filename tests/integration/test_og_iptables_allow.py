@@ -1,0 +1,150 @@
+"""The og_iptables_allow module for real: the `ansible` CLI runs it inside the gateway namespace.
+
+The collection is found through a temporary ANSIBLE_COLLECTIONS_PATH whose ansible_collections/outputguard/egress
+is a symlink to this repository, so the code under test is the working tree.
+"""
+
+import json
+import os
+import sys
+
+import pytest
+
+from gwtopo import GatewayTopology
+from nslib import tcp_probe
+
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible")
+MODULE = "outputguard.egress.og_iptables_allow"
+POLICY = {"client_networks": ["10.88.0.0/24"], "outside_interface": "og-out"}
+
+
+class Ansible:
+    """Runs the module with the ansible CLI inside one namespace and parses the minimal callback's answer."""
+
+    def __init__(self, ns, tmp_path):
+        collections = tmp_path / "collections"
+        (collections / "ansible_collections" / "outputguard").mkdir(parents=True)
+        (collections / "ansible_collections" / "outputguard" / "egress").symlink_to(TOP)
+        self.ns = ns
+        self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_HOME=str(tmp_path / "home"),
+                        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+                        ANSIBLE_DEPRECATION_WARNINGS="0", OG_REFUSE_ROOT_NETNS="1")
+
+    def __call__(self, args, *flags):
+        """Return (status, result, printed): status is SUCCESS, CHANGED or FAILED!; printed is the diff and warnings."""
+        argv = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "-m", MODULE, "-a", json.dumps(args),
+                "-e", "ansible_python_interpreter=%s" % sys.executable] + list(flags)
+        proc = self.ns.run(argv, check=False, env=self.env, timeout=60)
+        out = proc.stdout
+        head = out.index("localhost | ")
+        status = out[head:].split()[2]
+        return status, json.loads(out[out.index("=>", head) + 2:]), out[:head] + proc.stderr
+
+
+@pytest.fixture
+def topo(netns_factory):
+    return GatewayTopology(netns_factory, "fw")
+
+
+@pytest.fixture
+def ansible(topo, tmp_path):
+    return Ansible(topo.gw, tmp_path)
+
+
+def og_objects(topo):
+    sets = [s for s in topo.gw.run(["ipset", "list", "-n"]).stdout.split() if s.lower().startswith("og-")]
+    rules = [line for cmd in ("iptables-save", "ip6tables-save")
+             for line in topo.gw.run([cmd]).stdout.splitlines() if "OG-" in line or "og-" in line]
+    return sets + rules
+
+
+def test_present_check_diff_idempotence_exclusive_and_absent(topo, ansible):
+    foreign = "-A FORWARD -s 192.0.2.0/24 -j ACCEPT"
+    topo.gw.run(["iptables", "-P", "FORWARD", "DROP"])
+    topo.gw.run(["iptables"] + foreign.split())
+    args = dict(POLICY, allowed=["198.51.100.10", "10.1.2.3"])
+
+    status, result, printed = ansible(args, "--check", "--diff")
+    assert (status, result["changed"], result["elements"], result["added"], result["refused"]) == (
+        "CHANGED", True, ["198.51.100.10/32"], ["198.51.100.10/32"], ["10.1.2.3/32"])
+    assert og_objects(topo) == []  # check mode changed nothing
+    diff = printed.splitlines()
+    for line in ("+allowed 198.51.100.10/32", "+iptables -t filter FORWARD rule 1: -j OG-FORWARD",
+                 "+ipset og-clients4 hash:net family inet: 10.88.0.0/24",
+                 "+iptables -t nat OG-POSTROUTING rule 1: -o og-out -m set --match-set og-clients4 src -j MASQUERADE"):
+        assert line in diff
+    assert "[WARNING]: allowed element 10.1.2.3/32 was refused: it lies inside an internal network or is IPv6 " \
+           "while ipv6 is false" in printed
+
+    status, result, _ = ansible(args)
+    assert (status, result["changed"], result["elements"], result["refused"]) == (
+        "CHANGED", True, ["198.51.100.10/32"], ["10.1.2.3/32"])
+    assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
+    assert tcp_probe(topo.client, "198.51.100.20", 80) == "refused"
+    assert topo.gw.run(["iptables", "-S", "FORWARD"]).stdout.splitlines() == [
+        "-P FORWARD DROP", "-A FORWARD -j OG-FORWARD", foreign]
+
+    status, result, printed = ansible(args, "--diff")
+    assert (status, result["changed"], result["added"]) == ("SUCCESS", False, [])
+    assert "--- before" not in printed
+
+    status, result, _ = ansible(dict(POLICY))  # without allowed, the allowlist is left alone
+    assert (status, result["changed"], result["elements"]) == ("SUCCESS", False, ["198.51.100.10/32"])
+
+    exclusive = dict(POLICY, allowed=["198.51.100.20/32 80/tcp"], exclusive=True)
+    status, result, printed = ansible(exclusive, "--diff")
+    assert (status, result["elements"], result["added"], result["removed"]) == (
+        "CHANGED", ["198.51.100.20/32 80/tcp"], ["198.51.100.20/32 80/tcp"], ["198.51.100.10/32"])
+    assert "-allowed 198.51.100.10/32" in printed.splitlines()
+    assert "+allowed 198.51.100.20/32 80/tcp" in printed.splitlines()
+    assert tcp_probe(topo.client, "198.51.100.20", 80) == "ok"
+    assert tcp_probe(topo.client, "198.51.100.10", 80) == "refused"
+    assert ansible(exclusive)[0] == "SUCCESS"
+
+    # Not exclusive: only adds (the same address with and without a port are two elements).
+    status, result, _ = ansible(dict(POLICY, allowed=["198.51.100.10/32", "198.51.100.20"]))
+    allowed = ["198.51.100.10/32", "198.51.100.20/32", "198.51.100.20/32 80/tcp"]
+    assert (status, result["elements"], result["added"], result["removed"]) == (
+        "CHANGED", allowed, ["198.51.100.10/32", "198.51.100.20/32"], [])
+    assert tcp_probe(topo.client, "198.51.100.10", 8443) == "ok"
+
+    status, result, _ = ansible({"state": "absent"}, "--check")
+    assert (status, result["removed"]) == ("CHANGED", allowed)
+    assert og_objects(topo) != []
+    status, result, printed = ansible({"state": "absent"}, "--diff")
+    assert status == "CHANGED"
+    assert "-iptables -t filter FORWARD rule 1: -j OG-FORWARD" in printed.splitlines()
+    assert og_objects(topo) == []
+    assert topo.gw.run(["iptables", "-S", "FORWARD"]).stdout.splitlines() == ["-P FORWARD DROP", foreign]
+    assert ansible({"state": "absent"})[:2] == ("SUCCESS", {"changed": False, "elements": [], "added": [],
+                                                            "removed": [], "refused": []})
+
+
+def test_errors_name_the_problem_and_change_nothing(topo, ansible):
+    status, result, _ = ansible(dict(POLICY, outside_interface="wan9"))
+    assert (status, result["msg"]) == ("FAILED!", "outside interface 'wan9' does not exist on this host "
+                                       "(interfaces: lan0, lo, og-out); set outside_interface to the interface "
+                                       "that leads to the internet")
+
+    topo.gw.run(["ipset", "create", "og-allowp4", "hash:ip,port"])
+    status, result, _ = ansible(POLICY)
+    assert status == "FAILED!"
+    assert result["msg"].startswith("ipset og-allowp4 exists as hash:ip,port (family inet ")
+    assert result["msg"].endswith(") but must be hash:net,port family inet with counters; it is in the way: "
+                                  "remove it with `ipset destroy og-allowp4` (after removing the rules that use it)")
+    assert result["changed"] is False
+    assert og_objects(topo) == ["og-allowp4"]
+    topo.gw.run(["ipset", "destroy", "og-allowp4"])
+
+    status, result, _ = ansible(dict(POLICY, allowed=["api.example.com"]))
+    assert status == "FAILED!"
+    assert result["msg"] == ("allowed: element 'api.example.com' has an invalid network: 'api.example.com' does not "
+                             "appear to be an IPv4 or IPv6 network; write addresses, networks or '<network> "
+                             "<port>/<proto>' (domain names are resolved by the outputguard server, not here)")
+    status, result, _ = ansible({"client_networks": ["10.88.0.1/24"], "outside_interface": "og-out"})
+    assert (status, result["msg"]) == ("FAILED!", "client network '10.88.0.1/24' has host bits set; did you mean "
+                                                  "10.88.0.0/24?")
+    assert og_objects(topo) == []
