@@ -1,0 +1,96 @@
+"""og-route command line; flags compatible with the seed's client (-iptables-gateway)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import sys
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="og-route",
+        description="Route every public address range to the outputguard.egress gateways and keep it so: "
+                    "re-assert on link and address changes, fail over between gateways by health check.")
+    p.add_argument("--gateway", "-iptables-gateway", dest="gateways", action="append", default=[], metavar="IP",
+                   help="gateway address on a directly connected network; repeat for standby or ECMP gateways")
+    p.add_argument("--mode", choices=["failover", "ecmp"], default="failover",
+                   help="failover: first healthy gateway carries the traffic; ecmp: all healthy gateways share it")
+    p.add_argument("--internal-network", dest="internal_networks", action="append", default=[], metavar="CIDR",
+                   help="internal network that keeps its own route (default: the built-in internal list)")
+    p.add_argument("--exclude", action="append", default=[], metavar="CIDR",
+                   help="network that keeps its current route (management, VPN)")
+    p.add_argument("--ipv6", action="store_true", help="route public IPv6 ranges as well")
+    p.add_argument("--health-port", type=int, default=9900, metavar="PORT",
+                   help="port of the gateways' health endpoint (/healthz of og-gateway-agent); 0 disables checks")
+    p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
+                   help="serve /healthz and /metrics here (default: off)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="health-check interval")
+    p.add_argument("--once", action="store_true", help="apply the routes once and exit")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def validate(args):
+    """A list of problems, each naming the value and the fix."""
+    problems = []
+    if not args.gateways:
+        problems.append("no gateway given; pass --gateway IP (the gateway's address on this host's LAN)")
+    for gw in args.gateways:
+        try:
+            ipaddress.ip_address(gw)
+        except ValueError:
+            problems.append("--gateway %r is not an IP address; give the gateway's address, e.g. 10.77.0.1" % gw)
+    for flag, values in (("--internal-network", args.internal_networks), ("--exclude", args.exclude)):
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                problems.append("%s %r is not a network; use CIDR notation, e.g. 10.0.0.0/8" % (flag, value))
+    if not 0 <= args.health_port <= 65535:
+        problems.append("--health-port %d is not a port; use 1-65535, or 0 to disable health checks"
+                        % args.health_port)
+    if args.interval <= 0:
+        problems.append("--interval %s must be positive" % args.interval)
+    return problems
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    problems = validate(args)
+    if problems:
+        for problem in problems:
+            print("og-route: %s" % problem, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from og_kernel.og_command import CommandError
+    from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
+
+    from .daemon import RouteDaemon
+
+    daemon = RouteDaemon(args.gateways, mode=args.mode,
+                         internal_networks=args.internal_networks or DEFAULT_INTERNAL_NETWORKS,
+                         exclude=args.exclude, ipv6=args.ipv6, health_port=args.health_port,
+                         interval=args.interval)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop.set())
+    try:
+        daemon.check()
+        if args.once:
+            daemon.reconcile()
+            return 0
+        if args.metrics_listen:
+            daemon.serve_metrics(args.metrics_listen)
+        daemon.run()
+    except CommandError as exc:
+        print("og-route: %s" % exc.msg, file=sys.stderr)
+        return 1
+    finally:
+        daemon.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
