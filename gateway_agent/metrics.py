@@ -43,7 +43,7 @@ class AgentCollector:
                                        labels=["address", "direction"])
         og_packets = CounterMetricFamily("og_gateway_packets", "Packets through the gateway per allowed element",
                                          labels=["address", "direction"])
-        for element, c in sorted(counters.items()):
+        for element, c in sorted(counters.items(), key=lambda item: item[0].text):
             ip = _ip_label(element)
             seed_bytes.add_metric([ip, "OUTPUT", self.hostname], c.out_bytes)
             seed_bytes.add_metric([ip, "INPUT", self.hostname], c.in_bytes)
