@@ -6,6 +6,7 @@ import logging
 import os
 
 from flask import Flask, jsonify
+from flask_migrate import Migrate
 from flask_sock import Sock
 from sqlalchemy import event, text
 
@@ -13,6 +14,7 @@ from . import config as config_mod
 from .models import db
 
 __version__ = "0.1.0"
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -39,6 +41,7 @@ def create_app(config=None, config_path=None):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15, "check_same_thread": False}}
     logging.basicConfig(level=cfg["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     db.init_app(app)
+    Migrate(app, db, directory=MIGRATIONS, render_as_batch=True)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
@@ -47,7 +50,9 @@ def create_app(config=None, config_path=None):
     from .services.hub import Hub
     from .ws import gateway as ws_gateway
 
+    from . import metrics
     app.register_blueprint(api_bp)
+    metrics.install(app)
     register_errors(app)
     sock = Sock(app)
     app.extensions["og_hub"] = Hub(app)
@@ -70,13 +75,21 @@ def create_app(config=None, config_path=None):
     return app
 
 
+def schema_revision():
+    """The Alembic revision the database is at (None: no schema yet). Needs an app context."""
+    from alembic.migration import MigrationContext
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
 def init_db(app):
-    """Create missing tables and the log head; return True if anything was created."""
-    from sqlalchemy import inspect
+    """Migrate the schema to the newest Alembic revision and make the log head; True if anything changed."""
+    import flask_migrate
     from .services.changelog import ensure_head
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with app.app_context():
-        before = set(inspect(db.engine).get_table_names())
-        db.create_all()
-        after = set(inspect(db.engine).get_table_names())
+        before = schema_revision()
+        flask_migrate.upgrade(directory=MIGRATIONS)
+        after = schema_revision()
         ensure_head()
         return after != before

@@ -34,8 +34,14 @@ class Entry(db.Model):
     deletable: Mapped[bool] = mapped_column(Boolean, default=True)
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     comment: Mapped[str] = mapped_column(Text, default="")
-    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="", index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # Domains: the resolver's bookkeeping (docs/resolver.md).
+    grace_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    next_resolve_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    resolve_error: Mapped[str] = mapped_column(Text, default="")
+    capped: Mapped[bool] = mapped_column(Boolean, default=False)
 
     addresses: Mapped[list["EntryAddress"]] = relationship(
         back_populates="entry", cascade="all, delete-orphan", order_by="EntryAddress.address")
@@ -53,6 +59,10 @@ class EntryAddress(db.Model):
     source: Mapped[str] = mapped_column(String(16), default="typed")
     first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # A resolved address no longer returned by DNS stays until this time (None: currently returned).
+    grace_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # Non-empty: the address is recorded but never published (e.g. it lies in an internal network).
+    refused: Mapped[str] = mapped_column(String(255), default="")
 
     entry: Mapped[Entry] = relationship(back_populates="addresses")
 
@@ -102,6 +112,71 @@ class Token(db.Model):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_used: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+
+
+class User(db.Model):
+    """An operator who logs into the UI; the password is stored as a KDF hash (werkzeug: scrypt)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))  # viewer, editor, admin
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_login: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class AuditEvent(db.Model):
+    """Append-only: who did what, when, from where, with the object before and after."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128), index=True)       # token name, user name or "system"
+    actor_kind: Mapped[str] = mapped_column(String(16))               # token, user, system
+    remote_addr: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(32), index=True)       # entry.create, entry.delete, ...
+    object_type: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[str] = mapped_column(String(64), default="")
+    summary: Mapped[str] = mapped_column(Text, default="")
+    before: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    revision: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class TrafficSample(db.Model):
+    """Bytes and packets per gateway and element in one minute, as reported by the agents."""
+
+    __tablename__ = "traffic_samples"
+    __table_args__ = (UniqueConstraint("gateway", "element", "minute", name="uq_traffic_minute"),
+                      Index("ix_traffic_minute", "minute"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(128))
+    element: Mapped[str] = mapped_column(String(96), index=True)
+    minute: Mapped[dt.datetime] = mapped_column(DateTime)
+    out_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    out_packets: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_packets: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Lease(db.Model):
+    """A named lease (the resolver's): one replica holds it until `until`."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    until: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 class Gateway(db.Model):

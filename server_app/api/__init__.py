@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 from functools import wraps
 
-from flask import Blueprint, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from ..models import Entry, Gateway, db
-from ..services import changelog, entries, tokens
+from ..services import audit, changelog, entries, tokens
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -49,20 +52,27 @@ def entry_error(exc):
     return error(exc.status, exc.code, exc.message)
 
 
-@bp.get("/entries")
-@requires("read")
-def list_entries():
+def _page_args():
     try:
         page = int(request.args.get("page", 1))
         per_page = int(request.args.get("per_page", 50))
     except ValueError:
-        return error(400, "invalid_page", "page and per_page must be whole numbers")
+        raise entries.EntryError(400, "invalid_page", "page and per_page must be whole numbers, not %r and %r" % (
+            request.args.get("page"), request.args.get("per_page")))
     if page < 1 or not 1 <= per_page <= 500:
-        return error(400, "invalid_page", "page must be 1 or more and per_page within 1-500")
+        raise entries.EntryError(400, "invalid_page", "page must be 1 or more and per_page within 1-500")
+    return page, per_page
+
+
+@bp.get("/entries")
+@requires("read")
+def list_entries():
+    page, per_page = _page_args()
     kind = request.args.get("kind") or None
     if kind not in (None, "ip", "cidr", "domain"):
         return error(400, "invalid_kind", "kind %r must be ip, cidr or domain" % kind)
-    rows, total = entries.query(request.args.get("q"), kind, page, per_page)
+    rows, total = entries.query(request.args.get("q"), kind, page, per_page, creator=request.args.get("creator"),
+                                deletable=request.args.get("deletable"), expiring=request.args.get("expiring"))
     return jsonify({"items": [entries.to_json(e) for e in rows], "total": total, "page": page,
                     "per_page": per_page, "revision": changelog.head_revision()})
 
@@ -71,7 +81,7 @@ def list_entries():
 @requires("write")
 def create_entry():
     entry, revision = entries.create(_json_body(), current_app.config["OG"], g.token.name)
-    current_app.extensions["og_hub"].notify()
+    current_app.extensions["og_hub"].created(entry)
     body = entries.to_json(entry)
     body["revision"] = revision
     response = jsonify(body)
@@ -97,6 +107,125 @@ def delete_entry(entry_id):
     return "", 204
 
 
+@bp.get("/entries/export")
+@requires("read")
+def export_entries():
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        return error(400, "invalid_format", "format %r must be json or csv" % fmt)
+    rows = list(entries.export_rows())
+    if fmt == "json":
+        return jsonify({"entries": rows, "revision": changelog.head_revision()})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=entries.EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(dict(row, ports=" ".join(row["ports"]), deletable="true" if row["deletable"] else "false",
+                             expires_at=row["expires_at"] or ""))
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=outputguard-entries.csv"})
+
+
+def _csv_items(text):
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "target" not in reader.fieldnames:
+        raise entries.EntryError(400, "invalid_csv", "the CSV needs a header line with at least a target column "
+                                 "(target,ports,deletable,expires_at,comment)")
+    items = []
+    for row in reader:
+        item = {"target": (row.get("target") or "").strip()}
+        if (row.get("ports") or "").strip():
+            item["ports"] = (row["ports"] or "").replace(",", " ").split()
+        if (row.get("deletable") or "").strip():
+            value = row["deletable"].strip().lower()
+            item["deletable"] = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+                value, row["deletable"])
+        if (row.get("expires_at") or "").strip():
+            item["expires_at"] = row["expires_at"].strip()
+        if row.get("comment"):
+            item["comment"] = row["comment"]
+        items.append(item)
+    return items
+
+
+@bp.post("/entries/import")
+@requires("write")
+def import_entries():
+    on_duplicate = request.args.get("on_duplicate", "skip")
+    if request.mimetype == "text/csv":
+        items = _csv_items(request.get_data(as_text=True))
+    else:
+        body = _json_body()
+        items = body.get("entries") if isinstance(body, dict) else body
+    result = entries.import_entries(items, current_app.config["OG"], g.token.name, on_duplicate)
+    current_app.extensions["og_hub"].notify()
+    return jsonify(result), 201 if result["created"] else 200
+
+
+@bp.get("/addresses/<path:address>")
+@requires("read")
+def why_allowed(address):
+    return jsonify(entries.why(address, current_app.config["OG"]))
+
+
+@bp.get("/audit")
+@requires("read")
+def list_audit():
+    page, per_page = _page_args()
+    since, until = (_time_arg(name) for name in ("since", "until"))
+    rows, total = audit.query(actor=request.args.get("actor"), action=request.args.get("action"),
+                              object_type=request.args.get("object_type"), object_id=request.args.get("object_id"),
+                              since=since, until=until, q=request.args.get("q"), page=page, per_page=per_page)
+    return jsonify({"items": [audit.to_json(e) for e in rows], "total": total, "page": page, "per_page": per_page})
+
+
+def _time_arg(name):
+    value = request.args.get(name)
+    if not value:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise entries.EntryError(400, "invalid_time", "%s=%s is not an ISO 8601 time such as 2026-11-23T10:00:00Z"
+                                 % (name, value))
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return when
+
+
+@bp.get("/tokens")
+@requires("admin")
+def list_tokens():
+    return jsonify({"items": [tokens.to_json(t) for t in tokens.all_tokens()]})
+
+
+@bp.post("/tokens")
+@requires("admin")
+def create_token():
+    body = _json_body()
+    if not isinstance(body, dict) or set(body) - {"name", "role"} or not isinstance(body.get("name"), str) \
+            or not body.get("name", "").strip() or len(body["name"]) > 128:
+        return error(400, "invalid_token", "the body must be {\"name\": \"<1-128 characters>\", \"role\": "
+                     "\"viewer|editor|admin|gateway\"}")
+    if body.get("role") not in tokens.ROLES:
+        return error(400, "invalid_role", "role %r must be one of %s" % (body.get("role"), ", ".join(tokens.ROLES)))
+    if tokens.by_name(body["name"].strip()) is not None:
+        return error(409, "duplicate", "a token named %r exists already" % body["name"].strip())
+    token, secret = tokens.create(body["role"], body["name"].strip(), created_by=g.token.name)
+    data = tokens.to_json(token)
+    data["token"] = secret   # shown once
+    return jsonify(data), 201
+
+
+@bp.delete("/tokens/<int:token_id>")
+@requires("admin")
+def revoke_token(token_id):
+    token = tokens.revoke(token_id)
+    if token is None:
+        return error(404, "not_found", "token %d does not exist" % token_id)
+    return "", 204
+
+
 @bp.get("/gateways")
 @requires("read")
 def list_gateways():
@@ -110,6 +239,13 @@ def list_gateways():
         "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
         "digest_match": gw.digest_match and gw.applied_revision == head, "elements": gw.elements,
         "connected_at": iso(gw.connected_at), "last_seen": iso(gw.last_seen)} for gw in rows]})
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    from .. import __version__
+    from .openapi import document
+    return jsonify(document(__version__))
 
 
 def register_errors(app):

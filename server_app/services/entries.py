@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +12,7 @@ from og_kernel.og_elements import Element
 from og_kernel.og_netpolicy import AddressPolicy, TargetError, format_port_spec, parse_port_spec
 
 from ..models import Entry, EntryAddress, EntryElement, db, utcnow
-from . import changelog
+from . import audit, changelog
 
 
 class EntryError(Exception):
@@ -60,6 +61,8 @@ def elements_of(entry):
     """The elements an entry produces from its current addresses."""
     result = set()
     for address in entry.addresses:
+        if address.refused:
+            continue
         for port in (entry.ports or [None]):
             result.add(Element(address.address, port).text)
     return result
@@ -84,16 +87,21 @@ def _sync_elements(entry, wanted):
     return changelog.record(add - others, remove - others)
 
 
-def create(data, config, creator):
-    """Validate and store a new entry with its revision; return (entry, revision)."""
+FIELDS = ("target", "ports", "deletable", "expires_at", "comment", "grace_seconds")
+
+
+def validate(data, config):
+    """Check one entry's fields; return a dict of normalised values or raise EntryError naming the problem."""
     if not isinstance(data, dict):
         raise EntryError(400, "invalid_body", "the body must be a JSON object such as {\"target\": \"198.51.100.10\"}")
-    unknown = sorted(set(data) - {"target", "ports", "deletable", "expires_at", "comment"})
+    unknown = sorted(set(data) - set(FIELDS))
     if unknown:
-        raise EntryError(400, "unknown_field", "unknown field(s) %s; known fields are target, ports, deletable, "
-                         "expires_at, comment" % ", ".join(unknown))
-    if "target" not in data:
+        raise EntryError(400, "unknown_field", "unknown field(s) %s; known fields are %s"
+                         % (", ".join(unknown), ", ".join(FIELDS)))
+    if "target" not in data or data["target"] in (None, ""):
         raise EntryError(400, "missing_target", "target is required: an IP address, a CIDR or a domain name")
+    if not isinstance(data["target"], str):
+        raise EntryError(400, "invalid_target", "target must be a string such as \"198.51.100.10\"")
     try:
         target = policy_from(config).parse_target(data["target"])
     except TargetError as exc:
@@ -101,55 +109,110 @@ def create(data, config, creator):
     ports = _parse_ports(data.get("ports"))
     deletable = data.get("deletable", True)
     if not isinstance(deletable, bool):
-        raise EntryError(400, "invalid_deletable", "deletable must be true or false")
+        raise EntryError(400, "invalid_deletable", "deletable must be true or false, not %r" % (deletable,))
     comment = data.get("comment", "") or ""
     if not isinstance(comment, str) or len(comment) > 2000:
         raise EntryError(400, "invalid_comment", "comment must be a string of at most 2000 characters")
-    expires_at = _parse_expiry(data.get("expires_at"))
+    grace = data.get("grace_seconds")
+    if grace is not None:
+        if target.kind != "domain":
+            raise EntryError(400, "invalid_grace_seconds", "grace_seconds applies to domain entries only; "
+                             "%s is an address" % target.value)
+        if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= 7 * 86400:
+            raise EntryError(400, "invalid_grace_seconds",
+                             "grace_seconds %r must be a whole number of seconds within 0-604800" % (grace,))
+    return {"target": target, "ports": ports, "deletable": deletable, "comment": comment,
+            "expires_at": _parse_expiry(data.get("expires_at")), "grace_seconds": grace}
 
+
+def find_duplicate(target_value, ports_key):
+    return db.session.execute(select(Entry).where(Entry.target == target_value, Entry.ports_key == ports_key)).scalar()
+
+
+def _duplicate_error(existing):
+    return EntryError(409, "duplicate", "an entry for %s%s exists already: id %d" % (
+        existing.target, " (%s)" % existing.ports_key if existing.ports_key else "", existing.id))
+
+
+def _insert(spec, creator):
+    """Add a validated entry to the session with its elements; returns the Entry. Caller records and commits."""
+    target, ports = spec["target"], spec["ports"]
     ports_key = ",".join(ports)
-    existing = db.session.execute(select(Entry).where(Entry.target == target.value, Entry.ports_key == ports_key)).scalar()
+    existing = find_duplicate(target.value, ports_key)
     if existing is not None:
-        raise EntryError(409, "duplicate", "an entry for %s%s exists already: id %d" % (
-            target.value, " (%s)" % ports_key if ports_key else "", existing.id))
-    entry = Entry(target=target.value, kind=target.kind, ports=ports, ports_key=ports_key, deletable=deletable,
-                  expires_at=expires_at, comment=comment, created_by=creator)
-    if target.kind != "domain":
+        raise _duplicate_error(existing)
+    entry = Entry(target=target.value, kind=target.kind, ports=ports, ports_key=ports_key,
+                  deletable=spec["deletable"], expires_at=spec["expires_at"], comment=spec["comment"],
+                  created_by=creator, grace_seconds=spec["grace_seconds"])
+    if target.kind == "domain":
+        entry.next_resolve_at = utcnow()
+    else:
         entry.addresses.append(EntryAddress(address=str(target.network), source="typed"))
     db.session.add(entry)
+    db.session.flush()
+    return entry
+
+
+def create(data, config, creator):
+    """Validate and store a new entry with its revision and audit event; return (entry, revision)."""
+    spec = validate(data, config)
     try:
+        entry = _insert(spec, creator)
         revision = _sync_elements(entry, elements_of(entry))
+        audit.record("entry.create", "entry", entry.id, "created %s" % describe(entry), after=to_json(entry),
+                     revision=revision)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        raise EntryError(409, "duplicate", "an entry for %s exists already" % target.value)
+        raise EntryError(409, "duplicate", "an entry for %s exists already" % spec["target"].value)
+    except EntryError:
+        db.session.rollback()
+        raise
     return entry, revision
 
 
-def delete(entry_id, force=False):
-    """Delete an entry (unless undeletable) with its revision; return the revision."""
+def describe(entry):
+    return entry.target + (" (%s)" % ", ".join(entry.ports) if entry.ports else "")
+
+
+def delete(entry_id, force=False, reason="deleted"):
+    """Delete an entry (unless undeletable) with its revision and audit event; return the revision."""
     entry = db.session.get(Entry, entry_id)
     if entry is None:
         raise EntryError(404, "not_found", "entry %s does not exist" % entry_id)
     if not entry.deletable and not force:
         raise EntryError(403, "undeletable", "entry %d (%s) was created as undeletable and cannot be deleted"
                          % (entry.id, entry.target))
+    before = to_json(entry)
     revision = _sync_elements(entry, set())
+    action = "entry.expire" if reason == "expired" else "entry.delete"
+    audit.record(action, "entry", entry.id, "%s %s" % (reason, describe(entry)), before=before, revision=revision,
+                 who=("system", "system", "") if reason == "expired" else None)
     db.session.delete(entry)
     db.session.commit()
     return revision
 
 
 def expire(now=None):
-    """Delete every entry whose expires_at has passed; return the revisions made."""
+    """Delete every entry whose expires_at has passed (undeletable ones too); return the revisions made."""
     now = now or utcnow()
     revisions = []
     for entry_id in db.session.execute(select(Entry.id).where(Entry.expires_at <= now)).scalars().all():
-        revisions.append(delete(entry_id, force=True))
+        revisions.append(delete(entry_id, force=True, reason="expired"))
     return revisions
 
 
-def query(q=None, kind=None, page=1, per_page=50):
+def _bool_arg(value, name):
+    if value is None or value == "":
+        return None
+    if str(value).lower() in ("1", "true", "yes"):
+        return True
+    if str(value).lower() in ("0", "false", "no"):
+        return False
+    raise EntryError(400, "invalid_filter", "%s=%s must be true or false" % (name, value))
+
+
+def query(q=None, kind=None, page=1, per_page=50, creator=None, deletable=None, expiring=None):
     """One page of entries, newest first, with the total count."""
     stmt = select(Entry)
     if q:
@@ -157,14 +220,130 @@ def query(q=None, kind=None, page=1, per_page=50):
         stmt = stmt.where(or_(Entry.target.like(like, escape="\\"), func.lower(Entry.comment).like(like, escape="\\")))
     if kind:
         stmt = stmt.where(Entry.kind == kind)
+    if creator:
+        stmt = stmt.where(Entry.created_by == creator)
+    deletable = _bool_arg(deletable, "deletable")
+    if deletable is not None:
+        stmt = stmt.where(Entry.deletable == deletable)
+    expiring = _bool_arg(expiring, "expiring")
+    if expiring is not None:
+        stmt = stmt.where(Entry.expires_at.is_not(None) if expiring else Entry.expires_at.is_(None))
     total = db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
     rows = db.session.execute(stmt.order_by(Entry.id.desc()).limit(per_page).offset((page - 1) * per_page)).scalars()
     return list(rows), total
 
 
+def why(address, config):
+    """Every entry that allows `address`, with since and until; raises EntryError for a non-address."""
+    try:
+        ip = ipaddress.ip_address(str(address).strip())
+    except ValueError:
+        raise EntryError(400, "invalid_address", "%r is not an IP address; give one such as 198.51.100.10" % address)
+    # An address is in a network exactly when the network is one of its supernets: at most 33 (129) keys,
+    # each an index lookup, whatever the number of entries.
+    candidates = [str(ipaddress.ip_network("%s/%d" % (ip, n), strict=False)) for n in range(ip.max_prefixlen + 1)]
+    rows = db.session.execute(
+        select(EntryAddress, Entry).join(Entry, Entry.id == EntryAddress.entry_id)
+        .where(EntryAddress.address.in_(candidates)).order_by(Entry.id)).all()
+    internal = [str(n) for n in policy_from(config).internal if ip in n]
+    items = []
+    for addr, entry in rows:
+        until = min([t for t in (entry.expires_at, addr.grace_until) if t is not None], default=None)
+        items.append({"entry_id": entry.id, "target": entry.target, "kind": entry.kind, "ports": entry.ports or [],
+                      "network": addr.address, "source": addr.source, "since": _iso(addr.first_seen),
+                      "until": _iso(until), "published": not addr.refused, "refused": addr.refused or None,
+                      "deletable": entry.deletable})
+    return {"address": str(ip), "allowed": any(i["published"] for i in items), "internal": internal,
+            "entries": items}
+
+
+EXPORT_COLUMNS = ("id", "target", "kind", "ports", "deletable", "expires_at", "comment", "created_by", "created_at")
+
+
+def export_rows():
+    """Every entry as a dict of EXPORT_COLUMNS (ports joined with spaces), oldest first."""
+    for entry in db.session.execute(select(Entry).order_by(Entry.id)).scalars():
+        data = to_json(entry)
+        yield {k: data[k] for k in EXPORT_COLUMNS}
+
+
+def import_entries(items, config, creator, on_duplicate="skip"):
+    """Validate every item, then store all of them in one transaction with one revision; all or nothing.
+
+    Returns {"created": [...ids], "skipped": [...], "revision": n}. Raises EntryError listing every bad item
+    (by its 1-based position) before anything is written.
+    """
+    if on_duplicate not in ("skip", "error"):
+        raise EntryError(400, "invalid_on_duplicate", "on_duplicate must be skip or error, not %r" % on_duplicate)
+    if not isinstance(items, list):
+        raise EntryError(400, "invalid_body", "entries must be a list of entry objects")
+    if len(items) > 100000:
+        raise EntryError(413, "too_many", "%d entries in one import; split it into parts of at most 100000"
+                         % len(items))
+    problems, specs, seen = [], [], {}
+    for number, item in enumerate(items, 1):
+        try:
+            if isinstance(item, dict):
+                item = {k: v for k, v in item.items() if k not in ("id", "kind", "created_by", "created_at",
+                                                                    "addresses", "revision")}
+            spec = validate(item, config)
+        except EntryError as exc:
+            problems.append("item %d: %s" % (number, exc.message))
+            continue
+        key = (spec["target"].value, ",".join(spec["ports"]))
+        if key in seen:
+            problems.append("item %d: %s repeats item %d" % (number, key[0], seen[key]))
+            continue
+        seen[key] = number
+        specs.append((number, spec))
+    created, skipped = [], []
+    if not problems:
+        for number, spec in specs:
+            existing = find_duplicate(spec["target"].value, ",".join(spec["ports"]))
+            if existing is not None:
+                if on_duplicate == "error":
+                    problems.append("item %d: %s" % (number, _duplicate_error(existing).message))
+                else:
+                    skipped.append({"item": number, "id": existing.id, "target": existing.target})
+    if problems:
+        shown = problems[:50] + (["... and %d more" % (len(problems) - 50)] if len(problems) > 50 else [])
+        raise EntryError(400, "invalid_import", "nothing was imported; fix these and retry:\n" + "\n".join(shown))
+    skip = {s["item"] for s in skipped}
+    added = set()
+    try:
+        for number, spec in specs:
+            if number in skip:
+                continue
+            entry = _insert(spec, creator)
+            created.append(entry)
+            for element in elements_of(entry):
+                db.session.add(EntryElement(entry_id=entry.id, element=element))
+                added.add(element)
+        db.session.flush()
+        new_ids = [e.id for e in created]
+        existing = set()
+        ordered = sorted(added)
+        for i in range(0, len(ordered), 5000):   # stay under the database's limit of bound parameters
+            existing |= set(db.session.execute(select(EntryElement.element).where(
+                EntryElement.element.in_(ordered[i:i + 5000]),
+                EntryElement.entry_id.not_in(new_ids) if len(new_ids) <= 5000 else
+                EntryElement.entry_id < min(new_ids))).scalars())
+        revision = changelog.record(added - existing, set())
+        audit.record("entry.import", "entry", "", "imported %d entries (%d skipped)" % (len(created), len(skipped)),
+                     after={"created": [e.id for e in created], "skipped": skipped}, revision=revision)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return {"created": [e.id for e in created], "skipped": skipped, "revision": revision}
+
+
+def _iso(value):
+    return value.isoformat() + "Z" if value else None
+
+
 def to_json(entry):
-    def iso(value):
-        return value.isoformat() + "Z" if value else None
+    iso = _iso
     return {
         "id": entry.id,
         "target": entry.target,
@@ -175,6 +354,11 @@ def to_json(entry):
         "comment": entry.comment,
         "created_by": entry.created_by,
         "created_at": iso(entry.created_at),
+        "grace_seconds": entry.grace_seconds,
+        "resolved_at": iso(entry.resolved_at),
+        "resolve_error": entry.resolve_error or None,
+        "capped": bool(entry.capped),
         "addresses": [{"address": a.address, "source": a.source, "first_seen": iso(a.first_seen),
-                       "last_seen": iso(a.last_seen)} for a in entry.addresses],
+                       "last_seen": iso(a.last_seen), "grace_until": iso(a.grace_until),
+                       "published": not a.refused, "refused": a.refused or None} for a in entry.addresses],
     }

@@ -38,6 +38,10 @@ class Hub:
         with self.cond:
             self.cond.notify_all()
 
+    def created(self, entry):
+        """An entry was committed: wake the sessions (and resolve a domain at once)."""
+        self.notify()
+
     def wait(self, seen, timeout):
         """Block until the head revision is beyond `seen` or timeout; return the head revision."""
         with self.cond:

@@ -171,12 +171,16 @@ class GatewaySession:
                 raise ProtocolError("bad_message", "ack digest must be a 64-character SHA-256 hex string")
             head, expected = changelog.digest_at_head()
             gw = db.session.query(Gateway).filter_by(name=self.name).one()
+            gw_before = gw.applied_revision
             gw.applied_revision = revision
             gw.digest = digest
             gw.elements = _int(msg, "count")
             gw.digest_match = revision == head and digest == expected
             gw.last_seen = utcnow()
+            newly = revision > gw_before
             db.session.commit()
+            if newly:
+                self._observe_latency(revision)
             if revision == head and digest != expected:
                 log.warning("gateway %s digest mismatch at revision %d: sending a snapshot", self.name, revision)
                 self.send_snapshot()
@@ -194,6 +198,17 @@ class GatewaySession:
                 except TargetError as exc:
                     raise ProtocolError("bad_message", str(exc))
             current_app.extensions["og_traffic"][self.name] = {"ts": msg.get("ts"), "counters": counters}
+
+    def _observe_latency(self, revision):
+        """Commit-to-ack time of the acked revision (skipped for old revisions, e.g. after a reconnect)."""
+        from sqlalchemy import func, select
+        from ..models import Change
+        at = db.session.execute(select(func.min(Change.at)).where(Change.revision == revision)).scalar()
+        db.session.commit()
+        if at is not None:
+            seconds = (utcnow() - at).total_seconds()
+            if 0 <= seconds < 300:
+                current_app.extensions["og_publish_latency"].observe(seconds)
 
     def disconnected(self):
         if self.name is None:

@@ -1,0 +1,190 @@
+"""The OpenAPI 3.1 document of /api/v1, served at /api/v1/openapi.json.
+
+Tests validate every response the API gives against these schemas, so the document stays true.
+"""
+
+from __future__ import annotations
+
+S = "string"
+NULLABLE_S = {"type": [S, "null"]}
+TIME = {"type": [S, "null"], "format": "date-time"}
+
+
+def ref(name):
+    return {"$ref": "#/components/schemas/%s" % name}
+
+
+def obj(props, required=None, extra=False):
+    return {"type": "object", "properties": props, "required": list(required if required is not None else props),
+            "additionalProperties": extra}
+
+
+def page_of(item):
+    return obj({"items": {"type": "array", "items": ref(item)}, "total": {"type": "integer", "minimum": 0},
+                "page": {"type": "integer", "minimum": 1}, "per_page": {"type": "integer", "minimum": 1}},
+               extra=True)
+
+
+SCHEMAS = {
+    "Error": obj({"error": obj({"code": {"type": S}, "message": {"type": S}})}),
+    "Address": obj({
+        "address": {"type": S, "description": "a network in CIDR notation"},
+        "source": {"type": S, "enum": ["typed", "resolved"]},
+        "first_seen": TIME, "last_seen": TIME,
+        "grace_until": TIME,
+        "published": {"type": "boolean"},
+        "refused": NULLABLE_S}),
+    "Entry": obj({
+        "id": {"type": "integer"}, "target": {"type": S}, "kind": {"type": S, "enum": ["ip", "cidr", "domain"]},
+        "ports": {"type": "array", "items": {"type": S}}, "deletable": {"type": "boolean"},
+        "expires_at": TIME, "comment": {"type": S}, "created_by": {"type": S}, "created_at": TIME,
+        "grace_seconds": {"type": ["integer", "null"]}, "resolved_at": TIME, "resolve_error": NULLABLE_S,
+        "capped": {"type": "boolean"},
+        "addresses": {"type": "array", "items": ref("Address")},
+        "revision": {"type": ["integer", "null"]}},
+        required=["id", "target", "kind", "ports", "deletable", "expires_at", "comment", "created_by",
+                  "created_at", "addresses"]),
+    "EntryInput": {"type": "object", "required": ["target"], "additionalProperties": False, "properties": {
+        "target": {"type": S, "description": "IPv4/IPv6 address, CIDR or domain name", "examples": ["198.51.100.10"]},
+        "ports": {"type": "array", "items": {"type": S, "examples": ["443/tcp", "8000-8100/tcp", "53/udp"]}},
+        "deletable": {"type": "boolean", "default": True},
+        "expires_at": {"type": [S, "null"], "format": "date-time"},
+        "comment": {"type": S, "maxLength": 2000},
+        "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 604800}}},
+    "EntryPage": dict(page_of("Entry"), required=["items", "total", "page", "per_page", "revision"]),
+    "Why": obj({
+        "address": {"type": S}, "allowed": {"type": "boolean"},
+        "internal": {"type": "array", "items": {"type": S}},
+        "entries": {"type": "array", "items": obj({
+            "entry_id": {"type": "integer"}, "target": {"type": S}, "kind": {"type": S},
+            "ports": {"type": "array", "items": {"type": S}}, "network": {"type": S}, "source": {"type": S},
+            "since": TIME, "until": TIME, "published": {"type": "boolean"}, "refused": NULLABLE_S,
+            "deletable": {"type": "boolean"}})}}),
+    "ImportResult": obj({"created": {"type": "array", "items": {"type": "integer"}},
+                         "skipped": {"type": "array", "items": obj({"item": {"type": "integer"},
+                                                                    "id": {"type": "integer"},
+                                                                    "target": {"type": S}})},
+                         "revision": {"type": ["integer", "null"]}}),
+    "Export": obj({"entries": {"type": "array", "items": {"type": "object"}}, "revision": {"type": "integer"}}),
+    "Gateway": obj({
+        "name": {"type": S}, "connected": {"type": "boolean"}, "address": {"type": S},
+        "agent_version": {"type": S}, "applied_revision": {"type": "integer"}, "lag": {"type": "integer"},
+        "digest_match": {"type": "boolean"}, "elements": {"type": "integer"}, "connected_at": TIME,
+        "last_seen": TIME}),
+    "GatewayList": obj({"revision": {"type": "integer"}, "items": {"type": "array", "items": ref("Gateway")}}),
+    "AuditEvent": obj({
+        "id": {"type": "integer"}, "at": TIME, "actor": {"type": S}, "actor_kind": {"type": S},
+        "remote_addr": {"type": S}, "action": {"type": S}, "object_type": {"type": S}, "object_id": {"type": S},
+        "summary": {"type": S}, "before": {"type": ["object", "null"]}, "after": {"type": ["object", "null"]},
+        "revision": {"type": ["integer", "null"]}}),
+    "AuditPage": dict(page_of("AuditEvent"), required=["items", "total", "page", "per_page"]),
+    "Token": obj({
+        "id": {"type": "integer"}, "name": {"type": S}, "role": {"type": S, "enum": ["viewer", "editor", "admin",
+                                                                                   "gateway"]},
+        "created_at": TIME, "created_by": {"type": S}, "last_used": TIME, "revoked": {"type": "boolean"},
+        "revoked_at": TIME, "token": {"type": S, "description": "the secret; only in the answer to POST"}},
+        required=["id", "name", "role", "created_at", "last_used", "revoked"]),
+    "TokenList": obj({"items": {"type": "array", "items": ref("Token")}}),
+    "TokenInput": obj({"name": {"type": S, "minLength": 1, "maxLength": 128},
+                       "role": {"type": S, "enum": ["viewer", "editor", "admin", "gateway"]}}),
+}
+
+
+def _err(description):
+    return {"description": description, "content": {"application/json": {"schema": ref("Error")}}}
+
+
+def _ok(schema, description="OK", status="200"):
+    return {status: {"description": description, "content": {"application/json": {"schema": ref(schema)}}}}
+
+
+COMMON = {"401": _err("no valid token"), "403": _err("the token's role may not do this")}
+PAGE_PARAMS = [
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+    {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+]
+
+
+def _q(name, schema=None, description=""):
+    return {"name": name, "in": "query", "schema": schema or {"type": S}, "description": description}
+
+
+PATHS = {
+    "/entries": {
+        "get": {"summary": "List entries", "operationId": "listEntries",
+                "parameters": PAGE_PARAMS + [
+                    _q("q", description="text in target or comment"),
+                    _q("kind", {"type": S, "enum": ["ip", "cidr", "domain"]}),
+                    _q("creator"), _q("deletable", {"type": S, "enum": ["true", "false"]}),
+                    _q("expiring", {"type": S, "enum": ["true", "false"]})],
+                "responses": dict(_ok("EntryPage"), **{"400": _err("bad filter")}, **COMMON)},
+        "post": {"summary": "Create an entry", "operationId": "createEntry",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": ref("EntryInput")}}},
+                 "responses": dict(_ok("Entry", "created", "201"), **{
+                     "400": _err("invalid target, ports, expiry or body"),
+                     "409": _err("an entry for this target and ports exists; the message names its id")},
+                     **COMMON)}},
+    "/entries/{entry_id}": {
+        "parameters": [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+        "get": {"summary": "One entry with its addresses and where they came from", "operationId": "getEntry",
+                "responses": dict(_ok("Entry"), **{"404": _err("no such entry")}, **COMMON)},
+        "delete": {"summary": "Delete an entry", "operationId": "deleteEntry",
+                   "responses": dict({"204": {"description": "deleted"}, "404": _err("no such entry")},
+                                     **{"401": COMMON["401"],
+                                        "403": _err("the role may not write, or the entry is undeletable")})}},
+    "/entries/export": {
+        "get": {"summary": "Every entry, as JSON or CSV", "operationId": "exportEntries",
+                "parameters": [_q("format", {"type": S, "enum": ["json", "csv"]})],
+                "responses": dict({"200": {"description": "OK", "content": {
+                    "application/json": {"schema": ref("Export")}, "text/csv": {"schema": {"type": S}}}},
+                    "400": _err("unknown format")}, **COMMON)}},
+    "/entries/import": {
+        "post": {"summary": "Import entries (JSON or CSV), all or nothing, one revision",
+                 "operationId": "importEntries",
+                 "parameters": [_q("on_duplicate", {"type": S, "enum": ["skip", "error"]})],
+                 "requestBody": {"required": True, "content": {
+                     "application/json": {"schema": obj({"entries": {"type": "array",
+                                                                      "items": ref("EntryInput")}})},
+                     "text/csv": {"schema": {"type": S}}}},
+                 "responses": dict(_ok("ImportResult", "created", "201"), **_ok("ImportResult", "nothing new"),
+                                   **{"400": _err("an item is invalid; nothing was imported"),
+                                      "413": _err("too many items")}, **COMMON)}},
+    "/addresses/{address}": {
+        "parameters": [{"name": "address", "in": "path", "required": True, "schema": {"type": S}}],
+        "get": {"summary": "Why is this address allowed: every entry that allows it, since and until when",
+                "operationId": "whyAllowed",
+                "responses": dict(_ok("Why"), **{"400": _err("not an IP address")}, **COMMON)}},
+    "/gateways": {
+        "get": {"summary": "The gateway fleet: connection, applied revision, lag, digest match",
+                "operationId": "listGateways", "responses": dict(_ok("GatewayList"), **COMMON)}},
+    "/audit": {
+        "get": {"summary": "The audit log", "operationId": "listAudit",
+                "parameters": PAGE_PARAMS + [_q("actor"), _q("action"), _q("object_type"), _q("object_id"),
+                                             _q("q"), _q("since", {"type": S, "format": "date-time"}),
+                                             _q("until", {"type": S, "format": "date-time"})],
+                "responses": dict(_ok("AuditPage"), **{"400": _err("bad filter")}, **COMMON)}},
+    "/tokens": {
+        "get": {"summary": "API and gateway tokens (admin)", "operationId": "listTokens",
+                "responses": dict(_ok("TokenList"), **COMMON)},
+        "post": {"summary": "Create a token; the secret is in this answer only", "operationId": "createToken",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": ref("TokenInput")}}},
+                 "responses": dict(_ok("Token", "created", "201"), **{"400": _err("invalid name or role"),
+                                                                       "409": _err("name taken")}, **COMMON)}},
+    "/tokens/{token_id}": {
+        "parameters": [{"name": "token_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+        "delete": {"summary": "Revoke a token", "operationId": "revokeToken",
+                   "responses": dict({"204": {"description": "revoked"}, "404": _err("no such token")}, **COMMON)}},
+}
+
+
+def document(version):
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "outputguard.egress server API", "version": version,
+                 "description": "Allowlist entries, the gateway fleet, the audit log and tokens. "
+                                "Every error is {\"error\": {\"code\", \"message\"}}."},
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+        "paths": PATHS,
+    }

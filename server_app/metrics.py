@@ -1,0 +1,54 @@
+"""/metrics for the server itself: entries, revision, gateways connected and lagging, publish latency."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy import func, select
+
+from .models import Entry, Gateway, db
+
+BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class ServerCollector:
+    def __init__(self, app):
+        self.app = app
+
+    def collect(self):
+        from .services import changelog
+        with self.app.app_context():
+            try:
+                kinds = dict(db.session.execute(select(Entry.kind, func.count()).group_by(Entry.kind)).all())
+                head = changelog.head_revision()
+                gws = db.session.execute(select(Gateway.connected, Gateway.applied_revision, Gateway.digest_match)).all()
+            finally:
+                db.session.remove()
+        entries = GaugeMetricFamily("og_server_entries", "Allowlist entries by kind", labels=["kind"])
+        for kind in ("ip", "cidr", "domain"):
+            entries.add_metric([kind], kinds.get(kind, 0))
+        yield entries
+        yield GaugeMetricFamily("og_server_revision", "Head revision of the change log", value=head)
+        connected = [g for g in gws if g.connected]
+        yield GaugeMetricFamily("og_server_gateways", "Known gateways", value=len(gws))
+        yield GaugeMetricFamily("og_server_gateways_connected", "Gateways connected now", value=len(connected))
+        yield GaugeMetricFamily("og_server_gateways_lagging", "Connected gateways not at the head revision",
+                                value=sum(1 for g in connected if g.applied_revision < head))
+        yield GaugeMetricFamily("og_server_gateways_digest_mismatch",
+                                "Connected gateways at the head whose digest differs from the desired set",
+                                value=sum(1 for g in connected if g.applied_revision == head and not g.digest_match))
+        stats = self.app.extensions.get("og_resolver_stats") or {}
+        yield CounterMetricFamily("og_server_resolver_runs", "Resolver passes", value=stats.get("runs", 0))
+        yield CounterMetricFamily("og_server_resolver_errors", "Failed resolutions", value=stats.get("errors", 0))
+
+
+def install(app):
+    registry = CollectorRegistry()
+    registry.register(ServerCollector(app))
+    app.extensions["og_publish_latency"] = Histogram(
+        "og_server_publish_latency_seconds", "From commit of a revision to a gateway's ack of it",
+        buckets=BUCKETS, registry=registry)
+
+    @app.get("/metrics")
+    def metrics():
+        return generate_latest(registry), 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
