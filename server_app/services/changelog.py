@@ -63,6 +63,17 @@ def delta(base, to):
     return add, remove
 
 
+def digest_at(revision):
+    """The digest of the published set as it was at `revision` (None if the log can't reach back)."""
+    head = head_revision()
+    answer = delta(revision, head)
+    if answer is None:
+        return None
+    add, remove = answer
+    elements = (published() - set(add)) | set(remove)
+    return digest(elements)
+
+
 def snapshot():
     """(revision, sorted elements) read in one transaction."""
     revision = head_revision()

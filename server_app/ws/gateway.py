@@ -57,6 +57,16 @@ def _int(msg, key):
     return value
 
 
+def _digest(msg, required=True):
+    value = msg.get("digest")
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or set(value) - set("0123456789abcdef"):
+        raise ProtocolError("bad_message", "%s digest must be a 64-character lowercase SHA-256 hex string"
+                            % msg["type"])
+    return value
+
+
 class GatewaySession:
     """One connected gateway."""
 
@@ -99,6 +109,7 @@ class GatewaySession:
         if not isinstance(name, str) or not 0 < len(name) <= 128:
             raise ProtocolError("bad_message", "hello name must be a string of 1-128 characters")
         revision = _int(msg, "revision")
+        self.hello_digest = _digest(msg, required=False)
         version = str(msg.get("agent_version", ""))[:32]
         self.name = name
         gw = db.session.query(Gateway).filter_by(name=name).one_or_none() or Gateway(name=name)
@@ -109,11 +120,15 @@ class GatewaySession:
         db.session.add(gw)
         db.session.commit()
         log.info("gateway %s connected from %s at revision %d", name, gw.address, revision)
-        self.catch_up(revision)
+        self.catch_up(revision, self.hello_digest)
 
-    def catch_up(self, revision):
+    def catch_up(self, revision, digest=None):
         head = changelog.head_revision()
         answer = changelog.delta(revision, head) if 0 < revision <= head else None
+        if answer is not None and digest is not None and changelog.digest_at(revision) != digest:
+            # The gateway's kernel is not what that revision published (drift, restored old state): resend all.
+            log.info("gateway %s digest differs from revision %d: snapshot", self.name, revision)
+            answer = None
         if answer is not None:
             add, remove = answer
             self.send(type="delta", base=revision, revision=head, add=add, remove=remove)
@@ -160,15 +175,13 @@ class GatewaySession:
     def handle(self, msg):
         kind = msg["type"]
         if kind == "hello":
-            self.catch_up(_int(msg, "revision"))
+            self.catch_up(_int(msg, "revision"), _digest(msg, required=False))
         elif kind == "ack":
             revision = _int(msg, "revision")
             if revision > self.sent:
                 raise ProtocolError("bad_message", "ack of revision %d that was never sent (latest sent %d)"
                                     % (revision, self.sent))
-            digest = msg.get("digest")
-            if not isinstance(digest, str) or len(digest) != 64:
-                raise ProtocolError("bad_message", "ack digest must be a 64-character SHA-256 hex string")
+            digest = _digest(msg)
             head, expected = changelog.digest_at_head()
             gw = db.session.query(Gateway).filter_by(name=self.name).one()
             gw_before = gw.applied_revision

@@ -1,0 +1,299 @@
+"""The gateway protocol against a real server process (gunicorn on loopback) with scripted gateways.
+
+A scripted gateway keeps its element set in memory and applies snapshots and deltas exactly as
+docs/protocol.md says; the tests check that reconnects converge to the server's set (same digest), and that
+broken, out-of-order and oversized frames are refused without disturbing other gateways."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import websocket
+import yaml
+
+from nslib import wait_until
+from og_kernel.og_elements import digest
+
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.conf = os.path.join(tmp, "server.yml")
+        with open(self.conf, "w") as fh:
+            yaml.safe_dump({"listen": "127.0.0.1:%d" % self.port, "data_dir": tmp, "secret_key": "s" * 32,
+                            "database_url": "sqlite:///%s/og.db" % tmp, "threads": 16}, fh)
+        self.og("db", "upgrade")
+        self.admin = self.og("token", "create", "--role", "admin").strip()
+        self.gateway = self.og("token", "create", "--role", "gateway").strip()
+        self.viewer = self.og("token", "create", "--role", "viewer").strip()
+        self.log = open(os.path.join(tmp, "server.log"), "w")
+        self.proc = subprocess.Popen([os.path.join(BIN, "og-server"), "--config", self.conf],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = "http://127.0.0.1:%d" % self.port
+        wait_until(self.ready, timeout=30, what="og-server ready")
+
+    def og(self, *args):
+        done = subprocess.run([os.path.join(BIN, "og-server"), "--config", self.conf] + list(args),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def ready(self):
+        try:
+            return requests.get(self.url + "/readyz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def api(self, method, path, **kw):
+        response = requests.request(method, self.url + path, timeout=30,
+                                    headers={"Authorization": "Bearer " + self.admin}, **kw)
+        assert response.status_code < 400, response.text
+        return response
+
+    def add(self, target, **extra):
+        return self.api("POST", "/api/v1/entries", json=dict(target=target, **extra)).json()
+
+    def remove(self, entry):
+        self.api("DELETE", "/api/v1/entries/%d" % entry["id"])
+
+    def gateways(self):
+        return {g["name"]: g for g in self.api("GET", "/api/v1/gateways").json()["items"]}
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = Server(str(tmp_path_factory.mktemp("server")))
+    yield srv
+    srv.stop()
+
+
+class Gateway:
+    """A scripted gateway: its 'kernel' is a Python set."""
+
+    def __init__(self, server, name, token=None, revision=0, elements=()):
+        self.server = server
+        self.name = name
+        self.revision = revision
+        self.elements = set(elements)
+        self.ws = websocket.create_connection(
+            "ws://127.0.0.1:%d/ws/gateway" % server.port, timeout=10,
+            header=["Authorization: Bearer " + (token or server.gateway)])
+
+    def send(self, **msg):
+        msg["v"] = 1
+        self.ws.send(json.dumps(msg))
+
+    def recv(self):
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg["type"] != "heartbeat":
+                return msg
+
+    def hello(self, with_digest=True):
+        extra = {"digest": digest(self.elements)} if with_digest else {}
+        self.send(type="hello", name=self.name, agent_version="test", revision=self.revision, **extra)
+
+    def apply_next(self):
+        """Receive one snapshot (all chunks) or delta, apply it, ack it; return the message type."""
+        msg = self.recv()
+        if msg["type"] == "snapshot":
+            chunks, elements = msg["chunks"], list(msg["elements"])
+            for _ in range(chunks - 1):
+                more = self.recv()
+                assert more["type"] == "snapshot" and more["revision"] == msg["revision"]
+                elements += more["elements"]
+            self.elements = set(elements)
+            self.revision = msg["revision"]
+            self.last_chunks = chunks
+        elif msg["type"] == "delta":
+            assert msg["base"] == self.revision, msg
+            self.elements = (self.elements - set(msg["remove"])) | set(msg["add"])
+            self.revision = msg["revision"]
+        else:
+            raise AssertionError("unexpected %r" % msg)
+        self.send(type="ack", revision=self.revision, digest=digest(self.elements), count=len(self.elements))
+        return msg["type"]
+
+    def close(self):
+        self.ws.close()
+
+
+def converged(server, gw):
+    state = server.gateways().get(gw.name)
+    return state and state["digest_match"] and state["lag"] == 0
+
+
+def test_snapshot_then_live_deltas_and_acks_are_recorded(server):
+    a = server.add("198.51.100.10")
+    gw = Gateway(server, "gw-live")
+    gw.hello()
+    assert gw.apply_next() == "snapshot"
+    assert "198.51.100.10/32" in gw.elements
+    b = server.add("203.0.113.0/24", ports=["443/tcp"])
+    assert gw.apply_next() == "delta"
+    assert "203.0.113.0/24 443/tcp" in gw.elements
+    wait_until(lambda: converged(server, gw), timeout=10, what="gateway recorded at the head with its digest")
+    state = server.gateways()["gw-live"]
+    assert state["connected"] and state["agent_version"] == "test" and state["elements"] == len(gw.elements)
+    server.remove(a)
+    server.remove(b)
+    assert gw.apply_next() == "delta" and gw.apply_next() == "delta"
+    assert "198.51.100.10/32" not in gw.elements
+    gw.close()
+    wait_until(lambda: not server.gateways()["gw-live"]["connected"], timeout=10, what="disconnect recorded")
+
+
+def test_a_reconnect_gets_exactly_what_it_missed_including_deletions(server):
+    keep = server.add("198.51.100.21")
+    gone = server.add("198.51.100.22")
+    gw = Gateway(server, "gw-missed")
+    gw.hello()
+    gw.apply_next()
+    gw.close()
+    # While it is away: one add, one delete, one add-then-delete.
+    server.remove(gone)
+    new = server.add("198.51.100.23")
+    flash = server.add("198.51.100.24")
+    server.remove(flash)
+    back = Gateway(server, "gw-missed", revision=gw.revision, elements=gw.elements)
+    back.hello()
+    assert back.apply_next() == "delta"
+    assert "198.51.100.21/32" in back.elements and "198.51.100.23/32" in back.elements
+    assert "198.51.100.22/32" not in back.elements and "198.51.100.24/32" not in back.elements
+    wait_until(lambda: converged(server, back), timeout=10, what="converged after reconnect")
+    back.close()
+    server.remove(keep)
+    server.remove(new)
+
+
+def test_a_gateway_whose_set_drifted_gets_a_snapshot_instead_of_a_delta(server):
+    server.add("198.51.100.31")
+    gw = Gateway(server, "gw-drift")
+    gw.hello()
+    gw.apply_next()
+    gw.close()
+    server.add("198.51.100.32")
+    # Same revision, different content (someone flushed its set): the server must not build on it.
+    back = Gateway(server, "gw-drift", revision=gw.revision, elements=set())
+    back.hello()
+    assert back.apply_next() == "snapshot"
+    wait_until(lambda: converged(server, back), timeout=10, what="converged after drift")
+    back.close()
+
+
+def test_a_wrong_digest_in_an_ack_at_head_triggers_a_snapshot(server):
+    gw = Gateway(server, "gw-badack")
+    gw.hello()
+    gw.apply_next()
+    gw.send(type="ack", revision=gw.revision, digest="0" * 64, count=0)
+    assert gw.recv()["type"] == "snapshot"
+    gw.close()
+
+
+def test_large_snapshots_come_in_chunks(server):
+    items = [{"target": "11.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)} for i in range(12000)]
+    result = server.api("POST", "/api/v1/entries/import", json={"entries": items}).json()
+    assert len(result["created"]) == 12000
+    gw = Gateway(server, "gw-chunks")
+    gw.hello()
+    assert gw.apply_next() == "snapshot"
+    assert gw.last_chunks == 2 and len(gw.elements) >= 12000
+    wait_until(lambda: converged(server, gw), timeout=20, what="converged after a chunked snapshot")
+    gw.close()
+
+
+@pytest.mark.parametrize("frame, code", [
+    ("not json", "bad_message"),
+    ('["a list"]', "bad_message"),
+    ('{"v": 2, "type": "hello", "name": "x", "revision": 0}', "bad_version"),
+    ('{"v": 1, "type": "launch"}', "bad_message"),
+    ('{"v": 1, "type": "ack", "revision": 1, "digest": "00", "count": 0}', "bad_message"),
+    ('{"v": 1, "type": "hello", "name": "", "revision": 0}', "bad_message"),
+    ('{"v": 1, "type": "hello", "name": "x", "revision": -1}', "bad_message"),
+])
+def test_malformed_or_out_of_order_frames_are_refused_without_disturbing_others(server, frame, code):
+    other = Gateway(server, "gw-bystander")
+    other.hello()
+    other.apply_next()
+    bad = Gateway(server, "gw-bad")
+    bad.ws.send(frame)
+    answer = json.loads(bad.ws.recv())
+    assert answer["type"] == "error" and answer["code"] == code
+    with pytest.raises(websocket.WebSocketException):
+        for _ in range(3):
+            bad.ws.recv()
+    # The bystander still gets live changes.
+    entry = server.add("198.51.100.77")
+    assert other.apply_next() == "delta" and "198.51.100.77/32" in other.elements
+    server.remove(entry)
+    assert other.apply_next() == "delta"
+    other.close()
+
+
+def test_an_ack_for_a_revision_never_sent_is_refused(server):
+    gw = Gateway(server, "gw-future")
+    gw.hello()
+    gw.apply_next()
+    gw.send(type="ack", revision=gw.revision + 100, digest="0" * 64, count=0)
+    answer = gw.recv()
+    assert answer["type"] == "error" and "never sent" in answer["message"]
+
+
+def test_an_oversized_frame_closes_only_that_connection(server):
+    other = Gateway(server, "gw-bystander2")
+    other.hello()
+    other.apply_next()
+    big = Gateway(server, "gw-big")
+    big.send(type="hello", name="gw-big", revision=0, agent_version="x" * (2 << 20))
+    with pytest.raises((websocket.WebSocketException, ConnectionError, OSError)):
+        for _ in range(3):
+            big.recv()
+    entry = server.add("198.51.100.78")
+    assert other.apply_next() == "delta"
+    server.remove(entry)
+    other.close()
+
+
+@pytest.mark.parametrize("which", ["none", "wrong", "viewer", "admin"])
+def test_only_gateway_tokens_may_connect(server, which):
+    token = {"none": None, "wrong": "x" * 40, "viewer": server.viewer, "admin": server.admin}[which]
+    header = ["Authorization: Bearer " + token] if token else []
+    with pytest.raises(websocket.WebSocketBadStatusException) as caught:
+        websocket.create_connection("ws://127.0.0.1:%d/ws/gateway" % server.port, timeout=10, header=header)
+    assert caught.value.status_code == 401
+
+
+def test_a_gateway_token_cannot_use_the_api(server):
+    response = requests.get(server.url + "/api/v1/entries", headers={"Authorization": "Bearer " + server.gateway})
+    assert response.status_code == 403
+
+
+def test_server_metrics_count_connected_gateways_and_publish_latency(server):
+    gw = Gateway(server, "gw-metrics")
+    gw.hello()
+    gw.apply_next()
+    entry = server.add("198.51.100.79")
+    gw.apply_next()
+    text = wait_until(lambda: (lambda t: t if "og_server_publish_latency_seconds_count 0.0" not in t else None)(
+        requests.get(server.url + "/metrics", timeout=5).text), timeout=10, what="a publish latency sample")
+    assert "og_server_gateways_connected" in text
+    server.remove(entry)
+    gw.close()
