@@ -56,6 +56,8 @@ def create_app(config=None, config_path=None):
     register_errors(app)
     sock = Sock(app)
     app.extensions["og_hub"] = Hub(app)
+    from .services.resolver import Resolver
+    app.extensions["og_resolver"] = Resolver(app)
     ws_gateway.register(app, sock)
 
     @app.get("/healthz")
@@ -70,7 +72,10 @@ def create_app(config=None, config_path=None):
             head = head_revision()
         except Exception as exc:  # noqa: BLE001 - any database failure means not ready
             return jsonify({"status": "unavailable", "database": str(exc).splitlines()[0]}), 503
-        return jsonify({"status": "ready", "revision": head})
+        stats = app.extensions["og_resolver_stats"]
+        return jsonify({"status": "ready", "revision": head, "resolver": {
+            "enabled": cfg["resolver_enabled"], "leader": stats["leader"], "last_success": stats["last_success"],
+            "last_duration": round(stats["last_duration"], 3), "last_error": stats["last_error"] or None}})
 
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from urllib.parse import quote_plus
 
@@ -21,6 +22,16 @@ DEFAULTS = {
     "log_level": "INFO",
     "changelog_keep": 100000,
     "threads": 64,
+    # The resolver of domain entries (docs/resolver.md).
+    "resolver_enabled": True,
+    "resolve_interval": 60,
+    "resolve_min_interval": 5,
+    "resolve_grace": 900,
+    "resolve_cap": 256,
+    "resolve_aaaa": True,
+    "resolve_concurrency": 32,
+    "dns_timeout": 2.0,
+    "dns_tries": 2,
 }
 SEED_DB_KEYS = ("db_user", "db_password", "db_server", "db_port", "db_name")
 ENV_PREFIX = "OG_"
@@ -72,11 +83,31 @@ def load(path=None, overrides=None, environ=None):
     host, _, port = str(cfg["listen"]).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         problems.append("listen %r must be HOST:PORT, e.g. 0.0.0.0:8080" % cfg["listen"])
-    for key in ("min_prefix_v4", "min_prefix_v6", "changelog_keep", "threads"):
+    for key in ("min_prefix_v4", "min_prefix_v6", "changelog_keep", "threads", "resolve_interval",
+                "resolve_min_interval", "resolve_grace", "resolve_cap", "resolve_concurrency", "dns_tries"):
         try:
             cfg[key] = int(cfg[key])
+            if key != "min_prefix_v4" and key != "min_prefix_v6" and key != "resolve_grace" and cfg[key] < 1:
+                raise ValueError
         except (TypeError, ValueError):
-            problems.append("%s %r must be a whole number" % (key, cfg[key]))
+            problems.append("%s %r must be a whole number%s" % (
+                key, cfg[key], "" if key.startswith("min_prefix") or key == "resolve_grace" else " of at least 1"))
+    try:
+        cfg["dns_timeout"] = float(cfg["dns_timeout"])
+        if not 0 < cfg["dns_timeout"] <= 30:
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.append("dns_timeout %r must be a number of seconds within 0-30" % (cfg["dns_timeout"],))
+    for key in ("resolver_enabled", "resolve_aaaa"):
+        value = cfg[key]
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            cfg[key] = value.lower() in ("true", "1", "yes")
+        elif not isinstance(value, bool):
+            problems.append("%s %r must be true or false" % (key, value))
+    if isinstance(cfg["resolve_min_interval"], int) and isinstance(cfg["resolve_interval"], int) \
+            and cfg["resolve_min_interval"] > cfg["resolve_interval"]:
+        problems.append("resolve_min_interval %d must not exceed resolve_interval %d"
+                        % (cfg["resolve_min_interval"], cfg["resolve_interval"]))
     if isinstance(cfg["min_prefix_v4"], int) and not 0 <= cfg["min_prefix_v4"] <= 32:
         problems.append("min_prefix_v4 %r must lie within 0-32" % cfg["min_prefix_v4"])
     if isinstance(cfg["min_prefix_v6"], int) and not 0 <= cfg["min_prefix_v6"] <= 128:
@@ -84,6 +115,16 @@ def load(path=None, overrides=None, environ=None):
     for key in ("internal_networks", "dns_servers"):
         if not isinstance(cfg[key], list):
             problems.append("%s must be a list" % key)
+    if isinstance(cfg["dns_servers"], list):
+        for server in cfg["dns_servers"]:
+            host, _, port = str(server).rpartition(":") if str(server).count(":") == 1 else (str(server), "", "")
+            try:
+                ipaddress.ip_address(host)
+                if port and not 0 < int(port) < 65536:
+                    raise ValueError
+            except ValueError:
+                problems.append("dns_servers entry %r must be an IP address, optionally with :PORT (IPv4)"
+                                % (server,))
     if isinstance(cfg["internal_networks"], list):
         try:
             parse_networks(cfg["internal_networks"])

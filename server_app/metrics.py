@@ -39,7 +39,20 @@ class ServerCollector:
                                 value=sum(1 for g in connected if g.applied_revision == head and not g.digest_match))
         stats = self.app.extensions.get("og_resolver_stats") or {}
         yield CounterMetricFamily("og_server_resolver_runs", "Resolver passes", value=stats.get("runs", 0))
-        yield CounterMetricFamily("og_server_resolver_errors", "Failed resolutions", value=stats.get("errors", 0))
+        yield CounterMetricFamily("og_server_resolver_errors", "Failed resolutions and failed passes",
+                                  value=stats.get("errors", 0))
+        yield CounterMetricFamily("og_server_resolver_names", "Names resolved", value=stats.get("names", 0))
+        yield CounterMetricFamily("og_server_resolver_addresses_added", "Addresses published by the resolver",
+                                  value=stats.get("added", 0))
+        yield CounterMetricFamily("og_server_resolver_addresses_removed",
+                                  "Addresses removed by the resolver after their grace period",
+                                  value=stats.get("removed", 0))
+        yield GaugeMetricFamily("og_server_resolver_leader", "1 if this replica holds the resolver lease",
+                                value=1 if stats.get("leader") else 0)
+        yield GaugeMetricFamily("og_server_resolver_last_success_timestamp_seconds",
+                                "Unix time of the last completed resolver pass", value=stats.get("last_success") or 0)
+        yield GaugeMetricFamily("og_server_resolver_last_duration_seconds", "Duration of the last resolver pass",
+                                value=stats.get("last_duration", 0.0))
 
 
 def install(app):

@@ -7,6 +7,8 @@ import subprocess
 
 import requests
 
+from nslib import Netns, tcp_probe
+
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAB_SCRIPT = os.path.join(TOP, "scripts", "lab")
 
@@ -58,3 +60,22 @@ def recap(output):
         if match:
             result[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
     return result
+
+
+class LabHost(Netns):
+    """A lab namespace made by scripts/lab: run things in it, but never create or delete it here."""
+
+    def __init__(self, name):  # noqa: super().__init__ would create the namespace
+        self.name = name
+        self.procs = []
+
+
+def probe(lab, host, address, port=80):
+    """ok / refused / reset / timeout of a TCP connection from a lab host (1 s budget)."""
+    return tcp_probe(LabHost(lab.ns(host)), address, port, timeout=1.0)
+
+
+def gateway_elements(lab, name="og-allow4"):
+    """The members of one of gw1's kernel sets."""
+    out = LabHost(lab.ns("gw1")).run(["ipset", "list", name]).stdout
+    return sorted(line.split()[0] for line in out.split("Members:")[1].splitlines() if line.strip())

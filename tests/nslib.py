@@ -15,6 +15,9 @@ import subprocess
 import time
 
 PREFIX = "ogt-"
+# The namespaces this process made: the session's final clean-up deletes these (and only these, so that two
+# test runs on one machine never delete each other's).
+CREATED = set()
 
 
 def sh(argv, check=True, input=None, timeout=60):
@@ -49,10 +52,12 @@ def delete_ns(name):
         sh(["ip", "netns", "del", name], check=False)
 
 
-def cleanup_all(prefix=PREFIX):
+def cleanup_all(prefix=PREFIX, only_ours=True):
+    """Delete the test namespaces this process made (every ogt-* one with only_ours=False)."""
     for name in namespaces():
-        if name.startswith(prefix):
+        if name.startswith(prefix) and (name in CREATED or not only_ours):
             delete_ns(name)
+    CREATED.clear()
 
 
 class Netns:
@@ -65,6 +70,7 @@ class Netns:
         if name in namespaces():
             delete_ns(name)
         sh(["ip", "netns", "add", name])
+        CREATED.add(name)
         self.ip("link", "set", "lo", "up")
 
     def ip(self, *args, check=True):

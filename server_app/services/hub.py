@@ -28,10 +28,16 @@ class Hub:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="og-hub", daemon=True)
                 self._thread.start()
+        resolver = self.app.extensions.get("og_resolver")
+        if resolver is not None:
+            resolver.start()
 
     def stop(self):
         self._stop.set()
         self.notify()
+        resolver = self.app.extensions.get("og_resolver")
+        if resolver is not None:
+            resolver.stop()
 
     def notify(self):
         """Wake the hub now (after a local commit) instead of at the next poll."""
@@ -39,7 +45,15 @@ class Hub:
             self.cond.notify_all()
 
     def created(self, entry):
-        """An entry was committed: wake the sessions (and resolve a domain at once)."""
+        """An entry was committed: wake the sessions, and resolve a domain at once (in this request)."""
+        resolver = self.app.extensions.get("og_resolver")
+        if entry.kind == "domain" and resolver is not None and self.app.config["OG"]["resolver_enabled"]:
+            try:
+                resolver.resolve_entry_now(entry.id, entry.target)
+            except Exception:  # the loop resolves it at its next pass
+                log.exception("could not resolve %s at once", entry.target)
+                from ..models import db
+                db.session.rollback()
         self.notify()
 
     def wait(self, seen, timeout):

@@ -4,17 +4,25 @@ import os
 
 import pytest
 
-from lablib import Lab, free_port
+from lablib import Lab, free_port, recap
 
 
 @pytest.fixture(scope="session")
 def lab():
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    the_lab = Lab("ogt-e-", "/run/og-test-lab-%d" % os.getpid(), free_port())
+    the_lab = Lab("oge-", "/run/og-test-lab-%d" % os.getpid(), free_port())
     the_lab.lab("down", check=False)
     try:
         the_lab.lab("create")
         yield the_lab
     finally:
         the_lab.lab("down", check=False)
+
+
+@pytest.fixture(scope="session")
+def deployed(lab):
+    """site.yml run twice against the lab: (lab, first recap, second recap)."""
+    first = lab.lab("site")
+    second = lab.lab("site")
+    return lab, recap(first.stdout), recap(second.stdout)

@@ -2,35 +2,11 @@
 
 import pytest
 
-from lablib import recap
-from nslib import Netns, tcp_probe, wait_until
+from lablib import gateway_elements, probe
+from nslib import wait_until
 
 ALLOWED = "198.51.100.10"
 NEVER = "198.51.100.20"
-
-
-class _Existing(Netns):
-    """A lab namespace made by scripts/lab (not created or deleted here)."""
-
-    def __init__(self, name):
-        self.name = name
-        self.procs = []
-
-
-@pytest.fixture(scope="package")
-def deployed(lab):
-    first = lab.lab("site")
-    second = lab.lab("site")
-    return lab, recap(first.stdout), recap(second.stdout)
-
-
-def probe(lab, host, address, port=80):
-    return tcp_probe(_Existing(lab.ns(host)), address, port, timeout=1.0)
-
-
-def gateway_elements(lab):
-    out = _Existing(lab.ns("gw1")).run(["ipset", "list", "og-allow4"]).stdout
-    return sorted(line.split()[0] for line in out.split("Members:")[1].splitlines() if line.strip())
 
 
 def test_site_deploys_every_host_and_second_run_changes_nothing(deployed):
