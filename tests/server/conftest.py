@@ -15,7 +15,8 @@ from server_app.services import tokens
 @pytest.fixture
 def app(tmp_path):
     app = create_app(config={"data_dir": str(tmp_path), "secret_key": "s" * 32,
-                             "database_url": "sqlite:///%s" % (tmp_path / "og.db")})
+                             "database_url": "sqlite:///%s" % (tmp_path / "og.db"),
+                             "resolver_enabled": False})   # the resolver has its own tests with a real DNS server
     app.config["TESTING"] = True
     init_db(app)
     yield app
