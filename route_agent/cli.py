@@ -28,6 +28,10 @@ def parser():
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve /healthz and /metrics here (default: off)")
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="health-check interval")
+    p.add_argument("--fall", type=int, default=2, metavar="N",
+                   help="failed health checks in a row before a gateway counts as down (default 2)")
+    p.add_argument("--rise", type=int, default=2, metavar="N",
+                   help="good health checks in a row before a gateway counts as up again (default 2)")
     p.add_argument("--once", action="store_true", help="apply the routes once and exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
@@ -38,11 +42,18 @@ def validate(args):
     problems = []
     if not args.gateways:
         problems.append("no gateway given; pass --gateway IP (the gateway's address on this host's LAN)")
+    addresses = []
     for gw in args.gateways:
         try:
-            ipaddress.ip_address(gw)
+            addresses.append(ipaddress.ip_address(gw))
         except ValueError:
             problems.append("--gateway %r is not an IP address; give the gateway's address, e.g. 10.77.0.1" % gw)
+    for address in sorted(set(a for a in addresses if addresses.count(a) > 1)):
+        problems.append("--gateway %s is given twice; give each gateway once (the first is the primary)" % address)
+    if addresses and not any(a.version == 4 for a in addresses):
+        problems.append("no --gateway is an IPv4 address; the public IPv4 ranges need one")
+    if args.ipv6 and addresses and not any(a.version == 6 for a in addresses):
+        problems.append("--ipv6 needs an IPv6 --gateway as well; add one or drop --ipv6")
     for flag, values in (("--internal-network", args.internal_networks), ("--exclude", args.exclude)):
         for value in values:
             try:
@@ -54,6 +65,14 @@ def validate(args):
                         % args.health_port)
     if args.interval <= 0:
         problems.append("--interval %s must be positive" % args.interval)
+    for flag, value in (("--fall", args.fall), ("--rise", args.rise)):
+        if value < 1:
+            problems.append("%s %d must be 1 or more (health checks in a row)" % (flag, value))
+    if args.metrics_listen:
+        host, _, port = args.metrics_listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append("--metrics-listen %r must be HOST:PORT, e.g. 127.0.0.1:9901 or [::1]:9901"
+                            % args.metrics_listen)
     return problems
 
 
@@ -64,25 +83,38 @@ def main(argv=None):
         for problem in problems:
             print("og-route: %s" % problem, file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # --log-level debug is og-route's own detail, not every library's (pyroute2 logs each netlink message).
+    logging.basicConfig(level=max(logging.INFO, getattr(logging, args.log_level.upper())),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("og").setLevel(args.log_level.upper())
     from og_kernel.og_command import CommandError
     from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
 
     from .daemon import RouteDaemon
 
-    daemon = RouteDaemon(args.gateways, mode=args.mode,
-                         internal_networks=args.internal_networks or DEFAULT_INTERNAL_NETWORKS,
-                         exclude=args.exclude, ipv6=args.ipv6, health_port=args.health_port,
-                         interval=args.interval)
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: daemon.stop.set())
+    try:
+        daemon = RouteDaemon(args.gateways, mode=args.mode,
+                             internal_networks=args.internal_networks or DEFAULT_INTERNAL_NETWORKS,
+                             exclude=args.exclude, ipv6=args.ipv6, health_port=args.health_port,
+                             interval=args.interval, fall=args.fall, rise=args.rise)
+    except CommandError as exc:
+        print("og-route: %s" % exc.msg, file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.request_stop())
     try:
         daemon.check()
         if args.once:
+            daemon.probe_all()
             daemon.reconcile()
             return 0
         if args.metrics_listen:
-            daemon.serve_metrics(args.metrics_listen)
+            try:
+                daemon.serve_metrics(args.metrics_listen)
+            except OSError as exc:
+                print("og-route: cannot listen on --metrics-listen %s: %s; choose a free address and port"
+                      % (args.metrics_listen, exc.strerror or exc), file=sys.stderr)
+                return 1
         daemon.run()
     except CommandError as exc:
         print("og-route: %s" % exc.msg, file=sys.stderr)

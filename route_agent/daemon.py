@@ -2,13 +2,19 @@
 
 In failover mode the healthy gateways get the lowest metrics in their configured order, so the kernel uses the
 first healthy one; in ECMP mode only healthy gateways are next hops. When no gateway answers, all keep their
-routes (fail static): a broken health endpoint must not take the routes away.
+routes (fail static): a broken health endpoint must not take the routes away. A gateway is declared down after
+`fall` failed probes in a row and up again after `rise` good ones, so one lost probe does not move the traffic
+(moving it breaks the NATed connections of every client).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import http.server
 import logging
+import os
 import select
+import socket
 import threading
 import time
 import urllib.request
@@ -17,20 +23,23 @@ from og_kernel.og_routes import RouteTable, desired_routes, plan, route_line
 
 log = logging.getLogger("og.route")
 
+# No proxy from the environment: the health endpoint is on the LAN, a proxy would answer for a dead gateway.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 def probe(gateway, port, timeout=1.0):
     """True when the gateway's health endpoint answers 200."""
     host = "[%s]" % gateway if ":" in gateway else gateway
     try:
-        with urllib.request.urlopen("http://%s:%d/healthz" % (host, port), timeout=timeout) as resp:
+        with _OPENER.open("http://%s:%d/healthz" % (host, port), timeout=timeout) as resp:
             return resp.status == 200
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 
 class RouteDaemon(object):
     def __init__(self, gateways, mode="failover", internal_networks=(), exclude=(), ipv6=False, health_port=9900,
-                 interval=1.0, table=None, prober=probe):
+                 interval=1.0, fall=2, rise=2, table=None, prober=probe):
         self.gateways = list(gateways)
         self.mode = mode
         self.internal_networks = internal_networks
@@ -38,17 +47,40 @@ class RouteDaemon(object):
         self.ipv6 = ipv6
         self.health_port = health_port
         self.interval = interval
+        self.fall = fall
+        self.rise = rise
         self.table = table or RouteTable()
         self.prober = prober
         self.stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
         self.healthy = {gw: True for gw in self.gateways}
+        self._streak = {gw: 0 for gw in self.gateways}   # probes in a row that disagree with `healthy`
+        self._probed = False
         self.active = None
+        self._planned = None
         self.switches = 0
-        self.reconciles = 0
+        self.repairs = 0
+        self.routes = 0
         self.last_ok = 0.0
+        self._http = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(self.gateways)))
+
+    def request_stop(self):
+        """Safe from a signal handler: the main loop wakes up at once."""
+        self.stop.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
 
     def close(self):
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        self._pool.shutdown(wait=False)
         self.table.close()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
 
     def check(self):
         self.table.check_gateways(self.gateways)
@@ -66,16 +98,25 @@ class RouteDaemon(object):
         return desired_routes(self.order(), self.mode, self.internal_networks, self.exclude, self.ipv6)
 
     def reconcile(self):
+        """Make the kernel's routes of ours equal to the plan; True when something had to change."""
+        order = self.order()
         desired = self.desired()
         current = self.table.own_routes(ipv6=True)
         add, change, remove, _ = plan(current, desired)
         if add or change or remove:
-            log.info("routes: %d to add, %d to change, %d to remove", len(add), len(change), len(remove))
-            for key in add[:3] + change[:3]:
-                log.debug("route %s", route_line(key, desired[key]))
+            started = time.monotonic()
             self.table.apply(add, change, remove, desired, current)
-            self.reconciles += 1
-        active = self.order()[0] if self.gateways else None
+            repair = order == self._planned   # same plan as last time: someone or something changed the kernel
+            log.info("routes %s: added %d, changed %d, removed %d in %.3fs (%d routes)",
+                     "changed outside og-route were put right" if repair else "applied", len(add), len(change),
+                     len(remove), time.monotonic() - started, len(desired))
+            for key in (add + change)[:3]:
+                log.debug("route %s", route_line(key, desired[key]))
+            if repair:
+                self.repairs += 1
+        self.routes = len(desired)
+        self._planned = order
+        active = order[0] if order else None
         if active != self.active:
             if self.active is not None:
                 self.switches += 1
@@ -86,57 +127,109 @@ class RouteDaemon(object):
         self.last_ok = time.time()
         return bool(add or change or remove)
 
-    def probe_all(self):
-        if not self.health_port:
-            return
-        for gw in self.gateways:
-            ok = self.prober(gw, self.health_port)
-            if ok != self.healthy.get(gw):
-                log.warning("gateway %s is %s", gw, "up" if ok else "down")
+    def record(self, gw, ok):
+        """Fold one probe result into the gateway's state (hysteresis: fall/rise probes in a row)."""
+        if not self._probed:
+            changed = ok != self.healthy.get(gw)
             self.healthy[gw] = ok
+            self._streak[gw] = 0
+        elif ok == self.healthy.get(gw):
+            self._streak[gw] = 0
+            changed = False
+        else:
+            self._streak[gw] += 1
+            changed = self._streak[gw] >= (self.rise if ok else self.fall)
+            if not changed:
+                log.debug("gateway %s probe %s (%d of %d in a row)", gw, "answered" if ok else "failed",
+                          self._streak[gw], self.rise if ok else self.fall)
+            if changed:
+                self.healthy[gw] = ok
+                self._streak[gw] = 0
+        if changed:
+            log.warning("gateway %s is %s", gw, "up" if ok else "down")
+        return changed
+
+    def probe_all(self):
+        """Probe every gateway at once; True when a gateway's state changed."""
+        if not self.health_port:
+            return False
+        timeout = min(1.0, max(0.2, self.interval))
+        results = list(self._pool.map(lambda gw: self.prober(gw, self.health_port, timeout), self.gateways))
+        changed = [self.record(gw, ok) for gw, ok in zip(self.gateways, results)]
+        self._probed = True
+        if any(changed) and not any(self.healthy.values()):
+            log.error("no gateway answers its health check; the routes stay as they are (fail static)")
+        return any(changed)
 
     def _events(self):
         """A netlink socket subscribed to link, address and route changes, or None."""
         try:
             from pyroute2 import IPRoute
+            from pyroute2.netlink import rtnl
             ipr = IPRoute()
-            ipr.bind()
+            # Links, addresses and routes; not neighbours, whose churn on a busy LAN would mean useless dumps.
+            ipr.bind(groups=rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR
+                     | rtnl.RTMGRP_IPV4_ROUTE | rtnl.RTMGRP_IPV6_ROUTE)
             return ipr
         except Exception as exc:  # events are an optimisation; the timer still re-asserts
             log.warning("no netlink events (%s); re-checking every %.1fs", exc, self.interval)
             return None
 
+    def _drain(self, events):
+        """Read every pending netlink message; a burst of route changes becomes one reconcile."""
+        for _ in range(1000):
+            ready, _, _ = select.select([events], [], [], 0)
+            if not ready:
+                return
+            try:
+                events.get()
+            except Exception:
+                return
+
     def run(self):
         events = self._events()
+        watch = [self._wake_r] + ([events] if events is not None else [])
+        next_probe = 0.0
         try:
             while not self.stop.is_set():
-                self.probe_all()
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + self.interval
+                    self.probe_all()
                 try:
                     self.reconcile()
                 except Exception as exc:
                     log.error("could not apply the routes: %s; retrying", exc)
-                if events is not None:
-                    ready, _, _ = select.select([events], [], [], self.interval)
-                    if ready:
-                        try:
-                            events.get()   # drain; the next reconcile reads the kernel again
-                        except Exception:
-                            pass
-                else:
-                    self.stop.wait(self.interval)
+                    self.stop.wait(min(self.interval, 1.0))   # the undo's own events must not spin the loop
+                wait = max(0.0, next_probe - time.monotonic())
+                ready, _, _ = select.select(watch, [], [], wait)
+                if events is not None and events in ready:
+                    time.sleep(0.02)   # let the rest of a burst (a link going down) arrive first
+                    self._drain(events)
         finally:
             if events is not None:
                 events.close()
+        log.info("stopping; the routes stay as they are (fail static)")
 
-    def serve_metrics(self, listen):
-        from prometheus_client import start_http_server
-        from prometheus_client.core import REGISTRY, GaugeMetricFamily, CounterMetricFamily
+    def health(self):
+        """(ok, text) for /healthz: the routes were reconciled recently."""
+        age = time.time() - self.last_ok
+        limit = max(5.0, 3 * self.interval)
+        if self.last_ok and age <= limit:
+            return True, "ok: traffic goes to gateway %s\n" % self.active
+        if not self.last_ok:
+            return False, "routes not reconciled yet\n"
+        return False, "routes not reconciled for %.0fs (limit %.0fs)\n" % (age, limit)
+
+    def collector(self):
+        """A Prometheus collector reading the daemon's state at scrape time."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         daemon = self
 
         class Collector(object):
             def collect(self):
-                up = GaugeMetricFamily("og_route_gateway_up", "Health check result per gateway", labels=["gateway"])
+                up = GaugeMetricFamily("og_route_gateway_up", "Health check state per gateway (1 up, 0 down)",
+                                       labels=["gateway"])
                 active = GaugeMetricFamily("og_route_gateway_active", "1 for the gateway carrying the traffic",
                                            labels=["gateway"])
                 for gw in daemon.gateways:
@@ -146,9 +239,49 @@ class RouteDaemon(object):
                 yield active
                 yield CounterMetricFamily("og_route_switches", "Times traffic moved to another gateway",
                                           value=daemon.switches)
-                yield CounterMetricFamily("og_route_reconciles", "Times routes were found wrong and repaired",
-                                          value=daemon.reconciles)
+                yield CounterMetricFamily("og_route_repairs", "Times the kernel's routes differed from the plan "
+                                          "and were put right (not counting gateway switches)",
+                                          value=daemon.repairs)
+                yield GaugeMetricFamily("og_route_routes", "Routes of og-route in the kernel's main table",
+                                        value=daemon.routes)
+                yield GaugeMetricFamily("og_route_last_reconcile_timestamp_seconds",
+                                        "When the routes were last found or made correct", value=daemon.last_ok)
 
-        REGISTRY.register(Collector())
+        return Collector()
+
+    def serve_metrics(self, listen):
+        """Serve /metrics and /healthz on HOST:PORT in a background thread."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        registry.register(self.collector())
+        daemon = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/metrics":
+                    status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+                elif self.path == "/healthz":
+                    ok, text = daemon.health()
+                    status, ctype, body = (200 if ok else 503), "text/plain; charset=utf-8", text.encode()
+                else:
+                    status, ctype, body = 404, "text/plain; charset=utf-8", b"try /metrics or /healthz\n"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
         host, _, port = listen.rpartition(":")
-        start_http_server(int(port), addr=host or "0.0.0.0")
+        host = host.strip("[]") or "0.0.0.0"
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            daemon_threads = True
+
+        self._http = Server((host, int(port)), Handler)
+        threading.Thread(target=self._http.serve_forever, name="og-route-metrics", daemon=True).start()
+        log.info("serving /metrics and /healthz on %s", listen)

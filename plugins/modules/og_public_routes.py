@@ -14,7 +14,14 @@ description:
     list of prefixes, and routes them to one or more gateways through netlink (pyroute2).
   - Its routes carry their own protocol number (191), so it only ever changes its own; the default route and
     every foreign route stay as they are.
-  - Networks in O(exclude), and the address Ansible connects from, keep their current route.
+  - Never cuts the management path. The networks in O(exclude) and the address Ansible connects from (the
+    first field of E(SSH_CONNECTION)) are carved out of the prefixes, so the routes the host has without this
+    module keep carrying them. When the address Ansible connects from is carried by one of this module's routes
+    right now, a host route keeps that path (also with O(state=absent), with a warning).
+  - Every gateway must be another host on a directly connected network; otherwise the module fails before
+    anything changes, naming the gateway.
+  - Changes are made before removals (new paths exist before old ones go); on a kernel error the changes
+    already made are undone.
 author: outputguard.egress contributors
 requirements:
   - pyroute2 on the managed host (Debian package python3-pyroute2)
@@ -40,7 +47,8 @@ options:
     elements: str
   exclude:
     description:
-      - Networks that keep their current route (management networks, VPN endpoints).
+      - Networks this module never routes, so they keep the route the host has without it (management
+        networks, VPN endpoints).
     type: list
     elements: str
     default: []
@@ -49,7 +57,9 @@ options:
     type: bool
     default: false
   state:
-    description: C(absent) removes exactly the routes this module installed.
+    description:
+      - C(absent) removes exactly the routes this module installed (protocol 191), except a host route that
+        carries the connection Ansible uses.
     type: str
     choices: [present, absent]
     default: present
@@ -94,6 +104,15 @@ removed:
   returned: always
   type: list
   elements: str
+management:
+  description:
+    - The address Ansible connects from (first field of E(SSH_CONNECTION)) and what keeps its path, empty when
+      the variable is not set. C(carved) means no route of this module covers it; C(pinned) means its current
+      path is one of this module's routes, so a host route keeps that path.
+  returned: always
+  type: list
+  elements: str
+  sample: ["203.0.113.50 carved"]
 routes:
   description: Number of routes of this module after the run.
   returned: always
@@ -101,26 +120,24 @@ routes:
   sample: 73
 """
 
-import ipaddress
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.outputguard.egress.plugins.module_utils.og_netpolicy import (
-    DEFAULT_INTERNAL_NETWORKS, TargetError)
+    DEFAULT_INTERNAL_NETWORKS, TargetError, parse_networks)
 from ansible_collections.outputguard.egress.plugins.module_utils.og_routes import (
-    RouteError, RouteTable, desired_routes, plan, route_line)
+    RouteError, RouteTable, check_gateway_list, desired_routes, host_prefix, management_pins, plan, route_line)
 
 
-def management_networks():
-    """The address Ansible connects from keeps its route (SSH_CONNECTION's first field)."""
-    parts = os.environ.get("SSH_CONNECTION", "").split()
+def management_addresses(environ=None):
+    """The address Ansible connects from (SSH_CONNECTION's first field), as a list of zero or one."""
+    parts = (os.environ if environ is None else environ).get("SSH_CONNECTION", "").split()
     if not parts:
         return []
     try:
-        address = ipaddress.ip_address(parts[0])
+        return [host_prefix(parts[0]).split("/")[0]]
     except ValueError:
         return []
-    return [str(ipaddress.ip_network(address))]
 
 
 def main():
@@ -138,21 +155,32 @@ def main():
     )
     p = module.params
     internal = p["internal_networks"] if p["internal_networks"] is not None else list(DEFAULT_INTERNAL_NETWORKS)
-    result = dict(changed=False, added=[], changed_routes=[], removed=[], routes=0)
-    for gw in p["gateways"]:
-        try:
-            ipaddress.ip_address(gw)
-        except ValueError:
-            module.fail_json(msg="gateway %r is not an IP address" % gw, **result)
+    management = management_addresses()
+    result = dict(changed=False, added=[], changed_routes=[], removed=[], management=[], routes=0)
     table = None
     try:
+        parse_networks(internal, "internal network")
+        parse_networks(p["exclude"], "exclude network")
+        if p["state"] == "present":
+            check_gateway_list(p["gateways"], p["mode"], p["ipv6"])
         table = RouteTable()
-        current = table.own_routes()
         if p["state"] == "present":
             table.check_gateways(p["gateways"])
-            desired = desired_routes(p["gateways"], p["mode"], internal, p["exclude"] + management_networks(), p["ipv6"])
+        current = table.own_routes()
+        # The management path: its address is carved out, and keeps a host route if its path is ours now.
+        pins = management_pins(management, table.lookup)
+        if p["state"] == "present":
+            holes = list(p["exclude"]) + [host_prefix(a) for a in management]
+            desired = desired_routes(p["gateways"], p["mode"], internal, holes, p["ipv6"])
         else:
             desired = {}
+        desired.update(pins)
+        pinned = set(prefix for prefix, _ in pins)
+        result["management"] = ["%s %s" % (a, "pinned" if host_prefix(a) in pinned else "carved") for a in management]
+        for key in sorted(pins):
+            if p["state"] == "absent":
+                module.warn("kept the route %s: it carries the connection Ansible uses (SSH_CONNECTION); run "
+                            "state=absent from another address to remove it" % route_line(key, pins[key]))
         add, change, remove, diff = plan(current, desired)
         result.update(
             changed=bool(add or change or remove),
