@@ -21,26 +21,30 @@ def main(argv=None):
     from og_kernel.og_firewall import EgressPolicy, Firewall
 
     from . import metrics
-    from .client import Agent, cut_connections
+    from .client import Agent, ConnectionCutter
 
     fw = Firewall(EgressPolicy(cfg["client_networks"], cfg["outside_interface"], cfg["ipv6"],
                                cfg["internal_networks"]))
-    agent = Agent(cfg, fw, conntrack=cut_connections)
+    agent = Agent(cfg, fw, conntrack=ConnectionCutter(cfg["client_networks"], cfg["ipv6"]))
 
     def stop(signum, _frame):
-        logging.getLogger("og.agent").info("signal %d: stopping; the rules stay in place", signum)
         agent.stop.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
         metrics.serve(agent, cfg["metrics_listen"], cfg["name"])
+    except OSError as exc:
+        print("og-gateway-agent: cannot listen on %s for metrics: %s; set metrics_listen to a free ADDRESS:PORT"
+              % (cfg["metrics_listen"], exc.strerror), file=sys.stderr)
+        return 1
+    try:
         agent.run()
     except CommandError as exc:
         print("og-gateway-agent: %s" % exc.msg, file=sys.stderr)
         return 1
     except OSError as exc:
-        print("og-gateway-agent: cannot listen on %s: %s" % (cfg["metrics_listen"], exc.strerror), file=sys.stderr)
+        print("og-gateway-agent: %s: %s" % (exc.filename or "I/O error", exc.strerror), file=sys.stderr)
         return 1
     return 0
 

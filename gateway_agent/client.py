@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import random
@@ -12,7 +13,7 @@ import uuid
 
 import websocket
 
-from og_kernel.og_command import CommandError
+from og_kernel.og_command import CommandError, CommandRunner
 from og_kernel.og_elements import Element, digest
 from og_kernel.og_netpolicy import TargetError
 
@@ -26,6 +27,13 @@ DRIFT_EVERY = 30.0
 COUNTERS_EVERY = 15.0
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
+HEALTHY_SESSION = 60.0     # a session that lasted this long starts the backoff over
+MAX_MESSAGE = 1 << 20      # docs/protocol.md: larger frames break the protocol
+CLOSE_POLICY = 1008        # WebSocket close code for a protocol violation
+
+
+class ProtocolViolation(ValueError):
+    """A server frame that breaks docs/protocol.md; the agent answers with an error frame and reconnects."""
 
 
 class Stats:
@@ -34,19 +42,66 @@ class Stats:
     def __init__(self):
         self.connected = False
         self.reconnects = 0
-        self.skipped_internal = 0
+        self.skipped = {"internal": 0, "family_disabled": 0}
+        self.bad_frames = 0
+        self.connections_cut = 0
         self.drift_repairs = 0
         self.apply_seconds = []  # observed durations, drained by the metrics collector
         self.policy_ok = False
         self.server = ""
 
 
+def _int(msg, key):
+    """A non-negative integer field of a frame, or ProtocolViolation naming it."""
+    value = msg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolViolation("%s %s must be a non-negative integer, not %r" % (msg.get("type"), key, value))
+    return value
+
+
+def _list(msg, key):
+    value = msg.get(key)
+    if not isinstance(value, list):
+        raise ProtocolViolation("%s %s must be a list of elements, not %s" % (msg.get("type"), key,
+                                                                             type(value).__name__))
+    return value
+
+
+def parse_frame(raw):
+    """Decode one server frame into a v1 message dict, or raise ProtocolViolation saying what is wrong."""
+    if isinstance(raw, (bytes, bytearray)):
+        raise ProtocolViolation("binary frame of %d bytes: frames must be JSON text" % len(raw))
+    size = len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_MESSAGE:
+        raise ProtocolViolation("frame of %d bytes is larger than the %d-byte limit" % (size, MAX_MESSAGE))
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        raise ProtocolViolation("frame is not valid JSON: %r" % raw[:80]) from None
+    if not isinstance(msg, dict):
+        raise ProtocolViolation("frame must be a JSON object, not %s" % type(msg).__name__)
+    if msg.get("v") != 1:
+        raise ProtocolViolation("protocol version %r is not supported; this agent speaks v1" % (msg.get("v"),))
+    if msg.get("type") not in ("snapshot", "delta", "heartbeat", "error"):
+        raise ProtocolViolation("unknown message type %r" % (msg.get("type"),))
+    return msg
+
+
+def _parse_elements(texts, kind):
+    try:
+        return [Element.parse(e) for e in texts]
+    except TargetError as exc:
+        raise ProtocolViolation("%s: %s" % (kind, exc)) from None
+
+
 class Agent:
+    """Keeps the kernel's allowed sets equal to the server's, and keeps them as they are when no server answers."""
+
     def __init__(self, cfg, firewall, connect=websocket.create_connection, conntrack=None):
         self.cfg = cfg
         self.fw = firewall
         self.connect = connect
-        self.conntrack = conntrack
+        self.conntrack = conntrack  # callable(removed elements, remaining elements) -> flows cut
         self.revision = 0
         self.elements = set()      # canonical texts of what we applied
         self.stats = Stats()
@@ -66,58 +121,111 @@ class Agent:
 
     def restore(self):
         """Put the last applied state back into the kernel before connecting (fail-static at boot)."""
-        revision, elements = state.load(self.cfg["state_file"])
-        if elements is None:
-            log.info("no saved state at %s: starting empty (default deny)", self.cfg["state_file"])
+        path = self.cfg["state_file"]
+        try:
+            revision, elements = state.load(path)
+            parsed = None if elements is None else [Element.parse(e) for e in elements]
+        except (state.StateError, TargetError) as exc:
+            log.error("saved state unusable: %s; starting from what the kernel holds until a server answers", exc)
+            return
+        if parsed is None:
+            log.info("no saved state at %s: starting empty (default deny) until a server answers", path)
             return
         started = time.monotonic()
         with self.lock:
-            self._replace(revision, elements)
+            self._replace(revision, parsed)
+            _, count = self._verify(revision)
         log.info("restored saved state revision=%d elements=%d duration=%.3fs",
-                 revision, len(self.elements), time.monotonic() - started)
+                 revision, count, time.monotonic() - started)
 
-    def _replace(self, revision, elements):
-        parsed = [Element.parse(e) for e in elements]
+    def _replace(self, revision, parsed):
         skipped = self.fw.replace(parsed)
-        self._skipped(skipped, revision)
+        self._note_skipped(skipped, revision)
         self.elements = {e.text for e in parsed} - {e.text for e in skipped}
         self.revision = revision
 
-    def _skipped(self, skipped, revision):
-        if skipped:
-            self.stats.skipped_internal += len(skipped)
-            log.warning("skipped %d element(s) inside internal networks at revision %d: %s",
-                        len(skipped), revision, " ".join(sorted(str(e) for e in skipped)[:10]))
+    def _note_skipped(self, skipped, revision):
+        if not skipped:
+            return
+        internal = [e for e in skipped if self.fw.policy.address_policy.is_internal(e.net)]
+        other = [e for e in skipped if e not in internal]
+        for reason, elements, why in (("internal", internal, "inside this gateway's internal networks"),
+                                      ("family_disabled", other, "IPv6 while ipv6 is off")):
+            if elements:
+                self.stats.skipped[reason] += len(elements)
+                log.warning("skipped %d element(s) %s at revision %d: %s", len(elements), why, revision,
+                            " ".join(sorted(e.text for e in elements)[:10]))
+
+    def _kernel(self):
+        """The elements really in the kernel (caller holds the lock)."""
+        return self.fw.elements(expected=[Element.parse(e) for e in self.elements])
+
+    def _verify(self, revision):
+        """Read the kernel back; re-apply the whole set when it differs. Returns (digest, count) of the kernel."""
+        found = self._kernel()
+        if {e.text for e in found} != self.elements:
+            # e.g. a removed port element shared members with one that stays: rebuild instead of guessing.
+            log.warning("kernel holds %d elements, expected %d at revision %d: re-applying the whole set",
+                        len(found), len(self.elements), revision)
+            self._replace(revision, [Element.parse(e) for e in sorted(self.elements)])
+            self.stats.drift_repairs += 1
+            found = self._kernel()
+        return digest(found), len(found)
 
     def kernel_digest(self):
-        found = self.fw.elements(expected=[Element.parse(e) for e in self.elements])
-        return digest(found), len(found), {e.text for e in found}
+        """(digest, count) of what is really in the kernel now."""
+        with self.lock:
+            found = self._kernel()
+        return digest(found), len(found)
 
-    def apply_snapshot(self, revision, elements):
+    def apply_snapshot(self, revision, parsed, cut=True):
+        """Make the kernel hold exactly `parsed` (atomically); return (digest, count) read back from the kernel."""
         started = time.monotonic()
         with self.lock:
-            self._replace(revision, elements)
+            before = set(self.elements)
+            self._replace(revision, parsed)
+            result = self._verify(revision)
             state.save(self.cfg["state_file"], self.revision, self.elements)
+            remaining = set(self.elements)
         took = time.monotonic() - started
         self.stats.apply_seconds.append(took)
-        log.info("applied snapshot revision=%d elements=%d duration=%.3fs", revision, len(self.elements), took)
+        log.info("applied snapshot revision=%d elements=%d duration=%.3fs", revision, result[1], took)
+        if cut:
+            self._cut(before - remaining, remaining)
+        return result
 
-    def apply_delta(self, base, revision, add, remove):
+    def apply_delta(self, base, revision, add_e, remove_e):
+        """Apply one delta in a single batch; return (digest, count) read back from the kernel."""
         started = time.monotonic()
-        add_e = [Element.parse(e) for e in add]
-        remove_e = [Element.parse(e) for e in remove]
         with self.lock:
             skipped = self.fw.update(add=add_e, remove=remove_e)
-            self._skipped(skipped, revision)
-            self.elements |= {e.text for e in add_e} - {e.text for e in skipped}
-            self.elements -= {e.text for e in remove_e}
+            self._note_skipped(skipped, revision)
+            before = set(self.elements)
+            self.elements = (self.elements - {e.text for e in remove_e}) | (
+                {e.text for e in add_e} - {e.text for e in skipped})
             self.revision = revision
+            result = self._verify(revision)
             state.save(self.cfg["state_file"], self.revision, self.elements)
-        if remove_e and self.cfg.get("cut_on_remove", True) and self.conntrack:
-            self.conntrack(remove_e)
+            remaining = set(self.elements)
         took = time.monotonic() - started
         self.stats.apply_seconds.append(took)
-        log.info("applied delta %d->%d add=%d remove=%d duration=%.3fs", base, revision, len(add_e), len(remove_e), took)
+        log.info("applied delta %d->%d add=%d remove=%d elements=%d duration=%.3fs",
+                 base, revision, len(add_e), len(remove_e), result[1], took)
+        self._cut(before - remaining, remaining)
+        return result
+
+    def _cut(self, removed, remaining):
+        """Cut the established client flows towards removed elements (conntrack), unless configured not to."""
+        if not removed or not self.conntrack or not self.cfg.get("cut_on_remove", True):
+            return
+        try:
+            cut = self.conntrack([Element.parse(e) for e in removed], [Element.parse(e) for e in remaining])
+        except CommandError as exc:
+            log.warning("could not cut connections to %d removed element(s): %s", len(removed), exc.msg)
+            return
+        self.stats.connections_cut += cut
+        if cut:
+            log.info("cut %d connection(s) to %d removed element(s)", cut, len(removed))
 
     def repair_drift(self):
         """Re-apply policy and sets when someone changed them behind our back."""
@@ -127,16 +235,24 @@ class Agent:
                     self.fw.apply()
                     log.warning("egress policy drifted: re-applied")
                     self.stats.drift_repairs += 1
-                _, _, found = self.kernel_digest()
+                found = {e.text for e in self._kernel()}
                 if found != self.elements:
                     log.warning("allowed sets drifted (kernel %d, expected %d elements): re-applied revision %d",
                                 len(found), len(self.elements), self.revision)
-                    self._replace(self.revision, sorted(self.elements))
+                    self._replace(self.revision, [Element.parse(e) for e in sorted(self.elements)])
                     self.stats.drift_repairs += 1
                 self.stats.policy_ok = True
             except CommandError as exc:
                 self.stats.policy_ok = False
                 log.error("drift check failed: %s", exc.msg)
+
+    def _drift_loop(self):
+        """Check for drift on a timer, connected or not: fail-static includes repairing what others broke."""
+        while not self.stop.wait(float(self.cfg.get("drift_interval", DRIFT_EVERY))):
+            try:
+                self.repair_drift()
+            except Exception:  # noqa: BLE001 - the drift thread must outlive any one failure
+                log.exception("drift check crashed; trying again at the next interval")
 
     # ---- the connection -------------------------------------------------------------------------
     def send(self, **msg):
@@ -144,55 +260,45 @@ class Agent:
         self.ws.send(json.dumps(msg, separators=(",", ":")))
 
     def hello(self):
-        d, _, _ = self.kernel_digest()
+        d, _ = self.kernel_digest()
         self.send(type="hello", name=self.cfg["name"], agent_version=__version__, revision=self.revision, digest=d)
 
-    def ack(self):
-        d, count, _ = self.kernel_digest()
+    def ack(self, result=None):
+        d, count = result or self.kernel_digest()
         self.send(type="ack", revision=self.revision, digest=d, count=count)
 
     def handle(self, raw):
-        """Apply one server frame; raise ValueError for a frame that breaks the protocol."""
-        try:
-            msg = json.loads(raw)
-        except (TypeError, ValueError):
-            raise ValueError("frame is not JSON")
-        if not isinstance(msg, dict) or msg.get("v") != 1:
-            raise ValueError("frame is not a v1 protocol message")
-        kind = msg.get("type")
-        try:
-            if kind == "snapshot":
-                revision, chunk, chunks = int(msg["revision"]), int(msg["chunk"]), int(msg["chunks"])
-                if not isinstance(msg["elements"], list) or not 0 <= chunk < chunks:
-                    raise ValueError("snapshot chunk %r of %r is malformed" % (chunk, chunks))
-                if self._chunks.get("revision") != revision:
-                    self._chunks = {"revision": revision, "parts": {}}
-                self._chunks["parts"][chunk] = msg["elements"]
-                if len(self._chunks["parts"]) == chunks:
-                    elements = [e for i in range(chunks) for e in self._chunks["parts"][i]]
-                    self._chunks = {}
-                    self.apply_snapshot(revision, elements)
-                    self.ack()
-            elif kind == "delta":
-                base, revision = int(msg["base"]), int(msg["revision"])
-                add, remove = msg["add"], msg["remove"]
-                if not isinstance(add, list) or not isinstance(remove, list):
-                    raise ValueError("delta add and remove must be lists")
-                if base != self.revision:
-                    log.info("delta base %d does not match applied revision %d: asking again", base, self.revision)
-                    self.hello()
-                    return
-                if revision != base or add or remove:
-                    self.apply_delta(base, revision, add, remove)
-                self.ack()
-            elif kind == "heartbeat":
-                pass
-            elif kind == "error":
-                log.error("server refused us: %s: %s", msg.get("code"), msg.get("message"))
+        """Apply one server frame; raise ProtocolViolation for a frame that breaks the protocol."""
+        msg = parse_frame(raw)
+        kind = msg["type"]
+        if kind == "snapshot":
+            revision, chunk, chunks = _int(msg, "revision"), _int(msg, "chunk"), _int(msg, "chunks")
+            if not chunk < chunks:
+                raise ProtocolViolation("snapshot chunk %d of %d is out of range" % (chunk, chunks))
+            parsed = _parse_elements(_list(msg, "elements"), "snapshot")
+            if self._chunks.get("key") != (revision, chunks):
+                self._chunks = {"key": (revision, chunks), "parts": {}}
+            self._chunks["parts"][chunk] = parsed
+            if len(self._chunks["parts"]) == chunks:
+                parts, self._chunks = self._chunks["parts"], {}
+                self.ack(self.apply_snapshot(revision, [e for i in range(chunks) for e in parts[i]]))
+        elif kind == "delta":
+            base, revision = _int(msg, "base"), _int(msg, "revision")
+            if revision < base:
+                raise ProtocolViolation("delta revision %d is below its base %d" % (revision, base))
+            add_e = _parse_elements(_list(msg, "add"), "delta add")
+            remove_e = _parse_elements(_list(msg, "remove"), "delta remove")
+            if base != self.revision:
+                log.info("delta %d->%d does not start at applied revision %d: not applied, asking again",
+                         base, revision, self.revision)
+                self.hello()
+                return
+            if revision != base or add_e or remove_e:
+                self.ack(self.apply_delta(base, revision, add_e, remove_e))
             else:
-                raise ValueError("unknown message type %r" % (kind,))
-        except (KeyError, TypeError, TargetError) as exc:
-            raise ValueError("malformed %s: %s" % (kind, exc))
+                self.ack()
+        elif kind == "error":
+            log.error("server refused us: %s: %s", msg.get("code"), str(msg.get("message"))[:300])
 
     def session(self, url):
         """One connection: hello, then frames until it breaks. Returns when the connection ends."""
@@ -200,12 +306,13 @@ class Agent:
         sslopt = {"ca_certs": self.cfg["ca_file"]} if self.cfg.get("ca_file") else {"cert_reqs": ssl.CERT_REQUIRED}
         self.ws = self.connect(url, header=headers, timeout=10, sslopt=sslopt if url.startswith("wss") else None)
         self.ws.settimeout(1.0)
+        self._chunks = {}  # chunks of a snapshot never span connections
         self.stats.connected = True
         self.stats.server = url
         log.info("connected to %s at revision %d", url, self.revision)
         try:
             self.hello()
-            last_heard = last_beat = last_drift = last_counters = time.monotonic()
+            last_heard = last_beat = last_counters = time.monotonic()
             while not self.stop.is_set():
                 try:
                     raw = self.ws.recv()
@@ -214,17 +321,19 @@ class Agent:
                     last_heard = time.monotonic()
                     try:
                         self.handle(raw)
-                    except ValueError as exc:
-                        log.error("ignored a bad frame from the server: %s", exc)
+                    except ProtocolViolation as exc:
+                        self.stats.bad_frames += 1
+                        log.error("bad frame from %s: %s; closing (1008) and reconnecting, rules stay at "
+                                  "revision %d", url, exc, self.revision)
+                        self.send(type="error", code="bad_message", message=str(exc)[:500])
+                        self.ws.close(status=CLOSE_POLICY, reason=str(exc)[:120].encode(), timeout=1)
+                        return
                 except websocket.WebSocketTimeoutException:
                     pass
                 now = time.monotonic()
                 if now - last_beat >= HEARTBEAT_EVERY:
                     self.send(type="heartbeat", ts=time.time())
                     last_beat = now
-                if now - last_drift >= DRIFT_EVERY:
-                    self.repair_drift()
-                    last_drift = now
                 if now - last_counters >= COUNTERS_EVERY:
                     self.send_counters()
                     last_counters = now
@@ -234,7 +343,7 @@ class Agent:
         finally:
             self.stats.connected = False
             try:
-                self.ws.close()
+                self.ws.close(timeout=1)
             except Exception:  # noqa: BLE001 - closing a broken socket may fail any way
                 pass
 
@@ -248,6 +357,7 @@ class Agent:
         """Follow the servers until stopped; the rules stay as they are whenever no server answers."""
         self.ensure_policy()
         self.restore()
+        threading.Thread(target=self._drift_loop, name="og-drift", daemon=True).start()
         backoff = BACKOFF_MIN
         attempt = 0
         while not self.stop.is_set():
@@ -256,34 +366,105 @@ class Agent:
             started = time.monotonic()
             try:
                 self.session(url)
+            except websocket.WebSocketConnectionClosedException as exc:
+                log.info("connection to %s ended: %s", url, exc)
             except Exception as exc:  # any failure: keep the rules, wait, try the next server
                 log.warning("connection to %s failed: %s", url, exc.__class__.__name__ + ": " + str(exc)[:200])
             if self.stop.is_set():
                 break
             self.stats.reconnects += 1
-            if time.monotonic() - started > 60:
+            if time.monotonic() - started > HEALTHY_SESSION:
                 backoff = BACKOFF_MIN  # the session was healthy for a while: start over
             delay = random.uniform(0, backoff)  # full jitter
             backoff = min(backoff * 2, BACKOFF_MAX)
-            log.info("reconnecting in %.1fs", delay)
+            log.info("reconnecting in %.1fs; rules stay at revision %d", delay, self.revision)
             self.stop.wait(delay)
+        log.info("stopped at revision %d; the rules stay in place", self.revision)
 
 
-def cut_connections(elements, run=None):
-    """Delete conntrack entries towards removed destinations, so established flows end too."""
-    from og_kernel.og_command import CommandRunner
-    run = run or CommandRunner()
-    for element in elements:
-        net = element.network
-        base = ["conntrack", "-D", "-d", str(net.network_address)]
-        if net.prefixlen != net.max_prefixlen:
-            base += ["--mask-dst", str(net.netmask)]
-        if net.version == 6:
-            base[1:1] = ["-f", "ipv6"]
-        if element.port:
-            proto, first, last = element.proto_ports
-            ports = range(first, last + 1) if last - first < 64 else [None]
-            for port in ports:
-                run(base + ["-p", proto] + (["--dport", str(port)] if port else []), check=False)
-        else:
-            run(base, check=False)
+# ---- cutting established connections ----------------------------------------------------------------
+class Matcher:
+    """Answers 'does any of these elements allow this destination?' with a few hash lookups."""
+
+    def __init__(self, elements):
+        self.nets = {}  # (version, prefixlen) -> {network as int: [None or (proto, first, last)]}
+        for element in elements:
+            net = element.network
+            self.nets.setdefault((net.version, net.prefixlen), {}).setdefault(
+                int(net.network_address), []).append(element.proto_ports)
+
+    def matches(self, address, proto=None, port=None):
+        addr = ipaddress.ip_address(address)
+        value = int(addr)
+        for (version, prefixlen), nets in self.nets.items():
+            if version != addr.version:
+                continue
+            shift = addr.max_prefixlen - prefixlen
+            for scope in nets.get(value >> shift << shift, ()):
+                if scope is None or (scope[0] == proto and port is not None and scope[1] <= port <= scope[2]):
+                    return True
+        return False
+
+
+class Flow:
+    """One conntrack entry, original direction."""
+
+    __slots__ = ("proto", "src", "dst", "sport", "dport")
+
+    def __init__(self, proto, src, dst, sport=None, dport=None):
+        self.proto, self.src, self.dst, self.sport, self.dport = proto, src, dst, sport, dport
+
+    def delete_argv(self, family):
+        argv = ["conntrack", "-D", "-f", family, "-p", self.proto, "-s", self.src, "-d", self.dst]
+        if self.sport is not None and self.dport is not None:
+            argv += ["--sport", str(self.sport), "--dport", str(self.dport)]
+        return argv
+
+
+PORTED = ("tcp", "udp", "sctp", "dccp", "udplite")
+
+
+def parse_conntrack(text):
+    """Flows (original direction) from `conntrack -L` output; lines it cannot read are skipped."""
+    flows = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 3 or not words[1].isdigit():
+            continue
+        fields = {}
+        for word in words:
+            key, eq, value = word.partition("=")
+            if eq and key not in fields:  # the first of each key is the original direction
+                fields[key] = value
+        if "src" not in fields or "dst" not in fields:
+            continue
+        ports = words[0] in PORTED and fields.get("sport", "").isdigit() and fields.get("dport", "").isdigit()
+        flows.append(Flow(words[0], fields["src"], fields["dst"],
+                          int(fields["sport"]) if ports else None, int(fields["dport"]) if ports else None))
+    return flows
+
+
+class ConnectionCutter:
+    """Deletes the conntrack entries of client flows whose destination was removed and is allowed no more.
+
+    Without this, OG-FORWARD's ESTABLISHED rules keep such flows alive; after the delete their next packet is a
+    new flow that the policy rejects. Flows of the gateway itself, and flows to destinations another element
+    still allows, are left alone.
+    """
+
+    def __init__(self, client_networks, ipv6=False, run=None):
+        self.clients = Matcher([Element(n) for n in client_networks])
+        self.families = ("ipv4", "ipv6") if ipv6 else ("ipv4",)
+        self.run = run or CommandRunner()
+
+    def __call__(self, removed, remaining):
+        gone, kept = Matcher(removed), Matcher(remaining)
+        cut = 0
+        for family in self.families:
+            listing = self.run(["conntrack", "-L", "-f", family], check=False)
+            for flow in parse_conntrack(listing.stdout):
+                if (self.clients.matches(flow.src) and gone.matches(flow.dst, flow.proto, flow.dport)
+                        and not kept.matches(flow.dst, flow.proto, flow.dport)):
+                    if self.run(flow.delete_argv(family), check=False).rc == 0:
+                        cut += 1
+        return cut

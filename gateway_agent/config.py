@@ -9,6 +9,7 @@ import re
 
 import yaml
 
+from og_kernel.og_firewall import FirewallError, parse_client_networks
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS, TargetError, parse_networks
 
 DEFAULTS = {
@@ -24,8 +25,12 @@ DEFAULTS = {
     "ca_file": "",
     "internal_networks": list(DEFAULT_INTERNAL_NETWORKS),
     "cut_on_remove": True,
+    "drift_interval": 30.0,
     "log_level": "INFO",
 }
+LIST_KEYS = ("servers", "client_networks", "internal_networks")
+BOOL_KEYS = ("ipv6", "cut_on_remove")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(ValueError):
@@ -54,7 +59,9 @@ def parser():
     p.add_argument("--internal-network", dest="internal_networks", action="append", metavar="CIDR")
     p.add_argument("--no-cut-on-remove", dest="cut_on_remove", action="store_false", default=None,
                    help="keep established connections to removed destinations")
-    p.add_argument("--log-level", metavar="LEVEL")
+    p.add_argument("--drift-interval", type=float, metavar="SECONDS",
+                   help="how often the kernel is compared with the applied state and repaired (default 30)")
+    p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
     return p
 
 
@@ -83,6 +90,13 @@ def load(argv=None):
     if args.seed_server:
         cfg["servers"] = list(cfg["servers"]) + ["ws://%s/ws/gateway" % args.seed_server]
 
+    for key in LIST_KEYS:
+        if not isinstance(cfg[key], list):
+            problems.append("%s must be a list, not %r" % (key, cfg[key]))
+            cfg[key] = []
+    for key in BOOL_KEYS:
+        if not isinstance(cfg[key], bool):
+            problems.append("%s must be true or false, not %r" % (key, cfg[key]))
     if not cfg["servers"]:
         problems.append("no server: give --server ws://HOST:PORT/ws/gateway (or servers: in the config file)")
     for url in cfg["servers"]:
@@ -92,17 +106,23 @@ def load(argv=None):
         try:
             with open(cfg["token_file"]) as fh:
                 cfg["token"] = fh.read().strip()
+            if not cfg["token"]:
+                problems.append("token_file %s is empty: put the gateway token in it" % cfg["token_file"])
         except OSError as exc:
             problems.append("cannot read token_file %s: %s" % (cfg["token_file"], exc.strerror))
-    if not cfg["token"] and not (cfg["token_file"] and problems):
+    elif not cfg["token"]:
         problems.append("no token: give --token-file PATH holding a token with the gateway role")
     if not cfg["client_networks"]:
         problems.append("no client networks: give --client-network CIDR for each network this gateway forwards for")
-    for key, what in (("client_networks", "client network"), ("internal_networks", "internal network")):
+    if cfg["client_networks"]:
         try:
-            parse_networks(cfg[key], what)
-        except TargetError as exc:
-            problems.append(str(exc))
+            parse_client_networks(cfg["client_networks"], cfg["ipv6"] is True)
+        except FirewallError as exc:
+            problems.append(exc.msg)
+    try:
+        parse_networks(cfg["internal_networks"], "internal network")
+    except TargetError as exc:
+        problems.append(str(exc))
     if not cfg["outside_interface"]:
         problems.append("no outside interface: give --outside-interface IF (the interface towards the internet)")
     host, _, port = str(cfg["metrics_listen"]).rpartition(":")
@@ -112,9 +132,18 @@ def load(argv=None):
             raise ValueError
     except ValueError:
         problems.append("metrics_listen %r must be ADDRESS:PORT such as 0.0.0.0:9900" % cfg["metrics_listen"])
+    try:
+        if isinstance(cfg["drift_interval"], bool) or not float(cfg["drift_interval"]) > 0:
+            raise ValueError
+        cfg["drift_interval"] = float(cfg["drift_interval"])
+    except (TypeError, ValueError):
+        problems.append("drift_interval %r must be a number of seconds above 0, e.g. 30" % (cfg["drift_interval"],))
+    if str(cfg["log_level"]).upper() not in LOG_LEVELS:
+        problems.append("log_level %r must be one of %s" % (cfg["log_level"], ", ".join(LOG_LEVELS)))
     if cfg["ca_file"] and not os.path.isfile(cfg["ca_file"]):
         problems.append("ca_file %s does not exist" % cfg["ca_file"])
     if problems:
         raise ConfigError(problems)
-    cfg["name"] = cfg["name"] or os.uname().nodename
+    cfg["token"] = str(cfg["token"])
+    cfg["name"] = str(cfg["name"] or os.uname().nodename)
     return cfg

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from og_kernel.og_command import CommandError
 from og_kernel.og_elements import Element
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -66,8 +67,17 @@ class AgentCollector:
         yield CounterMetricFamily("og_gateway_reconnects", "Connections to a server that ended",
                                   value=agent.stats.reconnects)
         yield GaugeMetricFamily("og_gateway_allowed_elements", "Allowed elements in the kernel", value=len(counters))
-        yield CounterMetricFamily("og_gateway_skipped_internal", "Elements refused as internal (defence in depth)",
-                                  value=agent.stats.skipped_internal)
+        skipped = CounterMetricFamily("og_gateway_skipped_elements",
+                                      "Elements from the server not put in the kernel (defence in depth)",
+                                      labels=["reason"])
+        for reason, count in sorted(agent.stats.skipped.items()):
+            skipped.add_metric([reason], count)
+        yield skipped
+        yield CounterMetricFamily("og_gateway_bad_frames", "Server frames that broke the protocol (connection closed)",
+                                  value=agent.stats.bad_frames)
+        yield CounterMetricFamily("og_gateway_connections_cut",
+                                  "Established client connections cut because their destination was removed",
+                                  value=agent.stats.connections_cut)
         yield CounterMetricFamily("og_gateway_drift_repairs", "Times the kernel state was repaired",
                                   value=agent.stats.drift_repairs)
         yield self._apply_histogram()
@@ -95,7 +105,10 @@ def serve(agent, listen, hostname):
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             if self.path == "/metrics":
-                body, status, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+                try:
+                    body, status, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+                except CommandError as exc:  # the kernel could not be read: say so instead of dropping the socket
+                    body, status, ctype = ("cannot read the kernel: %s\n" % exc.msg).encode(), 503, "text/plain"
             elif self.path == "/healthz":
                 ok = agent.stats.policy_ok
                 body, status, ctype = (b"ok\n" if ok else b"policy not in place\n"), (200 if ok else 503), "text/plain"

@@ -8,7 +8,12 @@ import tempfile
 import time
 
 
+class StateError(ValueError):
+    """The state file exists but cannot be used; the message names the file and what is wrong."""
+
+
 def save(path, revision, elements):
+    """Write revision and elements to `path` through a temporary file, fsync and rename (never half-written)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".state-", dir=directory)
@@ -30,10 +35,20 @@ def save(path, revision, elements):
 
 
 def load(path):
-    """(revision, elements) from disk, or (0, None) when there is no usable state."""
+    """(revision, elements) from disk, or (0, None) when there is no state file; StateError when it is unusable."""
     try:
         with open(path) as fh:
             data = json.load(fh)
-        return int(data["revision"]), list(data["elements"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except FileNotFoundError:
         return 0, None
+    except OSError as exc:
+        raise StateError("cannot read %s: %s" % (path, exc.strerror))
+    except ValueError as exc:
+        raise StateError("%s is not valid JSON (%s); it is rewritten at the next applied revision" % (path, exc))
+    revision = data.get("revision") if isinstance(data, dict) else None
+    elements = data.get("elements") if isinstance(data, dict) else None
+    if (not isinstance(revision, int) or isinstance(revision, bool) or revision < 0
+            or not isinstance(elements, list) or not all(isinstance(e, str) for e in elements)):
+        raise StateError("%s must hold {\"revision\": <int >= 0>, \"elements\": [<text>, ...]}; "
+                         "it is rewritten at the next applied revision" % path)
+    return revision, elements

@@ -1,0 +1,215 @@
+"""The agent against a scripted WebSocket server (docs/protocol.md), with its real kernel work in a namespace.
+
+The test plays the server frame by frame with wsproto; the agent is the real og-gateway-agent process inside
+a gateway namespace; what the agent claims (hello and ack digests) is compared with what the test itself
+reads from the kernel's ipsets.
+"""
+
+import json
+import os
+
+import pytest
+
+from agentlib import TOKEN, forward_rules, http_status, kernel_elements, sample, scrape, wait_until
+from gateway_agent import __version__
+from og_kernel.og_elements import digest
+
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
+
+A = "198.51.100.10/32"
+B = "198.51.100.64/26"
+C = "203.0.113.10/32"
+P = "198.51.100.20/32 443/tcp"
+D = "198.51.100.40/32"
+E = "203.0.113.0/28"
+
+
+def snapshot(revision, *chunks):
+    return [{"type": "snapshot", "revision": revision, "chunk": i, "chunks": len(chunks), "elements": list(c)}
+            for i, c in enumerate(chunks)]
+
+
+def delta(base, revision, add=(), remove=()):
+    return {"type": "delta", "base": base, "revision": revision, "add": list(add), "remove": list(remove)}
+
+
+def ack(revision, elements):
+    return {"v": 1, "type": "ack", "revision": revision, "digest": digest(elements), "count": len(elements)}
+
+
+def connect_and_snapshot(scripted, revision, elements):
+    """Take the agent's connection, answer its hello with a snapshot, check the ack; return the connection."""
+    conn = scripted.next_connection()
+    assert conn.next()["type"] == "hello"
+    for frame in snapshot(revision, elements):
+        conn.send(frame)
+    assert conn.next() == ack(revision, elements)
+    return conn
+
+
+def test_hello_snapshot_deltas_and_acks_follow_the_kernel(gwns, scripted, start_agent, tmp_path):
+    # A state saved by an earlier run: it is back in the kernel before the agent says hello.
+    state_dir = tmp_path / "agent" / "state"
+    state_dir.mkdir(parents=True)
+    (state_dir / "state.json").write_text(json.dumps({"revision": 3, "elements": ["203.0.113.77/32"]}))
+    agent = start_agent()
+
+    conn = scripted.next_connection()
+    assert conn.target == "/ws/gateway"
+    assert conn.headers["authorization"] == "Bearer " + TOKEN
+    assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__, "revision": 3,
+                           "digest": digest(["203.0.113.77/32"])}
+    assert kernel_elements(gwns) == ["203.0.113.77/32"]
+
+    # A snapshot in two chunks replaces everything at once; the ack's digest is the kernel's.
+    for frame in snapshot(5, [A, B], [C, P]):
+        conn.send(frame)
+    assert conn.next() == ack(5, [A, B, C, P])
+    assert kernel_elements(gwns) == sorted([A, B, C, P])
+    assert kernel_elements(gwns, "og-allow4-in", "og-allowp4-in") == sorted([A, B, C, P])
+
+    # Deltas apply in order, each acknowledged with its own revision.
+    conn.send(delta(5, 6, add=[D], remove=[A]))
+    conn.send(delta(6, 7, add=[A], remove=[C, P]))
+    assert conn.next() == ack(6, [B, C, P, D])
+    assert conn.next() == ack(7, [A, B, D])
+    assert kernel_elements(gwns) == sorted([A, B, D])
+
+    # A delta that does not start at the applied revision is not applied: the agent says hello again.
+    conn.send(delta(9, 10, add=[E]))
+    assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__, "revision": 7,
+                           "digest": digest([A, B, D])}
+    assert kernel_elements(gwns) == sorted([A, B, D])
+    for frame in snapshot(10, [A, E]):
+        conn.send(frame)
+    assert conn.next() == ack(10, [A, E])
+    assert kernel_elements(gwns) == sorted([A, E])
+    assert digest(kernel_elements(gwns)) == digest([A, E])
+
+    # Nothing missed: an empty delta is acknowledged as is.
+    conn.send(delta(10, 10))
+    assert conn.next() == ack(10, [A, E])
+
+    saved = agent.saved_state()
+    assert (saved["revision"], saved["elements"]) == (10, sorted([A, E]))
+    assert agent.alive()
+
+
+def test_removing_a_port_that_a_range_also_covers_keeps_the_range_whole(gwns, scripted, start_agent):
+    wide, narrow = "198.51.100.30/32 8000-8002/tcp", "198.51.100.30/32 8001/tcp"
+    start_agent()
+    conn = connect_and_snapshot(scripted, 1, [wide, narrow])
+
+    conn.send(delta(1, 2, remove=[narrow]))
+    # The kernel shares port 8001 between both elements: deleting it alone would punch a hole in the range.
+    assert conn.next() == ack(2, [wide])
+    assert kernel_elements(gwns) == ["198.51.100.30/32 8000/tcp", "198.51.100.30/32 8001/tcp",
+                                     "198.51.100.30/32 8002/tcp"]
+
+
+BAD_FRAMES = [
+    ("{not json", "not valid JSON"),
+    ({"type": "surprise"}, "unknown message type 'surprise'"),
+    (json.dumps({"v": 1, "type": "delta", "base": 1, "revision": 2, "add": [], "remove": [],
+                 "pad": "x" * (1 << 20)}), "larger than the 1048576-byte limit"),
+    ({"type": "delta", "base": 1, "revision": 2, "add": ["198.51.100.999/32"], "remove": []}, "198.51.100.999"),
+]
+
+
+def test_bad_frames_are_refused_logged_and_the_rules_stay(gwns, scripted, start_agent):
+    agent = start_agent()
+    conn = connect_and_snapshot(scripted, 1, [A, B])
+
+    for frame, words in BAD_FRAMES:
+        conn.send(frame)
+        answer = conn.next()
+        assert (answer["type"], answer["code"]) == ("error", "bad_message")
+        assert words in answer["message"]
+        assert conn.closed.wait(10)
+        assert conn.close_code == 1008
+        # The agent lives on, keeps its rules, and comes back at the same revision.
+        conn = scripted.next_connection()
+        assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
+                               "revision": 1, "digest": digest([A, B])}
+        assert kernel_elements(gwns) == sorted([A, B])
+        assert words in agent.log_since_start()
+    assert agent.alive()
+
+    # Still following the server afterwards.
+    conn.send(delta(1, 2, add=[C]))
+    assert conn.next() == ack(2, [A, B, C])
+    assert sample(scrape(gwns), "og_gateway_bad_frames_total") == len(BAD_FRAMES)
+
+
+def test_internal_addresses_from_the_server_are_skipped_and_counted(gwns, scripted, start_agent):
+    agent = start_agent()
+    conn = scripted.next_connection()
+    conn.next()
+    for frame in snapshot(1, [A, "10.1.2.3/32"]):
+        conn.send(frame)
+    # The ack reports what the kernel really holds: the internal address is not in it.
+    assert conn.next() == ack(1, [A])
+    assert kernel_elements(gwns) == [A]
+    assert "10.1.2.3/32" in agent.log_since_start()
+
+    conn.send(delta(1, 2, add=["192.168.7.0/24 443/tcp", D]))
+    assert conn.next() == ack(2, [A, D])
+    assert kernel_elements(gwns) == sorted([A, D])
+
+    metrics = scrape(gwns)
+    assert sample(metrics, "og_gateway_skipped_elements_total", reason="internal") == 2
+    assert sample(metrics, "og_gateway_allowed_elements") == 2
+    assert sample(metrics, "og_gateway_applied_revision") == 2
+
+
+@pytest.mark.parametrize("connected", [True, False], ids=["connected", "server-unreachable"])
+def test_sigterm_exits_0_and_leaves_the_rules_in_place(gwns, scripted, start_agent, tmp_path, connected):
+    if connected:
+        agent = start_agent()
+        conn = connect_and_snapshot(scripted, 1, [A, P])
+    else:
+        # Nobody listens on port 1: the agent restores its state and keeps retrying.
+        state_dir = tmp_path / "agent" / "state"
+        state_dir.mkdir(parents=True)
+        (state_dir / "state.json").write_text(json.dumps({"revision": 1, "elements": [A, P]}))
+        agent = start_agent(servers=["ws://127.0.0.1:1/ws/gateway"])
+        agent.wait_log("reconnecting in")
+    rules = forward_rules(gwns)
+    assert len(rules) >= 8
+
+    assert agent.terminate() == 0
+    assert "stopped at revision 1; the rules stay in place" in agent.log_since_start()
+    assert kernel_elements(gwns) == sorted([A, P])
+    assert forward_rules(gwns) == rules
+    if connected:
+        assert conn.closed.wait(5)
+
+
+def test_drift_is_repaired_connected_or_not(gwns, scripted, start_agent):
+    agent = start_agent(extra=["--drift-interval", "0.3"])
+    conn = connect_and_snapshot(scripted, 1, [A, B])
+    rules = forward_rules(gwns)
+    assert http_status(gwns, "http://127.0.0.1:9900/healthz") == "200"
+
+    gwns.run(["ipset", "flush", "og-allow4"])
+    wait_until(lambda: kernel_elements(gwns) == sorted([A, B]), timeout=10, what="sets repaired")
+    gwns.run(["iptables", "-D", "FORWARD", "-j", "OG-FORWARD"])
+    wait_until(lambda: forward_rules(gwns) == rules, timeout=10, what="jump to OG-FORWARD repaired")
+
+    # Disconnected (fail-static), the agent still repairs what others break.
+    scripted.close()
+    assert conn.closed.wait(10)
+    gwns.run(["ipset", "flush", "og-allow4"])
+    wait_until(lambda: kernel_elements(gwns) == sorted([A, B]), timeout=10, what="sets repaired offline")
+    assert sample(scrape(gwns), "og_gateway_drift_repairs_total") == 3
+    assert sample(scrape(gwns), "og_gateway_connected") == 0
+    assert agent.alive()
+
+
+def test_an_unreachable_server_url_is_skipped_for_the_next_one(gwns, scripted, start_agent):
+    agent = start_agent(servers=["ws://127.0.0.1:1/ws/gateway", scripted.url])
+    conn = scripted.next_connection()
+    assert conn.next()["type"] == "hello"
+    log = agent.log_since_start()
+    assert "connection to ws://127.0.0.1:1/ws/gateway failed: ConnectionRefusedError" in log
+    assert "connected to %s at revision 0" % scripted.url in log

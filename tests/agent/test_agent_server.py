@@ -1,0 +1,180 @@
+"""The real og-server and og-gateway-agent with real traffic: client -> gateway -> internet, server beside.
+
+client (10.88.0.2) -> gw (agent; og-out 203.0.113.2; mgmt0 10.99.0.1) -> inet (198.51.100.10/.20 on :80)
+                                                                     srv (og-server 10.99.0.2:8080)
+"""
+
+import os
+import re
+
+import pytest
+
+from agentlib import (ALLOWED, LOAD, OTHER, UPLOAD, Background, http_status, kernel_elements, sample, scrape,
+                      wait_until)
+from nslib import tcp_probe
+
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
+
+
+def refused(stack, host):
+    return tcp_probe(stack.topo.client, host, 80, timeout=2) == "refused"
+
+
+def open_entry(stack, target):
+    """POST an entry and wait until the client reaches it through the gateway."""
+    entry = stack.server.add(target)
+    wait_until(lambda: stack.topo.reaches(target), timeout=20, interval=0.1, what="%s reachable" % target)
+    stack.wait_converged()
+    return entry
+
+
+@pytest.mark.parametrize("cut", [True, False], ids=["default-cuts", "no-cut-on-remove"])
+def test_posted_entry_opens_and_its_deletion_cuts_established_flows(stack, tmp_path, cut):
+    stack.start_agent(extra=[] if cut else ["--no-cut-on-remove"])
+    stack.wait_converged()
+    assert refused(stack, ALLOWED)
+
+    entry = open_entry(stack, ALLOWED)
+    assert refused(stack, OTHER)
+    upload = Background(stack.topo.client, UPLOAD, lambda b: [ALLOWED, b.progress_file, 60], tmp_path, "upload")
+    wait_until(lambda: upload.progress().get("sent", 0) > 100000, timeout=20, what="upload flowing")
+
+    stack.server.delete(entry["id"])
+    stack.wait_converged()
+    wait_until(lambda: refused(stack, ALLOWED), timeout=10, what="new connections refused")
+    if cut:
+        # The established flow ends at once, with a reset from the gateway rather than a time-out.
+        wait_until(lambda: upload.progress().get("done"), timeout=15, what="upload cut")
+        assert upload.progress()["error"] in ("ConnectionResetError", "BrokenPipeError")
+        assert re.search(r"cut [1-9]\d* connection\(s\) to 1 removed element\(s\)", stack.agent.log_since_start())
+    else:
+        # Without cutting, the established flow carries on after the deletion was applied.
+        sent = upload.progress()["sent"]
+        wait_until(lambda: upload.progress().get("sent", 0) > sent + 200000, timeout=20, what="upload goes on")
+        assert upload.progress()["error"] is None
+        upload.proc.kill()
+
+
+def test_kill_9_during_transfers_loses_nothing_and_the_restarted_agent_converges(stack, tmp_path):
+    agent = stack.start_agent()
+    open_entry(stack, ALLOWED)
+    saved = stack.server.gateway()["applied_revision"]
+    load = Background(stack.topo.client, LOAD, lambda b: [ALLOWED, b.progress_file, b.stop_file], tmp_path, "load")
+    wait_until(lambda: load.progress().get("requests_ok", 0) >= 3, timeout=20, what="load running")
+
+    agent.kill9()
+    # No agent at all: the kernel keeps forwarding, new connections included.
+    ok = load.progress()["requests_ok"]
+    wait_until(lambda: load.progress()["requests_ok"] >= ok + 5, timeout=20, what="requests without an agent")
+    stack.server.add(OTHER)  # a change the dead agent cannot see
+    assert refused(stack, OTHER)
+
+    agent.start()
+    wait_until(lambda: stack.topo.reaches(OTHER), timeout=20, interval=0.1, what="the change after restart")
+    stack.wait_converged()
+    ok, streamed = load.progress()["requests_ok"], load.progress()["stream_bytes"]
+    wait_until(lambda: load.progress()["requests_ok"] >= ok + 5 and load.progress()["stream_bytes"] > streamed,
+               timeout=20, what="traffic after the restart")
+
+    result = load.stop()
+    assert (result["stream_error"], result["request_errors"]) == (None, [])
+    assert result["requests_ok"] >= 15
+    assert "restored saved state revision=%d elements=1" % saved in agent.log_since_start()
+    assert kernel_elements(stack.topo.gw) == [ALLOWED + "/32", OTHER + "/32"]
+
+
+def test_server_down_and_gateway_rebuilt_restore_the_last_state_from_disk(stack):
+    agent = stack.start_agent()
+    open_entry(stack, ALLOWED)
+    revision = stack.server.gateway()["applied_revision"]
+
+    stack.server.stop()
+    wait_until(lambda: sample(scrape(stack.topo.gw), "og_gateway_connected") == 0, timeout=20,
+               what="agent noticing the server is gone")
+    assert stack.topo.reaches(ALLOWED)  # fail-static
+    assert refused(stack, OTHER)
+
+    # SIGTERM: exit 0, rules left in place.
+    assert agent.terminate() == 0
+    assert stack.topo.reaches(ALLOWED)
+    assert kernel_elements(stack.topo.gw) == [ALLOWED + "/32"]
+
+    # "Reboot": the gateway namespace with all its kernel state is destroyed and built again.
+    stack.topo.rebuild_gateway()
+    assert not stack.topo.reaches(ALLOWED)
+    assert kernel_elements(stack.topo.gw) == []
+
+    # The server is still down: the agent puts back what it saved.
+    agent = stack.start_agent()
+    wait_until(lambda: stack.topo.reaches(ALLOWED), timeout=20, interval=0.1, what="restored from disk")
+    assert refused(stack, OTHER)
+    assert "restored saved state revision=%d elements=1" % revision in agent.log_since_start()
+    assert http_status(stack.topo.gw, "http://127.0.0.1:9900/healthz") == "200"
+
+    stack.server.start()
+    stack.wait_converged(timeout=60)  # backoff grew while the server was down
+    assert stack.topo.reaches(ALLOWED)
+
+
+def test_deletes_made_while_the_agent_is_cut_off_apply_on_reconnect(stack):
+    agent = stack.start_agent()
+    first = open_entry(stack, ALLOWED)
+    open_entry(stack, "203.0.113.10")
+
+    # Cut the gateway off the server: new connections are reset, the current one is torn down (ss -K).
+    block = ["OUTPUT", "-d", "10.99.0.2", "-p", "tcp", "--dport", "8080", "--syn", "-j", "REJECT",
+             "--reject-with", "tcp-reset"]
+    stack.topo.gw.run(["iptables", "-I"] + block)
+    stack.topo.gw.run(["ss", "-K", "dst", "10.99.0.2"])
+    wait_until(lambda: not stack.server.gateway()["connected"], timeout=20, what="server seeing the gateway gone")
+    assert sample(scrape(stack.topo.gw), "og_gateway_connected") == 0
+    stack.server.delete(first["id"])
+    stack.server.add(OTHER)
+    assert stack.topo.reaches(ALLOWED)  # not applied yet: the agent cannot hear the server
+    assert not stack.server.converged()
+
+    stack.topo.gw.run(["iptables", "-D"] + block)
+    stack.wait_converged(timeout=60)
+    gw = stack.server.gateway()
+    assert (gw["connected"], gw["digest_match"], gw["elements"], gw["lag"]) == (True, True, 2, 0)
+    assert kernel_elements(stack.topo.gw) == ["198.51.100.20/32", "203.0.113.10/32"]
+    assert refused(stack, ALLOWED)
+    assert stack.topo.reaches(OTHER)
+    assert agent.alive()
+
+
+def test_metrics_count_the_bytes_of_a_transfer_at_scrape_time(stack, tmp_path):
+    stack.start_agent()
+    open_entry(stack, ALLOWED)
+    gw = stack.topo.gw
+    assert http_status(gw, "http://127.0.0.1:9900/healthz") == "200"
+
+    before = scrape(gw)
+    seed_in = sample(before, "iptables_bytes_count", ip=ALLOWED, type="INPUT", hostname="gw1")
+    og_in = sample(before, "og_gateway_bytes_total", address=ALLOWED + "/32", direction="in")
+    seed_out = sample(before, "iptables_bytes_count", ip=ALLOWED, type="OUTPUT", hostname="gw1")
+    og_out = sample(before, "og_gateway_bytes_total", address=ALLOWED + "/32", direction="out")
+    n = 3000000
+    assert stack.topo.curl(ALLOWED, "/bytes/%d" % n, timeout=20) == (0, n)
+
+    # One scrape right after the transfer already shows it (counters are read when scraped).
+    after = scrape(gw)
+    assert sample(after, "iptables_bytes_count", ip=ALLOWED, type="INPUT", hostname="gw1") >= seed_in + n
+    assert sample(after, "og_gateway_bytes_total", address=ALLOWED + "/32", direction="in") >= og_in + n
+    assert sample(after, "iptables_packets_count", ip=ALLOWED, type="INPUT", hostname="gw1") >= n // 65535
+    # The request and ACKs went the other way: far fewer bytes.
+    assert sample(after, "iptables_bytes_count", ip=ALLOWED, type="OUTPUT", hostname="gw1") - seed_out < n // 4
+    assert sample(after, "og_gateway_bytes_total", address=ALLOWED + "/32", direction="out") - og_out < n // 4
+
+    # Client -> internet is OUTPUT.
+    m = 2000000
+    body = tmp_path / "upload.bin"
+    body.write_bytes(b"u" * m)
+    res = stack.topo.client.run(["curl", "-sS", "-m", "20", "-H", "Expect:", "--data-binary", "@%s" % body,
+                                 "http://%s/sink" % ALLOWED])
+    assert res.stdout.strip() == str(m)
+    after_upload = scrape(gw)
+    assert sample(after_upload, "iptables_bytes_count", ip=ALLOWED, type="OUTPUT", hostname="gw1") >= seed_out + m
+    assert sample(after_upload, "og_gateway_bytes_total", address=ALLOWED + "/32", direction="out") >= og_out + m
+    assert sample(after_upload, "og_gateway_applied_revision") == stack.server.gateway()["head"]
+    assert sample(after_upload, "og_gateway_connected") == 1
