@@ -194,11 +194,15 @@ class Agent:
             self._cut(before - remaining, remaining)
         return result
 
-    def apply_delta(self, base, revision, add_e, remove_e):
+    def apply_delta(self, base, revision, add_e, remove_e, aged=()):
         """Apply one delta in a single batch; return (digest, count) read back from the kernel."""
         started = time.monotonic()
         with self.lock:
-            skipped = self.fw.update(add=add_e, remove=remove_e)
+            gone = {e.text for e in remove_e}
+            # Port elements that stay may share members with removed ones (overlapping ranges).
+            keep = [Element.parse(t) for t in self.elements if " " in t and t not in gone] \
+                if any(e.port is not None for e in remove_e) else []
+            skipped = self.fw.update(add=add_e, remove=remove_e, keep=keep)
             self._note_skipped(skipped, revision)
             before = set(self.elements)
             self.elements = (self.elements - {e.text for e in remove_e}) | (
@@ -211,7 +215,8 @@ class Agent:
         self.stats.apply_seconds.append(took)
         log.info("applied delta %d->%d add=%d remove=%d elements=%d duration=%.3fs",
                  base, revision, len(add_e), len(remove_e), result[1], took)
-        self._cut(before - remaining, remaining)
+        # Addresses that aged out of a resolver's grace period keep their live connections.
+        self._cut(before - remaining - {e.text for e in aged}, remaining)
         return result
 
     def _cut(self, removed, remaining):
@@ -288,13 +293,16 @@ class Agent:
                 raise ProtocolViolation("delta revision %d is below its base %d" % (revision, base))
             add_e = _parse_elements(_list(msg, "add"), "delta add")
             remove_e = _parse_elements(_list(msg, "remove"), "delta remove")
+            aged_e = _parse_elements(_list(msg, "aged") if "aged" in msg else [], "delta aged")
+            if not {e.text for e in aged_e} <= {e.text for e in remove_e}:
+                raise ProtocolViolation("delta aged lists elements that are not in its remove list")
             if base != self.revision:
                 log.info("delta %d->%d does not start at applied revision %d: not applied, asking again",
                          base, revision, self.revision)
                 self.hello()
                 return
             if revision != base or add_e or remove_e:
-                self.ack(self.apply_delta(base, revision, add_e, remove_e))
+                self.ack(self.apply_delta(base, revision, add_e, remove_e, aged_e))
             else:
                 self.ack()
         elif kind == "error":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.server
+import ipaddress
 import logging
 import os
 import select
@@ -44,6 +45,8 @@ class RouteDaemon(object):
         self.mode = mode
         self.internal_networks = internal_networks
         self.exclude = list(exclude)
+        self.pins = {str(n) for n in (ipaddress.ip_network(x, strict=False) for x in self.exclude)
+                     if n.prefixlen == n.max_prefixlen}
         self.ipv6 = ipv6
         self.health_port = health_port
         self.interval = interval
@@ -101,7 +104,9 @@ class RouteDaemon(object):
         """Make the kernel's routes of ours equal to the plan; True when something had to change."""
         order = self.order()
         desired = self.desired()
-        current = self.table.own_routes(ipv6=True)
+        # A host route of ours for an excluded single address is the module's pin of the management path
+        # (og_public_routes): it is left alone.
+        current = {k: v for k, v in self.table.own_routes(ipv6=True).items() if k[0] not in self.pins}
         add, change, remove, _ = plan(current, desired)
         if add or change or remove:
             started = time.monotonic()

@@ -557,17 +557,20 @@ class Firewall(object):
         return self._save([s.name for f in self.families for s in f.element_sets], headers)
 
     def elements(self, expected=None):
-        """The allowed elements in the kernel (read from the out sets).
+        """The allowed elements in the kernel: those in both the out sets and the in (return traffic) sets.
 
+        An element missing from either direction is not really allowed, so it is not reported (drift shows).
         Port members are folded back into the `expected` elements they make up, the rest into maximal ranges.
         """
         saved = self.members()
         expected = [e if isinstance(e, Element) else Element.parse(e) for e in (expected or ())]
-        plain, ported = set(), set()
+        plain, ported, plain_in, ported_in = set(), set(), set(), set()
         for fam in self.families:
             plain |= set(saved.get(fam.allow.name, {}))
             ported |= {split_port_member(m) for m in saved.get(fam.allowp.name, {})}
-        return fold_elements(plain, ported, expected)
+            plain_in |= set(saved.get(fam.allow_in.name, {}))
+            ported_in |= {split_port_member(m) for m in saved.get(fam.allowp_in.name, {})}
+        return fold_elements(plain & plain_in, ported & ported_in, expected)
 
     def replace(self, elements):
         """Make the allowed sets hold exactly `elements`, atomically per set (temporary set + swap + destroy).
@@ -596,10 +599,11 @@ class Firewall(object):
         self.run(["ipset", "restore", "-exist"], stdin="".join(line + "\n" for line in batch))
         return skipped
 
-    def update(self, add=(), remove=()):
+    def update(self, add=(), remove=(), keep=()):
         """Remove, then add elements in one `ipset restore -exist` batch; returns the skipped elements.
 
-        Removing an element removes its members, also those another element shares (overlapping port ranges).
+        Removing an element removes its members; members it shares with an element in `keep` (the elements
+        that stay, e.g. an overlapping port range) are added back in the same batch.
         """
         self._guard()
         kept, skipped = self.accept(add)
@@ -608,7 +612,10 @@ class Firewall(object):
         if not kept and not gone:
             return skipped
         batch = [spec.create_line() for fam in self.families for spec in fam.element_sets]
-        for verb, elements in (("del", gone), ("add", kept)):
+        gone_members = {m for e in gone for m in kernel_members(e)}
+        staying = [e if isinstance(e, Element) else Element.parse(e) for e in keep]
+        shared = [e for e in self.accept(staying)[0] if gone_members.intersection(kernel_members(e))]
+        for verb, elements in (("del", gone), ("add", kept + shared)):
             for element in elements:
                 for spec in self._family(element.version).sets_for(element):
                     batch.append("%s %s %s" % (verb, spec.name, member_add(element)))

@@ -26,8 +26,11 @@ def published():
     return set(db.session.execute(select(EntryElement.element).distinct()).scalars())
 
 
-def record(added, removed):
-    """Within the caller's transaction: take the next revision and log the changes. Returns it or None."""
+def record(added, removed, aged=False):
+    """Within the caller's transaction: take the next revision and log the changes. Returns it or None.
+
+    aged: the removals are addresses that aged out (a resolver grace period ended), not an operator's
+    deletion; gateways then leave live connections to them alone (docs/protocol.md, "aged")."""
     added, removed = sorted(set(added)), sorted(set(removed))
     if not added and not removed:
         return None
@@ -36,7 +39,7 @@ def record(added, removed):
     db.session.execute(update(LogHead).where(LogHead.id == 1).values(revision=LogHead.revision + 1))
     revision = db.session.execute(select(LogHead.revision).where(LogHead.id == 1)).scalar_one()
     db.session.add_all([Change(revision=revision, op="add", element=e) for e in added] +
-                       [Change(revision=revision, op="remove", element=e) for e in removed])
+                       [Change(revision=revision, op="age" if aged else "remove", element=e) for e in removed])
     return revision
 
 
@@ -47,7 +50,8 @@ def oldest_reachable():
 
 
 def delta(base, to):
-    """(add, remove) from revision base to revision to, net of each other; None if the log can't reach back."""
+    """(add, remove, aged) from revision base to revision to, net of each other; None if the log can't reach
+    back. aged is the part of remove whose last removal was an ageing-out."""
     if base < oldest_reachable():
         return None
     state = {}
@@ -59,8 +63,9 @@ def delta(base, to):
         before["last"] = op
         state[element] = before
     add = sorted(e for e, s in state.items() if s["last"] == "add" and s["first"] == "add")
-    remove = sorted(e for e, s in state.items() if s["last"] == "remove" and s["first"] == "remove")
-    return add, remove
+    remove = sorted(e for e, s in state.items() if s["last"] != "add" and s["first"] != "add")
+    aged = [e for e in remove if state[e]["last"] == "age"]
+    return add, remove, aged
 
 
 def digest_at(revision):
@@ -69,7 +74,7 @@ def digest_at(revision):
     answer = delta(revision, head)
     if answer is None:
         return None
-    add, remove = answer
+    add, remove, _ = answer
     elements = (published() - set(add)) | set(remove)
     return digest(elements)
 

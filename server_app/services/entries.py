@@ -77,7 +77,7 @@ def elements_of(entry):
     return result
 
 
-def _sync_elements(entry, wanted):
+def _sync_elements(entry, wanted, aged=False):
     """Make entry_elements of this entry equal `wanted`; log the change of the union. Caller commits."""
     db.session.flush()
     have = set(db.session.execute(select(EntryElement.element).where(EntryElement.entry_id == entry.id)).scalars())
@@ -93,7 +93,7 @@ def _sync_elements(entry, wanted):
     if remove:
         db.session.execute(EntryElement.__table__.delete().where(
             EntryElement.entry_id == entry.id, EntryElement.element.in_(remove)))
-    return changelog.record(add - others, remove - others)
+    return changelog.record(add - others, remove - others, aged=aged)
 
 
 FIELDS = ("target", "ports", "deletable", "expires_at", "comment", "grace_seconds")

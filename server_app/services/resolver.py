@@ -370,7 +370,8 @@ class Resolver:
         entry.resolved_at = now
         entry.resolve_error = answer.error if answer.status == "nxdomain" else ""
         db.session.flush()
-        revision = entries._sync_elements(entry, entries.elements_of(entry))
+        # Everything the resolver removes has aged out: gateways keep the live connections.
+        revision = entries._sync_elements(entry, entries.elements_of(entry), aged=True)
         after = entries.elements_of(entry)
         if revision is not None or refused:
             parts = []

@@ -75,6 +75,7 @@ class GatewaySession:
         self.hub = hub
         self.name = None
         self.sent = 0          # the revision the gateway will be at once it applies what we sent
+        self.resent_at = None  # the revision a snapshot was resent at because of a digest mismatch
         self.last_heard = time.monotonic()
         self.last_beat = time.monotonic()
 
@@ -130,8 +131,8 @@ class GatewaySession:
             log.info("gateway %s digest differs from revision %d: snapshot", self.name, revision)
             answer = None
         if answer is not None:
-            add, remove = answer
-            self.send(type="delta", base=revision, revision=head, add=add, remove=remove)
+            add, remove, aged = answer
+            self.send(type="delta", base=revision, revision=head, add=add, remove=remove, aged=aged)
             self.sent = head
         else:
             self.send_snapshot()
@@ -155,7 +156,8 @@ class GatewaySession:
                 if answer is None:
                     self.send_snapshot()
                 else:
-                    self.send(type="delta", base=self.sent, revision=head, add=answer[0], remove=answer[1])
+                    self.send(type="delta", base=self.sent, revision=head, add=answer[0], remove=answer[1],
+                              aged=answer[2])
                     self.sent = head
             while True:
                 raw = self.ws.receive(timeout=0)
@@ -195,8 +197,15 @@ class GatewaySession:
             if newly:
                 self._observe_latency(revision)
             if revision == head and digest != expected:
-                log.warning("gateway %s digest mismatch at revision %d: sending a snapshot", self.name, revision)
-                self.send_snapshot()
+                if self.resent_at == revision:
+                    # A snapshot did not help (the gateway skips elements, e.g. its internal networks differ):
+                    # the fleet view shows the mismatch; resending would only loop.
+                    log.warning("gateway %s still differs at revision %d after a snapshot; not resending",
+                                self.name, revision)
+                else:
+                    log.warning("gateway %s digest mismatch at revision %d: sending a snapshot", self.name, revision)
+                    self.resent_at = revision
+                    self.send_snapshot()
         elif kind == "heartbeat":
             gw = db.session.query(Gateway).filter_by(name=self.name).one()
             gw.last_seen = utcnow()

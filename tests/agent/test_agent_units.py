@@ -126,3 +126,46 @@ def test_config_lists_every_problem_of_a_config_file(tmp_path):
         "drift_interval -1 must be a number of seconds above 0, e.g. 30",
         "log_level 'loud' must be one of DEBUG, INFO, WARNING, ERROR",
     ]
+
+
+class MemoryFirewall:
+    """The firewall interface the agent uses, holding elements in memory (the kernel side has its own tests)."""
+
+    def __init__(self):
+        self.held = set()
+
+    def replace(self, parsed):
+        self.held = {e.text for e in parsed}
+        return []
+
+    def update(self, add=(), remove=(), keep=()):
+        self.held = (self.held - {e.text for e in remove}) | {e.text for e in add}
+        return []
+
+    def elements(self, expected=None):
+        return [Element.parse(e) for e in self.held]
+
+
+def test_aged_out_removals_keep_live_connections_and_operator_removals_cut(tmp_path):
+    from gateway_agent.client import Agent
+    cuts = []
+    agent = Agent({"state_file": str(tmp_path / "state.json"), "cut_on_remove": True}, MemoryFirewall(),
+                  conntrack=lambda removed, remaining: cuts.append(sorted(e.text for e in removed)) or 1)
+    parse = Element.parse
+    agent.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32"), parse("198.51.100.12/32")],
+                         cut=False)
+    # .10 aged out of a resolver's grace period, .11 was deleted by an operator, in one delta.
+    agent.apply_delta(1, 2, [], [parse("198.51.100.10/32"), parse("198.51.100.11/32")],
+                      aged=[parse("198.51.100.10/32")])
+    assert cuts == [["198.51.100.11/32"]]
+    assert agent.elements == {"198.51.100.12/32"}
+    agent.apply_delta(2, 3, [], [parse("198.51.100.12/32")], aged=[parse("198.51.100.12/32")])
+    assert cuts == [["198.51.100.11/32"]]
+
+
+def test_a_delta_whose_aged_list_is_not_part_of_its_removals_is_refused():
+    from gateway_agent.client import Agent
+    agent = Agent({"state_file": "/nonexistent/state.json"}, MemoryFirewall())
+    with pytest.raises(ProtocolViolation, match="aged"):
+        agent.handle(json.dumps({"v": 1, "type": "delta", "base": 0, "revision": 1, "add": [], "remove": [],
+                                 "aged": ["198.51.100.10/32"]}))

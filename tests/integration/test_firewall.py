@@ -257,3 +257,40 @@ def test_ipv6_has_its_own_sets_and_rules(topo):
     assert "-A OG-REJECT -j REJECT --reject-with icmp6-adm-prohibited" in topo.gw.run(["ip6tables", "-S"]).stdout
     assert fw(topo, "remove", policy=V6) is True
     assert og_objects(topo) == []
+
+
+def test_update_keeps_members_an_overlapping_element_still_needs(netns_factory):
+    ns = netns_factory("fwkeep")
+    ns.ip("link", "add", "og-out", "type", "veth", "peer", "name", "og-peer")
+    code = """
+import sys
+from og_kernel.og_elements import Element
+from og_kernel.og_firewall import EgressPolicy, Firewall
+fw = Firewall(EgressPolicy(["10.88.0.0/24"], "og-out"))
+fw.apply()
+wide, narrow = Element.parse("198.51.100.10/32 8000-8010/tcp"), Element.parse("198.51.100.10/32 8005/tcp")
+fw.replace([wide, narrow])
+fw.update(remove=[narrow], keep=[wide])
+print(sorted(e.text for e in fw.elements(expected=[wide])))
+fw.update(remove=[wide])
+print(sorted(e.text for e in fw.elements()))
+"""
+    out = ns.run([sys.executable, "-c", code]).stdout.splitlines()
+    assert out == ["['198.51.100.10/32 8000-8010/tcp']", "[]"]
+
+
+def test_an_element_missing_from_the_return_set_is_not_reported_as_allowed(netns_factory):
+    ns = netns_factory("fwin")
+    ns.ip("link", "add", "og-out", "type", "veth", "peer", "name", "og-peer")
+    code = """
+from og_kernel.og_elements import Element
+from og_kernel.og_firewall import EgressPolicy, Firewall
+fw = Firewall(EgressPolicy(["10.88.0.0/24"], "og-out"))
+fw.apply()
+fw.replace([Element.parse("198.51.100.10/32"), Element.parse("198.51.100.20/32")])
+import subprocess
+subprocess.run(["ipset", "flush", "og-allow4-in"], check=True)
+print(sorted(e.text for e in fw.elements()))
+"""
+    out = ns.run([sys.executable, "-c", code]).stdout.strip()
+    assert out == "[]"

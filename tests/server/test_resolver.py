@@ -249,3 +249,25 @@ def test_a_full_pass_follows_record_changes_and_survives_an_outage(app, dnsmasq)
     assert changelog.published() == {"203.0.113.10/32", "203.0.113.11/32"}
     assert "saas.test" in db.session.get(Entry, eid).resolve_error
 
+
+
+def test_resolver_removals_are_published_as_aged_and_operator_deletions_are_not(app):
+    r = Resolver(app)
+    eid = domain()
+    t0 = utcnow()
+    r.apply(eid, Answer("ok", ips("198.51.100.1", "198.51.100.2"), ttl=60), now=t0)
+    base = changelog.head_revision()
+    r.apply(eid, Answer("ok", ips("198.51.100.1"), ttl=60), now=t0)
+    r.apply(eid, Answer("ok", ips("198.51.100.1"), ttl=60), now=t0 + dt.timedelta(seconds=901))
+    add, remove, aged = changelog.delta(base, changelog.head_revision())
+    assert remove == aged == ["198.51.100.2/32"]
+    typed, _ = entries.create({"target": "203.0.113.5"}, _cfg(), "test")
+    base = changelog.head_revision()
+    entries.delete(typed.id)
+    assert changelog.delta(base, changelog.head_revision()) == ([], ["203.0.113.5/32"], [])
+    # Re-added after ageing out and then deleted by an operator: the last removal decides.
+    base = changelog.head_revision()
+    r.apply(eid, Answer("ok", ips("198.51.100.1", "198.51.100.2"), ttl=60), now=t0 + dt.timedelta(seconds=902))
+    entries.delete(eid)
+    add, remove, aged = changelog.delta(base, changelog.head_revision())
+    assert add == [] and remove == ["198.51.100.1/32"] and aged == []
