@@ -204,7 +204,7 @@ class Resolver:
                 self.stats["errors"] += 1
                 self.stats["last_error"] = _short(exc)
                 log.warning("resolver pass failed (%s); retrying in %.0fs", _short(exc), backoff)
-                wait, backoff = backoff, min(backoff * 2, 30.0)
+                wait, backoff = backoff, min(backoff * 2, 10.0)
             self._wake.wait(wait)
             self._wake.clear()
 

@@ -1,6 +1,7 @@
 """A real server app on a temporary SQLite database, and a client that checks every answer against the
 OpenAPI document the app serves."""
 
+import os
 import re
 
 import jsonschema
@@ -12,14 +13,36 @@ from server_app import create_app, init_db
 from server_app.services import tokens
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL cluster for the session (tests/pglib.py)."""
+    import pglib
+    if os.geteuid() != 0 or not pglib.available():
+        pytest.skip("PostgreSQL tests need root and Debian's postgresql package (scripts/setup installs it)")
+    cluster = pglib.Postgres()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """Every API test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return "sqlite:///%s" % (tmp_path / "og.db")
+    return request.getfixturevalue("postgres").create_database()
+
+
 @pytest.fixture
-def app(tmp_path):
-    app = create_app(config={"data_dir": str(tmp_path), "secret_key": "s" * 32,
-                             "database_url": "sqlite:///%s" % (tmp_path / "og.db"),
+def app(tmp_path, database_url):
+    app = create_app(config={"data_dir": str(tmp_path), "secret_key": "s" * 32, "database_url": database_url,
                              "resolver_enabled": False})   # the resolver has its own tests with a real DNS server
     app.config["TESTING"] = True
     init_db(app)
     yield app
+    with app.app_context():
+        from server_app.models import db
+        db.session.remove()
+        db.engine.dispose()
 
 
 @pytest.fixture

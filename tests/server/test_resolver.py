@@ -271,3 +271,39 @@ def test_resolver_removals_are_published_as_aged_and_operator_deletions_are_not(
     entries.delete(eid)
     add, remove, aged = changelog.delta(base, changelog.head_revision())
     assert add == [] and remove == ["198.51.100.1/32"] and aged == []
+
+
+def test_the_resolver_loop_recovers_by_itself_after_the_database_was_down_a_minute(postgres, dnsmasq, tmp_path):
+    url = postgres.create_database()
+    app = create_app(config={"data_dir": str(tmp_path), "secret_key": "s" * 32, "database_url": url,
+                             "dns_servers": ["127.0.0.1:%d" % dnsmasq.port], "dns_timeout": 0.5, "dns_tries": 1,
+                             "resolve_interval": 5, "resolve_min_interval": 1})
+    init_db(app)
+    dnsmasq.set({"db.test": ["198.51.100.61"]})
+    with app.app_context():
+        entries.create({"target": "db.test"}, app.config["OG"], "test")
+
+    def published():
+        with app.app_context():
+            try:
+                return changelog.published()
+            finally:
+                db.session.remove()
+
+    resolver = app.extensions["og_resolver"]
+    resolver.start()
+    try:
+        wait_until(lambda: published() == {"198.51.100.61/32"}, timeout=15, what="first resolution")
+        postgres.stop()
+        dnsmasq.set({"db.test": ["198.51.100.61", "198.51.100.62"]})
+        errors = resolver.stats["errors"]
+        time.sleep(60)
+        assert resolver.stats["errors"] > errors          # it noticed, and kept trying
+        assert resolver._thread.is_alive()
+        postgres.start()
+        wait_until(lambda: published() == {"198.51.100.61/32", "198.51.100.62/32"}, timeout=30,
+                   what="resolution after the database came back")
+    finally:
+        resolver.stop()
+        with app.app_context():
+            db.engine.dispose()
