@@ -5,10 +5,23 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 
 from .og_netpolicy import TargetError, format_port_spec, parse_port_spec
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _canonical(net, port):
+    """(canonical network, canonical port spec or None); cached: gateways see the same texts again and again."""
+    network = ipaddress.ip_network(net, strict=False)
+    return str(network), (format_port_spec(*parse_port_spec(port)) if port else None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _port_spec(spec):
+    return parse_port_spec(spec)
 
 
 class Element(tuple):
@@ -17,11 +30,7 @@ class Element(tuple):
     __slots__ = ()
 
     def __new__(cls, net, port=None):
-        network = ipaddress.ip_network(net, strict=False)
-        spec = None
-        if port:
-            spec = format_port_spec(*parse_port_spec(port))
-        return tuple.__new__(cls, (str(network), spec))
+        return tuple.__new__(cls, _canonical(net, port or None))
 
     @classmethod
     def parse(cls, text):
@@ -52,12 +61,12 @@ class Element(tuple):
 
     @property
     def version(self):
-        return self.network.version
+        return 6 if ":" in self[0] else 4
 
     @property
     def proto_ports(self):
         """(proto, first, last) of a port-scoped element, else None."""
-        return parse_port_spec(self[1]) if self[1] else None
+        return _port_spec(self[1]) if self[1] else None
 
     @property
     def text(self):

@@ -11,6 +11,7 @@ owned chain, are ever changed.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -234,6 +235,7 @@ def lines_text(lines):
     return "".join(line + "\n" for line in sorted(lines))
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _host(network):
     """An ipset member for a network: a bare address for /32 and /128, else the CIDR."""
     net = ipaddress.ip_network(network)

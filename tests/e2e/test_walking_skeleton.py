@@ -11,10 +11,10 @@ NEVER = "198.51.100.20"
 
 def test_site_deploys_every_host_and_second_run_changes_nothing(deployed):
     _, first, second = deployed
-    assert sorted(first) == ["client1", "client2", "gw1", "server"]
+    assert sorted(first) == ["client1", "client2", "gw1", "gw2", "server"]
     assert all(stats["failed"] == 0 and stats["unreachable"] == 0 for stats in first.values())
     assert {host: stats["changed"] for host, stats in second.items()} == {
-        "client1": 0, "client2": 0, "gw1": 0, "server": 0}
+        "client1": 0, "client2": 0, "gw1": 0, "gw2": 0, "server": 0}
 
 
 def test_allowed_address_opens_live_and_closes_on_delete(deployed):
