@@ -87,6 +87,15 @@ def parse_frame(raw):
     return msg
 
 
+def _names(msg):
+    """The optional names map of a snapshot or delta: {element: [entry target, ...]}; malformed parts dropped."""
+    value = msg.get("names")
+    if not isinstance(value, dict):
+        return {}
+    return {k: [t for t in v if isinstance(t, str)][:20] for k, v in value.items()
+            if isinstance(k, str) and isinstance(v, list)}
+
+
 def _parse_elements(texts, kind):
     try:
         return [Element.parse(e) for e in texts]
@@ -109,6 +118,7 @@ class Agent:
         self.boot = str(uuid.uuid4())
         self.ws = None
         self._chunks = {}
+        self.names = state.load_names(cfg.get("state_file", ""))  # element -> entry targets, for metrics
         self.lock = threading.Lock()  # kernel changes and reads of self.elements
 
     # ---- the kernel --------------------------------------------------------------------------
@@ -178,7 +188,7 @@ class Agent:
             found = self._kernel()
         return digest(found), len(found)
 
-    def apply_snapshot(self, revision, parsed, cut=True):
+    def apply_snapshot(self, revision, parsed, cut=True, names=None):
         """Make the kernel hold exactly `parsed` (atomically); return (digest, count) read back from the kernel."""
         started = time.monotonic()
         with self.lock:
@@ -186,6 +196,9 @@ class Agent:
             self._replace(revision, parsed)
             result = self._verify(revision)
             state.save(self.cfg["state_file"], self.revision, self.elements)
+            if names is not None:
+                self.names = {e: n for e, n in names.items() if e in self.elements}
+                state.save_names(self.cfg["state_file"], self.names)
             remaining = set(self.elements)
         took = time.monotonic() - started
         self.stats.apply_seconds.append(took)
@@ -194,7 +207,7 @@ class Agent:
             self._cut(before - remaining, remaining)
         return result
 
-    def apply_delta(self, base, revision, add_e, remove_e, aged=()):
+    def apply_delta(self, base, revision, add_e, remove_e, aged=(), names=None):
         """Apply one delta in a single batch; return (digest, count) read back from the kernel."""
         started = time.monotonic()
         with self.lock:
@@ -210,6 +223,11 @@ class Agent:
             self.revision = revision
             result = self._verify(revision)
             state.save(self.cfg["state_file"], self.revision, self.elements)
+            for e in remove_e:
+                self.names.pop(e.text, None)
+            self.names.update({e: n for e, n in (names or {}).items() if e in self.elements})
+            if remove_e or names:
+                state.save_names(self.cfg["state_file"], self.names)
             remaining = set(self.elements)
         took = time.monotonic() - started
         self.stats.apply_seconds.append(took)
@@ -284,9 +302,10 @@ class Agent:
             if self._chunks.get("key") != (revision, chunks):
                 self._chunks = {"key": (revision, chunks), "parts": {}}
             self._chunks["parts"][chunk] = parsed
+            self._chunks.setdefault("names", {}).update(_names(msg))
             if len(self._chunks["parts"]) == chunks:
-                parts, self._chunks = self._chunks["parts"], {}
-                self.ack(self.apply_snapshot(revision, [e for i in range(chunks) for e in parts[i]]))
+                parts, names, self._chunks = self._chunks["parts"], self._chunks["names"], {}
+                self.ack(self.apply_snapshot(revision, [e for i in range(chunks) for e in parts[i]], names=names))
         elif kind == "delta":
             base, revision = _int(msg, "base"), _int(msg, "revision")
             if revision < base:
@@ -302,7 +321,7 @@ class Agent:
                 self.hello()
                 return
             if revision != base or add_e or remove_e:
-                self.ack(self.apply_delta(base, revision, add_e, remove_e, aged_e))
+                self.ack(self.apply_delta(base, revision, add_e, remove_e, aged_e, names=_names(msg)))
             else:
                 self.ack()
         elif kind == "error":

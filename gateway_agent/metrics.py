@@ -36,6 +36,7 @@ class AgentCollector:
             expected = [Element.parse(e) for e in agent.elements]
             counters = agent.fw.counters(expected)
             rejected = agent.fw.rejected()
+            names = dict(agent.names)
         seed_bytes = GaugeMetricFamily("iptables_bytes_count", "Bytes per allowed address (seed-compatible)",
                                        labels=["ip", "type", "hostname"])
         seed_packets = GaugeMetricFamily("iptables_packets_count", "Packets per allowed address (seed-compatible)",
@@ -44,6 +45,7 @@ class AgentCollector:
                                        labels=["address", "direction"])
         og_packets = CounterMetricFamily("og_gateway_packets", "Packets through the gateway per allowed element",
                                          labels=["address", "direction"])
+        per_entry = {}
         for element, c in sorted(counters.items(), key=lambda item: item[0].text):
             ip = _ip_label(element)
             seed_bytes.add_metric([ip, "OUTPUT", self.hostname], c.out_bytes)
@@ -54,10 +56,30 @@ class AgentCollector:
             og_bytes.add_metric([element.text, "in"], c.in_bytes)
             og_packets.add_metric([element.text, "out"], c.out_packets)
             og_packets.add_metric([element.text, "in"], c.in_packets)
+            for name in names.get(element.text, ()):
+                total = per_entry.setdefault(name, [0, 0, 0, 0])
+                total[0] += c.out_bytes
+                total[1] += c.in_bytes
+                total[2] += c.out_packets
+                total[3] += c.in_packets
         yield seed_bytes
         yield seed_packets
         yield og_bytes
         yield og_packets
+        # Per entry: the sum over the elements an entry (a domain, an address, a network) produces. An element
+        # that two entries produce counts for both.
+        entry_bytes = CounterMetricFamily("og_gateway_entry_bytes", "Bytes through the gateway per allowlist entry",
+                                          labels=["entry", "direction"])
+        entry_packets = CounterMetricFamily("og_gateway_entry_packets",
+                                            "Packets through the gateway per allowlist entry",
+                                            labels=["entry", "direction"])
+        for name, (ob, ib, op, ip_) in sorted(per_entry.items()):
+            entry_bytes.add_metric([name, "out"], ob)
+            entry_bytes.add_metric([name, "in"], ib)
+            entry_packets.add_metric([name, "out"], op)
+            entry_packets.add_metric([name, "in"], ip_)
+        yield entry_bytes
+        yield entry_packets
         yield CounterMetricFamily("og_gateway_rejected_packets", "Packets from clients to destinations not allowed",
                                   value=rejected[0])
         yield GaugeMetricFamily("og_gateway_applied_revision", "Revision of the applied allowlist",

@@ -52,3 +52,33 @@ def load(path):
         raise StateError("%s must hold {\"revision\": <int >= 0>, \"elements\": [<text>, ...]}; "
                          "it is rewritten at the next applied revision" % path)
     return revision, elements
+
+
+def names_path(path):
+    return path + ".names.json"
+
+
+def save_names(path, names):
+    """Keep the element -> entry names map beside the state (only for metrics labels: best effort)."""
+    if not path:
+        return
+    target = names_path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".names-", dir=os.path.dirname(os.path.abspath(target)))
+        with os.fdopen(fd, "w") as fh:
+            json.dump(names, fh)
+        os.replace(tmp, target)
+    except OSError:
+        pass
+
+
+def load_names(path):
+    """The saved names map, or {} when there is none or it is unusable."""
+    try:
+        with open(names_path(path)) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, list)}

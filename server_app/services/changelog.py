@@ -68,6 +68,23 @@ def delta(base, to):
     return add, remove, aged
 
 
+def names(elements=None):
+    """{element: [entry targets that produce it]}: for all published elements, or for the given ones."""
+    from ..models import Entry
+    result = {}
+    stmt = select(EntryElement.element, Entry.target).join(Entry, Entry.id == EntryElement.entry_id)
+    if elements is None:
+        rows = db.session.execute(stmt)
+    else:
+        wanted = sorted(set(elements))
+        rows = []
+        for i in range(0, len(wanted), 5000):
+            rows += db.session.execute(stmt.where(EntryElement.element.in_(wanted[i:i + 5000]))).all()
+    for element, target in rows:
+        result.setdefault(element, set()).add(target)
+    return {e: sorted(t) for e, t in result.items()}
+
+
 def digest_at(revision):
     """The digest of the published set as it was at `revision` (None if the log can't reach back)."""
     head = head_revision()

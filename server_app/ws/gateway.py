@@ -132,7 +132,8 @@ class GatewaySession:
             answer = None
         if answer is not None:
             add, remove, aged = answer
-            self.send(type="delta", base=revision, revision=head, add=add, remove=remove, aged=aged)
+            self.send(type="delta", base=revision, revision=head, add=add, remove=remove, aged=aged,
+                      names=changelog.names(add) if add else {})
             self.sent = head
         else:
             self.send_snapshot()
@@ -140,10 +141,13 @@ class GatewaySession:
 
     def send_snapshot(self):
         revision, elements = changelog.snapshot()
+        names = changelog.names()
+        db.session.commit()
         chunks = max(1, -(-len(elements) // CHUNK))
         for i in range(chunks):
-            self.send(type="snapshot", revision=revision, chunk=i, chunks=chunks,
-                      elements=elements[i * CHUNK:(i + 1) * CHUNK])
+            part = elements[i * CHUNK:(i + 1) * CHUNK]
+            self.send(type="snapshot", revision=revision, chunk=i, chunks=chunks, elements=part,
+                      names={e: names[e] for e in part if e in names})
         self.sent = revision
         log.info("gateway %s sent snapshot revision=%d elements=%d", self.name, revision, len(elements))
 
@@ -156,8 +160,10 @@ class GatewaySession:
                 if answer is None:
                     self.send_snapshot()
                 else:
+                    names = changelog.names(answer[0]) if answer[0] else {}
+                    db.session.commit()
                     self.send(type="delta", base=self.sent, revision=head, add=answer[0], remove=answer[1],
-                              aged=answer[2])
+                              aged=answer[2], names=names)
                     self.sent = head
             while True:
                 raw = self.ws.receive(timeout=0)

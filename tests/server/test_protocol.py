@@ -113,7 +113,7 @@ class Gateway:
 
     def apply_next(self):
         """Receive one snapshot (all chunks) or delta, apply it, ack it; return the message type."""
-        msg = self.recv()
+        msg = self.last = self.recv()
         if msg["type"] == "snapshot":
             chunks, elements = msg["chunks"], list(msg["elements"])
             for _ in range(chunks - 1):
@@ -147,9 +147,11 @@ def test_snapshot_then_live_deltas_and_acks_are_recorded(server):
     gw.hello()
     assert gw.apply_next() == "snapshot"
     assert "198.51.100.10/32" in gw.elements
+    assert gw.last["names"]["198.51.100.10/32"] == ["198.51.100.10"]
     b = server.add("203.0.113.0/24", ports=["443/tcp"])
     assert gw.apply_next() == "delta"
     assert "203.0.113.0/24 443/tcp" in gw.elements
+    assert gw.last["names"] == {"203.0.113.0/24 443/tcp": ["203.0.113.0/24"]}
     wait_until(lambda: converged(server, gw), timeout=10, what="gateway recorded at the head with its digest")
     state = server.gateways()["gw-live"]
     assert state["connected"] and state["agent_version"] == "test" and state["elements"] == len(gw.elements)
