@@ -27,3 +27,14 @@ def netns_factory():
     yield make
     for ns in reversed(made):
         ns.delete()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL cluster for the session (tests/pglib.py), removed at the end."""
+    import pglib
+    if os.geteuid() != 0 or not pglib.available():
+        pytest.skip("PostgreSQL tests need root and Debian's postgresql package (scripts/setup installs it)")
+    cluster = pglib.Postgres()
+    yield cluster
+    cluster.destroy()

@@ -13,17 +13,6 @@ from server_app import create_app, init_db
 from server_app.services import tokens
 
 
-@pytest.fixture(scope="session")
-def postgres():
-    """A private PostgreSQL cluster for the session (tests/pglib.py)."""
-    import pglib
-    if os.geteuid() != 0 or not pglib.available():
-        pytest.skip("PostgreSQL tests need root and Debian's postgresql package (scripts/setup installs it)")
-    cluster = pglib.Postgres()
-    yield cluster
-    cluster.destroy()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     """Every API test runs on SQLite and on PostgreSQL."""

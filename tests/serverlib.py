@@ -1,0 +1,153 @@
+"""A real og-server process (gunicorn on loopback) and scripted gateways speaking docs/protocol.md, for tests."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import requests
+import websocket
+import yaml
+
+from nslib import wait_until
+from og_kernel.og_elements import digest
+
+BIN = os.path.dirname(sys.executable)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """og-server on 127.0.0.1 with a free port. A replica of another Server shares its database and tokens."""
+
+    def __init__(self, tmp, database_url=None, replica_of=None, **settings):
+        os.makedirs(tmp, exist_ok=True)
+        self.tmp = tmp
+        self.port = free_port()
+        self.conf = os.path.join(tmp, "server.yml")
+        config = {"listen": "127.0.0.1:%d" % self.port, "data_dir": tmp, "secret_key": "s" * 32,
+                  "database_url": database_url or "sqlite:///%s/og.db" % tmp, "threads": 16}
+        config.update(settings)
+        with open(self.conf, "w") as fh:
+            yaml.safe_dump(config, fh)
+        if replica_of is None:
+            self.og("db", "upgrade")
+            self.admin = self.og("token", "create", "--role", "admin").strip()
+            self.gateway = self.og("token", "create", "--role", "gateway").strip()
+            self.viewer = self.og("token", "create", "--role", "viewer").strip()
+        else:
+            self.admin, self.gateway, self.viewer = replica_of.admin, replica_of.gateway, replica_of.viewer
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.ws_url = "ws://127.0.0.1:%d/ws/gateway" % self.port
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(os.path.join(self.tmp, "server.log"), "a")
+        self.proc = subprocess.Popen([os.path.join(BIN, "og-server"), "--config", self.conf],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(self.ready, timeout=30, what="og-server ready")
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait(timeout=20)
+        self.log.close()
+
+    def readyz(self):
+        return requests.get(self.url + "/readyz", timeout=5).json()
+
+    def og(self, *args):
+        done = subprocess.run([os.path.join(BIN, "og-server"), "--config", self.conf] + list(args),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def ready(self):
+        try:
+            return requests.get(self.url + "/readyz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def api(self, method, path, **kw):
+        response = requests.request(method, self.url + path, timeout=30,
+                                    headers={"Authorization": "Bearer " + self.admin}, **kw)
+        assert response.status_code < 400, response.text
+        return response
+
+    def add(self, target, **extra):
+        return self.api("POST", "/api/v1/entries", json=dict(target=target, **extra)).json()
+
+    def remove(self, entry):
+        self.api("DELETE", "/api/v1/entries/%d" % entry["id"])
+
+    def gateways(self):
+        return {g["name"]: g for g in self.api("GET", "/api/v1/gateways").json()["items"]}
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        self.log.close()
+
+
+class Gateway:
+    """A scripted gateway: its 'kernel' is a Python set."""
+
+    def __init__(self, server, name, token=None, revision=0, elements=()):
+        self.server = server
+        self.name = name
+        self.revision = revision
+        self.elements = set(elements)
+        self.ws = websocket.create_connection(
+            server.ws_url, timeout=10,
+            header=["Authorization: Bearer " + (token or server.gateway)])
+
+    def send(self, **msg):
+        msg["v"] = 1
+        self.ws.send(json.dumps(msg))
+
+    def recv(self):
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg["type"] != "heartbeat":
+                return msg
+
+    def hello(self, with_digest=True):
+        extra = {"digest": digest(self.elements)} if with_digest else {}
+        self.send(type="hello", name=self.name, agent_version="test", revision=self.revision, **extra)
+
+    def apply_next(self):
+        """Receive one snapshot (all chunks) or delta, apply it, ack it; return the message type."""
+        msg = self.last = self.recv()
+        if msg["type"] == "snapshot":
+            chunks, elements = msg["chunks"], list(msg["elements"])
+            for _ in range(chunks - 1):
+                more = self.recv()
+                assert more["type"] == "snapshot" and more["revision"] == msg["revision"]
+                elements += more["elements"]
+            self.elements = set(elements)
+            self.revision = msg["revision"]
+            self.last_chunks = chunks
+        elif msg["type"] == "delta":
+            assert msg["base"] == self.revision, msg
+            self.elements = (self.elements - set(msg["remove"])) | set(msg["add"])
+            self.revision = msg["revision"]
+        else:
+            raise AssertionError("unexpected %r" % msg)
+        self.send(type="ack", revision=self.revision, digest=digest(self.elements), count=len(self.elements))
+        return msg["type"]
+
+    def close(self):
+        self.ws.close()
+
+
+def converged(server, gw):
+    state = server.gateways().get(gw.name)
+    return state and state["digest_match"] and state["lag"] == 0
+
+
