@@ -8,6 +8,7 @@ import io
 from functools import wraps
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ..models import Entry, Gateway, db
@@ -40,6 +41,27 @@ def requires(action):
     return decorator
 
 
+# The query parameters each endpoint knows (the OpenAPI document lists the same); others are refused, so a
+# typo such as ?kindd=ip is an error instead of a silently unfiltered answer.
+QUERY = {
+    "api.list_entries": {"page", "per_page", "q", "kind", "creator", "deletable", "expiring"},
+    "api.list_audit": {"page", "per_page", "actor", "action", "object_type", "object_id", "q", "since", "until"},
+    "api.export_entries": {"format"},
+    "api.import_entries": {"on_duplicate"},
+}
+
+
+@bp.before_request
+def known_query_parameters():
+    unknown = sorted(set(request.args) - QUERY.get(request.endpoint, set()))
+    if unknown and request.endpoint != "api.openapi_document":
+        known = sorted(QUERY.get(request.endpoint, set()))
+        return error(400, "unknown_parameter", "unknown query parameter(s) %s; %s" % (
+            ", ".join(repr(u) for u in unknown),
+            "known: " + ", ".join(known) if known else "this endpoint takes none"))
+    return None
+
+
 def _json_body():
     body = request.get_json(silent=True)
     if body is None:
@@ -59,8 +81,8 @@ def _page_args():
     except ValueError:
         raise entries.EntryError(400, "invalid_page", "page and per_page must be whole numbers, not %r and %r" % (
             request.args.get("page"), request.args.get("per_page")))
-    if page < 1 or not 1 <= per_page <= 500:
-        raise entries.EntryError(400, "invalid_page", "page must be 1 or more and per_page within 1-500")
+    if not 1 <= page <= 10 ** 9 or not 1 <= per_page <= 500:
+        raise entries.EntryError(400, "invalid_page", "page must lie within 1-1000000000 and per_page within 1-500")
     return page, per_page
 
 
@@ -68,7 +90,7 @@ def _page_args():
 @requires("read")
 def list_entries():
     page, per_page = _page_args()
-    kind = request.args.get("kind") or None
+    kind = request.args.get("kind")
     if kind not in (None, "ip", "cidr", "domain"):
         return error(400, "invalid_kind", "kind %r must be ip, cidr or domain" % kind)
     rows, total = entries.query(request.args.get("q"), kind, page, per_page, creator=request.args.get("creator"),
@@ -156,7 +178,10 @@ def import_entries():
         items = _csv_items(request.get_data(as_text=True))
     else:
         body = _json_body()
-        items = body.get("entries") if isinstance(body, dict) else body
+        if not isinstance(body, dict) or set(body) != {"entries"}:
+            raise entries.EntryError(400, "invalid_body", "the body must be {\"entries\": [...]} (as GET "
+                                     "/api/v1/entries/export gives it), or CSV with Content-Type: text/csv")
+        items = body["entries"]
     result = entries.import_entries(items, current_app.config["OG"], g.token.name, on_duplicate)
     current_app.extensions["og_hub"].notify()
     return jsonify(result), 201 if result["created"] else 200
@@ -180,9 +205,9 @@ def list_audit():
 
 
 def _time_arg(name):
-    value = request.args.get(name)
-    if not value:
+    if name not in request.args:
         return None
+    value = request.args[name]
     try:
         when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -251,7 +276,21 @@ def openapi_document():
 def register_errors(app):
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        return error(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
+        response = error(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
+        # Keep the exception's own headers (Allow on 405, WWW-Authenticate, Retry-After ...).
+        for key, value in exc.get_headers():
+            if key.lower() not in ("content-type", "content-length"):
+                response.headers[key] = value
+        return response
+
+    @app.errorhandler(OperationalError)
+    def database_unavailable(exc):
+        db.session.rollback()
+        app.logger.warning("database unavailable: %s", str(exc).splitlines()[0])
+        response = error(503, "database_unavailable", "the database is not reachable; nothing was changed, retry "
+                         "in a few seconds")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(Exception)
     def server_error(exc):

@@ -51,6 +51,12 @@ SCHEMAS = {
         "expires_at": {"type": [S, "null"], "format": "date-time"},
         "comment": {"type": S, "maxLength": 2000},
         "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 604800}}},
+    # An item of an import: an entry's fields, plus the read-only fields of an export, which are ignored.
+    "ImportItem": {"type": "object", "required": ["target"], "additionalProperties": False, "properties": dict(
+        {"id": {}, "kind": {}, "created_by": {}, "created_at": {}, "addresses": {}, "revision": {},
+         "grace_seconds": {}, "resolved_at": {}, "resolve_error": {}, "capped": {}},
+        target={"type": S}, ports={"type": "array", "items": {"type": S}}, deletable={"type": "boolean"},
+        expires_at={"type": [S, "null"], "format": "date-time"}, comment={"type": S, "maxLength": 2000})},
     "EntryPage": dict(page_of("Entry"), required=["items", "total", "page", "per_page", "revision"]),
     "Why": obj({
         "address": {"type": S}, "allowed": {"type": "boolean"},
@@ -98,9 +104,10 @@ def _ok(schema, description="OK", status="200"):
     return {status: {"description": description, "content": {"application/json": {"schema": ref(schema)}}}}
 
 
-COMMON = {"401": _err("no valid token"), "403": _err("the token's role may not do this")}
+COMMON = {"401": _err("no valid token"), "403": _err("the token's role may not do this"),
+          "503": _err("the database is not reachable; nothing was changed (Retry-After)")}
 PAGE_PARAMS = [
-    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000000}},
     {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
 ]
 
@@ -130,7 +137,7 @@ PATHS = {
                 "responses": dict(_ok("Entry"), **{"404": _err("no such entry")}, **COMMON)},
         "delete": {"summary": "Delete an entry", "operationId": "deleteEntry",
                    "responses": dict({"204": {"description": "deleted"}, "404": _err("no such entry")},
-                                     **{"401": COMMON["401"],
+                                     **{"401": COMMON["401"], "503": COMMON["503"],
                                         "403": _err("the role may not write, or the entry is undeletable")})}},
     "/entries/export": {
         "get": {"summary": "Every entry, as JSON or CSV", "operationId": "exportEntries",
@@ -144,13 +151,14 @@ PATHS = {
                  "parameters": [_q("on_duplicate", {"type": S, "enum": ["skip", "error"]})],
                  "requestBody": {"required": True, "content": {
                      "application/json": {"schema": obj({"entries": {"type": "array",
-                                                                      "items": ref("EntryInput")}})},
+                                                                      "items": ref("ImportItem")}})},
                      "text/csv": {"schema": {"type": S}}}},
                  "responses": dict(_ok("ImportResult", "created", "201"), **_ok("ImportResult", "nothing new"),
                                    **{"400": _err("an item is invalid; nothing was imported"),
                                       "413": _err("too many items")}, **COMMON)}},
     "/addresses/{address}": {
-        "parameters": [{"name": "address", "in": "path", "required": True, "schema": {"type": S}}],
+        "parameters": [{"name": "address", "in": "path", "required": True,
+                        "schema": {"type": S, "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}}],
         "get": {"summary": "Why is this address allowed: every entry that allows it, since and until when",
                 "operationId": "whyAllowed",
                 "responses": dict(_ok("Why"), **{"400": _err("not an IP address")}, **COMMON)}},

@@ -213,11 +213,11 @@ def expire(now=None):
 
 
 def _bool_arg(value, name):
-    if value is None or value == "":
+    if value is None:
         return None
-    if str(value).lower() in ("1", "true", "yes"):
+    if value == "true":
         return True
-    if str(value).lower() in ("0", "false", "no"):
+    if value == "false":
         return False
     raise EntryError(400, "invalid_filter", "%s=%s must be true or false" % (name, value))
 
@@ -295,7 +295,8 @@ def import_entries(items, config, creator, on_duplicate="skip"):
         try:
             if isinstance(item, dict):
                 item = {k: v for k, v in item.items() if k not in ("id", "kind", "created_by", "created_at",
-                                                                    "addresses", "revision")}
+                                                                    "addresses", "revision", "resolved_at",
+                                                                    "resolve_error", "capped")}
             spec = validate(item, config)
         except EntryError as exc:
             problems.append("item %d: %s" % (number, exc.message))

@@ -107,3 +107,34 @@ def test_kill_9_of_a_replica_during_writes_loses_no_acknowledged_write(replicas)
         except websocket.WebSocketTimeoutException:
             pass
     assert watcher.elements == {t + "/32" for t in stored}
+
+
+def test_with_the_database_down_the_api_answers_503_and_recovers_by_itself(postgres, tmp_path):
+    url = postgres.create_database()
+    server = Server(str(tmp_path / "s"), database_url=url)
+    gw = Gateway(server, "gw-db")
+    try:
+        gw.hello()
+        gw.apply_next()
+        server.add("198.51.100.10")
+        gw.apply_next()
+        postgres.stop()
+        response = requests.post(server.url + "/api/v1/entries", json={"target": "198.51.100.11"}, timeout=10,
+                                 headers={"Authorization": "Bearer " + server.admin})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "database_unavailable"
+        assert requests.get(server.url + "/readyz", timeout=10).status_code == 503
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+        postgres.start()
+        wait_until(lambda: requests.get(server.url + "/readyz", timeout=10).status_code == 200, timeout=30,
+                   what="ready again")
+        assert server.add("198.51.100.11")["revision"] == 2
+        # The gateway (reconnected or not) ends up with both.
+        gw2 = Gateway(server, "gw-db-2")
+        gw2.hello()
+        gw2.apply_next()
+        assert gw2.elements == {"198.51.100.10/32", "198.51.100.11/32"}
+    finally:
+        if not postgres.running():
+            postgres.start()
+        server.stop()

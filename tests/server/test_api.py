@@ -322,3 +322,14 @@ def test_unknown_paths_and_methods_answer_json(api):
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
     response = api.client.put("/api/v1/entries")
     assert response.status_code == 405 and "error" in response.get_json()
+
+
+def test_unknown_query_parameters_are_refused_by_name(api):
+    response = api.get("/api/v1/entries?kindd=ip")
+    assert response.status_code == 400
+    assert "'kindd'" in response.get_json()["error"]["message"] and "kind" in response.get_json()["error"]["message"]
+
+
+def test_a_405_keeps_its_allow_header(api):
+    response = api.client.put("/api/v1/entries/1", headers={"Authorization": "Bearer " + api.secrets["admin"]})
+    assert response.status_code == 405 and "DELETE" in response.headers["Allow"]
