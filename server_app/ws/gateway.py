@@ -76,6 +76,7 @@ class GatewaySession:
         self.name = None
         self.sent = 0          # the revision the gateway will be at once it applies what we sent
         self.resent_at = None  # the revision a snapshot was resent at because of a digest mismatch
+        self.acked = 0         # the newest revision acknowledged in this session
         self.last_heard = time.monotonic()
         self.last_beat = time.monotonic()
 
@@ -190,6 +191,11 @@ class GatewaySession:
                 raise ProtocolError("bad_message", "ack of revision %d that was never sent (latest sent %d)"
                                     % (revision, self.sent))
             digest = _digest(msg)
+            if revision < self.acked:
+                log.warning("gateway %s replayed an ack of revision %d after %d: ignored", self.name, revision,
+                            self.acked)
+                return
+            self.acked = revision
             head, expected = changelog.digest_at_head()
             gw = db.session.query(Gateway).filter_by(name=self.name).one()
             gw_before = gw.applied_revision

@@ -5,12 +5,14 @@ docs/protocol.md says; the tests check that reconnects converge to the server's 
 broken, out-of-order and oversized frames are refused without disturbing other gateways."""
 
 import json
+import time
 
 import pytest
 import requests
 import websocket
 
 from nslib import wait_until
+from og_kernel.og_elements import digest as digest_of
 from serverlib import Gateway, Server, converged
 
 
@@ -183,5 +185,22 @@ def test_server_metrics_count_connected_gateways_and_publish_latency(server):
     text = wait_until(lambda: (lambda t: t if "og_server_publish_latency_seconds_count 0.0" not in t else None)(
         requests.get(server.url + "/metrics", timeout=5).text), timeout=10, what="a publish latency sample")
     assert "og_server_gateways_connected" in text
+    server.remove(entry)
+    gw.close()
+
+
+def test_a_replayed_older_ack_does_not_move_the_gateway_backwards(server):
+    gw = Gateway(server, "gw-replay")
+    gw.hello()
+    gw.apply_next()
+    first = dict(revision=gw.revision, digest=digest_of(gw.elements), count=len(gw.elements))
+    entry = server.add("198.51.100.88")
+    gw.apply_next()
+    wait_until(lambda: converged(server, gw), timeout=10, what="converged")
+    gw.send(type="ack", **first)          # an old frame replayed
+    gw.send(type="heartbeat", ts=0)
+    time.sleep(1)
+    state = server.gateways()["gw-replay"]
+    assert state["applied_revision"] == gw.revision and state["digest_match"]
     server.remove(entry)
     gw.close()
