@@ -38,3 +38,14 @@ def postgres():
     cluster = pglib.Postgres()
     yield cluster
     cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    """A private MariaDB server for the session (tests/mylib.py), removed at the end."""
+    import mylib
+    if os.geteuid() != 0 or not mylib.available():
+        pytest.skip("MariaDB tests need root and Debian's mariadb-server-core (scripts/setup installs it)")
+    server = mylib.MariaDB()
+    yield server
+    server.destroy()

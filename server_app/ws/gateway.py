@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import threading
 import time
 
 from flask import current_app, g, request
@@ -55,6 +57,34 @@ def _int(msg, key):
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ProtocolError("bad_message", "%s %s must be a non-negative integer" % (msg["type"], key))
     return value
+
+
+_frames = collections.OrderedDict()
+_frames_lock = threading.Lock()
+
+
+def delta_frame(base, head):
+    """The delta frame from base to head as JSON text, or None when the log can't reach back.
+
+    Every gateway at the same revision gets the same frame: it is built once (one database read, one JSON
+    encoding) however many gateways are connected, and kept for the last 64 (base, head) pairs."""
+    key = (str(db.engine.url), base, head)   # one process may serve several databases (tests)
+    with _frames_lock:
+        if key in _frames:
+            _frames.move_to_end(key)
+            return _frames[key]
+        answer = changelog.delta(base, head)
+        names = changelog.names(answer[0]) if answer and answer[0] else {}
+        db.session.commit()
+        frame = None
+        if answer is not None:
+            frame = json.dumps({"type": "delta", "base": base, "revision": head, "add": answer[0],
+                                "remove": answer[1], "aged": answer[2], "names": names, "v": VERSION},
+                               separators=(",", ":"))
+        _frames[key] = frame
+        while len(_frames) > 64:
+            _frames.popitem(last=False)
+        return frame
 
 
 def _digest(msg, required=True):
@@ -156,15 +186,11 @@ class GatewaySession:
         while True:
             head = self.hub.wait(self.sent, timeout=0.5)
             if head > self.sent:
-                answer = changelog.delta(self.sent, head)
-                db.session.commit()
-                if answer is None:
+                frame = delta_frame(self.sent, head)
+                if frame is None:
                     self.send_snapshot()
                 else:
-                    names = changelog.names(answer[0]) if answer[0] else {}
-                    db.session.commit()
-                    self.send(type="delta", base=self.sent, revision=head, add=answer[0], remove=answer[1],
-                              aged=answer[2], names=names)
+                    self.ws.send(frame)
                     self.sent = head
             while True:
                 raw = self.ws.receive(timeout=0)

@@ -13,12 +13,12 @@ from server_app import create_app, init_db
 from server_app.services import tokens
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def database_url(request, tmp_path):
-    """Every API test runs on SQLite and on PostgreSQL."""
+    """Every API test runs on SQLite, PostgreSQL and MariaDB."""
     if request.param == "sqlite":
         return "sqlite:///%s" % (tmp_path / "og.db")
-    return request.getfixturevalue("postgres").create_database()
+    return request.getfixturevalue(request.param if request.param == "mariadb" else "postgres").create_database()
 
 
 @pytest.fixture
