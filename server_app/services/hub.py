@@ -22,6 +22,8 @@ class Hub:
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
+        # Callables run on every new revision (gateway sessions wake their own event: no polling).
+        self.listeners = set()
 
     def start(self):
         with self._lock:
@@ -81,6 +83,8 @@ class Hub:
                     with self.cond:
                         self.revision = head
                         self.cond.notify_all()
+                    for wake in list(self.listeners):
+                        wake()
                 backoff = self.poll_interval
             except Exception:  # the hub never dies: a database outage is retried with backoff
                 log.exception("hub poll failed; retrying in %.1fs", backoff)

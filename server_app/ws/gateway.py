@@ -182,9 +182,24 @@ class GatewaySession:
         self.sent = revision
         log.info("gateway %s sent snapshot revision=%d elements=%d", self.name, revision, len(elements))
 
+    def wait(self, timeout):
+        """Sleep until a frame arrives or the hub announces a revision (both set the connection's event)."""
+        if not self.ws.input_buffer:
+            self.ws.event.wait(timeout)
+        self.ws.event.clear()
+
     def loop(self):
+        wake = self.ws.event.set
+        self.hub.listeners.add(wake)
+        try:
+            self._loop()
+        finally:
+            self.hub.listeners.discard(wake)
+
+    def _loop(self):
         while True:
-            head = self.hub.wait(self.sent, timeout=0.5)
+            self.wait(timeout=1.0)
+            head = self.hub.revision
             if head > self.sent:
                 frame = delta_frame(self.sent, head)
                 if frame is None:
@@ -192,12 +207,14 @@ class GatewaySession:
                 else:
                     self.ws.send(frame)
                     self.sent = head
-            while True:
+            while self.ws.input_buffer:
                 raw = self.ws.receive(timeout=0)
                 if raw is None:
                     break
                 self.last_heard = time.monotonic()
                 self.handle(parse(raw))
+            if not self.ws.connected:
+                raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
             now = time.monotonic()
             if now - self.last_beat >= HEARTBEAT_EVERY:
                 self.send(type="heartbeat", ts=time.time())

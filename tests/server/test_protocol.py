@@ -110,6 +110,17 @@ def test_large_snapshots_come_in_chunks(server):
     gw.close()
 
 
+def closed(gw):
+    """True when the server ends the connection: recv raises, or returns the empty data of a close frame."""
+    try:
+        for _ in range(3):
+            if gw.ws.recv() in ("", b""):
+                return True
+    except (websocket.WebSocketException, ConnectionError, OSError):
+        return True
+    return False
+
+
 @pytest.mark.parametrize("frame, code", [
     ("not json", "bad_message"),
     ('["a list"]', "bad_message"),
@@ -127,9 +138,7 @@ def test_malformed_or_out_of_order_frames_are_refused_without_disturbing_others(
     bad.ws.send(frame)
     answer = json.loads(bad.ws.recv())
     assert answer["type"] == "error" and answer["code"] == code
-    with pytest.raises(websocket.WebSocketException):
-        for _ in range(3):
-            bad.ws.recv()
+    assert closed(bad)
     # The bystander still gets live changes.
     entry = server.add("198.51.100.77")
     assert other.apply_next() == "delta" and "198.51.100.77/32" in other.elements
@@ -153,9 +162,7 @@ def test_an_oversized_frame_closes_only_that_connection(server):
     other.apply_next()
     big = Gateway(server, "gw-big")
     big.send(type="hello", name="gw-big", revision=0, agent_version="x" * (2 << 20))
-    with pytest.raises((websocket.WebSocketException, ConnectionError, OSError)):
-        for _ in range(3):
-            big.recv()
+    assert closed(big)
     entry = server.add("198.51.100.78")
     assert other.apply_next() == "delta"
     server.remove(entry)
