@@ -77,6 +77,8 @@ def serve(app, cfg):
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("workers", 1)
             self.cfg.set("threads", cfg["threads"])
+            # gthread accepts at most worker_connections at once (default 1000): room for every thread.
+            self.cfg.set("worker_connections", cfg["threads"] + 100)
             self.cfg.set("timeout", 60)
             self.cfg.set("graceful_timeout", 5)
             self.cfg.set("accesslog", None)

@@ -24,6 +24,11 @@ class Hub:
         self._lock = threading.Lock()
         # Callables run on every new revision (gateway sessions wake their own event: no polling).
         self.listeners = set()
+        self._facts_lock = threading.Lock()
+        self._digest = None
+        self._committed = {}
+        self._states_lock = threading.Lock()
+        self._states = {}
 
     def start(self):
         with self._lock:
@@ -58,6 +63,53 @@ class Hub:
                 db.session.rollback()
         self.notify()
 
+    # ---- per-revision facts, computed once for all sessions ------------------------------------
+    def head_digest(self):
+        """(head revision, digest of the published set at it), computed once per revision."""
+        with self._facts_lock:
+            if self._digest is None or self._digest[0] != self.revision:
+                from ..models import db
+                revision, value = changelog.digest_at_head()
+                db.session.commit()
+                self._digest = (revision, value)
+            return self._digest
+
+    def committed_at(self, revision):
+        """When a revision was committed (None if unknown), cached for the newest 256 revisions."""
+        with self._facts_lock:
+            if revision not in self._committed:
+                from sqlalchemy import func, select
+                from ..models import Change, db
+                self._committed[revision] = db.session.execute(
+                    select(func.min(Change.at)).where(Change.revision == revision)).scalar()
+                db.session.commit()
+                while len(self._committed) > 256:
+                    self._committed.pop(next(iter(self._committed)))
+            return self._committed[revision]
+
+    # ---- gateway states, written in batches ------------------------------------------------------
+    def record_gateway(self, name, **fields):
+        with self._states_lock:
+            self._states.setdefault(name, {}).update(fields)
+
+    def flush_gateways(self):
+        """Write the recorded gateway states in one transaction."""
+        with self._states_lock:
+            states, self._states = self._states, {}
+        if not states:
+            return
+        from ..models import Gateway, db
+        try:
+            for name, fields in states.items():
+                db.session.query(Gateway).filter_by(name=name).update(fields, synchronize_session=False)
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            with self._states_lock:          # keep them for the next try; newer values win
+                for name, fields in states.items():
+                    self._states[name] = dict(fields, **self._states.get(name, {}))
+            raise
+
     def wait(self, seen, timeout):
         """Block until the head revision is beyond `seen` or timeout; return the head revision."""
         with self.cond:
@@ -77,6 +129,7 @@ class Hub:
                         for revision in entries.expire():
                             log.info("entry expired revision=%s", revision)
                     head = changelog.head_revision()
+                    self.flush_gateways()
                     from ..models import db
                     db.session.remove()
                 if head != self.revision:

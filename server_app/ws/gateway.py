@@ -238,17 +238,14 @@ class GatewaySession:
                 log.warning("gateway %s replayed an ack of revision %d after %d: ignored", self.name, revision,
                             self.acked)
                 return
+            newly = revision > self.acked
             self.acked = revision
-            head, expected = changelog.digest_at_head()
-            gw = db.session.query(Gateway).filter_by(name=self.name).one()
-            gw_before = gw.applied_revision
-            gw.applied_revision = revision
-            gw.digest = digest
-            gw.elements = _int(msg, "count")
-            gw.digest_match = revision == head and digest == expected
-            gw.last_seen = utcnow()
-            newly = revision > gw_before
-            db.session.commit()
+            head, expected = self.hub.head_digest()
+            # Recorded in memory; the hub writes every gateway's state in one transaction a few times a
+            # second (one write per ack would serialise a thousand gateways on the database).
+            self.hub.record_gateway(self.name, applied_revision=revision, digest=digest,
+                                    elements=_int(msg, "count"),
+                                    digest_match=revision == head and digest == expected, last_seen=utcnow())
             if newly:
                 self._observe_latency(revision)
             if revision == head and digest != expected:
@@ -262,9 +259,7 @@ class GatewaySession:
                     self.resent_at = revision
                     self.send_snapshot()
         elif kind == "heartbeat":
-            gw = db.session.query(Gateway).filter_by(name=self.name).one()
-            gw.last_seen = utcnow()
-            db.session.commit()
+            self.hub.record_gateway(self.name, last_seen=utcnow())
         elif kind == "counters":
             counters = msg.get("counters")
             if not isinstance(counters, dict):
@@ -278,10 +273,7 @@ class GatewaySession:
 
     def _observe_latency(self, revision):
         """Commit-to-ack time of the acked revision (skipped for old revisions, e.g. after a reconnect)."""
-        from sqlalchemy import func, select
-        from ..models import Change
-        at = db.session.execute(select(func.min(Change.at)).where(Change.revision == revision)).scalar()
-        db.session.commit()
+        at = self.hub.committed_at(revision)
         if at is not None:
             seconds = (utcnow() - at).total_seconds()
             if 0 <= seconds < 300:
