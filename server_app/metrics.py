@@ -20,6 +20,9 @@ class ServerCollector:
         with self.app.app_context():
             try:
                 kinds = dict(db.session.execute(select(Entry.kind, func.count()).group_by(Entry.kind)).all())
+                capped = db.session.execute(select(func.count()).where(Entry.capped.is_(True))).scalar_one()
+                failing = db.session.execute(select(func.count()).where(Entry.kind == "domain",
+                                                                        Entry.resolve_error != "")).scalar_one()
                 head = changelog.head_revision()
                 gws = db.session.execute(select(Gateway.connected, Gateway.applied_revision, Gateway.digest_match)).all()
             finally:
@@ -29,6 +32,10 @@ class ServerCollector:
             entries.add_metric([kind], kinds.get(kind, 0))
         yield entries
         yield GaugeMetricFamily("og_server_revision", "Head revision of the change log", value=head)
+        yield GaugeMetricFamily("og_server_entries_capped", "Domain entries holding the most addresses allowed",
+                                value=capped)
+        yield GaugeMetricFamily("og_server_entries_resolve_failing", "Domain entries whose last resolution failed",
+                                value=failing)
         connected = [g for g in gws if g.connected]
         yield GaugeMetricFamily("og_server_gateways", "Known gateways", value=len(gws))
         yield GaugeMetricFamily("og_server_gateways_connected", "Gateways connected now", value=len(connected))

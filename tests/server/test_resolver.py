@@ -307,3 +307,70 @@ def test_the_resolver_loop_recovers_by_itself_after_the_database_was_down_a_minu
         resolver.stop()
         with app.app_context():
             db.engine.dispose()
+
+
+class PoolDNS:
+    """A real DNS server on 127.0.0.1 (UDP, dnspython) that answers each A query with a different random subset
+    of a pool, as S3 and large CDNs do; AAAA queries get no records."""
+
+    def __init__(self, name, pool, per_answer):
+        import random
+        import socket as socketlib
+        import threading
+
+        import dns.message
+        import dns.rrset
+        self.pool, self.per_answer, self.queries = list(pool), per_answer, 0
+        self.sock = socketlib.socket(socketlib.AF_INET, socketlib.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        rng = random.Random(7)
+
+        def serve():
+            while not self.stop.is_set():
+                try:
+                    data, peer = self.sock.recvfrom(4096)
+                except OSError:
+                    continue
+                query = dns.message.from_wire(data)
+                response = dns.message.make_response(query)
+                question = query.question[0]
+                if question.rdtype == dns.rdatatype.A and question.name.to_text().rstrip(".") == name:
+                    self.queries += 1
+                    response.answer.append(dns.rrset.from_text_list(
+                        question.name, 30, "IN", "A", rng.sample(self.pool, self.per_answer)))
+                self.sock.sendto(response.to_wire(), peer)
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def test_a_name_answering_a_rotating_subset_accumulates_the_union_up_to_the_cap(app):
+    pool = ["198.51.100.%d" % i for i in range(1, 9)]          # 8 addresses, 2 per answer
+    server = PoolDNS("pool.test", pool, 2)
+    try:
+        app.config["OG"].update(dns_servers=["127.0.0.1:%d" % server.port], dns_timeout=1.0, dns_tries=1,
+                                resolve_cap=6, resolve_grace=86400)
+        r = Resolver(app)
+        eid = domain("pool.test")
+        t0 = utcnow()
+        sizes = []
+        for i in range(80):
+            r.run_once(now=t0 + dt.timedelta(seconds=31 * (i + 1)))   # each pass is due (TTL 30 s)
+            sizes.append(len(addresses(eid)))
+            if sizes[-1] == 6 and db.session.get(Entry, eid).capped:
+                break
+        assert server.queries >= 3 and sizes == sorted(sizes)           # it only grows
+        held = set(addresses(eid))
+        assert len(held) == 6 and held <= {p + "/32" for p in pool}      # the union, stopped at the cap
+        assert changelog.published() == held
+        assert db.session.get(Entry, eid).capped is True                 # and the entry says so
+        assert "og_server_entries_capped 1.0" in app.test_client().get("/metrics").get_data(as_text=True)
+    finally:
+        server.close()
