@@ -63,6 +63,32 @@ _frames = collections.OrderedDict()
 _frames_lock = threading.Lock()
 
 
+_snapshots = {}
+_snapshots_lock = threading.Lock()
+
+
+def snapshot_frames():
+    """(revision, [JSON text of each chunk], element count) of the published set now; built once per revision
+    and database, so a thousand gateways reconnecting at once cost one read and one encoding."""
+    key = str(db.engine.url)
+    with _snapshots_lock:
+        head = changelog.head_revision()
+        cached = _snapshots.get(key)
+        if cached is None or cached[0] != head:
+            revision, elements = changelog.snapshot()
+            names = changelog.names()
+            chunks = max(1, -(-len(elements) // CHUNK))
+            frames = []
+            for i in range(chunks):
+                part = elements[i * CHUNK:(i + 1) * CHUNK]
+                frames.append(json.dumps({"type": "snapshot", "revision": revision, "chunk": i, "chunks": chunks,
+                                          "elements": part, "names": {e: names[e] for e in part if e in names},
+                                          "v": VERSION}, separators=(",", ":")))
+            cached = _snapshots[key] = (revision, frames, len(elements))
+        db.session.commit()
+        return cached
+
+
 def delta_frame(base, head):
     """The delta frame from base to head as JSON text, or None when the log can't reach back.
 
@@ -171,16 +197,11 @@ class GatewaySession:
         db.session.commit()  # end the read transaction
 
     def send_snapshot(self):
-        revision, elements = changelog.snapshot()
-        names = changelog.names()
-        db.session.commit()
-        chunks = max(1, -(-len(elements) // CHUNK))
-        for i in range(chunks):
-            part = elements[i * CHUNK:(i + 1) * CHUNK]
-            self.send(type="snapshot", revision=revision, chunk=i, chunks=chunks, elements=part,
-                      names={e: names[e] for e in part if e in names})
+        revision, frames, count = snapshot_frames()
+        for frame in frames:
+            self.ws.send(frame)
         self.sent = revision
-        log.info("gateway %s sent snapshot revision=%d elements=%d", self.name, revision, len(elements))
+        log.info("gateway %s sent snapshot revision=%d elements=%d", self.name, revision, count)
 
     def wait(self, timeout):
         """Sleep until a frame arrives or the hub announces a revision (both set the connection's event)."""
