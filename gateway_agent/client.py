@@ -49,6 +49,8 @@ class Stats:
         self.apply_seconds = []  # observed durations, drained by the metrics collector
         self.policy_ok = False
         self.server = ""
+        self.server_revision = 0     # the newest revision a server announced (snapshot or delta)
+        self.last_contact = 0.0      # unix time of the last frame from a server
 
 
 def _int(msg, key):
@@ -294,6 +296,9 @@ class Agent:
         """Apply one server frame; raise ProtocolViolation for a frame that breaks the protocol."""
         msg = parse_frame(raw)
         kind = msg["type"]
+        self.stats.last_contact = time.time()
+        if kind in ("snapshot", "delta") and isinstance(msg.get("revision"), int):
+            self.stats.server_revision = max(self.stats.server_revision, msg["revision"])
         if kind == "snapshot":
             revision, chunk, chunks = _int(msg, "revision"), _int(msg, "chunk"), _int(msg, "chunks")
             if not chunk < chunks:

@@ -84,6 +84,13 @@ class AgentCollector:
                                   value=rejected[0])
         yield GaugeMetricFamily("og_gateway_applied_revision", "Revision of the applied allowlist",
                                 value=agent.revision)
+        yield GaugeMetricFamily("og_gateway_server_revision", "Newest revision a server announced",
+                                value=agent.stats.server_revision)
+        yield GaugeMetricFamily("og_gateway_lag_revisions", "Revisions announced by the server but not yet applied",
+                                value=max(0, agent.stats.server_revision - agent.revision))
+        yield GaugeMetricFamily("og_gateway_last_contact_timestamp_seconds",
+                                "Unix time of the last frame from a server (0: never)",
+                                value=agent.stats.last_contact)
         yield GaugeMetricFamily("og_gateway_connected", "1 while connected to a server",
                                 value=1 if agent.stats.connected else 0)
         yield CounterMetricFamily("og_gateway_reconnects", "Connections to a server that ended",
