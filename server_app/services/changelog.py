@@ -87,19 +87,36 @@ def names(elements=None):
 
 def digest_at(revision):
     """The digest of the published set as it was at `revision` (None if the log can't reach back)."""
-    head = head_revision()
+    head, current = consistent_published()
     answer = delta(revision, head)
     if answer is None:
         return None
     add, remove, _ = answer
-    elements = (published() - set(add)) | set(remove)
+    elements = (current - set(add)) | set(remove)
     return digest(elements)
 
 
-def snapshot():
-    """(revision, sorted elements) read in one transaction."""
+def consistent_published(tries=20):
+    """(head revision, published set) that belong together, at any isolation level.
+
+    Every change of the published set raises the head in the same transaction, so a head read before and an
+    equal head read after the set prove that no commit fell between (under READ COMMITTED each statement
+    sees its own snapshot, so one read of each could pair revision N with the set of N+1).
+    """
     revision = head_revision()
-    return revision, sorted(published())
+    for _ in range(tries):
+        elements = published()
+        after = head_revision()
+        if after == revision:
+            return revision, elements
+        revision = after
+    return revision, published()     # writers never paused: the next revision's ack check heals it
+
+
+def snapshot():
+    """(revision, sorted elements) that belong together."""
+    revision, elements = consistent_published()
+    return revision, sorted(elements)
 
 
 _digest_cache = {}
@@ -109,8 +126,9 @@ def digest_at_head():
     """(revision, digest) of the current published set, cached per revision."""
     revision = head_revision()
     if revision not in _digest_cache:
+        revision, elements = consistent_published()
         _digest_cache.clear()
-        _digest_cache[revision] = digest(published())
+        _digest_cache[revision] = digest(elements)
     return revision, _digest_cache[revision]
 
 

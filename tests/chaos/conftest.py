@@ -1,0 +1,60 @@
+"""The chaos stack: client -> gateway (real agent) -> internet, and two og-server replicas on one PostgreSQL."""
+
+import os
+import secrets
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from agentlib import ALLOWED, AgentProcess, Topology  # noqa: E402
+from chaoslib import Client, Replica, Writer, socket_url  # noqa: E402
+from nslib import wait_until  # noqa: E402
+
+
+class Chaos:
+    """Everything the faults act on; built once per test, torn down whatever happens."""
+
+    def __init__(self, netns_factory, postgres, workdir):
+        self.postgres = postgres
+        # Namespaces ogt-x<tag>{c,i,s,gw}: "x" marks the chaos suite's namespaces.
+        self.topo = Topology(netns_factory, "x" + secrets.token_hex(2))
+        url = socket_url(postgres, postgres.create_database())
+        self.a = Replica(self.topo.srv, workdir / "a", url, 8080).start()
+        self.b = Replica(self.topo.srv, workdir / "b", url, 8081, first=self.a).start()
+        self.replicas = (self.a, self.b)
+        self.agent = AgentProcess(self.topo.gw, workdir / "agent", [self.a.ws_url, self.b.ws_url],
+                                  self.a.gateway_token)
+        self.agent.start()
+        self.allowed = self.a.call("POST", "/api/v1/entries", json={"target": ALLOWED}).json()
+        wait_until(lambda: self.topo.reaches(ALLOWED), timeout=60, interval=0.2,
+                   what="the client reaching %s through the gateway" % ALLOWED)
+        self.client = Client(self.topo.client, ALLOWED, workdir)
+        wait_until(lambda: self.client.progress().get("requests", 0) >= 3, timeout=30, what="client traffic")
+        self.writer = Writer(self.topo.srv.name, self.replicas, self.a.admin)
+        self.writer.start()
+
+    def teardown(self):
+        self.writer.finish()
+        if self.client.proc.poll() is None:
+            self.client.proc.kill()
+            self.client.proc.wait(timeout=10)
+        if self.agent.alive():
+            self.agent.kill9()
+        for replica in self.replicas:
+            if replica.proc is not None:
+                replica.stop()
+        if not self.postgres.running():
+            self.postgres.start()
+
+
+@pytest.fixture
+def chaos(netns_factory, postgres, tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("needs root for namespaces")
+    monkeypatch.setenv("OG_REFUSE_ROOT_NETNS", "1")
+    stack = Chaos(netns_factory, postgres, tmp_path)
+    yield stack
+    stack.teardown()
