@@ -380,10 +380,21 @@ class Agent:
                 pass
 
     def send_counters(self):
+        """Send what each element carried since the previous frame (only elements that carried anything)."""
         with self.lock:
             counters = self.fw.counters([Element.parse(e) for e in self.elements])
-        self.send(type="counters", ts=time.time(), boot=self.boot,
-                  counters={str(k): v.as_dict() for k, v in counters.items()})
+        totals, increments = {}, {}
+        reported = getattr(self, "_reported", {})
+        for element, value in counters.items():
+            now = value.as_dict()
+            key = str(element)
+            totals[key] = now
+            before = reported.get(key)
+            delta = {k: (v - before[k] if before is not None and v >= before.get(k, 0) else v) for k, v in now.items()}
+            if any(delta.values()):
+                increments[key] = delta
+        self.send(type="counters", ts=time.time(), boot=self.boot, increments=True, counters=increments)
+        self._reported = totals   # only once sent: a failed send is reported with the next frame
 
     def run(self):
         """Follow the servers until stopped; the rules stay as they are whenever no server answers."""

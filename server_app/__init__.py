@@ -54,6 +54,8 @@ def create_app(config=None, config_path=None):
     app.register_blueprint(api_bp)
     metrics.install(app)
     register_errors(app)
+    from . import ui
+    ui.install(app)
     sock = Sock(app)
     app.extensions["og_hub"] = Hub(app)
     from .services.resolver import Resolver

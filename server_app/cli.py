@@ -4,6 +4,8 @@
   og-server --config PATH db upgrade           create or migrate the schema
   og-server --config PATH token create --role admin [--name NAME]
   og-server --config PATH token ensure --role gateway --name NAME --from-env VAR
+  og-server --config PATH user create --username NAME --role viewer|editor|admin [--password-env VAR]
+  og-server --config PATH user ensure --username NAME --role ROLE --password-env VAR
 """
 
 from __future__ import annotations
@@ -32,7 +34,28 @@ def _parser():
     ensure.add_argument("--role", required=True, choices=["viewer", "editor", "admin", "gateway"])
     ensure.add_argument("--name", required=True)
     ensure.add_argument("--from-env", required=True, metavar="VAR", help="environment variable holding the secret")
+    usr = sub.add_parser("user", help="UI users")
+    usub = usr.add_subparsers(dest="action", required=True)
+    for name, text in (("create", "make a new UI user"), ("ensure", "create or update a UI user (idempotent)")):
+        u = usub.add_parser(name, help=text)
+        u.add_argument("--username", required=True)
+        u.add_argument("--role", required=True, choices=["viewer", "editor", "admin"])
+        u.add_argument("--password-env", metavar="VAR", required=name == "ensure",
+                       help="environment variable holding the password (default: asked on the terminal)")
     return parser
+
+
+def _password(args):
+    if args.password_env:
+        if args.password_env not in os.environ:
+            raise SystemExit("og-server: user %s: the environment variable %s is not set" % (
+                args.username, args.password_env))
+        return os.environ[args.password_env]
+    import getpass
+    first = getpass.getpass("password for %s: " % args.username)
+    if first != getpass.getpass("again: "):
+        raise SystemExit("og-server: the two passwords differ; nothing was changed")
+    return first
 
 
 def main(argv=None):
@@ -63,6 +86,24 @@ def main(argv=None):
                 print("og-server: token %s: %s (from $%s)" % (args.name, exc, args.from_env), file=sys.stderr)
                 return 2
             return 0
+    if args.command == "user":
+        from .services import users
+        init_db(app)
+        with app.app_context():
+            try:
+                password = _password(args)
+                if args.action == "create":
+                    users.create(args.username, password, args.role, created_by=("cli", "system", ""))
+                    print("created")
+                else:
+                    print(users.ensure(args.username, password, args.role))
+            except users.UserError as exc:
+                print("og-server: user %s: %s" % (args.username, exc.message), file=sys.stderr)
+                return 2
+            except SystemExit as exc:
+                print(exc.code, file=sys.stderr)
+                return 2
+        return 0
     init_db(app)
     return serve(app, cfg)
 

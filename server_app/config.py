@@ -32,6 +32,12 @@ DEFAULTS = {
     "resolve_concurrency": 32,
     "dns_timeout": 2.0,
     "dns_tries": 2,
+    # The UI (docs/ui.md).
+    "login_max_failures": 5,
+    "login_lockout": 300,
+    "session_cookie_secure": False,
+    "session_hours": 12,
+    "traffic_retention_days": 7,
 }
 SEED_DB_KEYS = ("db_user", "db_password", "db_server", "db_port", "db_name")
 ENV_PREFIX = "OG_"
@@ -84,7 +90,8 @@ def load(path=None, overrides=None, environ=None):
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         problems.append("listen %r must be HOST:PORT, e.g. 0.0.0.0:8080" % cfg["listen"])
     for key in ("min_prefix_v4", "min_prefix_v6", "changelog_keep", "threads", "resolve_interval",
-                "resolve_min_interval", "resolve_grace", "resolve_cap", "resolve_concurrency", "dns_tries"):
+                "resolve_min_interval", "resolve_grace", "resolve_cap", "resolve_concurrency", "dns_tries",
+                "login_max_failures", "login_lockout", "session_hours", "traffic_retention_days"):
         try:
             cfg[key] = int(cfg[key])
             if key != "min_prefix_v4" and key != "min_prefix_v6" and key != "resolve_grace" and cfg[key] < 1:
@@ -98,7 +105,7 @@ def load(path=None, overrides=None, environ=None):
             raise ValueError
     except (TypeError, ValueError):
         problems.append("dns_timeout %r must be a number of seconds within 0-30" % (cfg["dns_timeout"],))
-    for key in ("resolver_enabled", "resolve_aaaa"):
+    for key in ("resolver_enabled", "resolve_aaaa", "session_cookie_secure"):
         value = cfg[key]
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             cfg[key] = value.lower() in ("true", "1", "yes")

@@ -276,6 +276,15 @@ def openapi_document():
 def register_errors(app):
     @app.errorhandler(HTTPException)
     def http_error(exc):
+        from ..ui import wants_html
+        if wants_html():
+            from flask import render_template
+            response = app.make_response((render_template("ui/error.html", title=exc.name, message=exc.description),
+                                          exc.code))
+            for key, value in exc.get_headers():
+                if key.lower() not in ("content-type", "content-length"):
+                    response.headers[key] = value
+            return response
         response = error(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
         # Keep the exception's own headers (Allow on 405, WWW-Authenticate, Retry-After ...).
         for key, value in exc.get_headers():

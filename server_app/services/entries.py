@@ -7,6 +7,7 @@ import ipaddress
 
 from sqlalchemy import func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from og_kernel.og_elements import Element
 from og_kernel.og_netpolicy import AddressPolicy, TargetError, format_port_spec, parse_port_spec
@@ -222,24 +223,42 @@ def _bool_arg(value, name):
     raise EntryError(400, "invalid_filter", "%s=%s must be true or false" % (name, value))
 
 
+# A filtered list first collects the matching ids (one scan), up to this many: the total and the page come
+# from them, instead of a COUNT scan plus a page scan. Broader matches fall back to COUNT + LIMIT/OFFSET.
+ID_SCAN_CAP = 20000
+
+
 def query(q=None, kind=None, page=1, per_page=50, creator=None, deletable=None, expiring=None):
     """One page of entries, newest first, with the total count."""
-    stmt = select(Entry)
+    conditions = []
     if q:
         like = "%" + q.lower().replace("%", r"\%").replace("_", r"\_") + "%"
-        stmt = stmt.where(or_(Entry.target.like(like, escape="\\"), func.lower(Entry.comment).like(like, escape="\\")))
+        # Targets are stored lower-case. SQLite's LIKE ignores ASCII case by itself; elsewhere lower() it.
+        comment = Entry.comment if db.engine.dialect.name == "sqlite" else func.lower(Entry.comment)
+        conditions.append(or_(Entry.target.like(like, escape="\\"), comment.like(like, escape="\\")))
     if kind:
-        stmt = stmt.where(Entry.kind == kind)
+        conditions.append(Entry.kind == kind)
     if creator:
-        stmt = stmt.where(Entry.created_by == creator)
+        conditions.append(Entry.created_by == creator)
     deletable = _bool_arg(deletable, "deletable")
     if deletable is not None:
-        stmt = stmt.where(Entry.deletable == deletable)
+        conditions.append(Entry.deletable == deletable)
     expiring = _bool_arg(expiring, "expiring")
     if expiring is not None:
-        stmt = stmt.where(Entry.expires_at.is_not(None) if expiring else Entry.expires_at.is_(None))
+        conditions.append(Entry.expires_at.is_not(None) if expiring else Entry.expires_at.is_(None))
+    load = select(Entry).options(selectinload(Entry.addresses))
+    if conditions:
+        ids = db.session.execute(select(Entry.id).where(*conditions).order_by(Entry.id.desc())
+                                 .limit(ID_SCAN_CAP + 1)).scalars().all()
+        if len(ids) <= ID_SCAN_CAP:
+            wanted = ids[(page - 1) * per_page:page * per_page]
+            rows = db.session.execute(load.where(Entry.id.in_(wanted)).order_by(Entry.id.desc())).scalars() \
+                if wanted else []
+            return list(rows), len(ids)
+    stmt = select(Entry.id).where(*conditions)
     total = db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-    rows = db.session.execute(stmt.order_by(Entry.id.desc()).limit(per_page).offset((page - 1) * per_page)).scalars()
+    rows = db.session.execute(load.where(*conditions).order_by(Entry.id.desc()).limit(per_page)
+                              .offset((page - 1) * per_page)).scalars()
     return list(rows), total
 
 

@@ -118,7 +118,7 @@ class Hub:
             return self.revision
 
     def _loop(self):
-        last_expiry = 0.0
+        last_expiry = last_traffic = last_prune = 0.0
         backoff = self.poll_interval
         while not self._stop.is_set():
             try:
@@ -130,6 +130,13 @@ class Hub:
                             log.info("entry expired revision=%s", revision)
                     head = changelog.head_revision()
                     self.flush_gateways()
+                    traffic = self.app.extensions.get("og_traffic")
+                    if traffic is not None and now - last_traffic >= 5.0:
+                        last_traffic = now
+                        traffic.flush()
+                        if now - last_prune >= 3600:
+                            last_prune = now
+                            traffic.prune(self.app.config["OG"]["traffic_retention_days"])
                     from ..models import db
                     db.session.remove()
                 if head != self.revision:

@@ -11,9 +11,6 @@ import time
 from flask import current_app, g, request
 from simple_websocket import ConnectionClosed
 
-from og_kernel.og_elements import Element
-from og_kernel.og_netpolicy import TargetError
-
 from ..models import Gateway, db, utcnow
 from ..services import changelog
 
@@ -159,6 +156,15 @@ class GatewaySession:
                 pass
         except ConnectionClosed:
             pass
+        except Exception:
+            # E.g. the database went away mid-session. Close the WebSocket properly (1011): an exception that
+            # escaped this view would make Flask write an HTTP error response into the open WebSocket stream.
+            log.exception("gateway %s session failed: closing", self.name or request.remote_addr)
+            try:
+                db.session.rollback()
+                self.ws.close(1011, "server error; reconnect")
+            except Exception:  # noqa: BLE001 - the connection or the database may be gone as well
+                pass
         finally:
             self.disconnected()
 
@@ -282,15 +288,11 @@ class GatewaySession:
         elif kind == "heartbeat":
             self.hub.record_gateway(self.name, last_seen=utcnow())
         elif kind == "counters":
-            counters = msg.get("counters")
-            if not isinstance(counters, dict):
-                raise ProtocolError("bad_message", "counters must be an object keyed by element")
-            for key in list(counters)[:5]:
-                try:
-                    Element.parse(key)
-                except TargetError as exc:
-                    raise ProtocolError("bad_message", str(exc))
-            current_app.extensions["og_traffic"][self.name] = {"ts": msg.get("ts"), "counters": counters}
+            from ..services.traffic import TrafficError
+            try:
+                current_app.extensions["og_traffic"].ingest(self.name, msg)
+            except TrafficError as exc:
+                raise ProtocolError("bad_message", str(exc))
 
     def _observe_latency(self, revision):
         """Commit-to-ack time of the acked revision (skipped for old revisions, e.g. after a reconnect)."""
@@ -317,7 +319,8 @@ class GatewaySession:
 
 def register(app, sock):
     app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": MAX_MESSAGE})
-    app.extensions.setdefault("og_traffic", {})
+    from ..services.traffic import Traffic
+    app.extensions.setdefault("og_traffic", Traffic())
 
     @sock.route("/ws/gateway")
     def gateway_ws(ws):

@@ -39,8 +39,11 @@ def test_snapshot_then_live_deltas_and_acks_are_recorded(server):
     assert state["connected"] and state["agent_version"] == "test" and state["elements"] == len(gw.elements)
     server.remove(a)
     server.remove(b)
-    assert gw.apply_next() == "delta" and gw.apply_next() == "delta"
-    assert "198.51.100.10/32" not in gw.elements
+    # Two revisions: one delta each, or one delta covering both when the session wakes after the second.
+    assert gw.apply_next() == "delta"
+    if gw.elements:
+        assert gw.apply_next() == "delta"
+    assert gw.elements == set()
     gw.close()
     wait_until(lambda: not server.gateways()["gw-live"]["connected"], timeout=10, what="disconnect recorded")
 

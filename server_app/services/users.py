@@ -1,0 +1,174 @@
+"""UI users: passwords as werkzeug KDF hashes (scrypt), roles like tokens', and throttled logins.
+
+Failed logins are limited twice: per account in the database (after `login_max_failures` consecutive failures
+the account is locked for `login_lockout` seconds, on every replica) and per client address in memory (at most
+`login_max_failures * 4` failures in `login_lockout` seconds), so one address cannot try many accounts and many
+addresses cannot keep trying one. A locked account refuses even the right password until the lock ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import re
+import threading
+import time
+
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ..models import User, db, utcnow
+from . import audit
+
+ROLES = ("viewer", "editor", "admin")
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MIN_PASSWORD = 10
+# Checked against when the user does not exist, so that the answer takes as long as for a real account.
+_DUMMY_HASH = generate_password_hash("not a password of anyone")
+
+
+class UserError(ValueError):
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def validate(username, password, role):
+    if not isinstance(username, str) or not USERNAME.match(username):
+        raise UserError(400, "invalid_username", "username %r must be 1-64 letters, digits or . _ @ - (starting with "
+                        "a letter or digit)" % (username,))
+    if role not in ROLES:
+        raise UserError(400, "invalid_role", "role %r must be one of %s" % (role, ", ".join(ROLES)))
+    check_password(password)
+
+
+def check_password(password):
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise UserError(400, "weak_password", "the password must have at least %d characters" % MIN_PASSWORD)
+    if len(password) > 1024:
+        raise UserError(400, "invalid_password", "the password must have at most 1024 characters")
+
+
+def by_name(username):
+    return db.session.execute(select(User).where(User.username == username)).scalar()
+
+
+def all_users():
+    return list(db.session.execute(select(User).order_by(User.username)).scalars())
+
+
+def create(username, password, role, created_by=None):
+    validate(username, password, role)
+    if by_name(username) is not None:
+        raise UserError(409, "duplicate", "a user named %r exists already" % username)
+    user = User(username=username, password_hash=generate_password_hash(password), role=role)
+    db.session.add(user)
+    db.session.flush()
+    audit.record("user.create", "user", user.id, "created %s user %s" % (role, username), after=to_json(user),
+                 who=created_by)
+    db.session.commit()
+    return user
+
+
+def ensure(username, password, role):
+    """Create or update a user with this password and role: 'created', 'updated' or 'unchanged'."""
+    validate(username, password, role)
+    user = by_name(username)
+    if user is None:
+        create(username, password, role, created_by=("cli", "system", ""))
+        return "created"
+    if user.role == role and not user.disabled and check_password_hash(user.password_hash, password):
+        return "unchanged"
+    before = to_json(user)
+    user.role, user.disabled = role, False
+    user.password_hash = generate_password_hash(password)
+    user.failed_logins, user.locked_until = 0, None
+    audit.record("user.update", "user", user.id, "updated user %s (%s)" % (username, role), before=before,
+                 after=to_json(user), who=("cli", "system", ""))
+    db.session.commit()
+    return "updated"
+
+
+def set_disabled(user_id, disabled=True):
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise UserError(404, "not_found", "user %s does not exist" % user_id)
+    if user.disabled != disabled:
+        before = to_json(user)
+        user.disabled = disabled
+        audit.record("user.disable" if disabled else "user.enable", "user", user.id,
+                     "%s user %s" % ("disabled" if disabled else "enabled", user.username), before=before,
+                     after=to_json(user))
+        db.session.commit()
+    return user
+
+
+class LoginRefused(Exception):
+    def __init__(self, message, status=401):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+class AddressThrottle:
+    """Failures per client address in a sliding window (per process; the account lock is shared)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.failures = collections.defaultdict(collections.deque)
+
+    def blocked_for(self, remote, limit, window):
+        now = time.monotonic()
+        with self.lock:
+            q = self.failures.get(remote)
+            while q and now - q[0] > window:
+                q.popleft()
+            if q is not None and not q:
+                del self.failures[remote]
+                return 0
+            return window - (now - q[0]) if q and len(q) >= limit else 0
+
+    def failed(self, remote):
+        with self.lock:
+            self.failures[remote].append(time.monotonic())
+            if len(self.failures) > 100000:      # bounded memory under a flood of addresses
+                self.failures.pop(next(iter(self.failures)))
+
+
+def login(username, password, remote, config, throttle):
+    """The User for good credentials; otherwise LoginRefused with the reason an operator may see."""
+    limit, window = config["login_max_failures"], config["login_lockout"]
+    wait = throttle.blocked_for(remote, limit * 4, window)
+    if wait:
+        raise LoginRefused("too many failed logins from %s; try again in %d seconds" % (remote, int(wait) + 1), 429)
+    user = by_name(username) if isinstance(username, str) and USERNAME.match(username or "") else None
+    now = utcnow()
+    if user is not None and user.locked_until is not None and user.locked_until > now:
+        throttle.failed(remote)
+        raise LoginRefused("the account %s is locked after %d failed logins until %s UTC; an admin can unlock it "
+                           "by setting a new password" % (username, user.failed_logins,
+                                                          user.locked_until.strftime("%H:%M:%S")), 429)
+    good = check_password_hash(user.password_hash if user is not None else _DUMMY_HASH, password or "")
+    if user is None or not good or user.disabled:
+        throttle.failed(remote)
+        who = (username if isinstance(username, str) else "?")[:64], "anonymous", remote
+        if user is not None and not user.disabled:
+            user.failed_logins += 1
+            if user.failed_logins >= limit:
+                user.locked_until = now + dt.timedelta(seconds=window)
+        audit.record("user.login_failed", "user", user.id if user else "", "failed login as %s" % who[0], who=who)
+        db.session.commit()
+        if user is not None and user.disabled and good:
+            raise LoginRefused("the account %s is disabled; ask an admin" % username, 403)
+        raise LoginRefused("wrong username or password")
+    user.failed_logins, user.locked_until, user.last_login = 0, None, now
+    audit.record("user.login", "user", user.id, "%s logged in" % username, who=(username, "user", remote))
+    db.session.commit()
+    return user
+
+
+def to_json(user):
+    def iso(value):
+        return value.isoformat() + "Z" if value else None
+    return {"id": user.id, "username": user.username, "role": user.role, "disabled": bool(user.disabled),
+            "created_at": iso(user.created_at), "last_login": iso(user.last_login),
+            "locked_until": iso(user.locked_until) if user.locked_until and user.locked_until > utcnow() else None}
