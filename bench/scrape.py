@@ -3,13 +3,14 @@ original's way of reading counters.
 
 Ours: Firewall.counters(expected) (what the agent's collector calls on every scrape: `ipset list -o save` of the
 out and in sets, parsed and folded into elements), and the whole /metrics body the agent's collector produces
-(gateway_agent.metrics.AgentCollector + prometheus_client.generate_latest, which also lists OG-REJECT).
+(gateway_agent.metrics.AgentMetrics.render(), which also lists OG-REJECT and the denied-destination sets).
 Baseline: the original read its counters from iptables: `iptables -L CHAIN -v -x -n` of a chain with one rule
 per address, parsed into {address: (packets, bytes)}; the chain is loaded with iptables-restore (not timed).
 It is generous to the baseline: one chain of N rules, although it counted each direction.
 Each figure is the median of --repeats scrapes. All kernel work runs in the namespace ogt-bscrape.
 
 Usage: scrape.py [--sizes 10000,100000] [--repeats 5]
+       scrape.py --profile 100000    (cProfile of one counters() and one /metrics body; prints the top functions)
 """
 
 from __future__ import annotations
@@ -40,19 +41,22 @@ def _repeat(fn, repeats):
     return times, value
 
 
+def _scrape_function(fw, texts):
+    """A function that returns the agent's /metrics body for this firewall, as its HTTP handler builds it."""
+    from gateway_agent.client import Stats
+    from gateway_agent import metrics
+
+    # The agent's own Stats; the agent itself is stood in for by the attributes the collector reads. Every
+    # address is its own entry (as when operators list addresses), so the per-entry series are as many.
+    agent = types.SimpleNamespace(lock=threading.Lock(), elements=texts, fw=fw, revision=1, stats=Stats(),
+                                  names={t: [t.split("/")[0]] for t in texts})
+    return metrics.AgentMetrics(agent, "bench").render
+
+
 def _exposition(fw, texts, repeats):
     """Seconds to produce the agent's /metrics body, or (None, reason) when the collector cannot be built."""
     try:
-        from prometheus_client import CollectorRegistry, generate_latest
-
-        from gateway_agent.client import Stats
-        from gateway_agent.metrics import AgentCollector
-
-        # The agent's own Stats; the agent itself is stood in for by the attributes the collector reads.
-        agent = types.SimpleNamespace(lock=threading.Lock(), elements=texts, fw=fw, revision=1, stats=Stats())
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(AgentCollector(agent, "bench"))
-        times, body = _repeat(lambda: generate_latest(registry), repeats)
+        times, body = _repeat(_scrape_function(fw, texts), repeats)
     except Exception as exc:  # the collector belongs to the agent and may change shape; say why it is missing
         return None, "%s: %s" % (exc.__class__.__name__, exc)
     series = body.count(b"\niptables_bytes_count{")
@@ -82,6 +86,35 @@ def ours(n, repeats):
         n, median(counters_times), ipset_seconds,
         "%.3fs" % median(exposition_times) if exposition_times else "n/a (%s)" % body))
     return {"counters": counters_times, "ipset": ipset_seconds, "exposition": exposition_times, "body": body}
+
+
+def profile(n, top):
+    """cProfile of one counters() and one /metrics body at n addresses; the top functions go to stderr."""
+    import cProfile
+    import io
+    import pstats
+
+    from og_kernel.og_elements import Element
+
+    fw = firewall(TimedRunner())
+    fw.remove()
+    fw.preflight()
+    fw.apply()
+    texts = [str(Element.parse(a)) for a in [TARGET] + synthetic_addresses(n - 1)]
+    fw.replace(texts)
+    expected = [Element.parse(t) for t in texts]
+    scrape = _scrape_function(fw, texts)
+    scrape()  # warm caches as a running agent has them
+    for what, fn in (("counters()", lambda: fw.counters(expected)), ("/metrics body", scrape)):
+        prof = cProfile.Profile()
+        prof.enable()
+        fn()
+        prof.disable()
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
+        log("profile of %s at %d addresses (sorted by own time):\n%s" % (what, n, out.getvalue()))
+    fw.remove()
+    return {}
 
 
 def _read_chain(run):
@@ -128,7 +161,8 @@ def report(sizes, mine, base, repeats):
         "## Scrape (bench/scrape.py)\n",
         "Seconds per scrape, median of %d. Ours: `Firewall.counters(expected)` (in brackets the part spent in the "
         "`ipset list -o save` processes, one per owned set; the rest is Python) and the agent's whole /metrics body "
-        "(AgentCollector + generate_latest; its size in brackets). Baseline: `iptables -L CHAIN -v -x -n` of one "
+        "(AgentMetrics.render(); its size in brackets; every address is also its own entry, so the per-entry series are "
+        "as many). Baseline: `iptables -L CHAIN -v -x -n` of one "
         "rule per address, parsed.\n" % repeats,
         table(["addresses", "ours: counters() s", "ours: /metrics body s", "baseline: iptables -L + parse s",
                "baseline / counters()"], rows),
@@ -139,7 +173,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated allowlist sizes")
     parser.add_argument("--repeats", type=int, default=5, help="scrapes timed per size")
+    parser.add_argument("--profile", type=int, metavar="N", help="profile one scrape at N addresses instead")
     args = parser.parse_args()
+    if args.profile is not None:
+        if args.profile < 1:
+            parser.error("--profile %d: give a positive number of addresses, e.g. 100000" % args.profile)
+        spaces = Namespaces()
+        try:
+            Lab(spaces, lambda s: gateway_only(s, "scrape")).run(
+                lambda gw: worker(gw, __file__, "profile", {"n": args.profile, "top": 25}))
+        finally:
+            spaces.close()
+        return
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
@@ -161,6 +206,6 @@ def main():
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--inside":
-        worker_main({"ours": ours, "baseline": baseline})
+        worker_main({"ours": ours, "baseline": baseline, "profile": profile})
     else:
         main()

@@ -21,6 +21,10 @@ from .og_elements import Element, digest
 from .og_netpolicy import DEFAULT_INTERNAL_NETWORKS, AddressPolicy, TargetError
 
 MAXELEM = 1048576
+# The denied-destination sets only feed a metric: bounded, and an address is forgotten an hour after its first
+# recorded attempt (see Family.reject_rules for why not the last).
+DENIED_MAXELEM = 65536
+DENIED_TIMEOUT = 3600
 CHAIN = "OG-FORWARD"
 REJECT_CHAIN = "OG-REJECT"
 NAT_CHAIN = "OG-POSTROUTING"
@@ -55,15 +59,17 @@ class Counters(object):
 
 
 class SetSpec(object):
-    """One owned ipset: name, type, family and whether it counts."""
+    """One owned ipset: name, type, family, whether it counts, its size limit and its default timeout (or None)."""
 
-    __slots__ = ("name", "type", "family", "counters")
+    __slots__ = ("name", "type", "family", "counters", "maxelem", "timeout")
 
-    def __init__(self, name, type_, family, counters=True):
+    def __init__(self, name, type_, family, counters=True, maxelem=MAXELEM, timeout=None):
         self.name = name
         self.type = type_
         self.family = family
         self.counters = counters
+        self.maxelem = maxelem
+        self.timeout = timeout
 
     @property
     def temp(self):
@@ -71,18 +77,22 @@ class SetSpec(object):
         return self.name + TEMP_SUFFIX
 
     def create_line(self, name=None):
-        return "create %s %s family %s maxelem %d%s" % (
-            name or self.name, self.type, self.family, MAXELEM, " counters" if self.counters else "")
+        return "create %s %s family %s maxelem %d%s%s" % (
+            name or self.name, self.type, self.family, self.maxelem,
+            " timeout %d" % self.timeout if self.timeout else "", " counters" if self.counters else "")
 
     def describe(self):
-        return "ipset %s %s family %s%s" % (self.name, self.type, self.family, " counters" if self.counters else "")
+        return "ipset %s %s family %s%s%s" % (
+            self.name, self.type, self.family, " timeout %d" % self.timeout if self.timeout else "",
+            " counters" if self.counters else "")
 
 
 def describe_header(name, type_, header):
     """The same text as SetSpec.describe() for a set as the kernel reports it."""
     words = header.split()
     family = words[words.index("family") + 1] if "family" in words[:-1] else "?"
-    return "ipset %s %s family %s%s" % (name, type_, family, " counters" if "counters" in words else "")
+    timeout = " timeout " + words[words.index("timeout") + 1] if "timeout" in words[:-1] else ""
+    return "ipset %s %s family %s%s%s" % (name, type_, family, timeout, " counters" if "counters" in words else "")
 
 
 class Family(object):
@@ -98,11 +108,12 @@ class Family(object):
         self.allow_in = SetSpec("og-allow%d-in" % version, "hash:net", fam)
         self.allowp = SetSpec("og-allowp%d" % version, "hash:net,port", fam)
         self.allowp_in = SetSpec("og-allowp%d-in" % version, "hash:net,port", fam)
+        self.denied = SetSpec("og-denied%d" % version, "hash:ip", fam, maxelem=DENIED_MAXELEM, timeout=DENIED_TIMEOUT)
         self.reject_with = "icmp-admin-prohibited" if version == 4 else "icmp6-adm-prohibited"
 
     @property
     def sets(self):
-        return [self.clients, self.allow, self.allow_in, self.allowp, self.allowp_in]
+        return [self.clients, self.allow, self.allow_in, self.allowp, self.allowp_in, self.denied]
 
     @property
     def element_sets(self):
@@ -133,7 +144,18 @@ class Family(object):
         ]
 
     def reject_rules(self):
+        """OG-REJECT: count a new connection attempt against its destination in the denied set, then refuse it.
+
+        OG-FORWARD jumps here after accepting ESTABLISHED,RELATED, so NEW and INVALID packets arrive; only NEW
+        ones count. An attempt to a recorded destination is counted by the set match (it updates the element's
+        counters by default); the first attempt is counted by SET itself, which creates the element with that
+        packet's counters (1 packet, its length). No --exist: re-adding would reset the counters to that one
+        packet, so an address is forgotten DENIED_TIMEOUT after its first recorded attempt and starts again.
+        """
+        d = self.denied.name
         return [
+            "-A %s -m conntrack --ctstate NEW -m set --match-set %s dst" % (REJECT_CHAIN, d),
+            "-A %s -m conntrack --ctstate NEW -j SET --add-set %s dst" % (REJECT_CHAIN, d),
             "-A %s -p tcp -j REJECT --reject-with tcp-reset" % REJECT_CHAIN,
             "-A %s -j REJECT --reject-with %s" % (REJECT_CHAIN, self.reject_with),
         ]
@@ -258,17 +280,38 @@ def kernel_members(element):
     return ["%s,%s:%d" % (_host(element.net), proto, port) for port in range(first, last + 1)]
 
 
+# One member line of `ipset save`: "add SET MEMBER [timeout N] [packets N bytes N] ..." (counters after timeout).
+_SAVE_ADD = re.compile(r"^add (\S+) (\S+)(?: timeout \d+)?(?: packets (\d+) bytes (\d+))?", re.M)
+
+
+def _created_sets(text):
+    """The names of the `create` lines (found with str.find: a regex would scan every member line for them)."""
+    names = []
+    pos = 0 if text.startswith("create ") else text.find("\ncreate ")
+    while pos != -1:
+        start = text.index("create ", pos) + 7
+        end = start
+        while end < len(text) and text[end] not in " \n":
+            end += 1
+        names.append(text[start:end])
+        pos = text.find("\ncreate ", end)
+    return names
+
+
 def parse_save(text):
-    """{set name: {member: (packets, bytes)}} from `ipset save` / `ipset list -o save` output."""
-    result = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "create":
-            result.setdefault(parts[1], {})
-        elif len(parts) >= 3 and parts[0] == "add":
-            packets = int(parts[parts.index("packets") + 1]) if "packets" in parts else 0
-            bytes_ = int(parts[parts.index("bytes") + 1]) if "bytes" in parts else 0
-            result.setdefault(parts[1], {})[parts[2]] = (packets, bytes_)
+    """{set name: {member: (packets, bytes)}} from `ipset save` / `ipset list -o save` output.
+
+    One regular-expression pass over the member lines: a scrape of 100,000 members spends its time here.
+    """
+    result = {name: {} for name in _created_sets(text)}
+    found = _SAVE_ADD.findall(text)
+    if len(result) == 1:
+        # One set (`ipset list -o save NAME`, the common case): every member line is its; one comprehension.
+        next(iter(result.values())).update(
+            {member: (int(packets), int(bytes_)) if packets else (0, 0) for _kind, member, packets, bytes_ in found})
+        return result
+    for name, member, packets, bytes_ in found:
+        result.setdefault(name, {})[member] = (int(packets), int(bytes_)) if packets else (0, 0)
     return result
 
 
@@ -321,8 +364,8 @@ def fold_elements(plain, ported, expected=()):
 
 def split_port_member(member):
     """'198.51.100.10,tcp:443' -> ('198.51.100.10', 'tcp', 443)."""
-    host, _, proto_port = member.partition(",")
-    proto, _, port = proto_port.partition(":")
+    host, _comma, proto_port = member.partition(",")
+    proto, _colon, port = proto_port.partition(":")
     return host, proto, int(port)
 
 
@@ -381,7 +424,8 @@ class Firewall(object):
                             "ipset %s exists as %s (%s) but must be %s family %s%s; it is in the way: remove it "
                             "with `ipset destroy %s` (after removing the rules that use it)" % (
                                 name, type_, header, spec.type, spec.family,
-                                " with counters" if spec.counters else "", name))
+                                (" timeout %d" % spec.timeout if spec.timeout else "")
+                                + (" with counters" if spec.counters else ""), name))
 
     def _read(self, fam, headers):
         """The owned objects of one family: {"sets": {name: description}, "clients": [...],
@@ -468,7 +512,7 @@ class Firewall(object):
     def _steps(self, fam, have, want):
         """The steps that turn one family's state `have` into `want`, in dependency order."""
         steps = []
-        missing = [s for s in fam.element_sets if s.name not in have["sets"]]
+        missing = [s for s in fam.sets if s is not fam.clients and s.name not in have["sets"]]
         if missing:
             steps.append(Step("create ipsets %s" % ", ".join(s.name for s in missing), [
                 (["ipset", "restore", "-exist"], "".join(s.create_line() + "\n" for s in missing))]))
@@ -492,7 +536,7 @@ class Firewall(object):
             table, parent, chain = jump
             if have["jumps"][jump] != want["jumps"][jump]:
                 commands = [([fam.iptables, "-t", table, "-D", parent, "-j", chain], None)
-                            for _ in have["jumps"][jump]]
+                            for _position in have["jumps"][jump]]
                 commands.append(([fam.iptables, "-t", table, "-I", parent, "1", "-j", chain], None))
                 steps.append(Step("%s: jump from %s to %s at position 1" % (fam.iptables, parent, chain), commands))
         return steps
@@ -518,7 +562,7 @@ class Firewall(object):
         changed = False
         for fam in self.families:
             for table, parent, chain in JUMPS:
-                for _ in self._jump_positions(fam, table, parent, chain):
+                for _position in self._jump_positions(fam, table, parent, chain):
                     self.run([fam.iptables, "-t", table, "-D", parent, "-j", chain])
                     changed = True
             existing = [(table, chain) for table, chain in CHAINS if self._rules(fam, table, chain) is not None]
@@ -625,15 +669,25 @@ class Firewall(object):
         return skipped
 
     def counters(self, elements=None):
-        """{Element: Counters} read from the kernel now; the ports of a range are summed."""
+        """{Element: Counters} of the elements in the out sets, read from the kernel now; port ranges are summed.
+
+        Plain members are read back as the `elements` (expected) they come from without parsing them again,
+        which keeps a scrape of 100,000 addresses cheap; members nobody expects are parsed and reported too.
+        """
         saved = self.members()
-        plain, ported = set(), set()
-        for fam in self.families:
-            plain |= set(saved.get(fam.allow.name, {}))
-            ported |= {split_port_member(m) for m in saved.get(fam.allowp.name, {})}
         expected = [e if isinstance(e, Element) else Element.parse(e) for e in (elements or ())]
+        known = {_host(e[0]): e for e in expected if e[1] is None}
         result = {}
-        for element in fold_elements(plain, ported, expected):
+        zero = (0, 0)
+        for fam in self.families:
+            ins = saved.get(fam.allow_in.name, {})
+            for member, (out_packets, out_bytes) in saved.get(fam.allow.name, {}).items():
+                in_packets, in_bytes = ins.get(member, zero)
+                result[known.get(member) or Element(member)] = Counters(out_bytes, out_packets, in_bytes, in_packets)
+        ported = set()
+        for fam in self.families:
+            ported |= {split_port_member(m) for m in saved.get(fam.allowp.name, {})}
+        for element in fold_elements((), ported, expected):
             out_set, in_set = self._family(element.version).sets_for(element)
             c = Counters()
             for member in kernel_members(element):
@@ -647,16 +701,29 @@ class Firewall(object):
         return result
 
     def rejected(self):
-        """(packets, bytes) rejected in OG-REJECT so far, all families together."""
+        """(packets, bytes) rejected in OG-REJECT so far, all families together (the REJECT rules only)."""
         packets = bytes_ = 0
         for fam in self.families:
             res = self.run([fam.iptables, "-t", "filter", "-L", REJECT_CHAIN, "-v", "-x", "-n"], check=False)
             for line in res.stdout.splitlines()[2:]:
                 parts = line.split()
-                if len(parts) > 2 and parts[0].isdigit():
+                if len(parts) > 2 and parts[0].isdigit() and parts[2] == "REJECT":
                     packets += int(parts[0])
                     bytes_ += int(parts[1])
         return packets, bytes_
+
+    def denied(self):
+        """{address: (packets, bytes)} of new connection attempts refused per destination, all families.
+
+        Read from the og-denied sets; an address is dropped DENIED_TIMEOUT after its first recorded attempt and
+        at most DENIED_MAXELEM addresses per family are recorded (later ones are still refused, not recorded).
+        """
+        result = {}
+        for fam in self.families:
+            res = self.run(["ipset", "list", "-o", "save", fam.denied.name], check=False)
+            if res.rc == 0:  # not there before apply() or after remove(): nothing denied to report
+                result.update(parse_save(res.stdout).get(fam.denied.name, {}))
+        return result
 
 
 def kernel_digest(firewall, expected=None):

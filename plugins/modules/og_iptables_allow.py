@@ -17,6 +17,8 @@ description:
   - The allowlist lives in ipset hash sets with per-element counters (C(og-allow4), C(og-allowp4) and their
     C(-in) twins); the rules live in the chains C(OG-FORWARD), C(OG-REJECT) (filter) and C(OG-POSTROUTING) (nat),
     reached by one jump each at the top of C(FORWARD) and C(POSTROUTING).
+  - Refused new connections are counted per destination in C(og-denied4) and C(og-denied6) (hash:ip with counters,
+    at most 65536 addresses, each forgotten an hour after its first attempt) for the gateway agent's metrics.
   - Only objects named C(og-*) and C(OG-*) are changed. Other rules and the C(FORWARD) policy are left alone, so
     the module works on hosts whose C(FORWARD) policy is C(DROP). The host's own C(INPUT) and C(OUTPUT) are not
     touched.
@@ -84,7 +86,7 @@ seealso:
     description: The objects this module owns and the rules in OG-FORWARD.
     link: https://example.invalid/outputguard/egress/docs
 author:
-  - outputguard.egress contributors
+  - outputguard.egress contributors (@outputguard)
 """
 
 EXAMPLES = r"""

@@ -42,6 +42,16 @@ try:
         out = {str(k): v.as_dict() for k, v in fw.counters(args).items()}
     elif op == "rejected":
         out = list(fw.rejected())
+    elif op == "denied":
+        out = {address: list(counts) for address, counts in fw.denied().items()}
+    elif op == "metrics":
+        # The agent's collector on this real firewall, the agent stood in for by what the collector reads.
+        import threading, types
+        from gateway_agent.client import Stats
+        from gateway_agent.metrics import AgentMetrics
+        agent = types.SimpleNamespace(lock=threading.Lock(), elements=args, names={}, fw=fw, revision=1,
+                                      stats=Stats())
+        out = AgentMetrics(agent, "gw1").render().decode()
     elif op == "remove":
         out = fw.remove()
     elif op == "preflight":
@@ -55,7 +65,7 @@ except FirewallError as exc:
 @pytest.fixture
 def topo(netns_factory, monkeypatch):
     monkeypatch.setenv("OG_REFUSE_ROOT_NETNS", "1")
-    return GatewayTopology(netns_factory, "fw")
+    return GatewayTopology(netns_factory, "dfw")
 
 
 def fw(topo, op, args=None, policy=V4):
@@ -133,7 +143,7 @@ def test_replace_is_exact_atomic_and_skips_internal_elements(topo):
     assert refused_fast(topo, "198.51.100.10", 80)
     # No temporary set is left behind and the out and in sets hold the same members.
     assert sorted(topo.gw.run(["ipset", "list", "-n"]).stdout.split()) == [
-        "og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-clients4"]
+        "og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-clients4", "og-denied4"]
     save = topo.gw.run(["ipset", "save"]).stdout.splitlines()
     for out_set, in_set in (("og-allow4", "og-allow4-in"), ("og-allowp4", "og-allowp4-in")):
         outs = sorted(line.split()[2] for line in save if line.startswith("add %s " % out_set))
@@ -142,6 +152,43 @@ def test_replace_is_exact_atomic_and_skips_internal_elements(topo):
     assert fw(topo, "replace", []) == []
     assert fw(topo, "elements") == []
     assert refused_fast(topo, "198.51.100.20", 80)
+
+
+def metric_samples(text, name):
+    """{labels: value} of one series in an exposition text."""
+    from prometheus_client.parser import text_string_to_metric_families
+    return {tuple(sorted(s.labels.items())): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == name}
+
+
+def test_denied_attempts_are_counted_per_destination_and_go_with_the_policy(topo):
+    plan = fw(topo, "plan")["diff"]["after"].splitlines()
+    assert "ipset og-denied4 hash:ip family inet timeout 3600 counters" in plan
+    assert "iptables -t filter OG-REJECT rule 2: -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst" in plan
+    fw(topo, "apply")
+    fw(topo, "replace", ["198.51.100.10/32"])
+    assert fw(topo, "denied") == {}
+    assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
+    for _ in range(3):
+        assert refused_fast(topo, "198.51.100.20", 80)
+    # One SYN per attempt (60 bytes: 20 IP + 20 TCP + 20 options), each counted once: the first by SET creating
+    # the element, the others by the set match.
+    assert fw(topo, "denied") == {"198.51.100.20": [3, 180]}
+    assert fw(topo, "rejected") == [3, 180]  # the recording rules are not counted as rejections
+    # The allowed connection never reached OG-REJECT; the element expires an hour after the first attempt.
+    saved = topo.gw.run(["ipset", "list", "-o", "save", "og-denied4"]).stdout.splitlines()
+    assert saved[0].startswith("create og-denied4 hash:ip family inet hashsize 1024 maxelem 65536 timeout 3600 "
+                               "counters ")
+    member = saved[1].split()
+    assert member[:3] == ["add", "og-denied4", "198.51.100.20"] and 3500 < int(member[4]) <= 3600
+    text = fw(topo, "metrics", ["198.51.100.10/32"])
+    assert metric_samples(text, "og_gateway_denied_packets_total") == {(("address", "198.51.100.20"),): 3.0}
+    assert metric_samples(text, "og_gateway_denied_bytes_total") == {(("address", "198.51.100.20"),): 180.0}
+    # Re-applying changes nothing; absent removes the sets with the rules that use them.
+    assert fw(topo, "plan")["changed"] is False
+    assert fw(topo, "remove") is True
+    assert og_objects(topo) == []
+    assert fw(topo, "denied") == {}
 
 
 def test_counters_count_each_direction(topo):
@@ -260,7 +307,7 @@ def test_ipv6_has_its_own_sets_and_rules(topo):
 
 
 def test_update_keeps_members_an_overlapping_element_still_needs(netns_factory):
-    ns = netns_factory("fwkeep")
+    ns = netns_factory("dfwkeep")
     ns.ip("link", "add", "og-out", "type", "veth", "peer", "name", "og-peer")
     code = """
 import sys
@@ -280,7 +327,7 @@ print(sorted(e.text for e in fw.elements()))
 
 
 def test_an_element_missing_from_the_return_set_is_not_reported_as_allowed(netns_factory):
-    ns = netns_factory("fwin")
+    ns = netns_factory("dfwin")
     ns.ip("link", "add", "og-out", "type", "veth", "peer", "name", "og-peer")
     code = """
 from og_kernel.og_elements import Element

@@ -46,7 +46,7 @@ class Ansible:
 
 @pytest.fixture
 def topo(netns_factory):
-    return GatewayTopology(netns_factory, "fw")
+    return GatewayTopology(netns_factory, "dmod")
 
 
 @pytest.fixture
@@ -59,6 +59,13 @@ def og_objects(topo):
     rules = [line for cmd in ("iptables-save", "ip6tables-save")
              for line in topo.gw.run([cmd]).stdout.splitlines() if "OG-" in line or "og-" in line]
     return sets + rules
+
+
+def denied(topo):
+    """{address: (packets, bytes)} recorded in og-denied4 (refused new connection attempts)."""
+    lines = topo.gw.run(["ipset", "list", "-o", "save", "og-denied4"]).stdout.splitlines()
+    words = [line.split() for line in lines if line.startswith("add ")]
+    return {w[2]: (int(w[w.index("packets") + 1]), int(w[w.index("bytes") + 1])) for w in words}
 
 
 def test_present_check_diff_idempotence_exclusive_and_absent(topo, ansible):
@@ -74,7 +81,9 @@ def test_present_check_diff_idempotence_exclusive_and_absent(topo, ansible):
     diff = printed.splitlines()
     for line in ("+allowed 198.51.100.10/32", "+iptables -t filter FORWARD rule 1: -j OG-FORWARD",
                  "+ipset og-clients4 hash:net family inet: 10.88.0.0/24",
-                 "+iptables -t nat OG-POSTROUTING rule 1: -o og-out -m set --match-set og-clients4 src -j MASQUERADE"):
+                 "+iptables -t nat OG-POSTROUTING rule 1: -o og-out -m set --match-set og-clients4 src -j MASQUERADE",
+                 "+ipset og-denied4 hash:ip family inet timeout 3600 counters",
+                 "+iptables -t filter OG-REJECT rule 2: -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst"):
         assert line in diff
     assert "[WARNING]: allowed element 10.1.2.3/32 was refused: it lies inside an internal network or is IPv6 " \
            "while ipv6 is false" in printed
@@ -84,6 +93,7 @@ def test_present_check_diff_idempotence_exclusive_and_absent(topo, ansible):
         "CHANGED", True, ["198.51.100.10/32"], ["10.1.2.3/32"])
     assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
     assert tcp_probe(topo.client, "198.51.100.20", 80) == "refused"
+    assert denied(topo) == {"198.51.100.20": (1, 60)}  # the refused SYN, counted against its destination
     assert topo.gw.run(["iptables", "-S", "FORWARD"]).stdout.splitlines() == [
         "-P FORWARD DROP", "-A FORWARD -j OG-FORWARD", foreign]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from og_kernel import og_command, og_firewall
+from og_kernel import og_command
 from og_kernel.og_command import CommandError, CommandRunner, Result, command_line, missing_binary_message
 from og_kernel.og_elements import Element
 from og_kernel.og_firewall import (
@@ -48,6 +48,14 @@ Header: family inet hashsize 1024 maxelem 1048576 bucketsize 12 initval 0x93aa9f
 Size in memory: 504
 References: 8
 Number of entries: 1
+
+Name: og-denied4
+Type: hash:ip
+Revision: 6
+Header: family inet hashsize 1024 maxelem 65536 timeout 3600 counters bucketsize 12 initval 0x3e20f72e
+Size in memory: 216
+References: 2
+Number of entries: 0
 """
 
 OG_FORWARD = """-N OG-FORWARD
@@ -86,7 +94,9 @@ APPLIED = {
     ("iptables", "-t", "filter", "-S", "FORWARD"): "-P FORWARD DROP\n-A FORWARD -j OG-FORWARD\n",
     ("iptables", "-t", "filter", "-S", "OG-FORWARD"): OG_FORWARD,
     ("iptables", "-t", "filter", "-S", "OG-REJECT"):
-        "-N OG-REJECT\n-A OG-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
+        "-N OG-REJECT\n-A OG-REJECT -m conntrack --ctstate NEW -m set --match-set og-denied4 dst\n"
+        "-A OG-REJECT -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst\n"
+        "-A OG-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
         "-A OG-REJECT -j REJECT --reject-with icmp-admin-prohibited\n",
     ("iptables", "-t", "nat", "-S", "POSTROUTING"): "-P POSTROUTING ACCEPT\n-A POSTROUTING -j OG-POSTROUTING\n",
     ("iptables", "-t", "nat", "-S", "OG-POSTROUTING"):
@@ -105,6 +115,7 @@ ipset og-allow4-in hash:net family inet counters
 ipset og-allowp4 hash:net,port family inet counters
 ipset og-allowp4-in hash:net,port family inet counters
 ipset og-clients4 hash:net family inet: 10.88.0.0/24
+ipset og-denied4 hash:ip family inet timeout 3600 counters
 iptables -t filter FORWARD rule 1: -j OG-FORWARD
 iptables -t filter OG-FORWARD rule 1: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j ACCEPT
 iptables -t filter OG-FORWARD rule 2: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j ACCEPT
@@ -113,8 +124,10 @@ iptables -t filter OG-FORWARD rule 4: -i og-out -m set --match-set og-clients4 d
 iptables -t filter OG-FORWARD rule 5: -o og-out -m set --match-set og-clients4 src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 iptables -t filter OG-FORWARD rule 6: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 iptables -t filter OG-FORWARD rule 7: -o og-out -m set --match-set og-clients4 src -j OG-REJECT
-iptables -t filter OG-REJECT rule 1: -p tcp -j REJECT --reject-with tcp-reset
-iptables -t filter OG-REJECT rule 2: -j REJECT --reject-with icmp-admin-prohibited
+iptables -t filter OG-REJECT rule 1: -m conntrack --ctstate NEW -m set --match-set og-denied4 dst
+iptables -t filter OG-REJECT rule 2: -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst
+iptables -t filter OG-REJECT rule 3: -p tcp -j REJECT --reject-with tcp-reset
+iptables -t filter OG-REJECT rule 4: -j REJECT --reject-with icmp-admin-prohibited
 iptables -t filter chain OG-FORWARD
 iptables -t filter chain OG-REJECT
 iptables -t nat OG-POSTROUTING rule 1: -o og-out -m set --match-set og-clients4 src -j MASQUERADE
@@ -159,7 +172,7 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
     plan = fw.plan()
     assert plan.changed is True
     assert [str(s) for s in plan.steps] == [
-        "create ipsets og-allow4, og-allow4-in, og-allowp4, og-allowp4-in",
+        "create ipsets og-allow4, og-allow4-in, og-allowp4, og-allowp4-in, og-denied4",
         "set og-clients4 to 10.88.0.0/24",
         "load iptables filter: OG-FORWARD, OG-REJECT",
         "load iptables nat: OG-POSTROUTING",
@@ -171,7 +184,8 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
                                        "create og-allow4 hash:net family inet maxelem 1048576 counters\n"
                                        "create og-allow4-in hash:net family inet maxelem 1048576 counters\n"
                                        "create og-allowp4 hash:net,port family inet maxelem 1048576 counters\n"
-                                       "create og-allowp4-in hash:net,port family inet maxelem 1048576 counters\n")]
+                                       "create og-allowp4-in hash:net,port family inet maxelem 1048576 counters\n"
+                                       "create og-denied4 hash:ip family inet maxelem 65536 timeout 3600 counters\n")]
     assert plan.steps[1].commands == [(["ipset", "restore", "-exist"],
                                        "create og-clients4 hash:net family inet maxelem 1048576\n"
                                        "create og-clients4-t hash:net family inet maxelem 1048576\n"
@@ -182,7 +196,9 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
     assert plan.steps[2].commands == [(["iptables-restore", "--noflush"],
                                        "*filter\n:OG-FORWARD - [0:0]\n:OG-REJECT - [0:0]\n"
                                        + OG_FORWARD.replace("-N OG-FORWARD\n", "")
-                                       + "-A OG-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
+                                       + "-A OG-REJECT -m conntrack --ctstate NEW -m set --match-set og-denied4 dst\n"
+                                       "-A OG-REJECT -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst\n"
+                                       "-A OG-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
                                        "-A OG-REJECT -j REJECT --reject-with icmp-admin-prohibited\n"
                                        "COMMIT\n")]
     assert plan.steps[4].commands == [(["iptables", "-t", "filter", "-I", "FORWARD", "1", "-j", "OG-FORWARD"], None)]
@@ -214,7 +230,7 @@ def test_a_misplaced_and_duplicated_jump_is_moved_to_the_top():
     answers = dict(APPLIED)
     answers[("iptables", "-t", "filter", "-S", "FORWARD")] = (
         "-P FORWARD DROP\n-A FORWARD -s 192.0.2.0/24 -j ACCEPT\n-A FORWARD -j OG-FORWARD\n-A FORWARD -j OG-FORWARD\n")
-    fw, _ = firewall(answers)
+    fw, dummy = firewall(answers)
     plan = fw.plan()
     assert [str(s) for s in plan.steps] == ["iptables: jump from FORWARD to OG-FORWARD at position 1"]
     assert plan.steps[0].commands == [
@@ -230,19 +246,19 @@ def test_rules_in_another_order_or_a_foreign_rule_in_our_chain_reload_the_chain(
     answers = dict(APPLIED)
     rules = OG_FORWARD.splitlines()
     answers[("iptables", "-t", "filter", "-S", "OG-FORWARD")] = "\n".join([rules[0], rules[2], rules[1]] + rules[3:])
-    fw, _ = firewall(answers)
+    fw, dummy = firewall(answers)
     assert [str(s) for s in fw.plan().steps] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
     plan = fw.plan()
     assert plan.before != plan.after  # the rule numbers show the order in the sorted text
     answers[("iptables", "-t", "filter", "-S", "OG-FORWARD")] = OG_FORWARD + "-A OG-FORWARD -j ACCEPT\n"
-    fw, _ = firewall(answers)
+    fw, dummy = firewall(answers)
     plan = fw.plan()
     assert [str(s) for s in plan.steps] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
     assert "iptables -t filter OG-FORWARD rule 8: -j ACCEPT\n" in plan.before
 
 
 def test_changed_client_networks_are_swapped_in():
-    fw, _ = firewall(APPLIED, clients=["10.88.0.0/24", "10.99.0.0/16"])
+    fw, dummy = firewall(APPLIED, clients=["10.88.0.0/24", "10.99.0.0/16"])
     plan = fw.plan()
     assert [str(s) for s in plan.steps] == ["set og-clients4 to 10.88.0.0/24 10.99.0.0/16"]
     # Masquerade and forward rules refer to the set, so only its members change.
@@ -250,10 +266,10 @@ def test_changed_client_networks_are_swapped_in():
 
 
 def test_ipv6_uses_ip6tables_and_inet6_sets():
-    fw, _ = firewall(EMPTY, ipv6=True, clients=["10.88.0.0/24", "fd00:88::/64"])
+    fw, dummy = firewall(EMPTY, ipv6=True, clients=["10.88.0.0/24", "fd00:88::/64"])
     plan = fw.plan()
     assert [str(s) for s in plan.steps][6:] == [
-        "create ipsets og-allow6, og-allow6-in, og-allowp6, og-allowp6-in",
+        "create ipsets og-allow6, og-allow6-in, og-allowp6, og-allowp6-in, og-denied6",
         "set og-clients6 to fd00:88::/64",
         "load ip6tables filter: OG-FORWARD, OG-REJECT",
         "load ip6tables nat: OG-POSTROUTING",
@@ -262,7 +278,8 @@ def test_ipv6_uses_ip6tables_and_inet6_sets():
     ]
     assert plan.steps[6].commands[0][1].splitlines()[0] == \
         "create og-allow6 hash:net family inet6 maxelem 1048576 counters"
-    assert "ip6tables -t filter OG-REJECT rule 2: -j REJECT --reject-with icmp6-adm-prohibited\n" in plan.after
+    assert "ip6tables -t filter OG-REJECT rule 4: -j REJECT --reject-with icmp6-adm-prohibited\n" in plan.after
+    assert "ipset og-denied6 hash:ip family inet6 timeout 3600 counters\n" in plan.after
     assert plan.steps[8].commands[0][0] == ["ip6tables-restore", "--noflush"]
 
 
@@ -274,21 +291,22 @@ def test_parse_save_and_headers():
         "og-clients4": {"10.88.0.0/24": (0, 0)}}
     assert parse_save("create og-allow4 hash:net family inet counters\n") == {"og-allow4": {}}
     headers = parse_headers(HEADERS)
-    assert sorted(headers) == ["og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-clients4"]
-    assert headers["og-allowp4"] == ("hash:net,port", "family inet hashsize 1024 maxelem 1048576 counters "
-                                                       "bucketsize 12 initval 0x2562a472")
+    assert sorted(headers) == ["og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-clients4",
+                               "og-denied4"]
+    assert headers["og-allowp4"] == (
+        "hash:net,port", "family inet hashsize 1024 maxelem 1048576 counters bucketsize 12 initval 0x2562a472")
 
 
 def test_elements_fold_ports_into_ranges_and_counters_sum_them():
-    fw, _ = firewall(APPLIED)
+    fw, dummy = firewall(APPLIED)
     assert fw.elements() == {Element("198.51.100.10/32"), Element("198.51.100.0/24", "8000-8003/tcp")}
     # Two expected ranges that together cover the members are read back as asked.
     asked = [Element("198.51.100.0/24", "8000-8001/tcp"), Element("198.51.100.0/24", "8002-8003/tcp")]
     assert fw.elements(expected=asked) == {Element("198.51.100.10/32")} | set(asked)
     assert fw.counters() == {
         Element("198.51.100.10/32"): Counters(out_bytes=420, out_packets=7, in_bytes=30000, in_packets=9),
-        Element("198.51.100.0/24", "8000-8003/tcp"): Counters(out_bytes=180, out_packets=3, in_bytes=900,
-                                                               in_packets=3),
+        Element("198.51.100.0/24", "8000-8003/tcp"): Counters(
+            out_bytes=180, out_packets=3, in_bytes=900, in_packets=3),
     }
     assert fw.counters(asked)[asked[1]] == Counters()
 
@@ -387,6 +405,7 @@ def test_remove_deletes_only_owned_objects_in_order():
         ["ipset", "destroy", "og-allow4-in"],
         ["ipset", "destroy", "og-allowp4"],
         ["ipset", "destroy", "og-allowp4-in"],
+        ["ipset", "destroy", "og-denied4"],
     ]
     fw, runner = firewall(EMPTY)
     assert fw.remove() is False
@@ -394,11 +413,11 @@ def test_remove_deletes_only_owned_objects_in_order():
 
 
 def test_preflight_names_a_missing_binary_and_its_package():
-    fw, _ = firewall(EMPTY, missing=["ipset"])
+    fw, dummy = firewall(EMPTY, missing=["ipset"])
     with pytest.raises(FirewallError) as exc:
         fw.preflight()
     assert exc.value.msg == "ipset is missing. Is the package ipset installed?"
-    fw, _ = firewall(EMPTY, ipv6=True, missing=["ip6tables-restore"])
+    fw, dummy = firewall(EMPTY, ipv6=True, missing=["ip6tables-restore"])
     with pytest.raises(FirewallError) as exc:
         fw.preflight()
     assert exc.value.msg == "ip6tables-restore is missing. Is the package iptables installed?"
@@ -408,7 +427,7 @@ def test_preflight_names_a_missing_outside_interface(tmp_path, monkeypatch):
     (tmp_path / "lo").mkdir()
     (tmp_path / "eth0").mkdir()
     monkeypatch.setattr(Firewall, "sys_class_net", str(tmp_path))
-    fw, _ = firewall(EMPTY)
+    fw, dummy = firewall(EMPTY)
     with pytest.raises(FirewallError) as exc:
         fw.preflight()
     assert exc.value.msg == ("outside interface 'og-out' does not exist on this host (interfaces: eth0, lo); set "
@@ -498,3 +517,44 @@ def test_runner_errors_carry_everything_and_name_the_package():
                                              127)
     assert missing_binary_message("ipset") == "ipset is missing. Is the package ipset installed?"
     assert missing_binary_message("ip6tables") == "ip6tables is missing. Is the package iptables installed?"
+
+
+def test_parse_save_reads_members_with_a_timeout():
+    saved = ("create og-denied4 hash:ip family inet hashsize 1024 maxelem 65536 timeout 3600 counters bucketsize 12 "
+             "initval 0x3e20f72e\n"
+             "add og-denied4 198.51.100.20 timeout 3412 packets 3 bytes 180\n"
+             "add og-denied4 203.0.113.9 timeout 12 packets 1 bytes 60\n")
+    assert parse_save(saved) == {"og-denied4": {"198.51.100.20": (3, 180), "203.0.113.9": (1, 60)}}
+
+
+def test_denied_reads_the_denied_sets_and_rejected_only_the_reject_rules():
+    answers = dict(APPLIED)
+    answers[("ipset", "list", "-o", "save", "og-denied4")] = (
+        "create og-denied4 hash:ip family inet hashsize 1024 maxelem 65536 timeout 3600 counters\n"
+        "add og-denied4 198.51.100.20 timeout 3599 packets 3 bytes 180\n")
+    # Real `iptables -L OG-REJECT -v -x -n` after three refused SYNs to one destination.
+    answers[("iptables", "-t", "filter", "-L", "OG-REJECT", "-v", "-x", "-n")] = """\
+Chain OG-REJECT (1 references)
+    pkts      bytes target     prot opt in     out     source               destination
+       2      120            0    --  *      *       0.0.0.0/0            0.0.0.0/0            ctstate NEW match-set og-denied4 dst
+       3      180 SET        0    --  *      *       0.0.0.0/0            0.0.0.0/0            ctstate NEW add-set og-denied4 dst
+       3      180 REJECT     6    --  *      *       0.0.0.0/0            0.0.0.0/0            reject-with tcp-reset
+       0        0 REJECT     0    --  *      *       0.0.0.0/0            0.0.0.0/0            reject-with icmp-admin-prohibited
+"""  # noqa: E501
+    fw, runner = firewall(answers)
+    assert fw.denied() == {"198.51.100.20": (3, 180)}
+    assert fw.rejected() == (3, 180)
+    fw, runner = firewall(EMPTY)
+    assert fw.denied() == {}  # before apply: no set, nothing denied
+
+
+def test_a_denied_set_without_timeout_is_in_the_way():
+    answers = dict(APPLIED)
+    answers[("ipset", "list", "-t")] = HEADERS.replace(" timeout 3600 counters", " counters")
+    fw, runner = firewall(answers)
+    with pytest.raises(FirewallError) as exc:
+        fw.plan()
+    assert exc.value.msg.startswith("ipset og-denied4 exists as hash:ip (family inet hashsize 1024 maxelem 65536 "
+                                    "counters ")
+    assert exc.value.msg.endswith(") but must be hash:ip family inet timeout 3600 with counters; it is in the way: "
+                                  "remove it with `ipset destroy og-denied4` (after removing the rules that use it)")
