@@ -8,6 +8,7 @@ POST /sink       -> reads the body and answers with its length (client -> intern
 import argparse
 import http.server
 import re
+import socket
 import socketserver
 import threading
 
@@ -54,6 +55,10 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
 
 
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("listen", nargs="+", help="ADDRESS:PORT to serve on (several allowed)")
@@ -61,7 +66,8 @@ def main():
     servers = []
     for item in args.listen:
         host, _, port = item.rpartition(":")
-        servers.append(Server((host.strip("[]"), int(port)), Handler))
+        host = host.strip("[]")
+        servers.append((Server6 if ":" in host else Server)((host, int(port)), Handler))
     for srv in servers[1:]:
         threading.Thread(target=srv.serve_forever, daemon=True).start()
     servers[0].serve_forever()

@@ -22,11 +22,13 @@ def free_port():
 class Lab:
     """A running lab with its own namespace prefix, folder and UI port."""
 
-    def __init__(self, prefix, directory, ui_port):
+    def __init__(self, prefix, directory, ui_port, ipv6=False):
         self.prefix = prefix
         self.dir = directory
         self.ui_port = ui_port
-        self.env = dict(os.environ, OG_LAB_PREFIX=prefix, OG_LAB_DIR=directory, OG_LAB_UI_PORT=str(ui_port))
+        self.ipv6 = ipv6
+        self.env = dict(os.environ, OG_LAB_PREFIX=prefix, OG_LAB_DIR=directory, OG_LAB_UI_PORT=str(ui_port),
+                        OG_LAB_IPV6="1" if ipv6 else "0")
         self.url = "http://127.0.0.1:%d" % ui_port
 
     def lab(self, *args, check=True):

@@ -67,7 +67,7 @@ class Ansible:
 
         Return (recap, output): recap is {"ok": n, "changed": n, "failed": n, ...} of localhost."""
         path = self.tmp / "vars.json"
-        path.write_text(json.dumps(dict({"og_server_url": self.server.url, "og_api_token": self.server.admin},
+        path.write_text(json.dumps(dict({"og_api_url": self.server.url, "og_api_token": self.server.admin},
                                         **extra)))
         env = {k: v for k, v in self.env.items() if k not in ("OG_SERVER_URL", "OG_TOKEN")}
         proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), PLAYBOOK, "-e", "@%s" % path,
