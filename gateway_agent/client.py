@@ -14,7 +14,7 @@ import uuid
 import websocket
 
 from og_kernel.og_command import CommandError, CommandRunner
-from og_kernel.og_elements import Element, digest
+from og_kernel.og_elements import Element, digest_canonical
 from og_kernel.og_netpolicy import TargetError
 
 from . import __version__, state
@@ -64,8 +64,8 @@ def _int(msg, key):
 def _list(msg, key):
     value = msg.get(key)
     if not isinstance(value, list):
-        raise ProtocolViolation("%s %s must be a list of elements, not %s" % (msg.get("type"), key,
-                                                                             type(value).__name__))
+        raise ProtocolViolation("%s %s must be a list of elements, not %s"
+                                % (msg.get("type"), key, type(value).__name__))
     return value
 
 
@@ -146,7 +146,7 @@ class Agent:
         started = time.monotonic()
         with self.lock:
             self._replace(revision, parsed)
-            _, count = self._verify(revision)
+            _digest, count = self._verify(revision)
         log.info("restored saved state revision=%d elements=%d duration=%.3fs",
                  revision, count, time.monotonic() - started)
 
@@ -174,21 +174,21 @@ class Agent:
 
     def _verify(self, revision):
         """Read the kernel back; re-apply the whole set when it differs. Returns (digest, count) of the kernel."""
-        found = self._kernel()
-        if {e.text for e in found} != self.elements:
+        found = {e.text for e in self._kernel()}
+        if found != self.elements:
             # e.g. a removed port element shared members with one that stays: rebuild instead of guessing.
             log.warning("kernel holds %d elements, expected %d at revision %d: re-applying the whole set",
                         len(found), len(self.elements), revision)
             self._replace(revision, [Element.parse(e) for e in sorted(self.elements)])
             self.stats.drift_repairs += 1
-            found = self._kernel()
-        return digest(found), len(found)
+            found = {e.text for e in self._kernel()}
+        return digest_canonical(found), len(found)
 
     def kernel_digest(self):
         """(digest, count) of what is really in the kernel now."""
         with self.lock:
-            found = self._kernel()
-        return digest(found), len(found)
+            found = {e.text for e in self._kernel()}
+        return digest_canonical(found), len(found)
 
     def apply_snapshot(self, revision, parsed, cut=True, names=None):
         """Make the kernel hold exactly `parsed` (atomically); return (digest, count) read back from the kernel."""
@@ -285,7 +285,7 @@ class Agent:
         self.ws.send(json.dumps(msg, separators=(",", ":")))
 
     def hello(self):
-        d, _ = self.kernel_digest()
+        d, _count = self.kernel_digest()
         self.send(type="hello", name=self.cfg["name"], agent_version=__version__, revision=self.revision, digest=d)
 
     def ack(self, result=None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import re
 
@@ -125,7 +126,7 @@ def load(argv=None):
         problems.append(str(exc))
     if not cfg["outside_interface"]:
         problems.append("no outside interface: give --outside-interface IF (the interface towards the internet)")
-    host, _, port = str(cfg["metrics_listen"]).rpartition(":")
+    host, _colon, port = str(cfg["metrics_listen"]).rpartition(":")
     try:
         ipaddress.ip_address(host.strip("[]"))
         if not 0 < int(port) < 65536:
@@ -133,9 +134,12 @@ def load(argv=None):
     except ValueError:
         problems.append("metrics_listen %r must be ADDRESS:PORT such as 0.0.0.0:9900" % cfg["metrics_listen"])
     try:
-        if isinstance(cfg["drift_interval"], bool) or not float(cfg["drift_interval"]) > 0:
+        if isinstance(cfg["drift_interval"], bool):
             raise ValueError
-        cfg["drift_interval"] = float(cfg["drift_interval"])
+        interval = float(cfg["drift_interval"])
+        if interval <= 0 or math.isnan(interval):  # NaN is neither above nor below 0: refused too
+            raise ValueError
+        cfg["drift_interval"] = interval
     except (TypeError, ValueError):
         problems.append("drift_interval %r must be a number of seconds above 0, e.g. 30" % (cfg["drift_interval"],))
     if str(cfg["log_level"]).upper() not in LOG_LEVELS:

@@ -69,7 +69,7 @@ def validate(args):
         if value < 1:
             problems.append("%s %d must be 1 or more (health checks in a row)" % (flag, value))
     if args.metrics_listen:
-        host, _, port = args.metrics_listen.rpartition(":")
+        host, _colon, port = args.metrics_listen.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             problems.append("--metrics-listen %r must be HOST:PORT, e.g. 127.0.0.1:9901 or [::1]:9901"
                             % args.metrics_listen)

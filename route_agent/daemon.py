@@ -107,7 +107,7 @@ class RouteDaemon(object):
         # A host route of ours for an excluded single address is the module's pin of the management path
         # (og_public_routes): it is left alone.
         current = {k: v for k, v in self.table.own_routes(ipv6=True).items() if k[0] not in self.pins}
-        add, change, remove, _ = plan(current, desired)
+        add, change, remove, _diff = plan(current, desired)
         if add or change or remove:
             started = time.monotonic()
             self.table.apply(add, change, remove, desired, current)
@@ -182,8 +182,8 @@ class RouteDaemon(object):
 
     def _drain(self, events):
         """Read every pending netlink message; a burst of route changes becomes one reconcile."""
-        for _ in range(1000):
-            ready, _, _ = select.select([events], [], [], 0)
+        for _attempt in range(1000):
+            ready, _writable, _errors = select.select([events], [], [], 0)
             if not ready:
                 return
             try:
@@ -206,7 +206,7 @@ class RouteDaemon(object):
                     log.error("could not apply the routes: %s; retrying", exc)
                     self.stop.wait(min(self.interval, 1.0))   # the undo's own events must not spin the loop
                 wait = max(0.0, next_probe - time.monotonic())
-                ready, _, _ = select.select(watch, [], [], wait)
+                ready, _writable, _errors = select.select(watch, [], [], wait)
                 if events is not None and events in ready:
                     time.sleep(0.02)   # let the rest of a burst (a link going down) arrive first
                     self._drain(events)
@@ -280,7 +280,7 @@ class RouteDaemon(object):
             def log_message(self, *args):
                 pass
 
-        host, _, port = listen.rpartition(":")
+        host, _colon, port = listen.rpartition(":")
         host = host.strip("[]") or "0.0.0.0"
 
         class Server(http.server.ThreadingHTTPServer):

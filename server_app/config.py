@@ -86,7 +86,7 @@ def load(path=None, overrides=None, environ=None):
                 quote_plus(str(seed["db_user"])), quote_plus(str(seed.get("db_password", ""))),
                 seed["db_server"], seed.get("db_port") or 3306, seed["db_name"])
 
-    host, _, port = str(cfg["listen"]).rpartition(":")
+    host, _colon, port = str(cfg["listen"]).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         problems.append("listen %r must be HOST:PORT, e.g. 0.0.0.0:8080" % cfg["listen"])
     for key in ("min_prefix_v4", "min_prefix_v6", "changelog_keep", "threads", "resolve_interval",
@@ -124,7 +124,7 @@ def load(path=None, overrides=None, environ=None):
             problems.append("%s must be a list" % key)
     if isinstance(cfg["dns_servers"], list):
         for server in cfg["dns_servers"]:
-            host, _, port = str(server).rpartition(":") if str(server).count(":") == 1 else (str(server), "", "")
+            host, _colon, port = str(server).rpartition(":") if str(server).count(":") == 1 else (str(server), "", "")
             try:
                 ipaddress.ip_address(host)
                 if port and not 0 < int(port) < 65536:

@@ -13,7 +13,7 @@ description:
     namespaces share the file system.
   - Used by the outputguard.egress lab, Molecule scenarios and tests, where namespaces stand in for a
     server, gateways, clients and an "internet".
-author: outputguard.egress contributors
+author: outputguard.egress contributors (@outputguard)
 version_added: 0.1.0
 options:
   netns_name:

@@ -178,7 +178,7 @@ class Client:
 
     def find_entry(self, target, ports):
         """The entry with exactly this normalised target and ports, or None."""
-        items, _ = self.list_entries(q=target)
+        items, _revision = self.list_entries(q=target)
         for item in items:
             if entry_key(item) == (target, tuple(ports)):
                 return item

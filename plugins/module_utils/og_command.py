@@ -90,7 +90,7 @@ class CommandRunner(object):
         if binary is None:
             raise CommandError(missing_binary_message(argv[0]), cmd=argv, rc=127)
         try:
-            proc = subprocess.run([binary] + argv[1:], input=stdin, capture_output=True, text=True,
+            proc = subprocess.run([binary] + argv[1:], input=stdin, capture_output=True, text=True, check=False,
                                   env=self.env, timeout=self.timeout)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise CommandError("could not run %s: %s" % (argv[0], exc), cmd=argv, rc=127) from exc

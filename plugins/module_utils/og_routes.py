@@ -57,7 +57,7 @@ def check_gateway_list(gateways, mode="failover", ipv6=False):
 
 def host_prefix(address):
     """'203.0.113.5' -> '203.0.113.5/32' (an IPv4-mapped IPv6 address counts as its IPv4 address)."""
-    addr = ipaddress.ip_address(str(address).split("%")[0])
+    addr = ipaddress.ip_address(str(address).split("%", maxsplit=1)[0])
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return str(ipaddress.ip_network(addr))
@@ -187,7 +187,7 @@ class RouteTable(object):
 
     def lookup(self, address):
         """The Path the kernel uses for `address` now (`ip route get fibmatch`), or None when unroutable."""
-        dst = host_prefix(address).split("/")[0]
+        dst = host_prefix(address).split("/", maxsplit=1)[0]
         try:
             msgs = list(self.ipr.route("get", dst=dst, flags=RTM_F_FIB_MATCH))
         except Exception:   # NetlinkError: network unreachable
@@ -207,13 +207,13 @@ class RouteTable(object):
     def check_gateways(self, gateways):
         """Raise RouteError unless every gateway is another host on a directly connected network."""
         nets = self.connected_networks()
-        described = ", ".join(sorted(set(str(n) for n, _ in nets if n.prefixlen < n.max_prefixlen))) or "none"
+        described = ", ".join(sorted(set(str(n) for n, dummy in nets if n.prefixlen < n.max_prefixlen))) or "none"
         for gw in gateways:
             address = ipaddress.ip_address(str(gw).strip())
-            if any(address == own for _, own in nets):
+            if any(address == own for dummy, own in nets):
                 raise RouteError("gateway %s is an address of this host itself; give the address of the gateway "
                                  "host on the same LAN" % gw)
-            if not any(address in net for net, _ in nets
+            if not any(address in net for net, dummy in nets
                        if net.version == address.version and net.prefixlen < net.max_prefixlen):
                 raise RouteError(
                     "gateway %s is not on a directly connected network of this host (connected: %s); give the "

@@ -119,7 +119,7 @@ seealso:
     description: Managing the allowlist from Git with playbooks/entries.yml.
     link: https://example.invalid/outputguard/egress/docs
 author:
-  - outputguard.egress contributors
+  - outputguard.egress contributors (@outputguard)
 """
 
 EXAMPLES = r"""
@@ -169,6 +169,14 @@ entry:
     created_at: "2026-11-23T10:00:00Z"
     addresses: []
     revision: 57
+  contains:
+    revision:
+      description:
+        - The revision of the server's change log that the creation got.
+        - Only in the server's answer to a creation; an entry that was read from the server has no revision.
+      returned: when the task created or replaced the entry (not in check mode)
+      type: int
+      sample: 57
 diff:
   description: The entry before and after the task, one sorted line per field (name, colon, value as JSON);
     empty when absent.
@@ -355,8 +363,10 @@ def main():
         client = Client.from_params(module.params)
         result = run(module, client)
     except ApiError as exc:
-        module.fail_json(**dict(exc.as_dict(), msg='%s (target %r, ports %r). Nothing was changed'
-                                % (exc.msg, module.params['target'], module.params['ports'])))
+        failure = exc.as_dict()
+        failure['msg'] = ('%s (target %r, ports %r). Nothing was changed'
+                          % (exc.msg, module.params['target'], module.params['ports']))
+        module.fail_json(**failure)
     module.exit_json(**result)
 
 

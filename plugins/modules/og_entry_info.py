@@ -95,7 +95,7 @@ notes:
 seealso:
   - module: outputguard.egress.og_entry
 author:
-  - outputguard.egress contributors
+  - outputguard.egress contributors (@outputguard)
 """
 
 EXAMPLES = r"""

@@ -22,7 +22,7 @@ description:
     anything changes, naming the gateway.
   - Changes are made before removals (new paths exist before old ones go); on a kernel error the changes
     already made are undone.
-author: outputguard.egress contributors
+author: outputguard.egress contributors (@outputguard)
 requirements:
   - pyroute2 on the managed host (Debian package python3-pyroute2)
 options:
@@ -66,10 +66,16 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Plans the change from the kernel's real routes and changes nothing.
   diff_mode:
     support: full
+    description: Shows this module's routes before and after, sorted.
   platform:
+    support: full
     platforms: posix
+    description: Linux hosts with netlink routing; runs inside the client's network namespace.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 notes:
   - Run it in the client's network namespace; it refuses the root namespace when the environment variable
     E(OG_REFUSE_ROOT_NETNS=1) is set (the project's tests and lab set it).
@@ -135,7 +141,7 @@ def management_addresses(environ=None):
     if not parts:
         return []
     try:
-        return [host_prefix(parts[0]).split("/")[0]]
+        return [host_prefix(parts[0]).split("/", maxsplit=1)[0]]
     except ValueError:
         return []
 
@@ -175,7 +181,7 @@ def main():
         else:
             desired = {}
         desired.update(pins)
-        pinned = set(prefix for prefix, _ in pins)
+        pinned = set(prefix for prefix, dummy in pins)
         result["management"] = ["%s %s" % (a, "pinned" if host_prefix(a) in pinned else "carved") for a in management]
         for key in sorted(pins):
             if p["state"] == "absent":

@@ -85,8 +85,8 @@ SCHEMAS = {
         "revision": {"type": ["integer", "null"]}}),
     "AuditPage": dict(page_of("AuditEvent"), required=["items", "total", "page", "per_page"]),
     "Token": obj({
-        "id": {"type": "integer"}, "name": {"type": S}, "role": {"type": S, "enum": ["viewer", "editor", "admin",
-                                                                                   "gateway"]},
+        "id": {"type": "integer"}, "name": {"type": S},
+        "role": {"type": S, "enum": ["viewer", "editor", "admin", "gateway"]},
         "created_at": TIME, "created_by": {"type": S}, "last_used": TIME, "revoked": {"type": "boolean"},
         "revoked_at": TIME, "token": {"type": S, "description": "the secret; only in the answer to POST"}},
         required=["id", "name", "role", "created_at", "last_used", "revoked"]),
@@ -150,8 +150,7 @@ PATHS = {
                  "operationId": "importEntries",
                  "parameters": [_q("on_duplicate", {"type": S, "enum": ["skip", "error"]})],
                  "requestBody": {"required": True, "content": {
-                     "application/json": {"schema": obj({"entries": {"type": "array",
-                                                                      "items": ref("ImportItem")}})},
+                     "application/json": {"schema": obj({"entries": {"type": "array", "items": ref("ImportItem")}})},
                      "text/csv": {"schema": {"type": S}}}},
                  "responses": dict(_ok("ImportResult", "created", "201"), **_ok("ImportResult", "nothing new"),
                                    **{"400": _err("an item is invalid; nothing was imported"),
@@ -176,8 +175,8 @@ PATHS = {
                 "responses": dict(_ok("TokenList"), **COMMON)},
         "post": {"summary": "Create a token; the secret is in this answer only", "operationId": "createToken",
                  "requestBody": {"required": True, "content": {"application/json": {"schema": ref("TokenInput")}}},
-                 "responses": dict(_ok("Token", "created", "201"), **{"400": _err("invalid name or role"),
-                                                                       "409": _err("name taken")}, **COMMON)}},
+                 "responses": dict(_ok("Token", "created", "201"),
+                                   **{"400": _err("invalid name or role"), "409": _err("name taken")}, **COMMON)}},
     "/tokens/{token_id}": {
         "parameters": [{"name": "token_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
         "delete": {"summary": "Revoke a token", "operationId": "revokeToken",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete, func, select, update
 
-from og_kernel.og_elements import digest
+from og_kernel.og_elements import digest_canonical
 
 from ..models import Change, EntryElement, LogHead, db
 
@@ -91,9 +91,9 @@ def digest_at(revision):
     answer = delta(revision, head)
     if answer is None:
         return None
-    add, remove, _ = answer
+    add, remove, _aged = answer
     elements = (current - set(add)) | set(remove)
-    return digest(elements)
+    return digest_canonical(elements)
 
 
 def consistent_published(tries=20):
@@ -104,7 +104,7 @@ def consistent_published(tries=20):
     sees its own snapshot, so one read of each could pair revision N with the set of N+1).
     """
     revision = head_revision()
-    for _ in range(tries):
+    for _attempt in range(tries):
         elements = published()
         after = head_revision()
         if after == revision:
@@ -128,7 +128,7 @@ def digest_at_head():
     if revision not in _digest_cache:
         revision, elements = consistent_published()
         _digest_cache.clear()
-        _digest_cache[revision] = digest(elements)
+        _digest_cache[revision] = digest_canonical(elements)
     return revision, _digest_cache[revision]
 
 

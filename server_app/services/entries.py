@@ -313,9 +313,9 @@ def import_entries(items, config, creator, on_duplicate="skip"):
     for number, item in enumerate(items, 1):
         try:
             if isinstance(item, dict):
-                item = {k: v for k, v in item.items() if k not in ("id", "kind", "created_by", "created_at",
-                                                                    "addresses", "revision", "resolved_at",
-                                                                    "resolve_error", "capped")}
+                item = {k: v for k, v in item.items()
+                        if k not in ("id", "kind", "created_by", "created_at", "addresses", "revision", "resolved_at",
+                                     "resolve_error", "capped")}
             spec = validate(item, config)
         except EntryError as exc:
             problems.append("item %d: %s" % (number, exc.message))
@@ -330,7 +330,7 @@ def import_entries(items, config, creator, on_duplicate="skip"):
     if not problems:
         # One query per 5,000 targets instead of one per item.
         found = {}
-        targets = sorted({spec["target"].value for _, spec in specs})
+        targets = sorted({spec["target"].value for _number, spec in specs})
         for i in range(0, len(targets), 5000):
             for row in db.session.execute(select(Entry).where(Entry.target.in_(targets[i:i + 5000]))).scalars():
                 found[(row.target, row.ports_key)] = row

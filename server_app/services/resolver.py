@@ -57,7 +57,7 @@ def make_dns(config):
     if servers:
         res.nameservers = []
         for server in servers:
-            host, _, port = server.rpartition(":") if server.count(":") == 1 else (server, "", "")
+            host, _colon, port = server.rpartition(":") if server.count(":") == 1 else (server, "", "")
             res.nameservers.append(host)
             if port:
                 res.port = int(port)
@@ -95,8 +95,8 @@ def resolve(res, name, aaaa=True):
             # NODATA: the SOA minimum in the authority section says how long that holds.
             for rrset in answer.response.authority:
                 ttls.append(rrset.ttl)
-    if statuses and all(s == "nxdomain" for s, _ in statuses):
-        ttl = min([t for _, t in statuses if t is not None], default=None)
+    if statuses and all(s == "nxdomain" for s, _ttl in statuses):
+        ttl = min([t for _status, t in statuses if t is not None], default=None)
         return Answer("nxdomain", ttl=ttl, error="%s does not exist (NXDOMAIN)" % name)
     return Answer("ok", addresses, min(ttls) if ttls else None)
 
@@ -221,7 +221,7 @@ class Resolver:
         db.session.commit()
         if not due:
             return 0
-        answers = self.resolve_many([name for _, name in due])
+        answers = self.resolve_many([name for _entry_id, name in due])
         pending = self.apply_unchanged(list(zip(due, answers)), now)
         changed = 0
         for (entry_id, name), answer in pending:
@@ -252,7 +252,7 @@ class Resolver:
 
         In the steady state almost every name answers what it answered before: those need only their
         timestamps moved, not a transaction each."""
-        ids = [entry_id for (entry_id, _), answer in results if answer.status == "ok"]
+        ids = [entry_id for (entry_id, _name), answer in results if answer.status == "ok"]
         if not ids:
             return results
         current, flagged = {}, set()

@@ -70,7 +70,7 @@ def helpers():
 
 def page_url(**changes):
     args = request.args.to_dict()
-    args.update({k: v for k, v in changes.items()})
+    args.update(changes)
     return request.path + "?" + urlencode({k: v for k, v in args.items() if v not in (None, "")})
 
 

@@ -198,9 +198,12 @@ class GatewaySession:
             self.send(type="delta", base=revision, revision=head, add=add, remove=remove, aged=aged,
                       names=changelog.names(add) if add else {})
             self.sent = head
+            db.session.commit()  # end the read transaction
         else:
+            # Give the connection back before queueing for the snapshot lock: a thousand gateways reconnecting
+            # at once would otherwise each hold a pooled connection while they wait, and exhaust the pool.
+            db.session.commit()
             self.send_snapshot()
-        db.session.commit()  # end the read transaction
 
     def send_snapshot(self):
         revision, frames, count = snapshot_frames()

@@ -12,7 +12,7 @@ BIN = os.path.dirname(sys.executable)
 
 def run(name, *args, env=None):
     return subprocess.run([os.path.join(BIN, name)] + list(args), capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, **(env or {})))
+                          check=False, env=dict(os.environ, **(env or {})))
 
 
 @pytest.fixture

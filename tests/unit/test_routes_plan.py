@@ -70,7 +70,7 @@ def coverage_problems(prefixes, internal, exclude=(), version=4):
 
 
 def prefixes_of(routes, version=4):
-    return sorted(set(ipaddress.ip_network(p) for p, _ in routes if ipaddress.ip_network(p).version == version))
+    return sorted(set(ipaddress.ip_network(p) for p, dummy in routes if ipaddress.ip_network(p).version == version))
 
 
 def internal_of(version):
@@ -135,11 +135,11 @@ def test_exclude_carves_holes_and_everything_else_stays_covered():
 
 def test_random_internal_and_exclude_lists_still_tile_the_space():
     rng = random.Random(20240601)
-    for _ in range(40):
+    for dummy in range(40):
         internal = ["%s/%d" % (ipaddress.ip_address(rng.getrandbits(32)), rng.randint(4, 28))
-                    for _ in range(rng.randint(0, 12))]
+                    for dummy in range(rng.randint(0, 12))]
         exclude = ["%s/%d" % (ipaddress.ip_address(rng.getrandbits(32)), rng.randint(8, 32))
-                   for _ in range(rng.randint(0, 6))]
+                   for dummy in range(rng.randint(0, 6))]
         prefixes = prefixes_of(desired_routes(["10.0.0.1"], internal_networks=internal, exclude=exclude))
         assert coverage_problems(prefixes, internal, exclude) == []
         assert sorted(ipaddress.collapse_addresses(prefixes)) == prefixes
@@ -163,8 +163,8 @@ def test_ipv6_only_when_asked_and_then_covering_the_ipv6_space():
     v6 = prefixes_of(routes, 6)
     assert coverage_problems(v6, internal_of(6), version=6) == []
     assert ipaddress.ip_network("2000::/3") in v6
-    assert {gws for (p, _), gws in routes.items() if ":" in p} == {("fd00::1",)}
-    assert {gws for (p, _), gws in routes.items() if ":" not in p} == {("10.0.0.1",)}
+    assert {gws for (p, dummy), gws in routes.items() if ":" in p} == {("fd00::1",)}
+    assert {gws for (p, dummy), gws in routes.items() if ":" not in p} == {("10.0.0.1",)}
     assert prefixes_of(routes, 4) == prefixes_of(desired_routes(["10.0.0.1"]))
 
 
@@ -230,7 +230,7 @@ def test_plan_adds_changes_removes_and_diffs_sorted_text():
 def test_a_failover_switch_is_a_change_of_every_route_and_nothing_else():
     before = desired_routes(["10.0.0.1", "10.0.0.3"])
     after = desired_routes(["10.0.0.3", "10.0.0.1"])
-    add, change, remove, _ = plan(before, after)
+    add, change, remove, dummy = plan(before, after)
     assert (add, remove, len(change)) == ([], [], 2 * 73)
 
 
