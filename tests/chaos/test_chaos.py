@@ -102,6 +102,7 @@ class Phases:
         return "\n".join(lines)
 
 
+@pytest.mark.timeout(900)   # five faults including a 2-minute link cut: about 4 minutes
 def test_faults_lose_no_acknowledged_write_and_the_gateway_keeps_forwarding(chaos, postgres):
     phases = Phases(chaos)
     gw_topo = chaos.topo

@@ -67,6 +67,14 @@ def login(browser, lab, name, password=None):
     return page
 
 
+def test_the_ui_user_made_by_the_server_role_logs_in(ui):
+    lab, browser = ui      # og_server_ui_users in inventories/lab, password from scripts/lab's secrets.yml
+    page = login(browser, lab, "admin", lab.secret("og_lab_admin_password"))
+    assert page.url.endswith("/entries") and page.inner_text("#whoami").startswith("admin")
+    assert page.locator("a[href='/admin/users']").count() == 1
+    page.context.close()
+
+
 def test_wrong_password_is_refused_and_repeated_failures_lock_the_account(ui):
     lab, browser = ui
     page = login(browser, lab, "lou", "not-the-password")
