@@ -5,8 +5,10 @@ prompts, runs `ansible_runner.run(...)` and reads the job's events. The same hap
 rc and events are checked; the fleet it rolled out is then asked whether every gateway follows the server.
 """
 
+import glob
 import os
 import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -33,10 +35,26 @@ def lab():
         the_lab.lab("down", check=False)
 
 
-def private_data_dir(root, lab, extravars, fleet=True):
-    """A private data directory as AWX lays it out for a job: the project, the inventory (the lab, or none for
-    a job that runs on localhost), and the extra vars that credentials, template and survey give."""
-    shutil.copytree(os.path.join(TOP, "playbooks"), os.path.join(root, "project", "playbooks"))
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    """The collection as users get it (and as execution-environment.yml puts it in the image): the tarball of
+    `ansible-galaxy collection build`, installed with `ansible-galaxy collection install`."""
+    where = tmp_path_factory.mktemp("collection")
+    galaxy = os.path.join(TOP, ".venv", "bin", "ansible-galaxy")
+    subprocess.run([galaxy, "collection", "build", TOP, "--output-path", str(where)], check=True,
+                   capture_output=True, timeout=300)
+    tarball, = glob.glob(str(where / "outputguard-egress-*.tar.gz"))
+    subprocess.run([galaxy, "collection", "install", tarball, "-p", str(where / "collections")], check=True,
+                   capture_output=True, timeout=300)
+    return str(where / "collections")
+
+
+def private_data_dir(root, lab, extravars, collections, fleet=True):
+    """A private data directory as AWX lays it out for a job: the project (the installed collection's
+    playbooks), the inventory (the lab, or none for a job that runs on localhost), and the extra vars that
+    credentials, template and survey give."""
+    shutil.copytree(os.path.join(collections, "ansible_collections", "outputguard", "egress", "playbooks"),
+                    os.path.join(root, "project", "playbooks"))
     if fleet:
         shutil.copytree(os.path.join(TOP, "inventories", "lab"), os.path.join(root, "inventory"),
                         ignore=shutil.ignore_patterns("ansible.cfg"))
@@ -54,9 +72,9 @@ def private_data_dir(root, lab, extravars, fleet=True):
     write("extravars", extravars)
     # No prompt is expected: a prompt would be a job hanging in AWX.
     write("passwords", {})
-    # The execution environment: the collection under test (the lab links it) and the lab's environment.
+    # The execution environment: the installed collection and the lab's environment.
     write("envvars", {
-        "ANSIBLE_COLLECTIONS_PATH": os.path.join(lab.dir, "collections"),
+        "ANSIBLE_COLLECTIONS_PATH": collections,
         "PATH": os.path.join(TOP, ".venv", "bin") + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
         "OG_LAB_PREFIX": lab.prefix, "OG_LAB_DIR": lab.dir, "OG_VENV": os.path.join(TOP, ".venv"),
         "OG_REFUSE_ROOT_NETNS": "1",
@@ -81,11 +99,12 @@ def checked_events(result):
 
 
 @pytest.fixture(scope="module")
-def rollout(lab, tmp_path_factory):
-    """The "rollout" job template: site.yml on the lab; the credential injects the secrets as extra vars."""
+def rollout(lab, collection, tmp_path_factory):
+    """The "rollout" job template: site.yml of the installed tarball on the lab; the credential injects the
+    secrets as extra vars."""
     import ansible_runner
 
-    root = private_data_dir(str(tmp_path_factory.mktemp("rollout") / "job"), lab, lab_secrets(lab))
+    root = private_data_dir(str(tmp_path_factory.mktemp("rollout") / "job"), lab, lab_secrets(lab), collection)
     return ansible_runner.run(private_data_dir=root, playbook="playbooks/site.yml", quiet=True)
 
 
@@ -116,7 +135,7 @@ def test_site_runs_through_ansible_runner_like_awx(lab, rollout):
     wait_until(following, timeout=30, what="gw1 and gw2 connected at the head revision")
 
 
-def entry_job(lab, root, state, **survey):
+def entry_job(lab, root, state, collection, **survey):
     """The "add entry" / "remove entry" job templates of docs/awx.md: survey answers plus the template's extra
     vars (which turn them into og_entries) plus the credential's token."""
     template = {
@@ -129,18 +148,18 @@ def entry_job(lab, root, state, **survey):
     extravars = dict(template, og_api_token=lab_secrets(lab)["og_server_admin_token"], **survey)
     import ansible_runner
 
-    return ansible_runner.run(private_data_dir=private_data_dir(root, lab, extravars, fleet=False),
+    return ansible_runner.run(private_data_dir=private_data_dir(root, lab, extravars, collection, fleet=False),
                               playbook="playbooks/entries.yml", quiet=True)
 
 
 @pytest.mark.timeout(600)
-def test_entry_survey_jobs_add_and_remove_an_entry_live(lab, rollout, tmp_path):
+def test_entry_survey_jobs_add_and_remove_an_entry_live(lab, rollout, collection, tmp_path):
     checked_events(rollout)
     entries = lab.api("GET", "/api/v1/entries").json()["items"]
     assert [e for e in entries if e["target"].startswith("198.51.100.10")] == []
     assert probe(lab, "c1", "198.51.100.10", 8443) == "refused"
 
-    added = entry_job(lab, str(tmp_path / "add"), "present", entry_target="198.51.100.10",
+    added = entry_job(lab, str(tmp_path / "add"), "present", collection, entry_target="198.51.100.10",
                       entry_ports="8443/tcp", entry_comment="CHG-1 runner test")
     changed = [e["event_data"]["task"] for e in checked_events(added)
                if e["event"] == "runner_on_ok" and e["event_data"]["res"].get("changed")]
@@ -150,9 +169,26 @@ def test_entry_survey_jobs_add_and_remove_an_entry_live(lab, rollout, tmp_path):
     wait_until(lambda: probe(lab, "c1", "198.51.100.10", 8443) == "ok", timeout=15, what="8443 reachable")
     assert probe(lab, "c1", "198.51.100.10", 80) == "refused"
 
-    removed = entry_job(lab, str(tmp_path / "remove"), "absent", entry_target="198.51.100.10",
+    removed = entry_job(lab, str(tmp_path / "remove"), "absent", collection, entry_target="198.51.100.10",
                         entry_ports="8443/tcp")
     checked_events(removed)
     assert [e for e in lab.api("GET", "/api/v1/entries").json()["items"]
             if e["target"].startswith("198.51.100.10")] == []
     wait_until(lambda: probe(lab, "c1", "198.51.100.10", 8443) == "refused", timeout=15, what="8443 refused")
+
+
+@pytest.mark.timeout(600)
+def test_check_mode_of_the_rollout_on_the_deployed_fleet_changes_and_fails_nothing(lab, rollout, collection,
+                                                                                   tmp_path):
+    """The "rollout (check)" job template: site.yml with --check --diff, every role and module in check mode."""
+    import ansible_runner
+
+    checked_events(rollout)
+    root = private_data_dir(str(tmp_path / "check"), lab, lab_secrets(lab), collection)
+    events = checked_events(ansible_runner.run(private_data_dir=root, playbook="playbooks/site.yml",
+                                               cmdline="--check --diff", quiet=True))
+    stats = [e["event_data"] for e in events if e["event"] == "playbook_on_stats"][0]
+    assert sorted(stats["ok"]) == HOSTS
+    changed = [(e["event_data"]["host"], e["event_data"]["task"]) for e in events
+               if e["event"] == "runner_on_ok" and e["event_data"]["res"].get("changed")]
+    assert (stats["changed"], changed) == ({}, [])
