@@ -24,12 +24,6 @@ description:
   - Options that are not given are not compared; a new entry then gets the server's defaults (deletable, no
     expiry, no comment), and a replaced entry keeps its values.
 options:
-  server_url:
-    description:
-      - The server's base URL, such as V(https://og.example.com); a trailing C(/api/v1) is accepted.
-      - If not set, the environment variable E(OG_SERVER_URL) is used.
-    type: str
-    required: true
   token:
     description:
       - An API token (C(og-server token create --role editor)), sent as a C(Bearer) token in the
@@ -38,20 +32,6 @@ options:
       - If not set, the environment variable E(OG_TOKEN) is used.
     type: str
     required: true
-  validate_certs:
-    description:
-      - Verify the server's TLS certificate. Only set to V(false) for a test server.
-    type: bool
-    default: true
-  ca_path:
-    description:
-      - A PEM file of the certificate authority that signed the server's certificate.
-    type: path
-  timeout:
-    description:
-      - Seconds to wait for each answer of the server.
-    type: int
-    default: 30
   target:
     description:
       - An IPv4 or IPv6 address, a network in CIDR notation (without host bits) or a domain name.
@@ -108,6 +88,7 @@ attributes:
     platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - outputguard.egress.og_api
 notes:
   - In check mode only the syntax of O(target), O(ports) and O(expires_at) is checked; whether the server
     accepts the target (internal networks, minimum prefix) shows when the task runs.

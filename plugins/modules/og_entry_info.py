@@ -16,32 +16,12 @@ description:
   - With O(target) (and O(ports)), returns the one entry with exactly that target in the server's normal form, if
     it exists.
 options:
-  server_url:
-    description:
-      - The server's base URL, such as V(https://og.example.com); a trailing C(/api/v1) is accepted.
-      - If not set, the environment variable E(OG_SERVER_URL) is used.
-    type: str
-    required: true
   token:
     description:
       - An API token of any role that may read (viewer, editor or admin).
       - If not set, the environment variable E(OG_TOKEN) is used.
     type: str
     required: true
-  validate_certs:
-    description:
-      - Verify the server's TLS certificate. Only set to V(false) for a test server.
-    type: bool
-    default: true
-  ca_path:
-    description:
-      - A PEM file of the certificate authority that signed the server's certificate.
-    type: path
-  timeout:
-    description:
-      - Seconds to wait for each answer of the server.
-    type: int
-    default: 30
   id:
     description:
       - Only the entry with this id (an empty list when there is none).
@@ -89,6 +69,7 @@ attributes:
     platforms: posix
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - outputguard.egress.og_api
 notes:
   - The pages are read one after the other; entries created or deleted meanwhile may be missed or listed twice.
     RV(revision) is the revision when the first page was read.
