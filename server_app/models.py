@@ -24,7 +24,9 @@ class Entry(db.Model):
     """An operator's allowlist entry: a domain, an address or a CIDR, optionally port-scoped."""
 
     __tablename__ = "entries"
-    __table_args__ = (UniqueConstraint("target", "ports_key", name="uq_entry_target_ports"),)
+    # sqlite_autoincrement: ids are never reused (migration 0002); other databases' sequences never reuse them.
+    __table_args__ = (UniqueConstraint("target", "ports_key", name="uq_entry_target_ports"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     target: Mapped[str] = mapped_column(String(255), index=True)
@@ -104,6 +106,7 @@ class Token(db.Model):
     """An API or gateway token; only its SHA-256 is stored."""
 
     __tablename__ = "tokens"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
@@ -120,6 +123,7 @@ class User(db.Model):
     """An operator who logs into the UI; the password is stored as a KDF hash (werkzeug: scrypt)."""
 
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -136,7 +140,7 @@ class AuditEvent(db.Model):
     """Append-only: who did what, when, from where, with the object before and after."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_at", "at"),)
+    __table_args__ = (Index("ix_audit_at", "at"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -183,6 +187,7 @@ class Gateway(db.Model):
     """What the server knows of one gateway agent."""
 
     __tablename__ = "gateways"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)

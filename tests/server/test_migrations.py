@@ -1,0 +1,42 @@
+"""Schema migrations on a database that holds data: nothing lost, and (SQLite) ids never reused afterwards."""
+
+import flask_migrate
+from sqlalchemy import text
+
+from server_app import MIGRATIONS, create_app, init_db, schema_revision
+from server_app.models import db
+from server_app.services import entries
+
+
+def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path):
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False})
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision="0001")
+        db.session.execute(text("INSERT INTO log_head (id, revision) VALUES (1, 0)"))
+        db.session.commit()
+        cfg = app.config["OG"]
+        ids = [entries.create({"target": t}, cfg, "test")[0].id for t in ("198.51.100.10", "198.51.100.0/28",
+                                                                           "203.0.113.7")]
+        entries.delete(ids[-1])           # the newest: at 0001 its id is handed out again ...
+        again = entries.create({"target": "203.0.113.9"}, cfg, "test")[0].id
+        assert again == ids[-1]           # ... as this shows (what 0002 stops)
+        entries.delete(again)
+        counts = {t: db.session.execute(text("SELECT count(*) FROM %s" % t)).scalar()
+                  for t in ("entries", "entry_addresses", "entry_elements", "changes", "audit_events")}
+        assert counts["entry_addresses"] == 2 and counts["entry_elements"] == 2
+        db.session.remove()
+    init_db(app)                          # 0001 -> head, as og-server db upgrade does
+    with app.app_context():
+        assert schema_revision() == "0002"
+        after = {t: db.session.execute(text("SELECT count(*) FROM %s" % t)).scalar() for t in counts}
+        assert after == counts            # the rebuilt tables kept their rows, and nothing cascaded away
+        assert db.session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        newest = entries.create({"target": "203.0.113.8"}, app.config["OG"], "test")[0].id
+        entries.delete(newest)
+        assert entries.create({"target": "203.0.113.8"}, app.config["OG"], "test")[0].id == newest + 1
+        # Deleting an entry still removes its addresses (the foreign key's cascade survived the rebuild).
+        entries.delete(ids[0])
+        assert db.session.execute(text("SELECT count(*) FROM entry_addresses WHERE entry_id = :i"),
+                                  {"i": ids[0]}).scalar() == 0
+        sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'entries'")).scalar()
+        assert "AUTOINCREMENT" in sql and "uq_entry_target_ports" in sql
