@@ -1,5 +1,6 @@
-"""Server replicas on one PostgreSQL database: changes reach gateways on any replica, one resolver with
-takeover, and kill -9 of a replica during a stream of writes loses no acknowledged write."""
+"""Server replicas on one database (PostgreSQL, and MariaDB, which the seed used): changes reach gateways on any
+replica, one resolver with takeover, and kill -9 of a replica during a stream of writes loses no acknowledged
+write."""
 
 import itertools
 import threading
@@ -13,9 +14,9 @@ from nslib import wait_until
 from serverlib import Gateway, Server, converged
 
 
-@pytest.fixture
-def replicas(postgres, tmp_path):
-    url = postgres.create_database()
+@pytest.fixture(params=["postgresql", "mariadb"])
+def replicas(request, tmp_path):
+    url = request.getfixturevalue("postgres" if request.param == "postgresql" else "mariadb").create_database()
     a = Server(str(tmp_path / "a"), database_url=url, resolve_interval=5)
     b = Server(str(tmp_path / "b"), database_url=url, replica_of=a, resolve_interval=5)
     yield a, b
