@@ -118,6 +118,7 @@ class Agent:
         self.stats = Stats()
         self.stop = threading.Event()
         self.boot = str(uuid.uuid4())
+        self._reported = {}        # counters at the last counters frame sent: the next one sends the increments
         self.ws = None
         self._chunks = {}
         self.names = state.load_names(cfg.get("state_file", ""))  # element -> entry targets, for metrics
@@ -384,13 +385,14 @@ class Agent:
         with self.lock:
             counters = self.fw.counters([Element.parse(e) for e in self.elements])
         totals, increments = {}, {}
-        reported = getattr(self, "_reported", {})
+        reported = self._reported
         for element, value in counters.items():
             now = value.as_dict()
             key = str(element)
             totals[key] = now
             before = reported.get(key)
-            delta = {k: (v - before[k] if before is not None and v >= before.get(k, 0) else v) for k, v in now.items()}
+            # A counter that went down was reset (the set was swapped): all of it is new.
+            delta = {k: v - before[k] if before and v >= before[k] else v for k, v in now.items()}
             if any(delta.values()):
                 increments[key] = delta
         self.send(type="counters", ts=time.time(), boot=self.boot, increments=True, counters=increments)

@@ -251,19 +251,22 @@ def revoke_token(token_id):
     return "", 204
 
 
+def fleet(when):
+    """The fleet as the API and the UI show it: each gateway with its lag and whether its digest matches the
+    head revision; `when` formats the timestamps."""
+    head = changelog.head_revision()
+    rows = db.session.query(Gateway).order_by(Gateway.name).all()
+    return {"revision": head, "items": [{
+        "name": gw.name, "connected": gw.connected, "address": gw.address, "agent_version": gw.agent_version,
+        "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
+        "digest_match": bool(gw.digest_match and gw.applied_revision == head), "elements": gw.elements,
+        "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen)} for gw in rows]}
+
+
 @bp.get("/gateways")
 @requires("read")
 def list_gateways():
-    head = changelog.head_revision()
-    rows = db.session.query(Gateway).order_by(Gateway.name).all()
-
-    def iso(value):
-        return value.isoformat() + "Z" if value else None
-    return jsonify({"revision": head, "items": [{
-        "name": gw.name, "connected": gw.connected, "address": gw.address, "agent_version": gw.agent_version,
-        "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
-        "digest_match": gw.digest_match and gw.applied_revision == head, "elements": gw.elements,
-        "connected_at": iso(gw.connected_at), "last_seen": iso(gw.last_seen)} for gw in rows]})
+    return jsonify(fleet(lambda value: value.isoformat() + "Z" if value else None))
 
 
 @bp.get("/openapi.json")

@@ -15,13 +15,13 @@ from flask import (Blueprint, abort, current_app, flash, g, jsonify, redirect, r
                    url_for)
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from ..models import Entry, Gateway, Token, User, db, utcnow
+from ..api import bp as api_bp, fleet as api_fleet
+from ..models import Entry, User, db, utcnow
 from ..services import audit, changelog, entries, tokens, traffic, users
 
 bp = Blueprint("ui", __name__, template_folder="../templates", static_folder="../static",
                static_url_path="/static")
 csrf = CSRFProtect()
-GRANTS = tokens.GRANTS
 ACTIONS = {"read": "read", "write": "change entries", "admin": "administer users and tokens"}
 
 
@@ -44,7 +44,7 @@ def load_user():
 
 
 def may(action):
-    return g.get("user") is not None and g.user.role in GRANTS[action]
+    return tokens.allowed(g.get("user"), action)     # users have the tokens' roles
 
 
 def page(action="read"):
@@ -91,7 +91,7 @@ def human_bytes(n):
 
 @bp.after_app_request
 def security_headers(response):
-    if not request.path.startswith(("/api/", "/ws/", "/metrics")):
+    if wants_html():
         response.headers.setdefault("Content-Security-Policy", "default-src 'self'; script-src 'self'; "
                                     "style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
                                     "form-action 'self'; base-uri 'none'")
@@ -312,13 +312,7 @@ def why_page():
 
 # ---- fleet ------------------------------------------------------------------------------------------------
 def fleet():
-    head = changelog.head_revision()
-    rows = db.session.query(Gateway).order_by(Gateway.name).all()
-    return {"revision": head, "items": [{
-        "name": gw.name, "connected": gw.connected, "address": gw.address, "agent_version": gw.agent_version,
-        "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
-        "digest_match": bool(gw.digest_match and gw.applied_revision == head), "elements": gw.elements,
-        "last_seen": when(gw.last_seen)} for gw in rows]}
+    return api_fleet(when)
 
 
 @bp.get("/gateways")
@@ -422,7 +416,6 @@ def wants_html():
 
 def install(app):
     """Register the UI, CSRF protection (the API and the WebSocket use tokens, not cookies) and HTML errors."""
-    from ..api import bp as api_bp
     cfg = app.config["OG"]
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=bool(cfg["session_cookie_secure"]),
