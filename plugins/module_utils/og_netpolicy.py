@@ -41,6 +41,40 @@ DEFAULT_INTERNAL_NETWORKS_V6 = (
 )
 DEFAULT_INTERNAL_NETWORKS = DEFAULT_INTERNAL_NETWORKS_V4 + DEFAULT_INTERNAL_NETWORKS_V6
 
+
+
+class EmbeddingForm(object):
+    """An IPv6 prefix whose addresses carry an IPv4 address: where it sits (bit offset, bit-inverted or not)."""
+
+    __slots__ = ("name", "prefix", "offsets")
+
+    def __init__(self, name, prefix, offsets):
+        self.name = name
+        self.prefix = ipaddress.ip_network(prefix)
+        self.offsets = offsets  # None: the position depends on the translator (RFC 6052 prefix lengths)
+
+
+EMBEDDING_FORMS = (
+    EmbeddingForm("NAT64 well-known prefix", "64:ff9b::/96", ((96, False),)),           # RFC 6052
+    EmbeddingForm("NAT64 local-use prefix", "64:ff9b:1::/48", None),                    # RFC 8215
+    EmbeddingForm("6to4 prefix", "2002::/16", ((16, False),)),                          # RFC 3056
+    EmbeddingForm("Teredo prefix", "2001::/32", ((32, False), (96, True))),             # RFC 4380: server, client
+    EmbeddingForm("IPv4-mapped prefix", "::ffff:0:0/96", ((96, False),)),               # RFC 4291
+    EmbeddingForm("IPv4-translated prefix", "::ffff:0:0:0/96", ((96, False),)),         # RFC 2765
+    EmbeddingForm("IPv4-compatible prefix", "::/96", ((96, False),)),                   # RFC 4291, deprecated
+)
+
+
+def embedded_ipv4(network, offset, inverted=False):
+    """The IPv4 network carried at bit `offset` of an IPv6 network (bits the prefix leaves open stay open)."""
+    length = max(0, min(32, network.prefixlen - offset))
+    bits = (int(network.network_address) >> (96 - offset)) & 0xFFFFFFFF
+    if inverted:  # Teredo stores the client address with every bit flipped
+        bits ^= 0xFFFFFFFF
+    mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+    return ipaddress.IPv4Network((bits & mask, length))
+
+
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
@@ -113,14 +147,40 @@ class AddressPolicy(object):
         for internal in self.internal:
             if internal.version == net.version and internal.overlaps(net):
                 return internal
-        # IPv4-mapped IPv6 addresses are judged by the IPv4 address they carry.
-        if net.version == 6 and net.prefixlen >= 96 and net.network_address.ipv4_mapped is not None:
-            return self.internal_network_of(net.network_address.ipv4_mapped)
+        return None
+
+    def refusal(self, network):
+        """Why `network` (address or CIDR) may never be allowed out, or None: one text for entries and answers.
+
+        An IPv6 network is also refused when the IPv4 addresses it embeds (NAT64, 6to4, Teredo, IPv4-compatible,
+        -mapped or -translated) touch an internal network: a relay would carry the packet there.
+        """
+        net = ipaddress.ip_network(network, strict=False)
+        internal = self.internal_network_of(net)
+        if internal is not None:
+            return "is inside or overlaps the internal network %s" % internal
+        if net.version == 4:
+            return None
+        for form in EMBEDDING_FORMS:
+            if not net.overlaps(form.prefix):
+                continue
+            if form.offsets is None:
+                return ("is in the %s %s, whose embedded IPv4 address depends on the translator's configuration"
+                        % (form.name, form.prefix))
+            part = form.prefix if form.prefix.subnet_of(net) else net
+            for offset, inverted in form.offsets:
+                embedded = embedded_ipv4(part, offset, inverted)
+                internal = self.internal_network_of(embedded)
+                if internal is not None:
+                    return ("embeds the IPv4 %s %s (%s, %s), which is inside or overlaps the internal network %s"
+                            % ("address" if embedded.prefixlen == 32 else "network",
+                               embedded.network_address if embedded.prefixlen == 32 else embedded,
+                               form.name, form.prefix, internal))
         return None
 
     def is_internal(self, address):
-        """True if the address or network touches an internal network."""
-        return self.internal_network_of(address) is not None
+        """True if the address or network touches an internal network, directly or through an embedded IPv4."""
+        return self.refusal(address) is not None
 
     def check_network(self, network, text=None):
         """Raise TargetError unless `network` may be allowed out."""
@@ -131,11 +191,9 @@ class AddressPolicy(object):
             raise TargetError(
                 "%s is too broad: prefixes shorter than /%d are refused for IPv%d; "
                 "add narrower networks instead" % (text, minimum, net.version))
-        internal = self.internal_network_of(net)
-        if internal is not None:
-            raise TargetError(
-                "%s is inside or overlaps the internal network %s; internal addresses are never "
-                "allowed through the gateway" % (text, internal))
+        reason = self.refusal(net)
+        if reason is not None:
+            raise TargetError("%s %s; internal addresses are never allowed through the gateway" % (text, reason))
 
     def parse_target(self, text):
         """Parse and check an operator's target: an IPv4/IPv6 address, a CIDR or a domain name."""

@@ -333,9 +333,10 @@ class Resolver:
         for ip in answer.addresses:
             key = str(ipaddress.ip_network(ip))
             returned.add(key)
-            internal = policy.internal_network_of(ipaddress.ip_network(ip))
+            refusal = policy.refusal(ipaddress.ip_network(ip))
             row = current.get(key)
-            reason = ("%s lies in the internal network %s; never published" % (ip, internal)) if internal else ""
+            # The same text as an entry typed with this address gets (og_netpolicy), plus what happens to it.
+            reason = ("%s %s; never published" % (ip, refusal)) if refusal else ""
             if row is None:
                 active = sum(1 for a in entry.addresses if not a.refused)
                 if not reason and active >= cfg["resolve_cap"]:

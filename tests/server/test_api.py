@@ -61,6 +61,8 @@ def test_domains_are_lower_cased_without_the_trailing_dot(api):
     ({"target": "::/0"}, "invalid_target", "::/0"),
     ({"target": "127.0.0.1"}, "invalid_target", "127.0.0.0/8"),
     ({"target": "::ffff:10.0.0.1"}, "invalid_target", "::ffff:0:0/96"),
+    ({"target": "64:ff9b::a00:1"}, "invalid_target", "embeds the IPv4 address 10.0.0.1 (NAT64 well-known prefix"),
+    ({"target": "2002:a00:1::"}, "invalid_target", "embeds the IPv4 address 10.0.0.1 (6to4 prefix"),
     ({"target": "fd00::1"}, "invalid_target", "fc00::/7"),
     ({"target": "12.0.0.0/7"}, "invalid_target", "/8"),                 # shorter than the minimum prefix
     ({"target": "not an address"}, "invalid_target", "not an address"),

@@ -113,6 +113,20 @@ def test_internal_addresses_are_recorded_but_never_published(app):
     assert [a["published"] for a in shown if a["address"] == "10.1.2.3/32"] == [False]
 
 
+def test_aaaa_answers_that_embed_an_internal_ipv4_address_are_refused_with_the_entry_message(app):
+    r = Resolver(app)
+    eid = domain("nat64.example.com")
+    r.apply(eid, Answer("ok", ips("64:ff9b::a00:1", "2002:a00:1::", "64:ff9b::c633:640a"), ttl=60))
+    assert changelog.published() == {"64:ff9b::c633:640a/128"}
+    rows = addresses(eid)
+    assert rows["64:ff9b::a00:1/128"].refused == (
+        "64:ff9b::a00:1 embeds the IPv4 address 10.0.0.1 (NAT64 well-known prefix, 64:ff9b::/96), which is "
+        "inside or overlaps the internal network 10.0.0.0/8; never published")
+    assert rows["2002:a00:1::/128"].refused == (
+        "2002:a00:1:: embeds the IPv4 address 10.0.0.1 (6to4 prefix, 2002::/16), which is "
+        "inside or overlaps the internal network 10.0.0.0/8; never published")
+
+
 def test_dns_failure_never_removes_and_nxdomain_removes_after_grace(app):
     r = Resolver(app)
     eid = domain()

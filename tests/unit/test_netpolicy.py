@@ -69,6 +69,63 @@ def test_configured_internal_networks_replace_the_defaults():
         policy.parse_target("198.51.100.7")
 
 
+_NEVER = "; internal addresses are never allowed through the gateway"
+
+
+@pytest.mark.parametrize("text, message", [
+    # NAT64 well-known prefix (RFC 6052): the last 32 bits
+    ("64:ff9b::a00:1", "64:ff9b::a00:1 embeds the IPv4 address 10.0.0.1 (NAT64 well-known prefix, 64:ff9b::/96), "
+                       "which is inside or overlaps the internal network 10.0.0.0/8" + _NEVER),
+    # NAT64 local-use prefix (RFC 8215): where the IPv4 address sits is the translator's choice
+    ("64:ff9b:1:2::c633:640a", "64:ff9b:1:2::c633:640a is inside or overlaps the internal network 64:ff9b:1::/48"
+                               + _NEVER),
+    # 6to4 (RFC 3056): bits 16-47
+    ("2002:a00:1::", "2002:a00:1:: embeds the IPv4 address 10.0.0.1 (6to4 prefix, 2002::/16), "
+                     "which is inside or overlaps the internal network 10.0.0.0/8" + _NEVER),
+    ("2002:c0a8::/32", "2002:c0a8::/32 embeds the IPv4 network 192.168.0.0/16 (6to4 prefix, 2002::/16), "
+                       "which is inside or overlaps the internal network 192.168.0.0/16" + _NEVER),
+    # Teredo (RFC 4380): the server in bits 32-63, the client bit-inverted in bits 96-127
+    ("2001:0:a00:1::1", "2001:0:a00:1::1 embeds the IPv4 address 10.0.0.1 (Teredo prefix, 2001::/32), "
+                        "which is inside or overlaps the internal network 10.0.0.0/8" + _NEVER),
+    ("2001:0:c633:640a::f5ff:fffe", "2001:0:c633:640a::f5ff:fffe embeds the IPv4 address 10.0.0.1 (Teredo prefix, "
+                                    "2001::/32), which is inside or overlaps the internal network 10.0.0.0/8" + _NEVER),
+    # IPv4-compatible (RFC 4291, deprecated) and IPv4-translated (RFC 2765)
+    ("::a9fe:a9fe", "::a9fe:a9fe embeds the IPv4 address 169.254.169.254 (IPv4-compatible prefix, ::/96), "
+                    "which is inside or overlaps the internal network 169.254.0.0/16" + _NEVER),
+    ("::ffff:0:a00:1", "::ffff:0:a00:1 embeds the IPv4 address 10.0.0.1 (IPv4-translated prefix, ::ffff:0:0:0/96), "
+                       "which is inside or overlaps the internal network 10.0.0.0/8" + _NEVER),
+    # IPv4-mapped: the whole prefix is internal by default
+    ("::ffff:198.51.100.1", "::ffff:198.51.100.1 is inside or overlaps the internal network ::ffff:0:0/96" + _NEVER),
+    # A prefix that leaves the embedded address open covers internal ones too
+    ("2002::/16", "2002::/16 embeds the IPv4 network 0.0.0.0/0 (6to4 prefix, 2002::/16), "
+                  "which is inside or overlaps the internal network 0.0.0.0/8" + _NEVER),
+])
+def test_ipv6_addresses_that_embed_an_internal_ipv4_address_are_refused(policy, text, message):
+    with pytest.raises(TargetError) as err:
+        policy.parse_target(text)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("text", [
+    "64:ff9b::c633:640a",            # NAT64 of 198.51.100.10
+    "2002:c633:640a::1",             # 6to4 of 198.51.100.10
+    "2001:0:c633:640a::3ccd:fffe",   # Teredo: server 198.51.100.10, client 195.50.0.1
+    "::c633:640a",                   # IPv4-compatible 198.51.100.10
+    "2001:db8::1",                   # not an embedding prefix at all (2001:db8:: is not Teredo's 2001:0::)
+])
+def test_ipv6_addresses_that_embed_a_public_ipv4_address_are_accepted(policy, text):
+    assert policy.parse_target(text) == Target("ip", text)
+
+
+def test_mapped_addresses_are_judged_by_their_ipv4_address_when_the_prefix_is_not_listed():
+    policy = AddressPolicy(["10.0.0.0/8"])
+    assert policy.refusal("::ffff:10.1.2.3") == ("embeds the IPv4 address 10.1.2.3 (IPv4-mapped prefix, "
+                                                 "::ffff:0:0/96), which is inside or overlaps the internal "
+                                                 "network 10.0.0.0/8")
+    assert policy.refusal("::ffff:198.51.100.1") is None
+    assert policy.is_internal("2002:a01::/32") is True and policy.is_internal("2002:c633::/32") is False
+
+
 @pytest.mark.parametrize("text, parsed", [
     ("443/tcp", ("tcp", 443, 443)), ("53/UDP", ("udp", 53, 53)), ("8000-8100/tcp", ("tcp", 8000, 8100))])
 def test_port_specs(text, parsed):
