@@ -11,6 +11,8 @@ import subprocess
 import tempfile
 import time
 
+from nslib import READY_TIMEOUT
+
 
 def available():
     return all(shutil.which(b) for b in ("mariadb-install-db", "mariadbd", "mariadb"))
@@ -39,7 +41,7 @@ class MariaDB:
              "--pid-file=" + os.path.join(self.root, "pid"), "--skip-log-bin", "--innodb-buffer-pool-size=64M",
              "--innodb-flush-log-at-trx-commit=2", "--max-connections=300"],
             stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + READY_TIMEOUT
         while self.sql("SELECT 1", check=False).returncode != 0:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError("mariadbd did not start; see %s" % self.log.name)

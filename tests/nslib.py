@@ -132,6 +132,26 @@ def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+# How long a real service (a server, a database, a DNS server) may take to say it is ready. Generous on purpose:
+# the wait ends as soon as the service answers, and a loaded CI machine can take tens of seconds to start one.
+READY_TIMEOUT = float(os.environ.get("OG_TEST_READY_TIMEOUT", "180"))
+
+
+def wait_ready(probe, proc, what, log=None, timeout=READY_TIMEOUT):
+    """Wait until a started service answers `probe()`; fail at once, with its log, if its process `proc` died."""
+    def tail():
+        if log is None:
+            return ""
+        try:
+            with open(log) as fh:
+                return "\n" + fh.read()[-3000:]
+        except OSError:
+            return ""
+    wait_until(lambda: probe() or proc.poll() is not None, timeout=timeout, interval=0.2, what=what)
+    if proc.poll() is not None:
+        raise AssertionError("%s: the process exited with rc=%s before it was ready%s" % (what, proc.returncode, tail()))
+
+
 def tcp_probe(ns, host, port, timeout=2.0):
     """Try one TCP connection from inside ns; return 'ok', 'refused', 'reset', 'timeout' or 'unreachable'."""
     code = (

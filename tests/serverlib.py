@@ -10,7 +10,7 @@ import requests
 import websocket
 import yaml
 
-from nslib import wait_until
+from nslib import wait_ready
 from og_kernel.og_elements import digest
 
 BIN = os.path.dirname(sys.executable)
@@ -51,7 +51,7 @@ class Server:
         self.log = open(os.path.join(self.tmp, "server.log"), "a")
         self.proc = subprocess.Popen([os.path.join(BIN, "og-server"), "--config", self.conf],
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(self.ready, timeout=30, what="og-server ready")
+        wait_ready(self.ready, self.proc, "og-server on port %d ready" % self.port, log=self.log.name)
 
     def kill9(self):
         self.proc.kill()

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage)
 
-from nslib import link, wait_until
+from nslib import link, wait_ready, wait_until
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -337,9 +337,8 @@ class ServerProcess:
         with open(self.log_file, "a") as log:
             self.proc = self.ns.popen([os.path.join(BIN, "og-server"), "--config", self.config],
                                       stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.api("GET", "/api/v1/gateways")[0] == 200 or self.proc.poll() is not None,
-                   timeout=30, interval=0.2, what="og-server answering")
-        assert self.proc.poll() is None, open(self.log_file).read()[-3000:]
+        wait_ready(lambda: self.api("GET", "/api/v1/gateways")[0] == 200, self.proc, "og-server answering",
+                   log=self.log_file)
         return self
 
     def stop(self):

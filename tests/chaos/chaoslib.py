@@ -26,7 +26,7 @@ import requests
 import yaml
 
 from agentlib import SERVER_ADDR, kernel_elements
-from nslib import wait_until
+from nslib import READY_TIMEOUT, wait_ready, wait_until
 
 BIN = os.path.dirname(sys.executable)
 CLONE_NEWNET = 0x40000000
@@ -105,15 +105,13 @@ class Replica:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def start(self, timeout=60):
+    def start(self, timeout=READY_TIMEOUT):
         with open(self.log_file, "a") as log:
             log.write("---- start %s\n" % time.strftime("%H:%M:%S"))
             log.flush()
             self.proc = self.ns.popen([os.path.join(BIN, "og-server"), "--config", self.config],
                                       stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.ready() or self.proc.poll() is not None, timeout=timeout, interval=0.2,
-                   what="og-server on port %d ready" % self.port)
-        assert self.proc.poll() is None, self.log()[-3000:]
+        wait_ready(self.ready, self.proc, "og-server on port %d ready" % self.port, log=self.log_file, timeout=timeout)
         return self
 
     def log(self):
