@@ -1,10 +1,12 @@
 """A real og-server process (gunicorn on loopback) and scripted gateways speaking docs/protocol.md, for tests."""
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 
 import requests
 import websocket
@@ -141,6 +143,23 @@ class Gateway:
             raise AssertionError("unexpected %r" % msg)
         self.send(type="ack", revision=self.revision, digest=digest(self.elements), count=len(self.elements))
         return msg["type"]
+
+    @contextlib.contextmanager
+    def heartbeats(self, every=5.0):
+        """Send heartbeats from a thread while the test does not read (a real agent beats every 10 s, and a
+        server closes a session silent for 30 s); websocket-client serialises sends with a lock."""
+        stop = threading.Event()
+
+        def beat():
+            while not stop.wait(every):
+                self.send(type="heartbeat")
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join(timeout=10)
 
     def close(self):
         self.ws.close()

@@ -85,15 +85,17 @@ def test_kill_9_of_a_replica_during_writes_loses_no_acknowledged_write(replicas)
 
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
-    try:
-        for _ in range(3):
-            time.sleep(1.0)
-            a.kill9()              # in the middle of the stream
-            time.sleep(0.5)
-            a.start()
-    finally:
-        stop.set()
-        thread.join(timeout=30)
+    # Restarts can take tens of seconds on a loaded machine: the watcher must stay alive meanwhile.
+    with watcher.heartbeats():
+        try:
+            for _ in range(3):
+                time.sleep(1.0)
+                a.kill9()              # in the middle of the stream
+                time.sleep(0.5)
+                a.start()
+        finally:
+            stop.set()
+            thread.join(timeout=30)
     stored = {e["target"] for e in b.api("GET", "/api/v1/entries/export").json()["entries"]}
     lost = set(acknowledged) - stored
     print("acknowledged %d writes, lost %d" % (len(acknowledged), len(lost)))
