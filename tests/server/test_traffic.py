@@ -5,9 +5,11 @@ document. The kernel side (which element counts a packet) is in tests/integratio
 path with real traffic in tests/e2e/test_traffic.py.
 """
 
+import datetime as dt
 import ipaddress
 
 from server_app.models import EntryTraffic, db
+from server_app.services import entries
 from server_app.services.resolver import Answer, Resolver
 
 ZERO = {"out_bytes": 0, "in_bytes": 0, "out_packets": 0, "in_packets": 0}
@@ -98,3 +100,14 @@ def test_traffic_reported_after_its_entry_was_deleted_stays_with_the_last_holder
                                   "shared_out_bytes": 0, "shared_in_bytes": 0}
     with app.app_context():
         assert db.session.query(EntryTraffic).count() == 1
+
+
+def test_an_expired_entry_keeps_its_traffic_by_name(app, api):
+    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entry_id = api.post("/api/v1/entries", json={"target": "198.51.100.31", "expires_at": soon}).get_json()["id"]
+    report(app, "gw1", {"198.51.100.31/32": {"out_bytes": 3, "in_bytes": 4}})
+    with app.app_context():
+        assert entries.expire(now=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=2))
+    assert api.get("/api/v1/entries/%d" % entry_id).status_code == 404
+    assert use(api, entry_id) == {"entry": "198.51.100.31", "deleted": True, "out_bytes": 3, "in_bytes": 4,
+                                  "shared_out_bytes": 0, "shared_in_bytes": 0}
