@@ -173,6 +173,30 @@ class TrafficSample(db.Model):
     in_packets: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class EntryTraffic(db.Model):
+    """Bytes and packets of one entry's elements per gateway and minute, attributed when the server took them in.
+
+    Recorded apart from the entry (entry_id is no foreign key, the entry's name is kept), so the traffic of a
+    deleted or expired entry stays its own. shared: the element was produced by several entries at the time;
+    each of them has these bytes, which TrafficSample (per element) counts once.
+    """
+
+    __tablename__ = "entry_traffic"
+    __table_args__ = (UniqueConstraint("entry_id", "gateway", "minute", "shared", name="uq_entry_traffic_minute"),
+                      Index("ix_entry_traffic_minute", "minute"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(Integer, index=True)
+    entry: Mapped[str] = mapped_column(String(255))   # the entry as entries.describe() names it
+    gateway: Mapped[str] = mapped_column(String(128))
+    minute: Mapped[dt.datetime] = mapped_column(DateTime)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    out_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    out_packets: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_packets: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Lease(db.Model):
     """A named lease (the resolver's): one replica holds it until `until`."""
 

@@ -126,15 +126,17 @@ class Family(object):
     def forward_rules(self, out):
         """OG-FORWARD as `iptables -S` prints it; anything not client <-> outside falls through (RETURN)."""
         c = self.clients.name
+        # Port-scoped sets first: a packet is counted by the first set that matches, so an address that is also
+        # allowed plainly leaves its scoped ports' traffic to the port-scoped element (docs/kernel-interface.md).
         return [
-            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst -j ACCEPT"
-            % (CHAIN, out, c, self.allow.name),
             "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst,dst -j ACCEPT"
             % (CHAIN, out, c, self.allowp.name),
-            "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED "
-            "-m set --match-set %s src -j ACCEPT" % (CHAIN, out, c, self.allow_in.name),
+            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst -j ACCEPT"
+            % (CHAIN, out, c, self.allow.name),
             "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED "
             "-m set --match-set %s src,src -j ACCEPT" % (CHAIN, out, c, self.allowp_in.name),
+            "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED "
+            "-m set --match-set %s src -j ACCEPT" % (CHAIN, out, c, self.allow_in.name),
             # Flows whose address left the allowlist stay up; scoped to clients so other forwarding is untouched.
             "-A %s -o %s -m set --match-set %s src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
             % (CHAIN, out, c),

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ..models import Entry, Gateway, db
-from ..services import audit, changelog, entries, tokens
+from ..services import audit, changelog, entries, tokens, traffic
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -48,6 +48,8 @@ QUERY = {
     "api.list_audit": {"page", "per_page", "actor", "action", "object_type", "object_id", "q", "since", "until"},
     "api.export_entries": {"format"},
     "api.import_entries": {"on_duplicate"},
+    "api.traffic_summary": {"window", "gateway"},
+    "api.entry_traffic": {"window", "gateway"},
 }
 
 
@@ -261,6 +263,43 @@ def fleet(when):
         "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
         "digest_match": bool(gw.digest_match and gw.applied_revision == head), "elements": gw.elements,
         "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen)} for gw in rows]}
+
+
+def _traffic_args():
+    window = request.args.get("window", "1h")
+    try:
+        since = traffic.window(window)
+    except traffic.TrafficError as exc:
+        raise entries.EntryError(400, "invalid_window", str(exc))
+    return window, since, request.args.get("gateway") or None
+
+
+def _counts(row):
+    return dict(zip(traffic.FIELDS, (int(v or 0) for v in row)))
+
+
+@bp.get("/traffic")
+@requires("read")
+def traffic_summary():
+    window, since, gateway = _traffic_args()
+    return jsonify({"window": window, "gateway": gateway, "total": _counts(traffic.totals(since, gateway)),
+                    "entries": [u.as_json() for u in traffic.top_entries(since, gateway)],
+                    "destinations": [dict(element=r[0], **_counts(r[1:]))
+                                     for r in traffic.top_destinations(since, gateway)]})
+
+
+@bp.get("/entries/<int:entry_id>/traffic")
+@requires("read")
+def entry_traffic(entry_id):
+    window, since, gateway = _traffic_args()
+    use = traffic.entry_use(entry_id, since, gateway)
+    if use.entry is None and use.name is None:
+        return error(404, "not_found", "entry %d does not exist and carried no traffic in the last %s"
+                     % (entry_id, window))
+    return jsonify(dict(use.as_json(), window=window, gateway=gateway,
+                        shared_with=traffic.shared_with(entry_id) if use.entry else {},
+                        series=[{"minute": m.isoformat() + "Z", "out_bytes": int(o or 0), "in_bytes": int(i or 0)}
+                                for m, o, i in traffic.entry_series(entry_id, since, gateway)]))
 
 
 @bp.get("/gateways")

@@ -10,6 +10,15 @@ NULLABLE_S = {"type": [S, "null"]}
 TIME = {"type": [S, "null"], "format": "date-time"}
 
 
+COUNTS = {f: {"type": "integer", "minimum": 0} for f in ("out_bytes", "in_bytes", "out_packets", "in_packets")}
+ENTRY_USE = dict({"entry_id": {"type": "integer"},
+                  "entry": dict(NULLABLE_S, description="the entry's name, kept after it was deleted"),
+                  "deleted": {"type": "boolean"}}, **COUNTS, **{
+    "shared_out_bytes": {"type": "integer", "minimum": 0, "description": "of out_bytes, those of elements other "
+                         "entries produced too (they count for each of them)"},
+    "shared_in_bytes": {"type": "integer", "minimum": 0}})
+
+
 def ref(name):
     return {"$ref": "#/components/schemas/%s" % name}
 
@@ -77,6 +86,19 @@ SCHEMAS = {
         "agent_version": {"type": S}, "applied_revision": {"type": "integer"}, "lag": {"type": "integer"},
         "digest_match": {"type": "boolean"}, "elements": {"type": "integer"}, "connected_at": TIME,
         "last_seen": TIME}),
+    "Counts": obj(COUNTS),
+    "EntryUse": obj(ENTRY_USE),
+    "Traffic": obj({
+        "window": {"type": S, "enum": ["1h", "24h"]}, "gateway": NULLABLE_S,
+        "total": dict(ref("Counts"), description="through the gateways, each byte once"),
+        "entries": {"type": "array", "items": ref("EntryUse")},
+        "destinations": {"type": "array", "items": obj(dict({"element": {"type": S}}, **COUNTS))}}),
+    "EntryTraffic": obj(dict(ENTRY_USE, **{
+        "window": {"type": S, "enum": ["1h", "24h"]}, "gateway": NULLABLE_S,
+        "shared_with": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": S}},
+                        "description": "element -> the other entries that produce it now"},
+        "series": {"type": "array", "items": obj({"minute": TIME, "out_bytes": {"type": "integer"},
+                                                  "in_bytes": {"type": "integer"}})}})),
     "GatewayList": obj({"revision": {"type": "integer"}, "items": {"type": "array", "items": ref("Gateway")}}),
     "AuditEvent": obj({
         "id": {"type": "integer"}, "at": TIME, "actor": {"type": S}, "actor_kind": {"type": S},
@@ -164,6 +186,19 @@ PATHS = {
     "/gateways": {
         "get": {"summary": "The gateway fleet: connection, applied revision, lag, digest match",
                 "operationId": "listGateways", "responses": dict(_ok("GatewayList"), **COMMON)}},
+    "/traffic": {
+        "get": {"summary": "Traffic in a window: the total (each byte once), top entries (shared bytes marked, "
+                           "deleted entries kept) and top destinations", "operationId": "getTraffic",
+                "parameters": [_q("window", {"type": S, "enum": ["1h", "24h"]}), _q("gateway")],
+                "responses": dict(_ok("Traffic"), **{"400": _err("unknown window")}, **COMMON)}},
+    "/entries/{entry_id}/traffic": {
+        "parameters": [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+        "get": {"summary": "One entry's traffic (also of a deleted or expired entry), with its shared part",
+                "operationId": "getEntryTraffic",
+                "parameters": [_q("window", {"type": S, "enum": ["1h", "24h"]}), _q("gateway")],
+                "responses": dict(_ok("EntryTraffic"), **{"400": _err("unknown window"),
+                                                          "404": _err("no such entry and no traffic of it")},
+                                  **COMMON)}},
     "/audit": {
         "get": {"summary": "The audit log", "operationId": "listAudit",
                 "parameters": PAGE_PARAMS + [_q("actor"), _q("action"), _q("object_type"), _q("object_id"),

@@ -26,20 +26,23 @@ def published():
     return set(db.session.execute(select(EntryElement.element).distinct()).scalars())
 
 
-def record(added, removed, aged=False):
+def record(added, removed, aged=False, renamed=()):
     """Within the caller's transaction: take the next revision and log the changes. Returns it or None.
 
     aged: the removals are addresses that aged out (a resolver grace period ended), not an operator's
-    deletion; gateways then leave live connections to them alone (docs/protocol.md, "aged")."""
-    added, removed = sorted(set(added)), sorted(set(removed))
-    if not added and not removed:
+    deletion; gateways then leave live connections to them alone (docs/protocol.md, "aged").
+    renamed: published elements that stay but whose producing entries changed (a second entry now shares
+    one): no change to the set, but the revision's delta carries their names for the gateways' metrics."""
+    added, removed, renamed = sorted(set(added)), sorted(set(removed)), sorted(set(renamed))
+    if not added and not removed and not renamed:
         return None
     # The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite): writers queue here, so
     # revisions are committed in the order they are numbered.
     db.session.execute(update(LogHead).where(LogHead.id == 1).values(revision=LogHead.revision + 1))
     revision = db.session.execute(select(LogHead.revision).where(LogHead.id == 1)).scalar_one()
     db.session.add_all([Change(revision=revision, op="add", element=e) for e in added] +
-                       [Change(revision=revision, op="age" if aged else "remove", element=e) for e in removed])
+                       [Change(revision=revision, op="age" if aged else "remove", element=e) for e in removed] +
+                       [Change(revision=revision, op="name", element=e) for e in renamed])
     return revision
 
 
@@ -56,7 +59,7 @@ def delta(base, to):
         return None
     state = {}
     rows = db.session.execute(
-        select(Change.op, Change.element).where(Change.revision > base, Change.revision <= to)
+        select(Change.op, Change.element).where(Change.revision > base, Change.revision <= to, Change.op != "name")
         .order_by(Change.revision, Change.id))
     for op, element in rows:
         before = state.get(element, {"first": op})
@@ -68,11 +71,19 @@ def delta(base, to):
     return add, remove, aged
 
 
+def renamed(base, to):
+    """The elements whose producing entries changed from revision base to revision to (sorted)."""
+    return sorted(set(db.session.execute(select(Change.element).where(
+        Change.revision > base, Change.revision <= to, Change.op == "name")).scalars()))
+
+
 def names(elements=None):
-    """{element: [entry targets that produce it]}: for all published elements, or for the given ones."""
+    """{element: [names of the entries that produce it]}: for all published elements, or for the given ones.
+
+    A name is the target, with the ports of a port-scoped entry ("198.51.100.20 (80/tcp)"), as the UI shows it."""
     from ..models import Entry
     result = {}
-    stmt = select(EntryElement.element, Entry.target).join(Entry, Entry.id == EntryElement.entry_id)
+    stmt = select(EntryElement.element, Entry.target, Entry.ports).join(Entry, Entry.id == EntryElement.entry_id)
     if elements is None:
         rows = db.session.execute(stmt)
     else:
@@ -80,8 +91,8 @@ def names(elements=None):
         rows = []
         for i in range(0, len(wanted), 5000):
             rows += db.session.execute(stmt.where(EntryElement.element.in_(wanted[i:i + 5000]))).all()
-    for element, target in rows:
-        result.setdefault(element, set()).add(target)
+    for element, target, ports in rows:
+        result.setdefault(element, set()).add(target + (" (%s)" % ", ".join(ports) if ports else ""))
     return {e: sorted(t) for e, t in result.items()}
 
 

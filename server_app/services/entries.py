@@ -94,7 +94,7 @@ def _sync_elements(entry, wanted, aged=False):
     if remove:
         db.session.execute(EntryElement.__table__.delete().where(
             EntryElement.entry_id == entry.id, EntryElement.element.in_(remove)))
-    return changelog.record(add - others, remove - others, aged=aged)
+    return changelog.record(add - others, remove - others, aged=aged, renamed=touched & others)
 
 
 FIELDS = ("target", "ports", "deletable", "expires_at", "comment", "grace_seconds")
@@ -387,7 +387,7 @@ def import_entries(items, config, creator, on_duplicate="skip"):
                 EntryElement.element.in_(ordered[i:i + 5000]),
                 EntryElement.entry_id.not_in(new_ids) if len(new_ids) <= 5000 else
                 EntryElement.entry_id < min(new_ids))).scalars())
-        revision = changelog.record(added - existing, set())
+        revision = changelog.record(added - existing, set(), renamed=added & existing)
         audit.record("entry.import", "entry", "", "imported %d entries (%d skipped)" % (len(created), len(skipped)),
                      after={"created": new_ids, "skipped": skipped}, revision=revision)
         db.session.commit()

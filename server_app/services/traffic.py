@@ -6,8 +6,10 @@ increments against the previous frame of the same agent run (the first frame of 
 only sets the baseline). Increments are summed in memory per (gateway, element, minute) and written in one
 transaction every few seconds by the hub; samples older than `traffic_retention_days` are pruned.
 
-An address shared by two entries counts for both entries' traffic; the fleet-wide and per-destination tops
-count it once.
+Each flush also records which entries the traffic belongs to (EntryTraffic): the entries that produced the
+element when the server took the frame in, by id and name, so the traffic of an entry stays its own after the
+entry is deleted or expires. An element several entries produce is recorded for each of them as shared: each
+entry shows those bytes marked shared, and totals (from TrafficSample, per element) count them once.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import datetime as dt
 import logging
 import threading
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import case, func, select
 
-from ..models import Entry, EntryElement, TrafficSample, db, utcnow
+from ..models import Entry, EntryElement, EntryTraffic, TrafficSample, db, utcnow
+from .entries import describe
 
 log = logging.getLogger(__name__)
 FIELDS = ("out_bytes", "in_bytes", "out_packets", "in_packets")
@@ -27,6 +30,9 @@ MAX_ELEMENT = 96
 # Unwritten (gateway, element, minute) rows kept while the database is down; beyond this, new ones are dropped
 # (and counted) rather than letting memory grow without end.
 MAX_PENDING = 500000
+# Elements whose last known holders are kept for traffic reported after its entry was deleted (the agent's
+# frame comes up to 15 s after the bytes); beyond this the memory is started afresh.
+MAX_HOLDERS = 200000
 
 
 class TrafficError(ValueError):
@@ -41,6 +47,7 @@ class Traffic:
         self.pending = {}        # (gateway, element, minute) -> [out_bytes, in_bytes, out_packets, in_packets]
         self.baselines = {}      # gateway -> (boot, {element: [totals]}) for agents that send totals
         self.dropped = 0
+        self.holders = {}        # element -> [(entry id, entry name)] when it last carried traffic
 
     def ingest(self, gateway, msg, now=None):
         """Add one counters frame; raise TrafficError for a malformed one (nothing of it is kept then)."""
@@ -112,6 +119,7 @@ class Traffic:
                         else:
                             for f, v in zip(FIELDS, row):
                                 setattr(sample, f, getattr(sample, f) + v)
+            self._attribute(pending)
             db.session.commit()
         except Exception:
             db.session.rollback()
@@ -123,11 +131,50 @@ class Traffic:
             raise
         return len(pending)
 
+    def _attribute(self, pending):
+        """Within flush()'s transaction: add the pending rows to the EntryTraffic of the entries holding them."""
+        elements = sorted({element for _gateway, element, _minute in pending})
+        current = {}
+        for i in range(0, len(elements), 500):
+            for element, entry in db.session.execute(
+                    select(EntryElement.element, Entry).join(Entry, Entry.id == EntryElement.entry_id)
+                    .where(EntryElement.element.in_(elements[i:i + 500]))):
+                current.setdefault(element, []).append((entry.id, describe(entry)))
+        if len(self.holders) > MAX_HOLDERS:
+            self.holders = {}
+        self.holders.update(current)
+        sums = {}
+        for (gateway, element, minute), row in pending.items():
+            # No holder now: the entry went between the traffic and this flush; its last known holders keep it.
+            holders = current.get(element) or self.holders.get(element) or ()
+            for entry_id, name in holders:
+                acc = sums.setdefault((entry_id, gateway, minute, len(holders) > 1), [name, 0, 0, 0, 0])
+                for i, v in enumerate(row):
+                    acc[i + 1] += v
+        if not sums:
+            return
+        keys = sorted(sums)
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            existing = {(r.entry_id, r.gateway, r.minute, r.shared): r for r in db.session.execute(
+                select(EntryTraffic).where(EntryTraffic.entry_id.in_({k[0] for k in chunk}),
+                                           EntryTraffic.minute.in_({k[2] for k in chunk}))).scalars()}
+            for key in chunk:
+                name, *row = sums[key]
+                record = existing.get(key)
+                if record is None:
+                    db.session.add(EntryTraffic(entry_id=key[0], entry=name, gateway=key[1], minute=key[2],
+                                                shared=key[3], **dict(zip(FIELDS, row))))
+                else:
+                    for f, v in zip(FIELDS, row):
+                        setattr(record, f, getattr(record, f) + v)
+
     @staticmethod
     def prune(days, now=None):
         cutoff = (now or utcnow()) - dt.timedelta(days=days)
         deleted = db.session.query(TrafficSample).filter(TrafficSample.minute < cutoff).delete(
             synchronize_session=False)
+        db.session.query(EntryTraffic).filter(EntryTraffic.minute < cutoff).delete(synchronize_session=False)
         db.session.commit()
         return deleted
 
@@ -152,29 +199,88 @@ def top_destinations(since, gateway=None, limit=20):
         stmt.group_by(TrafficSample.element).order_by(total.desc()).limit(limit))]
 
 
-def top_entries(since, gateway=None, limit=20):
-    """[(Entry, out_bytes, in_bytes, out_packets, in_packets)] by total bytes, largest first."""
-    total = func.sum(TrafficSample.out_bytes + TrafficSample.in_bytes)
-    stmt = (select(EntryElement.entry_id, *_sums())
-            .join(TrafficSample, TrafficSample.element == EntryElement.element)
-            .where(TrafficSample.minute >= since))
+def totals(since, gateway=None):
+    """(out_bytes, in_bytes, out_packets, in_packets) through the gateways, each byte once (per element)."""
+    stmt = select(*_sums()).where(TrafficSample.minute >= since)
     if gateway:
         stmt = stmt.where(TrafficSample.gateway == gateway)
-    rows = db.session.execute(stmt.group_by(EntryElement.entry_id).order_by(total.desc()).limit(limit)).all()
+    return tuple(v or 0 for v in db.session.execute(stmt).one())
+
+
+def _entry_sums():
+    shared = [func.sum(case((EntryTraffic.shared.is_(True), getattr(EntryTraffic, f)), else_=0)).label("shared_" + f)
+              for f in ("out_bytes", "in_bytes")]
+    return [func.sum(getattr(EntryTraffic, f)).label(f) for f in FIELDS] + shared
+
+
+class EntryUse:
+    """One entry's traffic in a window: the bytes of its elements, and the part of them other entries share."""
+
+    __slots__ = ("entry_id", "name", "entry", "out_bytes", "in_bytes", "out_packets", "in_packets",
+                 "shared_out_bytes", "shared_in_bytes")
+
+    def __init__(self, entry_id, name, entry, *values):
+        self.entry_id, self.name, self.entry = entry_id, name, entry
+        (self.out_bytes, self.in_bytes, self.out_packets, self.in_packets, self.shared_out_bytes,
+         self.shared_in_bytes) = (int(v or 0) for v in values)
+
+    @property
+    def deleted(self):
+        return self.entry is None
+
+    @property
+    def shared_bytes(self):
+        return self.shared_out_bytes + self.shared_in_bytes
+
+    def as_json(self):
+        return {"entry_id": self.entry_id, "entry": self.name, "deleted": self.deleted,
+                **{f: getattr(self, f) for f in FIELDS}, "shared_out_bytes": self.shared_out_bytes,
+                "shared_in_bytes": self.shared_in_bytes}
+
+
+def top_entries(since, gateway=None, limit=20):
+    """[EntryUse] by total bytes, largest first; deleted and expired entries included (entry None)."""
+    total = func.sum(EntryTraffic.out_bytes + EntryTraffic.in_bytes)
+    stmt = select(EntryTraffic.entry_id, func.max(EntryTraffic.entry), *_entry_sums()).where(
+        EntryTraffic.minute >= since)
+    if gateway:
+        stmt = stmt.where(EntryTraffic.gateway == gateway)
+    rows = db.session.execute(stmt.group_by(EntryTraffic.entry_id).order_by(total.desc(), EntryTraffic.entry_id)
+                              .limit(limit)).all()
     entries = {e.id: e for e in db.session.execute(
         select(Entry).where(Entry.id.in_([r[0] for r in rows]))).scalars()} if rows else {}
-    return [(entries[r[0]],) + tuple(r[1:]) for r in rows if r[0] in entries]
+    return [EntryUse(r[0], r[1], entries.get(r[0]), *r[2:]) for r in rows]
+
+
+def entry_use(entry_id, since, gateway=None):
+    """One entry's EntryUse in the window (zeros and name None when it carried nothing)."""
+    stmt = select(func.max(EntryTraffic.entry), *_entry_sums()).where(
+        EntryTraffic.entry_id == entry_id, EntryTraffic.minute >= since)
+    if gateway:
+        stmt = stmt.where(EntryTraffic.gateway == gateway)
+    row = db.session.execute(stmt).one()
+    return EntryUse(entry_id, row[0], db.session.get(Entry, entry_id), *row[1:])
 
 
 def entry_series(entry_id, since, gateway=None):
-    """[(minute, out_bytes, in_bytes)] of one entry's elements, oldest first, minutes without traffic left out."""
-    stmt = (select(TrafficSample.minute, func.sum(TrafficSample.out_bytes), func.sum(TrafficSample.in_bytes))
-            .join(EntryElement, and_(EntryElement.element == TrafficSample.element,
-                                     EntryElement.entry_id == entry_id))
-            .where(TrafficSample.minute >= since))
+    """[(minute, out_bytes, in_bytes)] of one entry, oldest first, minutes without traffic left out."""
+    stmt = (select(EntryTraffic.minute, func.sum(EntryTraffic.out_bytes), func.sum(EntryTraffic.in_bytes))
+            .where(EntryTraffic.entry_id == entry_id, EntryTraffic.minute >= since))
     if gateway:
-        stmt = stmt.where(TrafficSample.gateway == gateway)
-    return [tuple(r) for r in db.session.execute(stmt.group_by(TrafficSample.minute).order_by(TrafficSample.minute))]
+        stmt = stmt.where(EntryTraffic.gateway == gateway)
+    return [tuple(r) for r in db.session.execute(stmt.group_by(EntryTraffic.minute).order_by(EntryTraffic.minute))]
+
+
+def shared_with(entry_id):
+    """{element: [names of the other entries producing it]} of an entry's elements that are shared now."""
+    mine = select(EntryElement.element).where(EntryElement.entry_id == entry_id)
+    result = {}
+    for element, other in db.session.execute(
+            select(EntryElement.element, Entry).join(Entry, Entry.id == EntryElement.entry_id)
+            .where(EntryElement.element.in_(mine), EntryElement.entry_id != entry_id)
+            .order_by(EntryElement.element, Entry.target, Entry.id)):
+        result.setdefault(element, []).append(describe(other))
+    return result
 
 
 def gateways_with_traffic(since):

@@ -230,8 +230,8 @@ def entry_page(entry_id):
     since = traffic.window(window)
     series = traffic.entry_series(entry.id, since)
     chart = traffic_chart(series, since, traffic.WINDOWS[window])
-    totals = (sum(s[1] for s in series), sum(s[2] for s in series))
-    return render_template("ui/entry.html", entry=entry, chart=chart, window=window, totals=totals,
+    return render_template("ui/entry.html", entry=entry, chart=chart, window=window,
+                           use=traffic.entry_use(entry.id, since), shared_with=traffic.shared_with(entry.id),
                            reason=None if entry.deletable else undeletable_reason(entry),
                            now=utcnow())
 
@@ -294,7 +294,7 @@ def traffic_page():
     return render_template("ui/traffic.html", window=window, gateway=gateway,
                            gateways=traffic.gateways_with_traffic(traffic.window("24h")),
                            destinations=traffic.top_destinations(since, gateway),
-                           top_entries=traffic.top_entries(since, gateway))
+                           top_entries=traffic.top_entries(since, gateway), totals=traffic.totals(since, gateway))
 
 
 @bp.get("/addresses")

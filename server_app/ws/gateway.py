@@ -97,7 +97,8 @@ def delta_frame(base, head):
             _frames.move_to_end(key)
             return _frames[key]
         answer = changelog.delta(base, head)
-        names = changelog.names(answer[0]) if answer and answer[0] else {}
+        named = sorted(set(answer[0]) | set(changelog.renamed(base, head))) if answer else []
+        names = changelog.names(named) if named else {}
         db.session.commit()
         frame = None
         if answer is not None:
@@ -195,8 +196,9 @@ class GatewaySession:
             answer = None
         if answer is not None:
             add, remove, aged = answer
+            named = sorted(set(add) | set(changelog.renamed(revision, head)))
             self.send(type="delta", base=revision, revision=head, add=add, remove=remove, aged=aged,
-                      names=changelog.names(add) if add else {})
+                      names=changelog.names(named) if named else {})
             self.sent = head
             db.session.commit()  # end the read transaction
         else:

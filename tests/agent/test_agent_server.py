@@ -169,7 +169,7 @@ def test_metrics_count_the_bytes_of_a_transfer_at_scrape_time(stack, tmp_path):
     og_in = sample(before, "og_gateway_bytes_total", address=ALLOWED + "/32", direction="in")
     seed_out = sample(before, "iptables_bytes_count", ip=ALLOWED, type="OUTPUT", hostname="gw1")
     og_out = sample(before, "og_gateway_bytes_total", address=ALLOWED + "/32", direction="out")
-    entry_in = sample(before, "og_gateway_entry_bytes_total", entry=ALLOWED, direction="in") or 0
+    entry_in = sample(before, "og_gateway_entry_bytes_total", entry=ALLOWED, direction="in", shared="false") or 0
     n = 3000000
     assert stack.topo.curl(ALLOWED, "/bytes/%d" % n, timeout=20) == (0, n)
 
@@ -178,7 +178,7 @@ def test_metrics_count_the_bytes_of_a_transfer_at_scrape_time(stack, tmp_path):
     assert sample(after, "iptables_bytes_count", ip=ALLOWED, type="INPUT", hostname="gw1") >= seed_in + n
     assert sample(after, "og_gateway_bytes_total", address=ALLOWED + "/32", direction="in") >= og_in + n
     # ... and per entry: the server names the entries behind each element.
-    assert sample(after, "og_gateway_entry_bytes_total", entry=ALLOWED, direction="in") >= entry_in + n
+    assert sample(after, "og_gateway_entry_bytes_total", entry=ALLOWED, direction="in", shared="false") >= entry_in + n
     assert sample(after, "iptables_packets_count", ip=ALLOWED, type="INPUT", hostname="gw1") >= n // 65535
     # The request and ACKs went the other way: far fewer bytes.
     assert sample(after, "iptables_bytes_count", ip=ALLOWED, type="OUTPUT", hostname="gw1") - seed_out < n // 4

@@ -27,3 +27,26 @@ def deployed(lab):
     first = lab.lab("site")
     second = lab.lab("site")
     return lab, recap(first.stdout), recap(second.stdout)
+
+
+def set_records(lab, name, lines):
+    """Replace one hosts file of the lab's dnsmasq (it re-reads the folder when a file changes)."""
+    path = os.path.join(lab.dir, "dns", "hosts.d", name)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write("".join(line + "\n" for line in lines))
+    os.rename(tmp, path)
+
+
+@pytest.fixture
+def records(deployed):
+    """records(name, ["198.51.100.10 a.lab.test", ...]): DNS records of the lab, removed after the test."""
+    lab = deployed[0]
+    made = set()
+
+    def write(name, lines):
+        made.add(name)
+        set_records(lab, name, lines)
+    yield write
+    for name in made:
+        os.unlink(os.path.join(lab.dir, "dns", "hosts.d", name))

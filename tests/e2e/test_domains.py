@@ -15,31 +15,9 @@ INTERVAL = 10
 GRACE = 20
 
 
-def set_records(lab, name, lines):
-    """Replace one hosts file of the lab's dnsmasq (it re-reads the folder when a file changes)."""
-    path = os.path.join(lab.dir, "dns", "hosts.d", name)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write("".join(line + "\n" for line in lines))
-    os.rename(tmp, path)
-
-
 def dnsmasq_pid(lab):
     with open(os.path.join(lab.dir, "run", "dnsmasq.pid")) as fh:
         return int(fh.read().strip())
-
-
-@pytest.fixture
-def records(deployed):
-    lab = deployed[0]
-    made = set()
-
-    def write(name, lines):
-        made.add(name)
-        set_records(lab, name, lines)
-    yield write
-    for name in made:
-        os.unlink(os.path.join(lab.dir, "dns", "hosts.d", name))
 
 
 def entry_addresses(lab, entry_id):

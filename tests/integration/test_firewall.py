@@ -341,3 +341,26 @@ print(sorted(e.text for e in fw.elements()))
 """
     out = ns.run([sys.executable, "-c", code]).stdout.strip()
     assert out == "[]"
+
+
+def test_an_address_both_plain_and_port_scoped_counts_each_packet_once_on_the_most_specific_element(topo):
+    # 198.51.100.20 allowed plainly and as 198.51.100.20 80/tcp (a name and a port-scoped entry, issue 14).
+    fw(topo, "apply")
+    both = ["198.51.100.20/32", "198.51.100.20/32 80/tcp", "198.51.100.10/32", "198.51.100.10/32 80/tcp"]
+    assert fw(topo, "replace", both) == []
+    size = 2 * 1024 * 1024
+    for url in ("http://198.51.100.20/bytes/%d" % size, "http://198.51.100.10:8443/bytes/%d" % size):
+        got = topo.client.run(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", url])
+        assert int(got.stdout) == size
+    counters = fw(topo, "counters", both)
+    zero = {"out_bytes": 0, "out_packets": 0, "in_bytes": 0, "in_packets": 0}
+    # Port 80 matched the port-scoped element only; the plain element saw none of it.
+    assert counters["198.51.100.20/32"] == zero
+    assert counters["198.51.100.20/32 80/tcp"]["in_bytes"] >= size
+    # Port 8443 is not in the port-scoped set: the plain element counts it, the port-scoped one nothing.
+    assert counters["198.51.100.10/32 80/tcp"] == zero
+    assert counters["198.51.100.10/32"]["in_bytes"] >= size
+    # Each packet counted once: the sets' sum equals what the rules accepted, element by element.
+    rules = topo.gw.run(["iptables", "-L", "OG-FORWARD", "-v", "-x", "-n"]).stdout.splitlines()[2:6]
+    accepted = sum(int(line.split()[1]) for line in rules)
+    assert accepted == sum(c["out_bytes"] + c["in_bytes"] for c in counters.values())

@@ -139,11 +139,10 @@ def test_the_directly_written_families_parse_to_exactly_the_kernel_counters():
                 for unit, values in (("bytes", (c.out_bytes, c.in_bytes)), ("packets", (c.out_packets, c.in_packets)))
                 for d, v in zip(("out", "in"), values)}
 
-    def entry(name, out_bytes, in_bytes, out_packets, in_packets):
-        return {("og_gateway_entry_bytes_total", (("direction", "out"), ("entry", name))): out_bytes,
-                ("og_gateway_entry_bytes_total", (("direction", "in"), ("entry", name))): in_bytes,
-                ("og_gateway_entry_packets_total", (("direction", "out"), ("entry", name))): out_packets,
-                ("og_gateway_entry_packets_total", (("direction", "in"), ("entry", name))): in_packets}
+    def entry(name, shared, out_bytes, in_bytes, out_packets, in_packets):
+        return {("og_gateway_%s_total" % family, (("direction", d), ("entry", name), ("shared", shared))): v
+                for family, d, v in (("entry_bytes", "out", out_bytes), ("entry_bytes", "in", in_bytes),
+                                     ("entry_packets", "out", out_packets), ("entry_packets", "in", in_packets))}
 
     expected = {}
     for ip, address, c in (("198.51.100.10", "198.51.100.10/32", Counters(10, 1, 2000, 2)),
@@ -153,13 +152,17 @@ def test_the_directly_written_families_parse_to_exactly_the_kernel_counters():
                            ("203.0.113.99", "203.0.113.99/32", Counters(1, 1, 1, 1))):
         expected.update(seed(ip, (c.out_bytes, c.out_packets), (c.in_bytes, c.in_packets)))
         expected.update(og(address, c))
-    expected.update(entry("partner.example.com", 17, 2300, 2, 5))
-    expected.update(entry('odd"name\\x', 10, 2000, 1, 2))
+    # 2001:db8::10/128 is partner.example.com's alone; 198.51.100.10/32 is shared: one series for the pair.
+    expected.update(entry("partner.example.com", "false", 7, 300, 1, 3))
+    expected.update(entry('odd"name\\x + partner.example.com', "true", 10, 2000, 1, 2))
     expected.update({("og_gateway_denied_packets_total", (("address", "198.51.100.20"),)): 3,
                      ("og_gateway_denied_bytes_total", (("address", "198.51.100.20"),)): 180,
                      ("og_gateway_denied_packets_total", (("address", "2001:db8::20"),)): 1,
                      ("og_gateway_denied_bytes_total", (("address", "2001:db8::20"),)): 80})
     assert per_address(text) == expected
+    # sum() over the per-entry family counts each named element's bytes once.
+    got = samples(text)
+    assert sum(v for k, v in got.items() if k[0] == "og_gateway_entry_bytes_total") == 17 + 2300
     assert samples(text)[("og_gateway_allowed_elements", ())] == 5
     assert samples(text)[("og_gateway_rejected_packets_total", ())] == 3
 

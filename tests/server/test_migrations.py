@@ -1,11 +1,18 @@
 """Schema migrations on a database that holds data: nothing lost, and (SQLite) ids never reused afterwards."""
 
+import datetime as dt
+
 import flask_migrate
-from sqlalchemy import text
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from server_app import MIGRATIONS, create_app, init_db, schema_revision
-from server_app.models import db
+from server_app.models import EntryTraffic, db
 from server_app.services import entries
+
+HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
 
 
 def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path):
@@ -27,7 +34,7 @@ def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path
         db.session.remove()
     init_db(app)                          # 0001 -> head, as og-server db upgrade does
     with app.app_context():
-        assert schema_revision() == "0002"
+        assert schema_revision() == HEAD
         after = {t: db.session.execute(text("SELECT count(*) FROM %s" % t)).scalar() for t in counts}
         assert after == counts            # the rebuilt tables kept their rows, and nothing cascaded away
         assert db.session.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -40,3 +47,41 @@ def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path
                                   {"i": ids[0]}).scalar() == 0
         sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'entries'")).scalar()
         assert "AUTOINCREMENT" in sql and "uq_entry_target_ports" in sql
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def any_database(request, tmp_path):
+    if request.param == "sqlite":
+        return "sqlite:///%s" % (tmp_path / "og.db")
+    return request.getfixturevalue(request.param if request.param == "mariadb" else "postgres").create_database()
+
+
+def test_migration_0003_adds_entry_traffic_and_keeps_the_samples(tmp_path, any_database):
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
+                      "database_url": any_database})
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision="0002")
+        db.session.execute(text("INSERT INTO traffic_samples (gateway, element, minute, out_bytes, in_bytes, "
+                                "out_packets, in_packets) VALUES ('gw1', '198.51.100.10/32', '2026-11-30 10:00:00', "
+                                "1, 2, 3, 4)"))
+        db.session.commit()
+        flask_migrate.upgrade(directory=MIGRATIONS)
+        assert schema_revision() == HEAD
+        assert db.session.execute(text("SELECT out_bytes, in_bytes FROM traffic_samples")).all() == [(1, 2)]
+        minute = dt.datetime(2026, 11, 30, 10, 1)
+        for shared in (False, True):
+            db.session.add(EntryTraffic(entry_id=7, entry="a.example.com", gateway="gw1", minute=minute,
+                                        shared=shared, out_bytes=5, in_bytes=6, out_packets=1, in_packets=1))
+        db.session.commit()
+        assert db.session.query(EntryTraffic).filter(EntryTraffic.shared.is_(True)).count() == 1
+        db.session.add(EntryTraffic(entry_id=7, entry="a.example.com", gateway="gw1", minute=minute, shared=True,
+                                    out_bytes=0, in_bytes=0, out_packets=0, in_packets=0))
+        with pytest.raises(IntegrityError):
+            db.session.commit()       # one row per entry, gateway, minute and sharedness
+        db.session.rollback()
+        flask_migrate.downgrade(directory=MIGRATIONS, revision="0002")
+        assert "entry_traffic" not in inspect(db.engine).get_table_names()
+        flask_migrate.upgrade(directory=MIGRATIONS)
+        assert "entry_traffic" in inspect(db.engine).get_table_names()
+        db.session.remove()
+        db.engine.dispose()

@@ -33,7 +33,7 @@ def test_snapshot_then_live_deltas_and_acks_are_recorded(server):
     b = server.add("203.0.113.0/24", ports=["443/tcp"])
     assert gw.apply_next() == "delta"
     assert "203.0.113.0/24 443/tcp" in gw.elements
-    assert gw.last["names"] == {"203.0.113.0/24 443/tcp": ["203.0.113.0/24"]}
+    assert gw.last["names"] == {"203.0.113.0/24 443/tcp": ["203.0.113.0/24 (443/tcp)"]}
     wait_until(lambda: converged(server, gw), timeout=10, what="gateway recorded at the head with its digest")
     state = server.gateways()["gw-live"]
     assert state["connected"] and state["agent_version"] == "test" and state["elements"] == len(gw.elements)
@@ -46,6 +46,30 @@ def test_snapshot_then_live_deltas_and_acks_are_recorded(server):
     assert gw.elements == set()
     gw.close()
     wait_until(lambda: not server.gateways()["gw-live"]["connected"], timeout=10, what="disconnect recorded")
+
+
+def test_a_second_entry_on_a_published_element_sends_its_names_without_changing_the_set(server):
+    first = server.add("198.51.100.40", ports=["80/tcp"])
+    gw = Gateway(server, "gw-names")
+    gw.hello()
+    assert gw.apply_next() == "snapshot"
+    before = set(gw.elements)
+    second = server.add("198.51.100.40", ports=["80/tcp", "443/tcp"])
+    # 198.51.100.40/32 80/tcp was published already: the delta adds only the new port, and names both entries.
+    assert gw.apply_next() == "delta"
+    assert (gw.last["add"], gw.last["remove"]) == (["198.51.100.40/32 443/tcp"], [])
+    assert gw.last["names"] == {"198.51.100.40/32 80/tcp": ["198.51.100.40 (443/tcp, 80/tcp)",
+                                                             "198.51.100.40 (80/tcp)"],
+                                "198.51.100.40/32 443/tcp": ["198.51.100.40 (443/tcp, 80/tcp)"]}
+    server.remove(first)
+    # The set loses nothing (the second entry still produces port 80); the names say who is left.
+    assert gw.apply_next() == "delta"
+    assert (gw.last["add"], gw.last["remove"], gw.last["names"]) == (
+        [], [], {"198.51.100.40/32 80/tcp": ["198.51.100.40 (443/tcp, 80/tcp)"]})
+    wait_until(lambda: converged(server, gw), timeout=10, what="gateway at the head with its digest")
+    assert gw.elements == before | {"198.51.100.40/32 443/tcp"}
+    server.remove(second)
+    gw.close()
 
 
 def test_a_reconnect_gets_exactly_what_it_missed_including_deletions(server):

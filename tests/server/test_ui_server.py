@@ -218,3 +218,30 @@ def test_resolution_errors_refusals_and_the_cap_are_shown(app):
     assert "refused: inside the internal network 10.0.0.0/8" in page
     listing = c.get("/entries").text
     assert ">DNS error<" in listing and ">capped<" in listing
+
+
+def test_top_entries_mark_shared_bytes_and_keep_deleted_entries_by_name(app):
+    with app.app_context():
+        cfg = app.config["OG"]
+        one = entries.create({"target": "198.51.100.20", "ports": ["80/tcp"]}, cfg, "test")[0].id
+        two = entries.create({"target": "198.51.100.20", "ports": ["80/tcp", "443/tcp"]}, cfg, "test")[0].id
+        gone = entries.create({"target": "203.0.113.10"}, cfg, "test")[0].id
+        t = app.extensions["og_traffic"]
+        t.ingest("gw1", {"increments": True, "counters": {"198.51.100.20/32 80/tcp": {"in_bytes": 2048},
+                                                          "203.0.113.10/32": {"in_bytes": 1024}}})
+        t.flush()
+        entries.delete(gone)
+    c = app.test_client()
+    login(c, "vic")
+    page = c.get("/traffic").text
+    rows = re.findall(r'<tr data-entry-id="(\d+)">(.*?)</tr>', page, re.S)
+    assert [int(i) for i, _row in rows] == [one, two, gone]
+    assert ['<span class="badge warn">shared</span> 2.0 KiB' in row for _i, row in rows] == [True, True, False]
+    assert '<span class="target">203.0.113.10</span> <span class="badge">deleted</span>' in rows[2][1]
+    # The total counts the shared 2 KiB once.
+    assert re.search(r'id="traffic-total">In this window: out <strong data-bytes="0">.*?in <strong '
+                     r'data-bytes="3072">', page)
+    entry = c.get("/entries/%d" % one).text
+    assert 'id="shared-bytes" data-bytes="2048"' in entry
+    assert re.search(r'<li><span class="target">198.51.100.20/32 80/tcp</span> also produced by '
+                     r'<span class="target">198.51.100.20 \(443/tcp, 80/tcp\)</span></li>', entry)

@@ -59,10 +59,10 @@ Number of entries: 0
 """
 
 OG_FORWARD = """-N OG-FORWARD
--A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j ACCEPT
 -A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j ACCEPT
--A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j ACCEPT
+-A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j ACCEPT
 -A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allowp4-in src,src -j ACCEPT
+-A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j ACCEPT
 -A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A OG-FORWARD -o og-out -m set --match-set og-clients4 src -j OG-REJECT
@@ -117,10 +117,10 @@ ipset og-allowp4-in hash:net,port family inet counters
 ipset og-clients4 hash:net family inet: 10.88.0.0/24
 ipset og-denied4 hash:ip family inet timeout 3600 counters
 iptables -t filter FORWARD rule 1: -j OG-FORWARD
-iptables -t filter OG-FORWARD rule 1: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j ACCEPT
-iptables -t filter OG-FORWARD rule 2: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j ACCEPT
-iptables -t filter OG-FORWARD rule 3: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j ACCEPT
-iptables -t filter OG-FORWARD rule 4: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allowp4-in src,src -j ACCEPT
+iptables -t filter OG-FORWARD rule 1: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j ACCEPT
+iptables -t filter OG-FORWARD rule 2: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j ACCEPT
+iptables -t filter OG-FORWARD rule 3: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allowp4-in src,src -j ACCEPT
+iptables -t filter OG-FORWARD rule 4: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j ACCEPT
 iptables -t filter OG-FORWARD rule 5: -o og-out -m set --match-set og-clients4 src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 iptables -t filter OG-FORWARD rule 6: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 iptables -t filter OG-FORWARD rule 7: -o og-out -m set --match-set og-clients4 src -j OG-REJECT
