@@ -7,6 +7,8 @@ from server_app import MIGRATIONS, create_app, init_db, schema_revision
 from server_app.models import db
 from server_app.services import entries
 
+HEAD = "0003"
+
 
 def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path):
     app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False})
@@ -27,7 +29,7 @@ def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path
         db.session.remove()
     init_db(app)                          # 0001 -> head, as og-server db upgrade does
     with app.app_context():
-        assert schema_revision() == "0002"
+        assert schema_revision() == HEAD
         after = {t: db.session.execute(text("SELECT count(*) FROM %s" % t)).scalar() for t in counts}
         assert after == counts            # the rebuilt tables kept their rows, and nothing cascaded away
         assert db.session.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -40,3 +42,26 @@ def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path
                                   {"i": ids[0]}).scalar() == 0
         sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'entries'")).scalar()
         assert "AUTOINCREMENT" in sql and "uq_entry_target_ports" in sql
+
+
+def test_migration_0003_gives_every_known_gateway_an_empty_holds(tmp_path, database_url):
+    """Gateways known before 0003 keep their row and are compared with the whole set until they say more."""
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "database_url": database_url,
+                      "resolver_enabled": False})
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision="0002")
+        db.session.execute(text("INSERT INTO gateways (name, address, agent_version, connected, applied_revision, "
+                                "digest, digest_match, elements) VALUES ('gw1', '10.77.0.1', '0.1.0', false, 7, "
+                                "'', true, 3)"))
+        db.session.commit()
+        db.session.remove()
+    init_db(app)
+    with app.app_context():
+        assert schema_revision() == HEAD
+        rows = db.session.execute(text("SELECT name, applied_revision, elements, holds FROM gateways")).all()
+        assert [tuple(r) for r in rows] == [("gw1", 7, 3, "")]
+        if db.engine.dialect.name == "sqlite":
+            sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'gateways'")).scalar()
+            assert "AUTOINCREMENT" in sql       # 0002's rebuild is kept: the column was added in place
+        db.session.remove()
+        db.engine.dispose()
