@@ -75,13 +75,14 @@ class Hub:
                 self._digest = (revision, value)
             return self._digest
 
-    def held_digest(self, holding):
-        """(head revision, digest of what a gateway holding `holding` is meant to hold), once per revision."""
+    def held_digest(self, holding, acked=0):
+        """(head revision, digest of what a gateway holding `holding` is meant to hold), once per revision;
+        never older than `acked`, a revision a gateway acknowledged (the hub's poll may not have seen it yet)."""
         if holding is None:
             return self.head_digest()
         with self._facts_lock:
             cached = self._held.get(holding.key)
-            if cached is None or cached[0] < self.revision:
+            if cached is None or cached[0] < max(self.revision, acked):
                 from ..models import db
                 revision, _skipped, value = changelog.held_at_head(holding)
                 db.session.commit()

@@ -294,7 +294,7 @@ class GatewaySession:
                 return
             newly = revision > self.acked
             self.acked = revision
-            head, expected = self.hub.held_digest(self.holding)
+            head, expected = self.hub.held_digest(self.holding, revision)
             # Recorded in memory; the hub writes every gateway's state in one transaction a few times a
             # second (one write per ack would serialise a thousand gateways on the database).
             self.hub.record_gateway(self.name, applied_revision=revision, digest=digest,
