@@ -25,7 +25,7 @@ def fleet(lab):
 
 
 def all_in_sync(lab):
-    _head, gateways = fleet(lab)
+    head, gateways = fleet(lab)
     return all(gateways[name]["in_sync"] and gateways[name]["applied_revision"] == head for name in GATEWAYS)
 
 
