@@ -132,7 +132,7 @@ def test_bad_frames_are_refused_logged_and_the_rules_stay(gwns, scripted, start_
         # The agent lives on, keeps its rules, and comes back at the same revision.
         conn = scripted.next_connection()
         assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
-                               "revision": 1, "digest": digest([A, B])}
+                               "revision": 1, "digest": digest([A, B]), "holds": HOLDS}
         assert kernel_elements(gwns) == sorted([A, B])
         assert words in agent.log_since_start()
     assert agent.alive()
