@@ -90,8 +90,8 @@ def gateway_state(gw, head, memo):
     elif not in_sync:
         status = "differs: its kernel does not hold what it should at revision %d" % head
     elif gaps and gaps["count"]:
-        status = "in sync, %d element%s not enforced (%s)" % (gaps["count"], "" if gaps["count"] == 1 else "s",
-                                                               ", ".join(gaps["reasons"]))
+        count, plural = gaps["count"], "" if gaps["count"] == 1 else "s"
+        status = "in sync, %d element%s not enforced (%s)" % (count, plural, ", ".join(gaps["reasons"]))
     else:
         status = "in sync"
     return {"in_sync": in_sync, "status": status, "families": list(holding.families) if holding else None,
