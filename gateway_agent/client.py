@@ -14,7 +14,7 @@ import uuid
 import websocket
 
 from og_kernel.og_command import CommandError, CommandRunner
-from og_kernel.og_elements import Element, digest_canonical
+from og_kernel.og_elements import Element, Holding, digest_canonical
 from og_kernel.og_netpolicy import TargetError
 
 from . import __version__, state
@@ -285,9 +285,16 @@ class Agent:
         msg["v"] = 1
         self.ws.send(json.dumps(msg, separators=(",", ":")))
 
+    def holding(self):
+        """What this gateway holds of the published set: its families, outside its own internal networks."""
+        policy = self.fw.policy
+        return Holding(policy.versions, [str(n) for n in policy.address_policy.internal])
+
     def hello(self):
         d, _count = self.kernel_digest()
-        self.send(type="hello", name=self.cfg["name"], agent_version=__version__, revision=self.revision, digest=d)
+        # holds: the server filters the published set the same way, so an element we skip costs no snapshot.
+        self.send(type="hello", name=self.cfg["name"], agent_version=__version__, revision=self.revision, digest=d,
+                  holds=self.holding().to_wire())
 
     def ack(self, result=None):
         d, count = result or self.kernel_digest()

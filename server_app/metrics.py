@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
@@ -68,6 +68,9 @@ def install(app):
     app.extensions["og_publish_latency"] = Histogram(
         "og_server_publish_latency_seconds", "From commit of a revision to a gateway's ack of it",
         buckets=BUCKETS, registry=registry)
+    app.extensions["og_snapshots_sent"] = Counter(
+        "og_server_snapshots_sent", "Full snapshots sent to a gateway by this replica, by why (docs/protocol.md)",
+        ["gateway", "reason"], registry=registry)
 
     @app.get("/metrics")
     def metrics():

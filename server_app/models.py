@@ -222,5 +222,7 @@ class Gateway(db.Model):
     digest: Mapped[str] = mapped_column(String(64), default="")
     digest_match: Mapped[bool] = mapped_column(Boolean, default=False)
     elements: Mapped[int] = mapped_column(Integer, default=0)
+    # What the agent said it holds (docs/protocol.md, "holds"), as JSON; "" for agents that do not say.
+    holds: Mapped[str] = mapped_column(Text, default="")
     connected_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)

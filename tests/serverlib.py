@@ -98,13 +98,16 @@ class Server:
 
 
 class Gateway:
-    """A scripted gateway: its 'kernel' is a Python set."""
+    """A scripted gateway: its 'kernel' is a Python set. With a holding (og_elements.Holding) it states it in
+    its hello and keeps out what the holding skips, as a real agent's firewall does; without, it is an agent
+    from before "holds" (docs/protocol.md)."""
 
-    def __init__(self, server, name, token=None, revision=0, elements=()):
+    def __init__(self, server, name, token=None, revision=0, elements=(), holding=None):
         self.server = server
         self.name = name
         self.revision = revision
         self.elements = set(elements)
+        self.holding = holding
         self.ws = websocket.create_connection(
             server.ws_url, timeout=10,
             header=["Authorization: Bearer " + (token or server.gateway)])
@@ -121,6 +124,8 @@ class Gateway:
 
     def hello(self, with_digest=True):
         extra = {"digest": digest(self.elements)} if with_digest else {}
+        if self.holding is not None:
+            extra["holds"] = self.holding.to_wire()
         self.send(type="hello", name=self.name, agent_version="test", revision=self.revision, **extra)
 
     def apply_next(self):
@@ -141,6 +146,8 @@ class Gateway:
             self.revision = msg["revision"]
         else:
             raise AssertionError("unexpected %r" % msg)
+        if self.holding is not None:
+            self.elements -= set(self.holding.skipped(self.elements))
         self.send(type="ack", revision=self.revision, digest=digest(self.elements), count=len(self.elements))
         return msg["type"]
 
@@ -163,6 +170,16 @@ class Gateway:
 
     def close(self):
         self.ws.close()
+
+
+def snapshots_sent(server, name):
+    """{reason: count} of the snapshots the server says it sent to gateway `name` (og_server_snapshots_sent)."""
+    counts = {}
+    for line in requests.get(server.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith("og_server_snapshots_sent_total{") and 'gateway="%s"' % name in line:
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            counts[reason] = int(float(line.rsplit(" ", 1)[1]))
+    return counts
 
 
 def converged(server, gw):

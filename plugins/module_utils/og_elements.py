@@ -8,8 +8,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import json
+import socket
 
-from .og_netpolicy import TargetError, format_port_spec, parse_port_spec
+from .og_netpolicy import (DEFAULT_INTERNAL_NETWORKS, AddressPolicy, TargetError, format_port_spec, parse_networks,
+                           parse_port_spec)
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -94,3 +97,110 @@ def digest_canonical(texts):
     for text in sorted(texts):
         h.update(text.encode("ascii") + b"\n")
     return h.hexdigest()
+
+
+# ---- what one gateway holds (docs/protocol.md, "holds") ----------------------------------------------------
+FAMILY_OFF = "family_disabled"
+INTERNAL = "internal"
+REASONS = {FAMILY_OFF: "IPv%d is off on this gateway", INTERNAL: "inside this gateway's internal networks"}
+
+
+def reason_text(reason, element=None):
+    """The operator's words for a skip reason ('IPv6 is off on this gateway')."""
+    version = 4 if element is not None and ":" not in str(element).split()[0] else 6
+    return REASONS[reason] % version if reason == FAMILY_OFF else REASONS[reason]
+
+
+def _span4(net):
+    """(first, last) address of a canonical IPv4 network text, as integers (inet_pton: 10x ipaddress's speed)."""
+    address, _slash, prefix = net.partition("/")
+    first = int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+    return first, first | ((1 << (32 - int(prefix or 32))) - 1)
+
+
+class Holding(object):
+    """What a gateway is meant to hold of the published set: the elements of its address families that lie
+    outside its own internal networks. The agent states it in its hello; the server filters with the same
+    code, so both compute the same digest (Firewall.accept skips exactly what reason() names)."""
+
+    __slots__ = ("families", "internal_networks", "key", "_policy", "_ranges", "_reasons")
+
+    def __init__(self, families=(4,), internal_networks=DEFAULT_INTERNAL_NETWORKS):
+        families = sorted(set(families))
+        if not families or set(families) - {4, 6}:
+            raise TargetError("holds families %r must be a non-empty list of 4 and/or 6" % (families,))
+        nets = sorted(set(parse_networks(internal_networks)), key=lambda n: (n.version, n))
+        self.families = tuple(families)
+        self.internal_networks = tuple(str(n) for n in nets)
+        self.key = hashlib.sha256(json.dumps(self.to_wire(), sort_keys=True).encode("ascii")).hexdigest()[:16]
+        # The agent's firewall asks this policy (Firewall.accept); IPv4 takes the fast path below, which gives
+        # the same answer (overlap with an IPv4 internal network), IPv6 (embedded IPv4 addresses) asks it.
+        self._policy = AddressPolicy(self.internal_networks, min_prefix_v4=0, min_prefix_v6=0)
+        self._ranges = [(int(n.network_address), int(n.broadcast_address)) for n in nets if n.version == 4]
+        self._reasons = {}
+
+    def to_wire(self):
+        return {"families": list(self.families), "internal_networks": list(self.internal_networks)}
+
+    @classmethod
+    def from_wire(cls, value):
+        """Parse the hello's holds object; raise TargetError naming what is wrong."""
+        if not isinstance(value, dict) or set(value) - {"families", "internal_networks"}:
+            raise TargetError("holds must be an object with families and internal_networks")
+        families, nets = value.get("families"), value.get("internal_networks")
+        if not isinstance(families, list) or not all(isinstance(f, int) and not isinstance(f, bool)
+                                                     for f in families):
+            raise TargetError("holds families must be a list of 4 and/or 6, not %r" % (families,))
+        if not isinstance(nets, list) or not all(isinstance(n, str) for n in nets) or len(nets) > 4096:
+            raise TargetError("holds internal_networks must be a list of at most 4096 CIDR strings")
+        return cls(families, nets)
+
+    def _internal(self, net):
+        if ":" in net:
+            return self._policy.is_internal(net)
+        first, last = _span4(net)
+        for low, high in self._ranges:
+            if low <= last and first <= high:
+                return True
+        return False
+
+    def reason(self, element):
+        """None when the gateway holds this element (Element or canonical text), else FAMILY_OFF or INTERNAL."""
+        net = element.net if isinstance(element, Element) else element.split(" ", 1)[0]
+        try:
+            return self._reasons[net]
+        except KeyError:
+            pass
+        if self._internal(net):
+            result = INTERNAL
+        elif (6 if ":" in net else 4) not in self.families:
+            result = FAMILY_OFF
+        else:
+            result = None
+        if len(self._reasons) >= 1 << 18:    # bounded: the published set may churn through many addresses
+            self._reasons.clear()
+        self._reasons[net] = result
+        return result
+
+    def skipped(self, texts):
+        """{element text: reason} of the canonical texts this gateway does not hold."""
+        result = {}
+        for text in texts:
+            why = self.reason(text)
+            if why is not None:
+                result[text] = why
+        return result
+
+    def digest(self, texts, skipped=None):
+        """The digest of what this gateway holds of the canonical texts (skipped: their skipped(), if known)."""
+        skipped = self.skipped(texts) if skipped is None else skipped
+        return digest_canonical(set(texts) - set(skipped) if skipped else texts)
+
+    def __eq__(self, other):
+        return isinstance(other, Holding) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __repr__(self):
+        return "Holding(%r, %d internal networks)" % (self.families, len(self.internal_networks))

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from ..models import Entry, Gateway, db
-from ..services import audit, changelog, entries, tokens, traffic
+from ..services import audit, changelog, entries, fleet as fleet_state, tokens, traffic
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -120,7 +120,9 @@ def get_entry(entry_id):
     entry = db.session.get(Entry, entry_id)
     if entry is None:
         return error(404, "not_found", "entry %d does not exist" % entry_id)
-    return jsonify(entries.to_json(entry))
+    body = entries.to_json(entry)
+    body["elements"] = fleet_state.entry_elements(entry)
+    return jsonify(body)
 
 
 @bp.delete("/entries/<int:entry_id>")
@@ -192,7 +194,7 @@ def import_entries():
 @bp.get("/addresses/<path:address>")
 @requires("read")
 def why_allowed(address):
-    return jsonify(entries.why(address, current_app.config["OG"]))
+    return jsonify(fleet_state.why(address, current_app.config["OG"]))
 
 
 @bp.get("/audit")
@@ -254,15 +256,18 @@ def revoke_token(token_id):
 
 
 def fleet(when):
-    """The fleet as the API and the UI show it: each gateway with its lag and whether its digest matches the
-    head revision; `when` formats the timestamps."""
+    """The fleet as the API and the UI show it: each gateway with its lag, whether its digest matches what it
+    is meant to hold at the head revision, and what of the published set it does not enforce and why; `when`
+    formats the timestamps."""
     head = changelog.head_revision()
     rows = db.session.query(Gateway).order_by(Gateway.name).all()
-    return {"revision": head, "items": [{
+    memo = {}
+    return {"revision": head, "items": [dict({
         "name": gw.name, "connected": gw.connected, "address": gw.address, "agent_version": gw.agent_version,
         "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
         "digest_match": bool(gw.digest_match and gw.applied_revision == head), "elements": gw.elements,
-        "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen)} for gw in rows]}
+        "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen)},
+        **fleet_state.gateway_state(gw, head, memo)) for gw in rows]}
 
 
 def _traffic_args():

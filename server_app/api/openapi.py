@@ -34,6 +34,11 @@ def page_of(item):
                extra=True)
 
 
+GAP = obj({"gateway": {"type": S}, "reason": {"type": S, "enum": ["family_disabled", "internal"]},
+           "message": {"type": S, "description": "e.g. IPv6 is off on this gateway"}})
+NOT_ENFORCED = {"type": "array", "items": GAP,
+                "description": "the gateways that do not enforce this (their own policy refuses it) and why"}
+
 SCHEMAS = {
     "Error": obj({"error": obj({"code": {"type": S}, "message": {"type": S}})}),
     "Address": obj({
@@ -50,6 +55,8 @@ SCHEMAS = {
         "grace_seconds": {"type": ["integer", "null"]}, "resolved_at": TIME, "resolve_error": NULLABLE_S,
         "capped": {"type": "boolean"},
         "addresses": {"type": "array", "items": ref("Address")},
+        "elements": {"type": "array", "description": "GET /entries/{id} only: the published elements",
+                     "items": obj({"element": {"type": S}, "not_enforced": NOT_ENFORCED})},
         "revision": {"type": ["integer", "null"]}},
         required=["id", "target", "kind", "ports", "deletable", "expires_at", "comment", "created_by",
                   "created_at", "addresses"]),
@@ -74,7 +81,7 @@ SCHEMAS = {
             "entry_id": {"type": "integer"}, "target": {"type": S}, "kind": {"type": S},
             "ports": {"type": "array", "items": {"type": S}}, "network": {"type": S}, "source": {"type": S},
             "since": TIME, "until": TIME, "published": {"type": "boolean"}, "refused": NULLABLE_S,
-            "deletable": {"type": "boolean"}})}}),
+            "deletable": {"type": "boolean"}, "not_enforced": NOT_ENFORCED})}}),
     "ImportResult": obj({"created": {"type": "array", "items": {"type": "integer"}},
                          "skipped": {"type": "array", "items": obj({"item": {"type": "integer"},
                                                                     "id": {"type": "integer"},
@@ -85,7 +92,17 @@ SCHEMAS = {
         "name": {"type": S}, "connected": {"type": "boolean"}, "address": {"type": S},
         "agent_version": {"type": S}, "applied_revision": {"type": "integer"}, "lag": {"type": "integer"},
         "digest_match": {"type": "boolean"}, "elements": {"type": "integer"}, "connected_at": TIME,
-        "last_seen": TIME}),
+        "last_seen": TIME,
+        "in_sync": {"type": "boolean", "description": "at the head revision, holding what it is meant to hold"},
+        "status": {"type": S, "examples": ["in sync, 1 element not enforced (IPv6 off)"]},
+        "families": {"type": ["array", "null"], "items": {"type": "integer", "enum": [4, 6]},
+                     "description": "the address families it holds; null if its agent did not say"},
+        "not_enforced": {"oneOf": [{"type": "null"}, obj({
+            "count": {"type": "integer", "minimum": 0}, "reasons": {"type": "array", "items": {"type": S}},
+            "elements": {"type": "array", "maxItems": 100, "items": obj({
+                "element": {"type": S}, "reason": {"type": S, "enum": ["family_disabled", "internal"]},
+                "message": {"type": S}})}})],
+            "description": "published elements this gateway's own policy refuses (the first 100 named)"}}),
     "Counts": obj(COUNTS),
     "EntryUse": obj(ENTRY_USE),
     "Traffic": obj({

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from sqlalchemy import delete, func, select, update
 
 from og_kernel.og_elements import digest_canonical
@@ -96,15 +98,16 @@ def names(elements=None):
     return {e: sorted(t) for e, t in result.items()}
 
 
-def digest_at(revision):
-    """The digest of the published set as it was at `revision` (None if the log can't reach back)."""
+def digest_at(revision, holding=None):
+    """The digest of the published set as it was at `revision` (None if the log can't reach back); with a
+    holding (og_elements.Holding), of the part of it that a gateway holding so is meant to hold."""
     head, current = consistent_published()
     answer = delta(revision, head)
     if answer is None:
         return None
     add, remove, _aged = answer
     elements = (current - set(add)) | set(remove)
-    return digest_canonical(elements)
+    return digest_canonical(elements) if holding is None else holding.digest(elements)
 
 
 def consistent_published(tries=20):
@@ -141,6 +144,33 @@ def digest_at_head():
         _digest_cache.clear()
         _digest_cache[revision] = digest_canonical(elements)
     return revision, _digest_cache[revision]
+
+
+_held = {}
+_held_lock = threading.Lock()
+
+
+def held_at_head(holding):
+    """(revision, {element: reason} not held, digest of the rest) for a gateway holding `holding` at the head.
+
+    Cached per database, revision and distinct holding: a thousand gateways share a few holdings, so each new
+    revision costs one read of the published set and one filter per holding."""
+    key = str(db.engine.url)
+    with _held_lock:
+        revision = head_revision()
+        cached = _held.get(key)
+        if cached is None or cached[0] != revision:
+            revision, elements = consistent_published()
+            cached = _held[key] = (revision, elements, {})
+        revision, elements, per_holding = cached
+        if holding.key not in per_holding:
+            skipped = holding.skipped(elements)
+            if not skipped and None not in per_holding:   # holdings that skip nothing share one digest
+                per_holding[None] = ({}, digest_canonical(elements))
+            per_holding[holding.key] = (skipped, holding.digest(elements, skipped) if skipped
+                                        else per_holding[None][1])
+        skipped, value = per_holding[holding.key]
+        return revision, skipped, value
 
 
 def prune(keep):

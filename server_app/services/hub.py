@@ -27,6 +27,7 @@ class Hub:
         self._facts_lock = threading.Lock()
         self._digest = None
         self._committed = {}
+        self._held = {}
         self._states_lock = threading.Lock()
         self._states = {}
 
@@ -73,6 +74,22 @@ class Hub:
                 db.session.commit()
                 self._digest = (revision, value)
             return self._digest
+
+    def held_digest(self, holding, acked=0):
+        """(head revision, digest of what a gateway holding `holding` is meant to hold), once per revision;
+        never older than `acked`, a revision a gateway acknowledged (the hub's poll may not have seen it yet)."""
+        if holding is None:
+            return self.head_digest()
+        with self._facts_lock:
+            cached = self._held.get(holding.key)
+            if cached is None or cached[0] < max(self.revision, acked):
+                from ..models import db
+                revision, _skipped, value = changelog.held_at_head(holding)
+                db.session.commit()
+                if len(self._held) > 64:
+                    self._held.clear()
+                cached = self._held[holding.key] = (revision, value)
+            return cached
 
     def committed_at(self, revision):
         """When a revision was committed (None if unknown), cached for the newest 256 revisions."""

@@ -5,16 +5,20 @@
   var table = document.getElementById("fleet");
   if (!table) { return; }
   var source = table.getAttribute("data-source");
-  var columns = ["name", "connected", "applied_revision", "lag", "digest_match", "elements", "agent_version",
+  var columns = ["name", "connected", "applied_revision", "lag", "status", "elements", "agent_version",
                  "address", "last_seen"];
 
   function cell(key, gw) {
     var td = document.createElement("td");
-    if (key === "connected" || key === "digest_match") {
+    if (key === "connected" || key === "status") {
       var span = document.createElement("span");
-      var good = gw[key];
+      var good = key === "connected" ? gw.connected : gw.in_sync;
       span.className = "badge " + (good ? "ok" : (key === "connected" ? "bad" : "warn"));
-      span.textContent = key === "connected" ? (good ? "connected" : "disconnected") : (good ? "match" : "differs");
+      span.textContent = key === "connected" ? (good ? "connected" : "disconnected") : gw.status;
+      if (key === "status" && gw.not_enforced && gw.not_enforced.count) {
+        // What this gateway's own policy refuses, named on hover (text only, as everywhere here).
+        span.title = gw.not_enforced.elements.map(function (e) { return e.element + ": " + e.message; }).join("\n");
+      }
       td.appendChild(span);
     } else {
       td.textContent = gw[key] === null || gw[key] === undefined ? "" : String(gw[key]);

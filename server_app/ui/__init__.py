@@ -17,7 +17,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from ..api import bp as api_bp, fleet as api_fleet
 from ..models import Entry, User, db, utcnow
-from ..services import audit, changelog, entries, tokens, traffic, users
+from ..services import audit, changelog, entries, fleet as fleet_state, tokens, traffic, users
 
 bp = Blueprint("ui", __name__, template_folder="../templates", static_folder="../static",
                static_url_path="/static")
@@ -233,6 +233,7 @@ def entry_page(entry_id):
     return render_template("ui/entry.html", entry=entry, chart=chart, window=window,
                            use=traffic.entry_use(entry.id, since), shared_with=traffic.shared_with(entry.id),
                            reason=None if entry.deletable else undeletable_reason(entry),
+                           gaps=fleet_state.not_enforced([a.address for a in entry.addresses if not a.refused]),
                            now=utcnow())
 
 
@@ -304,7 +305,7 @@ def why_page():
     result = error = None
     if address:
         try:
-            result = entries.why(address, current_app.config["OG"])
+            result = fleet_state.why(address, current_app.config["OG"])
         except entries.EntryError as exc:
             error = exc.message
     return render_template("ui/why.html", address=address, result=result, error=error)

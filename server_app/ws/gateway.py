@@ -11,6 +11,9 @@ import time
 from flask import current_app, g, request
 from simple_websocket import ConnectionClosed
 
+from og_kernel.og_elements import Holding
+from og_kernel.og_netpolicy import TargetError
+
 from ..models import Gateway, db, utcnow
 from ..services import changelog
 
@@ -121,6 +124,16 @@ def _digest(msg, required=True):
     return value
 
 
+def _holding(msg):
+    """The hello's optional holds object as a Holding; None for an agent that does not state it."""
+    if "holds" not in msg:
+        return None
+    try:
+        return Holding.from_wire(msg["holds"])
+    except TargetError as exc:
+        raise ProtocolError("bad_message", "hello %s" % exc)
+
+
 class GatewaySession:
     """One connected gateway."""
 
@@ -131,6 +144,7 @@ class GatewaySession:
         self.sent = 0          # the revision the gateway will be at once it applies what we sent
         self.resent_at = None  # the revision a snapshot was resent at because of a digest mismatch
         self.acked = 0         # the newest revision acknowledged in this session
+        self.holding = None    # what the gateway said it holds (None: it did not say; compared with everything)
         self.last_heard = time.monotonic()
         self.last_beat = time.monotonic()
 
@@ -175,11 +189,13 @@ class GatewaySession:
             raise ProtocolError("bad_message", "hello name must be a string of 1-128 characters")
         revision = _int(msg, "revision")
         self.hello_digest = _digest(msg, required=False)
+        self.holding = _holding(msg)
         version = str(msg.get("agent_version", ""))[:32]
         self.name = name
         gw = db.session.query(Gateway).filter_by(name=name).one_or_none() or Gateway(name=name)
         gw.address = request.remote_addr or ""
         gw.agent_version = version
+        gw.holds = json.dumps(self.holding.to_wire(), separators=(",", ":")) if self.holding else ""
         gw.connected = True
         gw.connected_at = gw.last_seen = utcnow()
         db.session.add(gw)
@@ -190,10 +206,11 @@ class GatewaySession:
     def catch_up(self, revision, digest=None):
         head = changelog.head_revision()
         answer = changelog.delta(revision, head) if 0 < revision <= head else None
-        if answer is not None and digest is not None and changelog.digest_at(revision) != digest:
+        reason = "first" if revision == 0 else "log"
+        if answer is not None and digest is not None and changelog.digest_at(revision, self.holding) != digest:
             # The gateway's kernel is not what that revision published (drift, restored old state): resend all.
             log.info("gateway %s digest differs from revision %d: snapshot", self.name, revision)
-            answer = None
+            answer, reason = None, "digest_differs"
         if answer is not None:
             add, remove, aged = answer
             named = sorted(set(add) | set(changelog.renamed(revision, head)))
@@ -205,14 +222,18 @@ class GatewaySession:
             # Give the connection back before queueing for the snapshot lock: a thousand gateways reconnecting
             # at once would otherwise each hold a pooled connection while they wait, and exhaust the pool.
             db.session.commit()
-            self.send_snapshot()
+            self.send_snapshot(reason)
 
-    def send_snapshot(self):
+    def send_snapshot(self, reason):
+        """Send the whole published set; reason (first, log, digest_differs, ack_mismatch) is counted."""
         revision, frames, count = snapshot_frames()
         for frame in frames:
             self.ws.send(frame)
         self.sent = revision
-        log.info("gateway %s sent snapshot revision=%d elements=%d", self.name, revision, count)
+        counter = current_app.extensions.get("og_snapshots_sent")
+        if counter is not None:
+            counter.labels(self.name, reason).inc()
+        log.info("gateway %s sent snapshot revision=%d elements=%d reason=%s", self.name, revision, count, reason)
 
     def wait(self, timeout):
         """Sleep until a frame arrives or the hub announces a revision (both set the connection's event)."""
@@ -235,7 +256,7 @@ class GatewaySession:
             if head > self.sent:
                 frame = delta_frame(self.sent, head)
                 if frame is None:
-                    self.send_snapshot()
+                    self.send_snapshot("log")
                 else:
                     self.ws.send(frame)
                     self.sent = head
@@ -259,6 +280,9 @@ class GatewaySession:
     def handle(self, msg):
         kind = msg["type"]
         if kind == "hello":
+            if "holds" in msg:
+                self.holding = _holding(msg)
+                self.hub.record_gateway(self.name, holds=json.dumps(self.holding.to_wire(), separators=(",", ":")))
             self.catch_up(_int(msg, "revision"), _digest(msg, required=False))
         elif kind == "ack":
             revision = _int(msg, "revision")
@@ -272,7 +296,7 @@ class GatewaySession:
                 return
             newly = revision > self.acked
             self.acked = revision
-            head, expected = self.hub.head_digest()
+            head, expected = self.hub.held_digest(self.holding, revision)
             # Recorded in memory; the hub writes every gateway's state in one transaction a few times a
             # second (one write per ack would serialise a thousand gateways on the database).
             self.hub.record_gateway(self.name, applied_revision=revision, digest=digest,
@@ -289,7 +313,7 @@ class GatewaySession:
                 else:
                     log.warning("gateway %s digest mismatch at revision %d: sending a snapshot", self.name, revision)
                     self.resent_at = revision
-                    self.send_snapshot()
+                    self.send_snapshot("ack_mismatch")
         elif kind == "heartbeat":
             self.hub.record_gateway(self.name, last_seen=utcnow())
         elif kind == "counters":

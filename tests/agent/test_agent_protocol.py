@@ -12,7 +12,8 @@ import pytest
 
 from agentlib import TOKEN, forward_rules, http_status, kernel_elements, sample, scrape, wait_until
 from gateway_agent import __version__
-from og_kernel.og_elements import digest
+from og_kernel.og_elements import Holding, digest
+from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 
@@ -22,6 +23,7 @@ C = "203.0.113.10/32"
 P = "198.51.100.20/32 443/tcp"
 D = "198.51.100.40/32"
 E = "203.0.113.0/28"
+HOLDS = Holding([4], DEFAULT_INTERNAL_NETWORKS).to_wire()   # the defaults: IPv6 off, the default internal networks
 
 
 def snapshot(revision, *chunks):
@@ -58,7 +60,7 @@ def test_hello_snapshot_deltas_and_acks_follow_the_kernel(gwns, scripted, start_
     assert conn.target == "/ws/gateway"
     assert conn.headers["authorization"] == "Bearer " + TOKEN
     assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__, "revision": 3,
-                           "digest": digest(["203.0.113.77/32"])}
+                           "digest": digest(["203.0.113.77/32"]), "holds": HOLDS}
     assert kernel_elements(gwns) == ["203.0.113.77/32"]
 
     # A snapshot in two chunks replaces everything at once; the ack's digest is the kernel's.
@@ -78,7 +80,7 @@ def test_hello_snapshot_deltas_and_acks_follow_the_kernel(gwns, scripted, start_
     # A delta that does not start at the applied revision is not applied: the agent says hello again.
     conn.send(delta(9, 10, add=[E]))
     assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__, "revision": 7,
-                           "digest": digest([A, B, D])}
+                           "digest": digest([A, B, D]), "holds": HOLDS}
     assert kernel_elements(gwns) == sorted([A, B, D])
     for frame in snapshot(10, [A, E]):
         conn.send(frame)
@@ -130,7 +132,7 @@ def test_bad_frames_are_refused_logged_and_the_rules_stay(gwns, scripted, start_
         # The agent lives on, keeps its rules, and comes back at the same revision.
         conn = scripted.next_connection()
         assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
-                               "revision": 1, "digest": digest([A, B])}
+                               "revision": 1, "digest": digest([A, B]), "holds": HOLDS}
         assert kernel_elements(gwns) == sorted([A, B])
         assert words in agent.log_since_start()
     assert agent.alive()
@@ -160,6 +162,29 @@ def test_internal_addresses_from_the_server_are_skipped_and_counted(gwns, script
     assert sample(metrics, "og_gateway_skipped_elements_total", reason="internal") == 2
     assert sample(metrics, "og_gateway_allowed_elements") == 2
     assert sample(metrics, "og_gateway_applied_revision") == 2
+
+
+def test_the_hello_states_what_the_gateway_holds_and_the_acks_digest_is_that_filter_of_the_set(
+        gwns, scripted, start_agent):
+    """The server computes Holding.digest from the hello's holds; the agent's kernel must give the same."""
+    start_agent(extra=["--internal-network", "198.51.100.0/28", "--internal-network", "fd00::/8"])
+    conn = scripted.next_connection()
+    hello = conn.next()
+    assert hello["holds"] == {"families": [4], "internal_networks": ["198.51.100.0/28", "fd00::/8"]}
+    holding = Holding.from_wire(hello["holds"])
+    published = [A, C, P, "2001:db8::1/128", "2001:db8::/64 443/tcp", "198.51.100.0/24"]
+    for frame in snapshot(1, published):
+        conn.send(frame)
+    assert conn.next() == {"v": 1, "type": "ack", "revision": 1, "digest": holding.digest(published), "count": 2}
+    assert kernel_elements(gwns) == sorted([C, P])
+    assert holding.skipped(published) == {A: "internal", "198.51.100.0/24": "internal",
+                                          "2001:db8::1/128": "family_disabled",
+                                          "2001:db8::/64 443/tcp": "family_disabled"}
+    conn.send(delta(1, 2, add=["2001:db8::2/128", D, "198.51.100.99/32"], remove=[C]))
+    assert conn.next() == {"v": 1, "type": "ack", "revision": 2, "count": 3,
+                           "digest": holding.digest([A, P, D, "2001:db8::1/128", "2001:db8::/64 443/tcp",
+                                                     "198.51.100.0/24", "2001:db8::2/128", "198.51.100.99/32"])}
+    assert kernel_elements(gwns) == sorted([P, D, "198.51.100.99/32"])
 
 
 @pytest.mark.parametrize("connected", [True, False], ids=["connected", "server-unreachable"])

@@ -202,3 +202,34 @@ def test_metrics_count_the_bytes_of_a_transfer_at_scrape_time(stack, tmp_path):
     # promtool (Prometheus' own linter) finds nothing to object to in a real scrape.
     text = gw.run(["curl", "-sS", "-m", "5", "--fail", "http://127.0.0.1:9900/metrics"]).stdout
     assert promtool_problems(text) == []
+
+
+def snapshots_sent(stack, name="gw1"):
+    """{reason: count} of og_server_snapshots_sent_total for one gateway, from the server's /metrics."""
+    _status, text = stack.server.api("GET", "/metrics")
+    found = re.findall(r'^og_server_snapshots_sent_total\{gateway="%s",reason="(\w+)"\} (\S+)$' % name, text, re.M)
+    return {reason: int(float(value)) for reason, value in found}
+
+
+def test_an_ipv6_entry_on_an_ipv4_only_gateway_costs_deltas_and_it_is_in_sync(stack):
+    """The real agent (IPv6 off, the default) states its holds; the real server filters the same way."""
+    v6 = stack.server.add("2001:db8::1")
+    agent = stack.start_agent()
+    open_entry(stack, ALLOWED)
+    stack.server.add("2001:db8::2")
+    stack.server.add(OTHER)
+    stack.wait_converged()
+    assert snapshots_sent(stack) == {"first": 1}
+    gw = stack.server.gateway()
+    assert (gw["in_sync"], gw["elements"], gw["status"]) == (True, 2, "in sync, 2 elements not enforced (IPv6 off)")
+    assert kernel_elements(stack.topo.gw) == [ALLOWED + "/32", OTHER + "/32"]
+    _status, entry = stack.server.api("GET", "/api/v1/entries/%d" % v6["id"])
+    assert entry["elements"] == [{"element": "2001:db8::1/128", "not_enforced": [
+        {"gateway": "gw1", "reason": "family_disabled", "message": "IPv6 is off on this gateway"}]}]
+    # A restart: the restored state's digest is what the server expects of this gateway, so a delta follows.
+    agent.kill9()
+    stack.server.add("2001:db8::3")
+    agent.start()
+    wait_until(lambda: "applied delta" in agent.log_since_start(), timeout=30, what="the delta after the restart")
+    stack.wait_converged()
+    assert snapshots_sent(stack) == {"first": 1}

@@ -3,8 +3,11 @@
 Every answer is validated against the OpenAPI document the app serves (conftest.Api)."""
 
 import datetime as dt
+import json
 
 import pytest
+
+from server_app.models import Gateway, db
 
 ROLES = ("viewer", "editor", "admin", "gateway")
 
@@ -308,6 +311,35 @@ def test_expired_entries_are_removed_and_recorded(api, app):
 
 def test_gateways_list_is_empty_before_any_gateway(api):
     assert api.get("/api/v1/gateways").get_json() == {"revision": 0, "items": []}
+
+
+def test_the_api_names_per_entry_and_per_gateway_what_a_gateway_does_not_enforce(api, app):
+    v6 = api.post("/api/v1/entries", json={"target": "2001:db8::1", "ports": ["443/tcp"]}).get_json()
+    v4 = api.post("/api/v1/entries", json={"target": "198.51.100.10"}).get_json()
+    with app.app_context():
+        # What the agents said in their hello (tests/server/test_protocol.py drives the real exchange).
+        db.session.add_all([
+            Gateway(name="gw1", applied_revision=2, digest_match=True, holds=json.dumps(
+                {"families": [4], "internal_networks": ["10.0.0.0/8"]})),
+            Gateway(name="gw2", applied_revision=2, digest_match=True, holds=json.dumps(
+                {"families": [4, 6], "internal_networks": ["198.51.100.0/24"]})),
+            Gateway(name="gw3", applied_revision=1, digest_match=True)])    # an agent from before holds
+        db.session.commit()
+    off = {"gateway": "gw1", "reason": "family_disabled", "message": "IPv6 is off on this gateway"}
+    inside = {"gateway": "gw2", "reason": "internal", "message": "inside this gateway's internal networks"}
+    assert api.get("/api/v1/entries/%d" % v6["id"]).get_json()["elements"] == [
+        {"element": "2001:db8::1/128 443/tcp", "not_enforced": [off]}]
+    assert api.get("/api/v1/entries/%d" % v4["id"]).get_json()["elements"] == [
+        {"element": "198.51.100.10/32", "not_enforced": [inside]}]
+    assert [i["not_enforced"] for i in api.get("/api/v1/addresses/2001:db8::1").get_json()["entries"]] == [[off]]
+    items = {g["name"]: g for g in api.get("/api/v1/gateways").get_json()["items"]}
+    assert {n: (g["in_sync"], g["status"], g["families"]) for n, g in items.items()} == {
+        "gw1": (True, "in sync, 1 element not enforced (IPv6 off)", [4]),
+        "gw2": (True, "in sync, 1 element not enforced (its internal networks)", [4, 6]),
+        "gw3": (False, "behind: at revision 1 of 2", None)}
+    assert items["gw1"]["not_enforced"] == {"count": 1, "reasons": ["IPv6 off"], "elements": [
+        {"element": "2001:db8::1/128 443/tcp", "reason": "family_disabled", "message": "IPv6 is off on this gateway"}]}
+    assert items["gw3"]["not_enforced"] is None
 
 
 def test_health_ready_and_metrics(api):

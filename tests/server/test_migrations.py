@@ -83,5 +83,26 @@ def test_migration_0003_adds_entry_traffic_and_keeps_the_samples(tmp_path, any_d
         assert "entry_traffic" not in inspect(db.engine).get_table_names()
         flask_migrate.upgrade(directory=MIGRATIONS)
         assert "entry_traffic" in inspect(db.engine).get_table_names()
+
+
+def test_migration_0004_gives_every_known_gateway_an_empty_holds(tmp_path, database_url):
+    """Gateways known before 0004 keep their row and are compared with the whole set until they say more."""
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "database_url": database_url,
+                      "resolver_enabled": False})
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision="0003")
+        db.session.execute(text("INSERT INTO gateways (name, address, agent_version, connected, applied_revision, "
+                                "digest, digest_match, elements) VALUES ('gw1', '10.77.0.1', '0.1.0', false, 7, "
+                                "'', true, 3)"))
+        db.session.commit()
+        db.session.remove()
+    init_db(app)
+    with app.app_context():
+        assert schema_revision() == HEAD
+        rows = db.session.execute(text("SELECT name, applied_revision, elements, holds FROM gateways")).all()
+        assert [tuple(r) for r in rows] == [("gw1", 7, 3, "")]
+        if db.engine.dialect.name == "sqlite":
+            sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'gateways'")).scalar()
+            assert "AUTOINCREMENT" in sql       # 0002's rebuild is kept: the column was added in place
         db.session.remove()
         db.engine.dispose()

@@ -12,8 +12,9 @@ import requests
 import websocket
 
 from nslib import wait_until
-from og_kernel.og_elements import digest as digest_of
-from serverlib import Gateway, Server, converged
+from og_kernel.og_elements import Holding, digest as digest_of
+from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
+from serverlib import Gateway, Server, converged, snapshots_sent
 
 
 @pytest.fixture(scope="module")
@@ -237,4 +238,121 @@ def test_a_replayed_older_ack_does_not_move_the_gateway_backwards(server):
     state = server.gateways()["gw-replay"]
     assert state["applied_revision"] == gw.revision and state["digest_match"]
     server.remove(entry)
+    gw.close()
+
+
+IPV4_ONLY = Holding([4], DEFAULT_INTERNAL_NETWORKS)
+
+
+def gaps(body, prefix):
+    """The not-enforced list of every element of an entry, only for the gateways named with prefix."""
+    return {e["element"]: [g for g in e["not_enforced"] if g["gateway"].startswith(prefix)] for e in body["elements"]}
+
+
+def test_an_ipv6_entry_on_an_ipv4_only_gateway_costs_deltas_not_snapshots(server):
+    v6 = server.add("2001:db8::1")
+    v4 = server.add("198.51.100.101")
+    gw = Gateway(server, "gw-h4", holding=IPV4_ONLY)
+    gw.hello()
+    assert gw.apply_next() == "snapshot"
+    assert "2001:db8::1/128" not in gw.elements and "198.51.100.101/32" in gw.elements
+    wait_until(lambda: converged(server, gw), timeout=10, what="in sync without the IPv6 element")
+    added = []
+    for i in range(5):
+        added.append(server.add("198.51.100.%d" % (110 + i)))
+        assert gw.apply_next() == "delta"
+    added.append(server.add("2001:db8::2"))
+    assert gw.apply_next() == "delta"
+    wait_until(lambda: converged(server, gw), timeout=10, what="in sync after the changes")
+    assert snapshots_sent(server, "gw-h4") == {"first": 1}
+    state = server.gateways()["gw-h4"]
+    assert state["in_sync"] is True and state["families"] == [4]
+    assert state["status"] == "in sync, 2 elements not enforced (IPv6 off)"
+    assert state["not_enforced"] == {"count": 2, "reasons": ["IPv6 off"], "elements": [
+        {"element": "2001:db8::1/128", "reason": "family_disabled", "message": "IPv6 is off on this gateway"},
+        {"element": "2001:db8::2/128", "reason": "family_disabled", "message": "IPv6 is off on this gateway"}]}
+    body = server.api("GET", "/api/v1/entries/%d" % v6["id"]).json()
+    assert gaps(body, "gw-h") == {"2001:db8::1/128": [
+        {"gateway": "gw-h4", "reason": "family_disabled", "message": "IPv6 is off on this gateway"}]}
+    assert gaps(server.api("GET", "/api/v1/entries/%d" % v4["id"]).json(), "gw-h") == {"198.51.100.101/32": []}
+    why = server.api("GET", "/api/v1/addresses/2001:db8::1").json()
+    assert [[g for g in i["not_enforced"] if g["gateway"].startswith("gw-h")] for i in why["entries"]] == [
+        [{"gateway": "gw-h4", "reason": "family_disabled", "message": "IPv6 is off on this gateway"}]]
+    # A reconnect at the same revision with the digest of what it holds: an empty delta, still no snapshot.
+    gw.close()
+    back = Gateway(server, "gw-h4", revision=gw.revision, elements=gw.elements, holding=IPV4_ONLY)
+    back.hello()
+    assert back.apply_next() == "delta" and back.last["add"] == [] and back.last["remove"] == []
+    assert snapshots_sent(server, "gw-h4") == {"first": 1}
+    back.close()
+    for entry in [v6, v4] + added:
+        server.remove(entry)
+
+
+def test_an_old_agent_without_holds_is_compared_with_everything_as_before(server):
+    v6 = server.add("2001:db8::10")
+    old = Gateway(server, "gw-old")          # holds everything it is sent, says nothing of what it holds
+    old.hello()
+    assert old.apply_next() == "snapshot"
+    wait_until(lambda: converged(server, old), timeout=10, what="old agent in sync")
+    entry = server.add("198.51.100.120")
+    assert old.apply_next() == "delta"
+    wait_until(lambda: converged(server, old), timeout=10, what="old agent in sync after a delta")
+    state = server.gateways()["gw-old"]
+    assert (state["families"], state["not_enforced"], state["status"]) == (None, None, "in sync")
+    assert snapshots_sent(server, "gw-old") == {"first": 1}
+    # An old agent that skips an element (IPv6 off) differs, as before: one snapshot, then no loop.
+    skipping = Gateway(server, "gw-old-v4")
+    skipping.hello()
+    skipping.apply_next()
+    skipping.elements.discard("2001:db8::10/128")
+    skipping.send(type="ack", revision=skipping.revision, digest=digest_of(skipping.elements),
+                  count=len(skipping.elements))
+    assert skipping.recv()["type"] == "snapshot"
+    wait_until(lambda: snapshots_sent(server, "gw-old-v4") == {"first": 1, "ack_mismatch": 1}, timeout=10,
+               what="the mismatch snapshot counted")
+    old.close()
+    skipping.close()
+    server.remove(entry)
+    server.remove(v6)
+
+
+def test_a_gateway_whose_own_internal_networks_refuse_an_element_is_in_sync_and_says_so(server):
+    holding = Holding([4, 6], list(DEFAULT_INTERNAL_NETWORKS) + ["198.51.100.128/25"])
+    inside = server.add("198.51.100.130", ports=["443/tcp"])
+    outside = server.add("198.51.100.10")
+    gw = Gateway(server, "gw-hint", holding=holding)
+    gw.hello()
+    assert gw.apply_next() == "snapshot"
+    assert "198.51.100.130/32 443/tcp" not in gw.elements and "198.51.100.10/32" in gw.elements
+    more = server.add("198.51.100.131")
+    assert gw.apply_next() == "delta"
+    wait_until(lambda: converged(server, gw), timeout=10, what="in sync without its internal elements")
+    state = server.gateways()["gw-hint"]
+    assert state["status"] == "in sync, 2 elements not enforced (its internal networks)"
+    assert [e["element"] for e in state["not_enforced"]["elements"]] == ["198.51.100.130/32 443/tcp",
+                                                                         "198.51.100.131/32"]
+    assert gaps(server.api("GET", "/api/v1/entries/%d" % inside["id"]).json(), "gw-hint") == {
+        "198.51.100.130/32 443/tcp": [{"gateway": "gw-hint", "reason": "internal",
+                                       "message": "inside this gateway's internal networks"}]}
+    assert snapshots_sent(server, "gw-hint") == {"first": 1}
+    # What it holds really differs (its set was flushed): that is a mismatch, and a snapshot fixes it.
+    gw.send(type="ack", revision=gw.revision, digest=digest_of(set()), count=0)
+    assert gw.recv()["type"] == "snapshot"
+    wait_until(lambda: not server.gateways()["gw-hint"]["in_sync"], timeout=10, what="the mismatch recorded")
+    assert server.gateways()["gw-hint"]["status"].startswith("differs: ")
+    gw.close()
+    for entry in (inside, outside, more):
+        server.remove(entry)
+
+
+@pytest.mark.parametrize("holds, message", [
+    ({"families": [5], "internal_networks": []}, "hello holds families [5] must be a non-empty list of 4 and/or 6"),
+    ({"families": [4], "internal_networks": ["nope"]}, "hello internal network 'nope' is not an IPv4/IPv6 network"),
+])
+def test_a_bad_holds_in_hello_is_refused(server, holds, message):
+    gw = Gateway(server, "gw-badholds")
+    gw.send(type="hello", name="gw-badholds", agent_version="test", revision=0, holds=holds)
+    msg = gw.recv()
+    assert (msg["type"], msg["code"]) == ("error", "bad_message") and msg["message"].startswith(message)
     gw.close()

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from server_app import create_app, init_db
-from server_app.models import TrafficSample, db
+from server_app.models import Gateway, TrafficSample, db
 from server_app.services import entries, traffic, users
 
 PW = "a-long-enough-password"
@@ -245,3 +245,26 @@ def test_top_entries_mark_shared_bytes_and_keep_deleted_entries_by_name(app):
     assert 'id="shared-bytes" data-bytes="2048"' in entry
     assert re.search(r'<li><span class="target">198.51.100.20/32 80/tcp</span> also produced by '
                      r'<span class="target">198.51.100.20 \(443/tcp, 80/tcp\)</span></li>', entry)
+
+
+def test_the_entry_why_and_fleet_pages_say_which_gateway_does_not_enforce_what_and_why(app):
+    with app.app_context():
+        entry, _ = entries.create({"target": "2001:db8::1"}, app.config["OG"], "test")
+        entry_id = entry.id
+        db.session.add_all([
+            Gateway(name="gw1", applied_revision=1, digest_match=True,
+                    holds='{"families": [4], "internal_networks": ["10.0.0.0/8"]}'),
+            Gateway(name="gw2", applied_revision=1, digest_match=False,
+                    holds='{"families": [4, 6], "internal_networks": ["10.0.0.0/8"]}')])
+        db.session.commit()
+    c = app.test_client()
+    login(c, "vic")
+    badge = '<span class="badge warn not-enforced">not enforced by gw1: IPv6 is off on this gateway</span>'
+    assert re.findall(r'<span class="badge warn not-enforced">[^<]*</span>', c.get("/entries/%d" % entry_id).text) \
+        == [badge]
+    assert re.findall(r'<span class="badge warn not-enforced">[^<]*</span>',
+                      c.get("/addresses?address=2001:db8::1").text) == [badge]
+    fleet = c.get("/gateways").text
+    assert '<span class="badge ok" title="2001:db8::1/128: IPv6 is off on this gateway&#10;">in sync, 1 element ' \
+           'not enforced (IPv6 off)</span>' in fleet
+    assert '<span class="badge warn">differs: its kernel does not hold what it should at revision 1</span>' in fleet

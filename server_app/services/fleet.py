@@ -1,0 +1,107 @@
+"""What each gateway enforces of the published set, from what its agent said it holds (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from sqlalchemy import select
+
+from og_kernel.og_elements import FAMILY_OFF, Holding, reason_text
+from og_kernel.og_netpolicy import TargetError
+
+from ..models import EntryElement, Gateway, db
+from . import changelog, entries
+
+NAMED = 100     # the fleet view names at most this many not-enforced elements per gateway
+
+_holdings = {}
+_holdings_lock = threading.Lock()
+
+
+def holding_of(text):
+    """The Holding stored as JSON in gateways.holds (parsed once per distinct text); None when unknown."""
+    if not text:
+        return None
+    with _holdings_lock:
+        holding = _holdings.get(text)
+        if holding is None:
+            try:
+                holding = Holding.from_wire(json.loads(text))
+            except (ValueError, TargetError):
+                return None
+            if len(_holdings) >= 256:
+                _holdings.clear()
+            _holdings[text] = holding
+        return holding
+
+
+def gateway_holdings():
+    """[(gateway name, Holding)] of every known gateway whose agent said what it holds, by name."""
+    rows = db.session.execute(select(Gateway.name, Gateway.holds).where(Gateway.holds != "")
+                              .order_by(Gateway.name)).all()
+    pairs = [(name, holding_of(text)) for name, text in rows]
+    return [(name, holding) for name, holding in pairs if holding is not None]
+
+
+def _item(name, reason, element):
+    return {"gateway": name, "reason": reason, "message": reason_text(reason, element)}
+
+
+def not_enforced(texts, holdings=None):
+    """{text: [{gateway, reason, message}, ...]} for element or network texts, each with the gateways that do
+    not enforce it and why ([] when every gateway that said what it holds enforces it)."""
+    holdings = gateway_holdings() if holdings is None else holdings
+    return {text: [_item(name, holding.reason(text), text) for name, holding in holdings
+                   if holding.reason(text) is not None] for text in texts}
+
+
+def entry_elements(entry):
+    """The published elements of an entry, each with the gateways that do not enforce it and why."""
+    texts = sorted(db.session.execute(select(EntryElement.element).where(EntryElement.entry_id == entry.id))
+                   .scalars())
+    gaps = not_enforced(texts)
+    return [{"element": text, "not_enforced": gaps[text]} for text in texts]
+
+
+def _label(reason, element):
+    return ("IPv%d off" % (6 if ":" in element else 4)) if reason == FAMILY_OFF else "its internal networks"
+
+
+def gateway_state(gw, head, memo):
+    """The fields the fleet view adds to a gateway: what it does not enforce at the head, and a status line
+    that tells "in sync, N elements not enforced (IPv6 off)" from a real mismatch. memo: a dict shared by the
+    gateways of one view (one filter per distinct holding)."""
+    holding = holding_of(gw.holds)
+    gaps = None
+    if holding is not None:
+        if holding.key not in memo:
+            memo[holding.key] = changelog.held_at_head(holding)[1]
+        skipped = memo[holding.key]
+        named = sorted(skipped)[:NAMED]
+        labels = sorted({_label(skipped[e], e) for e in skipped})
+        gaps = {"count": len(skipped), "reasons": labels,
+                "elements": [{"element": e, "reason": skipped[e], "message": reason_text(skipped[e], e)}
+                             for e in named]}
+    lag = max(0, head - gw.applied_revision)
+    in_sync = bool(gw.digest_match) and lag == 0
+    if lag:
+        status = "behind: at revision %d of %d" % (gw.applied_revision, head)
+    elif not in_sync:
+        status = "differs: its kernel does not hold what it should at revision %d" % head
+    elif gaps and gaps["count"]:
+        count, plural = gaps["count"], "" if gaps["count"] == 1 else "s"
+        status = "in sync, %d element%s not enforced (%s)" % (count, plural, ", ".join(gaps["reasons"]))
+    else:
+        status = "in sync"
+    return {"in_sync": in_sync, "status": status, "families": list(holding.families) if holding else None,
+            "not_enforced": gaps}
+
+
+def why(address, config):
+    """entries.why(), each published network with the gateways that do not enforce it and why."""
+    result = entries.why(address, config)
+    gaps = not_enforced({item["network"] for item in result["entries"] if item["published"]})
+    for item in result["entries"]:
+        item["not_enforced"] = gaps.get(item["network"], [])
+    return result
