@@ -1,11 +1,12 @@
-"""Schema migrations on a database that holds data: nothing lost, and (SQLite) ids never reused afterwards."""
+"""Schema migrations on a database that holds data: nothing lost, (SQLite) ids never reused afterwards, and the
+gateways' session holder added."""
 
 import flask_migrate
 from sqlalchemy import text
 
 from server_app import MIGRATIONS, create_app, init_db, schema_revision
 from server_app.models import db
-from server_app.services import entries
+from server_app.services import entries, gateways
 
 
 def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path):
@@ -27,7 +28,7 @@ def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path
         db.session.remove()
     init_db(app)                          # 0001 -> head, as og-server db upgrade does
     with app.app_context():
-        assert schema_revision() == "0002"
+        assert schema_revision() == "0003"
         after = {t: db.session.execute(text("SELECT count(*) FROM %s" % t)).scalar() for t in counts}
         assert after == counts            # the rebuilt tables kept their rows, and nothing cascaded away
         assert db.session.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -40,3 +41,34 @@ def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path
                                   {"i": ids[0]}).scalar() == 0
         sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'entries'")).scalar()
         assert "AUTOINCREMENT" in sql and "uq_entry_target_ports" in sql
+
+
+def test_migration_0003_adds_the_session_holder_and_keeps_every_gateway(tmp_path, database_url):
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
+                      "database_url": database_url})
+    columns = "name, connected, applied_revision, digest_match, elements"
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision="0002")
+        db.session.execute(text("INSERT INTO gateways (name, address, agent_version, connected, applied_revision, "
+                                "digest, digest_match, elements) VALUES ('gw1', '10.0.0.1', '0.1.0', :t, 7, '', :t, "
+                                "3), ('gw2', '', '', :f, 0, '', :f, 0)"), {"t": True, "f": False})
+        db.session.commit()
+        before = [tuple(r) for r in db.session.execute(text("SELECT %s FROM gateways ORDER BY name" % columns))]
+        db.session.remove()
+    init_db(app)
+    with app.app_context():
+        assert schema_revision() == "0003"
+        rows = db.session.execute(text("SELECT %s, session_replica, session_id FROM gateways ORDER BY name"
+                                       % columns)).all()
+        assert [tuple(r)[:5] for r in rows] == before
+        assert [(r.session_replica, r.session_id) for r in rows] == [("", ""), ("", "")]
+        # Rows of sessions from before 0003 have no holder: no replica's start-up touches them.
+        assert gateways.release_replica(app.config["OG"]["replica_name"]) == 0
+        flask_migrate.downgrade(directory=MIGRATIONS, revision="0002")
+        assert [tuple(r) for r in db.session.execute(text("SELECT %s FROM gateways ORDER BY name" % columns))] \
+            == before
+        if db.engine.dialect.name == "sqlite":
+            sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'gateways'")).scalar()
+            assert "AUTOINCREMENT" in sql and "session_id" not in sql
+        db.session.remove()
+        db.engine.dispose()
