@@ -149,6 +149,7 @@ def test_a_graceful_server_restart_is_a_clean_close_and_the_gateway_converges_wi
 
     restarted = time.monotonic()
     stack.server.start()
+    answering = time.monotonic() - restarted
     stack.server.add(OTHER)
     # The requirement itself (issue 14): the new entry is in the gateway's kernel within 5 s of the restart.
     deadline = restarted + 5.0
@@ -156,7 +157,7 @@ def test_a_graceful_server_restart_is_a_clean_close_and_the_gateway_converges_wi
     wait_until(lambda: in_kernel() or time.monotonic() > deadline, timeout=30, interval=0.05,
                what="the new entry in the gateway's kernel, or the 5 s deadline")
     took = time.monotonic() - restarted
-    print("graceful restart: the entry was in the kernel %.2fs after the restart began" % took)
+    print("graceful restart: server answering after %.2fs, the entry in the kernel after %.2fs" % (answering, took))
     assert (in_kernel(), took <= 5.0) == (True, True), "%.2fs after the restart" % took
     stack.wait_converged()
     assert kernel_elements(stack.topo.gw) == [ALLOWED + "/32", OTHER + "/32"]
