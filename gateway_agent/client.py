@@ -129,7 +129,7 @@ def _parse_elements(texts, kind):
 
 
 class Reconnect:
-    """How long the agent waits before its next connection attempt (docs/protocol.md, "Reconnecting").
+    """How long the agent waits before its next connection attempt (docs/protocol.md, "Closing and reconnecting").
 
     Exponential backoff with full jitter, except after a close frame from the server: then the next attempt
     comes within RECONNECT_AFTER_CLOSE, and so does every failed attempt for RESTART_WINDOW after it, without
