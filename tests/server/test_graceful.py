@@ -13,6 +13,7 @@ import pytest
 
 from nslib import wait_until
 from serverlib import Gateway, Server
+from server_app import config
 from server_app.models import Gateway as GatewayRow, db
 
 GOING_AWAY = (1001, "server stopping; reconnect")
@@ -146,3 +147,13 @@ def test_the_fleet_shows_a_session_silent_for_more_than_30s_as_disconnected(app,
     assert [gw["connected"] for gw in api.call("GET", "/api/v1/gateways").get_json()["items"]] == [shown]
     metrics = app.test_client().get("/metrics").get_data(as_text=True)
     assert "og_server_gateways_connected %.1f" % (1 if shown else 0) in metrics.splitlines()
+
+
+def test_replica_name_defaults_to_the_host_name_and_listen_port():
+    base = {"secret_key": "s" * 32, "listen": "127.0.0.1:8081"}
+    assert config.load(overrides=base, environ={})["replica_name"] == socket.gethostname() + ":8081"
+    assert config.load(overrides=dict(base, replica_name="og-1"), environ={})["replica_name"] == "og-1"
+    with pytest.raises(config.ConfigError) as err:
+        config.load(overrides=dict(base, replica_name=["og-1"]), environ={})
+    assert err.value.problems == ["replica_name ['og-1'] must be a string of at most 128 characters, unique among "
+                                  "the replicas and the same across restarts (empty: <hostname>:<listen port>)"]
