@@ -28,8 +28,31 @@ COUNTERS_EVERY = 15.0
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
 HEALTHY_SESSION = 60.0     # a session that lasted this long starts the backoff over
+# A server that closes the connection with a close frame (1001: it is stopping) is reconnected within a second,
+# jittered, and so is every failed attempt for RESTART_WINDOW after it: a restarting server is back soon.
+RECONNECT_AFTER_CLOSE = 1.0
+RESTART_WINDOW = 30.0
+SHORT_SESSION = 1.0        # a close (other than 1001) this soon after connecting is a refusal: back off
 MAX_MESSAGE = 1 << 20      # docs/protocol.md: larger frames break the protocol
+CLOSE_GOING_AWAY = 1001    # the server is stopping
+CLOSE_NO_STATUS = 1005     # a close frame without a code
 CLOSE_POLICY = 1008        # WebSocket close code for a protocol violation
+
+
+class ServerClosed(Exception):
+    """The server ended the connection with a close frame."""
+
+    def __init__(self, code, reason):
+        super().__init__("%d %s" % (code, reason) if reason else str(code))
+        self.code = code
+        self.reason = reason
+
+    @classmethod
+    def from_frame(cls, data):
+        """From a close frame's payload: a 2-byte code, then a UTF-8 reason (both optional)."""
+        if len(data) < 2:
+            return cls(CLOSE_NO_STATUS, "")
+        return cls(int.from_bytes(data[:2], "big"), data[2:].decode("utf-8", "replace")[:120])
 
 
 class ProtocolViolation(ValueError):
@@ -105,6 +128,38 @@ def _parse_elements(texts, kind):
         raise ProtocolViolation("%s: %s" % (kind, exc)) from None
 
 
+class Reconnect:
+    """How long the agent waits before its next connection attempt (docs/protocol.md, "Closing and reconnecting").
+
+    Exponential backoff with full jitter, except after a close frame from the server: then the next attempt
+    comes within RECONNECT_AFTER_CLOSE, and so does every failed attempt for RESTART_WINDOW after it, without
+    growing the backoff. Not for 1008 (the server refused what the agent sent) nor for a close other than 1001
+    within SHORT_SESSION of connecting (e.g. the server's database is down): reconnecting at once would only
+    repeat it."""
+
+    def __init__(self, uniform=random.uniform):
+        self.uniform = uniform
+        self.backoff = BACKOFF_MIN
+        self.restarting_until = 0.0   # monotonic time until which failed attempts retry within a second
+
+    def delay(self, now, started, opened_at, close_code):
+        """Seconds to wait after an attempt that began at `started`, got a connection at `opened_at` (None: no
+        connection) and ended with the server's close code `close_code` (None: no close frame)."""
+        if close_code is not None and (close_code == CLOSE_GOING_AWAY or (
+                close_code != CLOSE_POLICY and now - opened_at >= SHORT_SESSION)):
+            self.restarting_until = now + RESTART_WINDOW
+        elif opened_at is not None:
+            self.restarting_until = 0.0   # a connection was made and ended otherwise: back off
+        if now < self.restarting_until:
+            self.backoff = BACKOFF_MIN
+            return self.uniform(0, RECONNECT_AFTER_CLOSE)
+        if now - started > HEALTHY_SESSION:
+            self.backoff = BACKOFF_MIN    # the session was healthy for a while: start over
+        delay = self.uniform(0, self.backoff)   # full jitter
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        return delay
+
+
 class Agent:
     """Keeps the kernel's allowed sets equal to the server's, and keeps them as they are when no server answers."""
 
@@ -120,6 +175,7 @@ class Agent:
         self.boot = str(uuid.uuid4())
         self._reported = {}        # counters at the last counters frame sent: the next one sends the increments
         self.ws = None
+        self.opened_at = None      # monotonic time the current attempt got its connection (set by session)
         self._chunks = {}
         self.names = state.load_names(cfg.get("state_file", ""))  # element -> entry targets, for metrics
         self.lock = threading.Lock()  # kernel changes and reads of self.elements
@@ -345,6 +401,7 @@ class Agent:
         headers = ["Authorization: Bearer " + self.cfg["token"]]
         sslopt = {"ca_certs": self.cfg["ca_file"]} if self.cfg.get("ca_file") else {"cert_reqs": ssl.CERT_REQUIRED}
         self.ws = self.connect(url, header=headers, timeout=10, sslopt=sslopt if url.startswith("wss") else None)
+        self.opened_at = time.monotonic()
         self.ws.settimeout(1.0)
         self._chunks = {}  # chunks of a snapshot never span connections
         self.stats.connected = True
@@ -355,9 +412,12 @@ class Agent:
             last_heard = last_beat = last_counters = time.monotonic()
             while not self.stop.is_set():
                 try:
-                    raw = self.ws.recv()
-                    if raw in (None, ""):
-                        raise websocket.WebSocketConnectionClosedException("closed by the server")
+                    opcode, data = self.ws.recv_data()
+                    if opcode == websocket.ABNF.OPCODE_CLOSE:
+                        # websocket-client has answered the close already: hang up without waiting.
+                        self.ws.shutdown()
+                        raise ServerClosed.from_frame(data)
+                    raw = data.decode("utf-8") if opcode == websocket.ABNF.OPCODE_TEXT else data
                     last_heard = time.monotonic()
                     try:
                         self.handle(raw)
@@ -410,26 +470,30 @@ class Agent:
         self.ensure_policy()
         self.restore()
         threading.Thread(target=self._drift_loop, name="og-drift", daemon=True).start()
-        backoff = BACKOFF_MIN
+        reconnect = Reconnect()
         attempt = 0
+        servers = self.cfg["servers"]
         while not self.stop.is_set():
-            url = self.cfg["servers"][attempt % len(self.cfg["servers"])]
+            url = servers[attempt % len(servers)]
             attempt += 1
             started = time.monotonic()
+            self.opened_at = None
+            close_code = None
             try:
                 self.session(url)
+            except ServerClosed as exc:
+                close_code = exc.code
+                log.info("server %s closed the connection: %s", url, exc)
             except websocket.WebSocketConnectionClosedException as exc:
-                log.info("connection to %s ended: %s", url, exc)
+                log.info("connection to %s lost: %s", url, exc)
             except Exception as exc:  # any failure: keep the rules, wait, try the next server
                 log.warning("connection to %s failed: %s", url, exc.__class__.__name__ + ": " + str(exc)[:200])
             if self.stop.is_set():
                 break
             self.stats.reconnects += 1
-            if time.monotonic() - started > HEALTHY_SESSION:
-                backoff = BACKOFF_MIN  # the session was healthy for a while: start over
-            delay = random.uniform(0, backoff)  # full jitter
-            backoff = min(backoff * 2, BACKOFF_MAX)
-            log.info("reconnecting in %.1fs; rules stay at revision %d", delay, self.revision)
+            delay = reconnect.delay(time.monotonic(), started, self.opened_at, close_code)
+            log.info("reconnecting in %.1fs to %s; rules stay at revision %d", delay,
+                     servers[attempt % len(servers)], self.revision)
             self.stop.wait(delay)
         log.info("stopped at revision %d; the rules stay in place", self.revision)
 

@@ -15,6 +15,7 @@ import os
 import sys
 
 from . import config as config_mod
+from .serving import serve
 
 
 def _parser():
@@ -106,34 +107,6 @@ def main(argv=None):
         return 0
     init_db(app)
     return serve(app, cfg)
-
-
-def serve(app, cfg):
-    """Run under gunicorn with one threaded worker: WebSocket sessions each hold a thread."""
-    from gunicorn.app.base import BaseApplication
-
-    class Server(BaseApplication):
-        def load_config(self):
-            self.cfg.set("bind", cfg["listen"])
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("workers", 1)
-            self.cfg.set("threads", cfg["threads"])
-            # gthread accepts at most worker_connections at once (default 1000): room for every thread.
-            self.cfg.set("worker_connections", cfg["threads"] + 100)
-            self.cfg.set("timeout", 60)
-            self.cfg.set("graceful_timeout", 5)
-            self.cfg.set("accesslog", None)
-            self.cfg.set("loglevel", cfg["log_level"].lower())
-            # No control socket: its default path is shared by every gunicorn on the machine.
-            self.cfg.set("control_socket_disable", True)
-            # The hub's thread must start in the worker: threads do not survive the fork.
-            self.cfg.set("post_worker_init", lambda worker: app.extensions["og_hub"].start())
-
-        def load(self):
-            return app
-
-    Server().run()
-    return 0
 
 
 if __name__ == "__main__":

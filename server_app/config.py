@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from urllib.parse import quote_plus
 
 import yaml
@@ -22,6 +23,8 @@ DEFAULTS = {
     "log_level": "INFO",
     "changelog_keep": 100000,
     "threads": 64,
+    # This replica's name in the gateways' session records (docs/ha.md); "" means <hostname>:<listen port>.
+    "replica_name": "",
     # The resolver of domain entries (docs/resolver.md).
     "resolver_enabled": True,
     "resolve_interval": 60,
@@ -142,8 +145,13 @@ def load(path=None, overrides=None, environ=None):
                         "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
     if str(cfg["log_level"]).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append("log_level %r must be DEBUG, INFO, WARNING or ERROR" % cfg["log_level"])
+    if not isinstance(cfg["replica_name"], str) or len(cfg["replica_name"]) > 128:
+        problems.append("replica_name %r must be a string of at most 128 characters, unique among the replicas "
+                        "and the same across restarts (empty: <hostname>:<listen port>)" % (cfg["replica_name"],))
     if problems:
         raise ConfigError(problems)
+    if not cfg["replica_name"]:
+        cfg["replica_name"] = "%s:%s" % (socket.gethostname(), port)
     if not cfg["database_url"]:
         cfg["database_url"] = "sqlite:///" + os.path.join(os.path.abspath(cfg["data_dir"]), "server.db")
     return cfg

@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
-from .models import Entry, Gateway, db
+from .models import Entry, Gateway, db, utcnow
+from .services import gateways as gateway_sessions
 
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -24,7 +25,8 @@ class ServerCollector:
                 failing = db.session.execute(select(func.count()).where(Entry.kind == "domain",
                                                                         Entry.resolve_error != "")).scalar_one()
                 head = changelog.head_revision()
-                gws = db.session.execute(select(Gateway.connected, Gateway.applied_revision, Gateway.digest_match)).all()
+                gws = db.session.execute(select(Gateway.connected, Gateway.last_seen, Gateway.applied_revision,
+                                                Gateway.digest_match)).all()
             finally:
                 db.session.remove()
         entries = GaugeMetricFamily("og_server_entries", "Allowlist entries by kind", labels=["kind"])
@@ -36,7 +38,8 @@ class ServerCollector:
                                 value=capped)
         yield GaugeMetricFamily("og_server_entries_resolve_failing", "Domain entries whose last resolution failed",
                                 value=failing)
-        connected = [g for g in gws if g.connected]
+        now = utcnow()
+        connected = [g for g in gws if gateway_sessions.connected(g, now)]
         yield GaugeMetricFamily("og_server_gateways", "Known gateways", value=len(gws))
         yield GaugeMetricFamily("og_server_gateways_connected", "Gateways connected now", value=len(connected))
         yield GaugeMetricFamily("og_server_gateways_lagging", "Connected gateways not at the head revision",

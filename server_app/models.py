@@ -226,3 +226,6 @@ class Gateway(db.Model):
     holds: Mapped[str] = mapped_column(Text, default="")
     connected_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # The replica (its replica_name) holding the gateway's session, and that session's id (services/gateways.py).
+    session_replica: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    session_id: Mapped[str] = mapped_column(String(32), default="", server_default="")

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +61,16 @@ class Server:
         self.proc.wait(timeout=20)
         self.log.close()
 
+    def crash(self):
+        """kill -9 of the master and its worker: the whole server is gone at once, without a goodbye."""
+        with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as fh:
+            workers = [int(pid) for pid in fh.read().split()]
+        self.kill9()
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not any(os.path.exists("/proc/%d" % pid) for pid in workers), timeout=20,
+                   what="the server's worker gone")
+
     def readyz(self):
         return requests.get(self.url + "/readyz", timeout=5).json()
 
@@ -91,10 +102,16 @@ class Server:
         return {g["name"]: g for g in self.api("GET", "/api/v1/gateways").json()["items"]}
 
     def stop(self):
+        """SIGTERM (a graceful stop) and wait for the exit; returns the exit code."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=20)
         self.log.close()
+        return self.proc.returncode
+
+    def log_text(self):
+        with open(os.path.join(self.tmp, "server.log")) as fh:
+            return fh.read()
 
 
 class Gateway:
@@ -167,6 +184,14 @@ class Gateway:
         finally:
             stop.set()
             thread.join(timeout=10)
+
+    def close_frame(self, timeout=10):
+        """Read until the server's close frame; return its (code, reason). Other frames are skipped."""
+        self.ws.settimeout(timeout)
+        while True:
+            opcode, data = self.ws.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return int.from_bytes(data[:2], "big"), data[2:].decode()
 
     def close(self):
         self.ws.close()

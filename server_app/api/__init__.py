@@ -11,8 +11,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from ..models import Entry, Gateway, db
-from ..services import audit, changelog, entries, fleet as fleet_state, tokens, traffic
+from ..models import Entry, Gateway, db, utcnow
+from ..services import audit, changelog, entries, fleet as fleet_state, gateways, tokens, traffic
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -257,13 +257,15 @@ def revoke_token(token_id):
 
 def fleet(when):
     """The fleet as the API and the UI show it: each gateway with its lag, whether its digest matches what it
-    is meant to hold at the head revision, and what of the published set it does not enforce and why; `when`
-    formats the timestamps."""
+    is meant to hold at the head revision, what of the published set it does not enforce and why, and whether
+    its session is alive (services/gateways.connected); `when` formats the timestamps."""
     head = changelog.head_revision()
     rows = db.session.query(Gateway).order_by(Gateway.name).all()
     memo = {}
+    now = utcnow()
     return {"revision": head, "items": [dict({
-        "name": gw.name, "connected": gw.connected, "address": gw.address, "agent_version": gw.agent_version,
+        "name": gw.name, "connected": gateways.connected(gw, now), "address": gw.address,
+        "agent_version": gw.agent_version,
         "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
         "digest_match": bool(gw.digest_match and gw.applied_revision == head), "elements": gw.elements,
         "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen)},

@@ -89,7 +89,9 @@ SCHEMAS = {
                          "revision": {"type": ["integer", "null"]}}),
     "Export": obj({"entries": {"type": "array", "items": {"type": "object"}}, "revision": {"type": "integer"}}),
     "Gateway": obj({
-        "name": {"type": S}, "connected": {"type": "boolean"}, "address": {"type": S},
+        "name": {"type": S}, "address": {"type": S},
+        "connected": {"type": "boolean", "description": "its session is alive: it said hello to a running replica "
+                      "and was heard from within the last 30 s"},
         "agent_version": {"type": S}, "applied_revision": {"type": "integer"}, "lag": {"type": "integer"},
         "digest_match": {"type": "boolean"}, "elements": {"type": "integer"}, "connected_at": TIME,
         "last_seen": TIME,

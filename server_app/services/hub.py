@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from . import changelog, entries
+from . import changelog, entries, gateways
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +17,12 @@ class Hub:
     def __init__(self, app, poll_interval=0.2):
         self.app = app
         self.poll_interval = poll_interval
+        self.replica = app.config["OG"]["replica_name"]   # recorded with each gateway session it holds
         self.revision = 0
         self.cond = threading.Condition()
         self._stop = threading.Event()
+        # Set when the process begins a graceful stop (SIGTERM): every session sends 1001 and returns.
+        self.stopping = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
         # Callables run on every new revision (gateway sessions wake their own event: no polling).
@@ -34,18 +37,45 @@ class Hub:
     def start(self):
         with self._lock:
             if self._thread is None:
+                self._release_sessions()   # before this process holds any session
                 self._thread = threading.Thread(target=self._loop, name="og-hub", daemon=True)
                 self._thread.start()
         resolver = self.app.extensions.get("og_resolver")
         if resolver is not None:
             resolver.start()
 
+    def shutdown(self):
+        """Begin a graceful stop: wake every gateway session so it closes with 1001 and returns.
+
+        Safe in a signal handler: it only sets events that the main thread never holds."""
+        self.stopping.set()
+        for wake in list(self.listeners):
+            wake()
+
     def stop(self):
+        """Stop the hub's thread and the resolver (releasing its lease); write the last gateway states."""
+        self.shutdown()
         self._stop.set()
         self.notify()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=2)
         resolver = self.app.extensions.get("og_resolver")
         if resolver is not None:
             resolver.stop()
+        try:
+            with self.app.app_context():
+                self.flush_gateways()
+        except Exception:  # noqa: BLE001 - the database may be gone; the states are lost with the process
+            log.exception("could not write the last gateway states")
+
+    def _release_sessions(self):
+        """Mark disconnected the gateways whose sessions this replica held before it (re)started."""
+        try:
+            with self.app.app_context():
+                gateways.release_replica(self.replica)
+        except Exception:  # noqa: BLE001 - the fleet view still ages them out after DEAD_AFTER
+            log.exception("could not clear the gateway sessions of replica %s's previous run", self.replica)
 
     def notify(self):
         """Wake the hub now (after a local commit) instead of at the next poll."""

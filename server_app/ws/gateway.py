@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import socket
 import threading
 import time
 
@@ -14,15 +15,19 @@ from simple_websocket import ConnectionClosed
 from og_kernel.og_elements import Holding
 from og_kernel.og_netpolicy import TargetError
 
-from ..models import Gateway, db, utcnow
-from ..services import changelog
+from ..models import db, utcnow
+from ..services import changelog, gateways
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
 HELLO_TIMEOUT = 10.0
 HEARTBEAT_EVERY = 10.0
-DEAD_AFTER = 30.0
+DEAD_AFTER = gateways.DEAD_AFTER
+CLOSE_GOING_AWAY = 1001    # the server is stopping (or the gateway fell silent): reconnect at once
+CLOSE_POLICY = 1008        # a protocol violation: the agent keeps its backoff
+CLOSE_SERVER_ERROR = 1011  # e.g. the database went away mid-session: reconnect, perhaps to another replica
+CLOSE_WAIT = 1.0           # seconds a stopping server waits for the agent to answer its close frame
 CHUNK = 10000
 MAX_MESSAGE = 1 << 20
 
@@ -141,6 +146,7 @@ class GatewaySession:
         self.ws = ws
         self.hub = hub
         self.name = None
+        self.session = None    # this session's id in the gateway's row (services/gateways.py)
         self.sent = 0          # the revision the gateway will be at once it applies what we sent
         self.resent_at = None  # the revision a snapshot was resent at because of a digest mismatch
         self.acked = 0         # the newest revision acknowledged in this session
@@ -153,20 +159,22 @@ class GatewaySession:
         self.ws.send(json.dumps(msg, separators=(",", ":")))
 
     def run(self):
+        wake = self.ws.event.set
+        self.hub.listeners.add(wake)   # the hub's shutdown wakes this session wherever it waits
         try:
-            raw = self.ws.receive(timeout=HELLO_TIMEOUT)
+            raw = self.receive_hello()
             if raw is None:
-                raise ProtocolError("timeout", "no hello within %ds" % HELLO_TIMEOUT)
+                return self.going_away()
             msg = parse(raw)
             if msg["type"] != "hello":
                 raise ProtocolError("bad_message", "the first frame must be hello, not %s" % msg["type"])
             self.hello(msg)
-            self.loop()
+            self._loop()
         except ProtocolError as exc:
             log.warning("gateway %s protocol error %s: %s", self.name or request.remote_addr, exc.code, exc.message)
             try:
                 self.send(type="error", code=exc.code, message=exc.message)
-                self.ws.close(1008, exc.message[:120])
+                self.ws.close(CLOSE_POLICY, exc.message[:120])
             except ConnectionClosed:
                 pass
         except ConnectionClosed:
@@ -177,11 +185,39 @@ class GatewaySession:
             log.exception("gateway %s session failed: closing", self.name or request.remote_addr)
             try:
                 db.session.rollback()
-                self.ws.close(1011, "server error; reconnect")
+                self.ws.close(CLOSE_SERVER_ERROR, "server error; reconnect")
             except Exception:  # noqa: BLE001 - the connection or the database may be gone as well
                 pass
         finally:
+            self.hub.listeners.discard(wake)
             self.disconnected()
+
+    def receive_hello(self):
+        """The first frame, within HELLO_TIMEOUT; None when the server began stopping first."""
+        deadline = time.monotonic() + HELLO_TIMEOUT
+        while not self.hub.stopping.is_set():
+            if self.ws.input_buffer:
+                return self.ws.receive(timeout=0)
+            if not self.ws.connected:
+                raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProtocolError("timeout", "no hello within %ds" % HELLO_TIMEOUT)
+            # ws.receive() would sleep through the hub's wake-up; this wait ends on it (or on a frame).
+            self.wait(timeout=left)
+        return None
+
+    def going_away(self):
+        """The server is stopping: say so (1001), so the agent reconnects at once instead of backing off."""
+        log.info("gateway %s: server stopping, closing the session (1001)", self.name or request.remote_addr)
+        self.ws.close(CLOSE_GOING_AWAY, "server stopping; reconnect")
+        # The agent answers the close and hangs up; a peer that doesn't must not hold the stopping worker.
+        self.ws.thread.join(timeout=CLOSE_WAIT)
+        if self.ws.thread.is_alive():
+            try:
+                self.ws.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def hello(self, msg):
         name = msg.get("name")
@@ -192,15 +228,10 @@ class GatewaySession:
         self.holding = _holding(msg)
         version = str(msg.get("agent_version", ""))[:32]
         self.name = name
-        gw = db.session.query(Gateway).filter_by(name=name).one_or_none() or Gateway(name=name)
-        gw.address = request.remote_addr or ""
-        gw.agent_version = version
-        gw.holds = json.dumps(self.holding.to_wire(), separators=(",", ":")) if self.holding else ""
-        gw.connected = True
-        gw.connected_at = gw.last_seen = utcnow()
-        db.session.add(gw)
-        db.session.commit()
-        log.info("gateway %s connected from %s at revision %d", name, gw.address, revision)
+        address = request.remote_addr or ""
+        holds = json.dumps(self.holding.to_wire(), separators=(",", ":")) if self.holding else ""
+        self.session = gateways.open_session(name, address, version, self.hub.replica, holds)
+        log.info("gateway %s connected from %s at revision %d", name, address, revision)
         self.catch_up(revision, self.hello_digest)
 
     def catch_up(self, revision, digest=None):
@@ -241,17 +272,11 @@ class GatewaySession:
             self.ws.event.wait(timeout)
         self.ws.event.clear()
 
-    def loop(self):
-        wake = self.ws.event.set
-        self.hub.listeners.add(wake)
-        try:
-            self._loop()
-        finally:
-            self.hub.listeners.discard(wake)
-
     def _loop(self):
         while True:
             self.wait(timeout=1.0)
+            if self.hub.stopping.is_set():
+                return self.going_away()
             head = self.hub.revision
             if head > self.sent:
                 frame = delta_frame(self.sent, head)
@@ -274,7 +299,7 @@ class GatewaySession:
                 self.last_beat = now
             if now - self.last_heard > DEAD_AFTER:
                 log.warning("gateway %s silent for %ds: closing", self.name, DEAD_AFTER)
-                self.ws.close(1001, "no heartbeat")
+                self.ws.close(CLOSE_GOING_AWAY, "no heartbeat")
                 return
 
     def handle(self, msg):
@@ -332,14 +357,10 @@ class GatewaySession:
                 current_app.extensions["og_publish_latency"].observe(seconds)
 
     def disconnected(self):
-        if self.name is None:
+        if self.session is None:
             return
         try:
-            gw = db.session.query(Gateway).filter_by(name=self.name).one_or_none()
-            if gw is not None:
-                gw.connected = False
-                gw.last_seen = utcnow()
-                db.session.commit()
+            gateways.close_session(self.name, self.session)
         except Exception:
             db.session.rollback()
             log.exception("could not record the disconnect of gateway %s", self.name)

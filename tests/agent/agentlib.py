@@ -188,9 +188,10 @@ class ScriptedConnection:
             if frame.get("type") not in skip:
                 return frame
 
-    def close(self):
+    def close(self, code=1000, reason="test"):
+        """Send a close frame and wait until the agent has answered it (or hung up)."""
         try:
-            self._write(self.ws.send(CloseConnection(code=1000, reason="test")))
+            self._write(self.ws.send(CloseConnection(code=code, reason=reason)))
         except Exception:  # noqa: BLE001
             pass
         self.closed.wait(5)

@@ -7,10 +7,11 @@ reads from the kernel's ipsets.
 
 import json
 import os
+import re
 
 import pytest
 
-from agentlib import TOKEN, forward_rules, http_status, kernel_elements, sample, scrape, wait_until
+from agentlib import TOKEN, ScriptedServer, forward_rules, http_status, kernel_elements, sample, scrape, wait_until
 from gateway_agent import __version__
 from og_kernel.og_elements import Holding, digest
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
@@ -238,3 +239,24 @@ def test_an_unreachable_server_url_is_skipped_for_the_next_one(gwns, scripted, s
     log = agent.log_since_start()
     assert "connection to ws://127.0.0.1:1/ws/gateway failed: ConnectionRefusedError" in log
     assert "connected to %s at revision 0" % scripted.url in log
+
+
+def test_a_close_frame_from_the_server_moves_the_agent_to_the_next_server_within_a_second(gwns, scripted,
+                                                                                          start_agent):
+    other = ScriptedServer(gwns.name)
+    try:
+        agent = start_agent(servers=[scripted.url, other.url])
+        conn = connect_and_snapshot(scripted, 1, [A])
+        conn.close(1001, "server stopping; reconnect")
+        assert conn.close_code == 1000            # the agent answered the close frame
+        moved = other.next_connection(timeout=10)
+        assert moved.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
+                                "revision": 1, "digest": digest([A])}
+        log = agent.log_since_start()
+        assert "server %s closed the connection: 1001 server stopping; reconnect" % scripted.url in log
+        delay = re.search(r"closed the connection: 1001 .*\n.* reconnecting in ([\d.]+)s to (\S+);", log)
+        assert (float(delay.group(1)) <= 1.0, delay.group(2)) == (True, other.url)
+        assert "connection to %s lost" % scripted.url not in log
+        assert kernel_elements(gwns) == [A]       # the rules stayed meanwhile
+    finally:
+        other.close()

@@ -6,6 +6,7 @@ client (10.88.0.2) -> gw (agent; og-out 203.0.113.2; mgmt0 10.99.0.1) -> inet (1
 
 import os
 import re
+import time
 
 import pytest
 
@@ -129,6 +130,38 @@ def test_server_down_and_gateway_rebuilt_restore_the_last_state_from_disk(stack)
     stack.server.start()
     stack.wait_converged(timeout=60)  # backoff grew while the server was down
     assert stack.topo.reaches(ALLOWED)
+
+
+def test_a_graceful_server_restart_is_a_clean_close_and_the_gateway_converges_within_5s(stack):
+    agent = stack.start_agent()
+    open_entry(stack, ALLOWED)
+
+    stack.server.stop()   # SIGTERM, and wait for the exit
+    url = stack.server.ws_url
+    agent.wait_log("server %s closed the connection: 1001 server stopping; reconnect" % url)
+    wait_until(lambda: sample(scrape(stack.topo.gw), "og_gateway_connected") == 0, timeout=10,
+               what="the agent disconnected")
+    after_close = agent.log_since_start().split("closed the connection: 1001", 1)[1]
+    assert "connection to %s lost" % url not in agent.log_since_start()
+    # It tries again within a second, and keeps doing so while the server is down: no backoff.
+    delays = [float(d) for d in re.findall(r"reconnecting in ([\d.]+)s", after_close)]
+    assert delays and max(delays) <= 1.0, delays
+
+    restarted = time.monotonic()
+    stack.server.start()
+    answering = time.monotonic() - restarted
+    stack.server.add(OTHER)
+    # The requirement itself (issue 14): the new entry is in the gateway's kernel within 5 s of the restart.
+    deadline = restarted + 5.0
+    in_kernel = lambda: OTHER + "/32" in kernel_elements(stack.topo.gw)  # noqa: E731
+    wait_until(lambda: in_kernel() or time.monotonic() > deadline, timeout=30, interval=0.05,
+               what="the new entry in the gateway's kernel, or the 5 s deadline")
+    took = time.monotonic() - restarted
+    print("graceful restart: server answering after %.2fs, the entry in the kernel after %.2fs" % (answering, took))
+    assert (in_kernel(), took <= 5.0) == (True, True), "%.2fs after the restart" % took
+    stack.wait_converged()
+    assert kernel_elements(stack.topo.gw) == [ALLOWED + "/32", OTHER + "/32"]
+    assert stack.topo.reaches(OTHER)
 
 
 def test_deletes_made_while_the_agent_is_cut_off_apply_on_reconnect(stack):

@@ -1,11 +1,13 @@
-"""The agent's pure parts: frame parsing, which flows a deletion cuts, state file and configuration checks."""
+"""The agent's pure parts: frame parsing, which flows a deletion cuts, state file and configuration checks, and
+how long it waits before reconnecting."""
 
 import json
 
 import pytest
 
 from gateway_agent import config, state
-from gateway_agent.client import ConnectionCutter, Matcher, ProtocolViolation, parse_conntrack, parse_frame
+from gateway_agent.client import (ConnectionCutter, Matcher, ProtocolViolation, Reconnect, ServerClosed,
+                                  parse_conntrack, parse_frame)
 from og_kernel.og_command import Result
 from og_kernel.og_elements import Element
 
@@ -169,3 +171,66 @@ def test_a_delta_whose_aged_list_is_not_part_of_its_removals_is_refused():
     with pytest.raises(ProtocolViolation, match="aged"):
         agent.handle(json.dumps({"v": 1, "type": "delta", "base": 0, "revision": 1, "add": [], "remove": [],
                                  "aged": ["198.51.100.10/32"]}))
+
+
+def most(low, high):
+    """A 'random' jitter that always takes the longest wait, so that each delay is the bound itself."""
+    return high
+
+
+def attempts(reconnect, *outcomes, at=1000.0):
+    """Delays after a series of attempts, each (seconds connected or None, close code or None), made back to back
+    from monotonic time `at`."""
+    delays = []
+    for lasted, code in outcomes:
+        started = at
+        opened = None if lasted is None else at + 0.1
+        at = at + 0.1 + (lasted or 0)
+        delay = reconnect.delay(at, started, opened, code)
+        delays.append(delay)
+        at += delay
+    return delays
+
+
+def test_a_lost_connection_and_refused_attempts_back_off_exponentially_up_to_30s():
+    lost, refused = (5.0, None), (None, None)
+    assert attempts(Reconnect(most), lost, *[refused] * 8) == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+
+
+def test_after_a_close_from_the_server_every_attempt_comes_within_a_second_for_the_restart_window():
+    reconnect = Reconnect(most)
+    going_away, refused = (5.0, 1001), (None, None)
+    # The server said 1001: at once, and its restart (refused attempts) is retried within a second, not backed off.
+    assert attempts(reconnect, (5.0, None), refused, refused, going_away, *[refused] * 10) == \
+        [0.5, 1.0, 2.0] + [1.0] * 11
+    # Once the window (30 s after the close) has passed, the backoff starts over from its minimum.
+    assert attempts(reconnect, refused, refused, refused, at=reconnect.restarting_until) == [0.5, 1.0, 2.0]
+
+
+def test_a_close_that_is_a_refusal_keeps_the_backoff():
+    # 1008: the server refused what the agent sent; any code right after connecting: e.g. its database is down.
+    assert attempts(Reconnect(most), (5.0, 1008), (5.0, 1008), (5.0, 1008)) == [0.5, 1.0, 2.0]
+    assert attempts(Reconnect(most), (0.01, 1011), (0.01, 1011), (0.01, 1000)) == [0.5, 1.0, 2.0]
+    # ... but 1001 always means the server is stopping, and a longer session closed by any other code is clean.
+    assert attempts(Reconnect(most), (0.01, 1001), (5.0, 1011), (5.0, 1000)) == [1.0, 1.0, 1.0]
+
+
+def test_a_connection_lost_after_a_clean_reconnect_ends_the_restart_window():
+    assert attempts(Reconnect(most), (5.0, 1001), (5.0, None), (None, None)) == [1.0, 0.5, 1.0]
+
+
+def test_the_delays_are_jittered_within_their_bounds():
+    calls = []
+    reconnect = Reconnect(lambda low, high: calls.append((low, high)) or high / 2)
+    assert attempts(reconnect, (5.0, 1001), (5.0, None)) == [0.5, 0.25]
+    assert calls == [(0, 1.0), (0, 0.5)]
+
+
+@pytest.mark.parametrize("payload, code, reason", [
+    (b"\x03\xe9server stopping; reconnect", 1001, "server stopping; reconnect"),
+    (b"\x03\xf3", 1011, ""),
+    (b"", 1005, ""),
+])
+def test_a_close_frame_gives_its_code_and_reason(payload, code, reason):
+    closed = ServerClosed.from_frame(payload)
+    assert (closed.code, closed.reason) == (code, reason)

@@ -1,4 +1,5 @@
-"""Schema migrations on a database that holds data: nothing lost, and (SQLite) ids never reused afterwards."""
+"""Schema migrations on a database that holds data: nothing lost, (SQLite) ids never reused afterwards, and the
+gateways' session holder added."""
 
 import datetime as dt
 
@@ -10,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from server_app import MIGRATIONS, create_app, init_db, schema_revision
 from server_app.models import EntryTraffic, db
-from server_app.services import entries
+from server_app.services import entries, gateways
 
 HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
 
@@ -104,5 +105,34 @@ def test_migration_0004_gives_every_known_gateway_an_empty_holds(tmp_path, datab
         if db.engine.dialect.name == "sqlite":
             sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'gateways'")).scalar()
             assert "AUTOINCREMENT" in sql       # 0002's rebuild is kept: the column was added in place
+
+
+def test_migration_0005_adds_the_session_holder_and_keeps_every_gateway(tmp_path, database_url):
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
+                      "database_url": database_url})
+    columns = "name, connected, applied_revision, digest_match, elements"
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision="0004")
+        db.session.execute(text("INSERT INTO gateways (name, address, agent_version, connected, applied_revision, "
+                                "digest, digest_match, elements) VALUES ('gw1', '10.0.0.1', '0.1.0', :t, 7, '', :t, "
+                                "3), ('gw2', '', '', :f, 0, '', :f, 0)"), {"t": True, "f": False})
+        db.session.commit()
+        before = [tuple(r) for r in db.session.execute(text("SELECT %s FROM gateways ORDER BY name" % columns))]
+        db.session.remove()
+    init_db(app)
+    with app.app_context():
+        assert schema_revision() == HEAD
+        rows = db.session.execute(text("SELECT %s, session_replica, session_id FROM gateways ORDER BY name"
+                                       % columns)).all()
+        assert [tuple(r)[:5] for r in rows] == before
+        assert [(r.session_replica, r.session_id) for r in rows] == [("", ""), ("", "")]
+        # Rows of sessions from before 0005 have no holder: no replica's start-up touches them.
+        assert gateways.release_replica(app.config["OG"]["replica_name"]) == 0
+        flask_migrate.downgrade(directory=MIGRATIONS, revision="0004")
+        assert [tuple(r) for r in db.session.execute(text("SELECT %s FROM gateways ORDER BY name" % columns))] \
+            == before
+        if db.engine.dialect.name == "sqlite":
+            sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'gateways'")).scalar()
+            assert "AUTOINCREMENT" in sql and "session_id" not in sql and "holds" in sql
         db.session.remove()
         db.engine.dispose()
