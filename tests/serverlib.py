@@ -13,7 +13,7 @@ import requests
 import websocket
 import yaml
 
-from nslib import wait_ready
+from nslib import wait_ready, wait_until
 from og_kernel.og_elements import digest
 
 BIN = os.path.dirname(sys.executable)
