@@ -8,15 +8,42 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import socket
 
 from .og_netpolicy import TargetError, format_port_spec, parse_port_spec
+
+
+_PREFIXES = {str(n): n for n in range(33)}
+
+
+def _ipv4_network(net):
+    """The canonical text of an IPv4 address or network without host bits, or None (then ipaddress decides).
+
+    ipaddress.ip_network costs ~10 us a call: most of a 100,000-address snapshot went there. inet_aton also
+    reads forms like '1.2.3' or '010.0.0.1'; the round trip through inet_ntoa keeps only the canonical one.
+    """
+    if not isinstance(net, str):
+        return None
+    address, slash, prefix = net.partition("/")
+    try:
+        packed = socket.inet_aton(address)
+    except (OSError, ValueError):  # ValueError: an embedded NUL character
+        return None
+    if socket.inet_ntoa(packed) != address:
+        return None
+    if not slash:
+        return net + "/32"
+    length = _PREFIXES.get(prefix)
+    if length is None or int.from_bytes(packed, "big") & ((1 << (32 - length)) - 1):
+        return None
+    return net
 
 
 @functools.lru_cache(maxsize=1 << 18)
 def _canonical(net, port):
     """(canonical network, canonical port spec or None); cached: gateways see the same texts again and again."""
-    network = ipaddress.ip_network(net, strict=False)
-    return str(network), (format_port_spec(*parse_port_spec(port)) if port else None)
+    network = _ipv4_network(net) or str(ipaddress.ip_network(net, strict=False))
+    return network, (format_port_spec(*parse_port_spec(port)) if port else None)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -37,6 +64,10 @@ class Element(tuple):
         """Parse the canonical text form; raise TargetError naming the value."""
         if not isinstance(text, str):
             raise TargetError("element %r is not a string" % (text,))
+        if " " not in text:
+            network = _ipv4_network(text)
+            if network is not None:  # the common case, without the generic path's calls
+                return tuple.__new__(cls, (network, None))
         parts = text.split()
         if len(parts) not in (1, 2):
             raise TargetError("element %r is not of the form '<network>' or '<network> <port>/<proto>'" % text)
@@ -90,7 +121,11 @@ def digest(elements):
 def digest_canonical(texts):
     """digest() of texts that are already canonical (Element.text), without parsing them again: the server's
     stored elements and the agent's applied set are, and at 100,000 elements parsing is most of the cost."""
-    h = hashlib.sha256()
-    for text in sorted(texts):
-        h.update(text.encode("ascii") + b"\n")
-    return h.hexdigest()
+    return digest_sorted(sorted(texts))
+
+
+def digest_sorted(texts):
+    """digest_canonical() of canonical texts already in sorted order (one hash update: 100,000 are ~5 ms)."""
+    if not texts:
+        return hashlib.sha256(b"").hexdigest()
+    return hashlib.sha256(("\n".join(texts) + "\n").encode("ascii")).hexdigest()
