@@ -145,6 +145,9 @@ class MemoryFirewall:
     def elements(self, expected=None):
         return [Element.parse(e) for e in self.held]
 
+    def check_update(self, add=(), remove=(), keep=()):
+        return all(e.text in self.held for e in add) and not any(e.text in self.held for e in remove)
+
 
 def test_aged_out_removals_keep_live_connections_and_operator_removals_cut(tmp_path):
     from gateway_agent.client import Agent
