@@ -12,6 +12,7 @@ import http.server
 import socket
 import socketserver
 import threading
+from operator import attrgetter
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -100,12 +101,13 @@ class AgentMetrics:
         limit = self.address_limit
         if len(rows) <= limit:
             return rows, 0
-        top = heapq.nlargest(limit, range(len(rows)), key=lambda i: (rows[i][2].out_bytes + rows[i][2].in_bytes, -i))
-        chosen = set(top)
-        rest = [c for i, (_ip, _text, c) in enumerate(rows) if i not in chosen]
-        other = Counters(sum(c.out_bytes for c in rest), sum(c.out_packets for c in rest),
-                         sum(c.in_bytes for c in rest), sum(c.in_packets for c in rest))
-        return [rows[i] for i in sorted(top)] + [(OTHER, OTHER, other)], len(rest)
+        counters = [c for _ip, _text, c in rows]
+        busy = [c.out_bytes + c.in_bytes for c in counters]
+        # nlargest is stable: on a tie the earlier row (text order) wins.
+        chosen = sorted(heapq.nlargest(limit, range(len(rows)), key=busy.__getitem__))
+        kept = [counters[i] for i in chosen]
+        totals = [sum(map(attrgetter(k), counters)) - sum(map(attrgetter(k), kept)) for k in Counters.__slots__]
+        return [rows[i] for i in chosen] + [(OTHER, OTHER, Counters(*totals))], len(rows) - len(chosen)
 
     @property
     def address_limit(self):

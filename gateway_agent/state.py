@@ -213,5 +213,5 @@ def _journal_line(raw):
             or not all(isinstance(v, list) and all(isinstance(e, str) for e in v) for v in (add, remove))
             or not isinstance(names, dict)):
         return None
-    return base, revision, set(add), set(remove), {k: v for k, v in names.items()
-                                                    if isinstance(k, str) and isinstance(v, list)}
+    names = {k: v for k, v in names.items() if isinstance(k, str) and isinstance(v, list)}
+    return base, revision, set(add), set(remove), names

@@ -215,8 +215,8 @@ def test_an_unreachable_server_url_is_skipped_for_the_next_one(gwns, scripted, s
     assert "connected to %s at revision 0" % scripted.url in log
 
 
-def test_a_delta_tests_only_its_members_and_the_drift_check_finds_a_member_removed_by_hand(gwns, scripted,
-                                                                                            start_agent):
+def test_a_delta_tests_only_its_members_and_the_drift_check_finds_a_member_removed_by_hand(
+        gwns, scripted, start_agent):
     # The first drift check comes 8 s after the start: well after the delta below.
     agent = start_agent(extra=["--drift-interval", "8"])
     conn = connect_and_snapshot(scripted, 1, [A, B])
