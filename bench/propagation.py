@@ -579,7 +579,7 @@ def run_fleet(tmp, fleet, writes, entries, port, args):
     log = open(os.path.join(tmp, "server-%d-%d.log" % (fleet, entries)), "w")
     server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "og-server"), "--config", conf],
                               stdout=log, stderr=subprocess.STDOUT, env=env)
-    agent = lights = None
+    agent = lights = agent_log = None
     try:
         for _ in range(600):
             try:
@@ -691,6 +691,10 @@ def run_fleet(tmp, fleet, writes, entries, port, args):
         log.flush()
         with open(log.name) as fh:
             print("og-server's log ends with:\n" + "".join(fh.readlines()[-40:]), file=sys.stderr)
+        if agent_log is not None:
+            agent_log.flush()
+            with open(agent_log.name) as fh:
+                print("the real agent's log ends with:\n" + "".join(fh.readlines()[-40:]), file=sys.stderr)
         raise
     finally:
         if lights is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import ipaddress
 import json
 import logging
@@ -15,7 +14,7 @@ import uuid
 import websocket
 
 from og_kernel.og_command import CommandError, CommandRunner
-from og_kernel.og_elements import Element, digest_canonical, digest_sorted
+from og_kernel.og_elements import Element, SortedTexts, digest_canonical
 from og_kernel.og_netpolicy import TargetError
 
 from . import __version__, state
@@ -116,7 +115,7 @@ class Agent:
         self.conntrack = conntrack  # callable(removed elements, remaining elements) -> flows cut
         self.revision = 0
         self.elements = set()      # canonical texts of what we applied
-        self._sorted = []          # the same texts sorted, kept in step: the digest needs no sort per delta
+        self._sorted = SortedTexts()  # the same texts sorted, kept in step: the digest needs no sort per delta
         self._parsed = {}          # the same texts parsed: reads of the kernel need no parse per delta
         self._generation = 0       # bumped by every change of the applied set (the drift check reads unlocked)
         self.stats = Stats()
@@ -163,7 +162,7 @@ class Agent:
         gone = {e.text for e in skipped}
         self._parsed = {e.text: e for e in parsed if e.text not in gone}
         self.elements = set(self._parsed)
-        self._sorted = sorted(self.elements)
+        self._sorted = SortedTexts(self.elements)
         self._generation += 1
         self.revision = revision
 
@@ -173,18 +172,18 @@ class Agent:
             if text in self.elements:
                 self.elements.discard(text)
                 del self._parsed[text]
-                del self._sorted[bisect.bisect_left(self._sorted, text)]
+                self._sorted.discard(text)
         for element in add:
             text = element.text
             if text not in self.elements:
                 self.elements.add(text)
                 self._parsed[text] = element
-                bisect.insort(self._sorted, text)
+                self._sorted.add(text)
         self._generation += 1
 
     def _applied(self):
         """(digest, count) of the applied set, from the sorted texts kept in step with it."""
-        return digest_sorted(self._sorted), len(self._sorted)
+        return self._sorted.digest(), len(self._sorted)
 
     def _note_skipped(self, skipped, revision):
         if not skipped:
@@ -258,7 +257,8 @@ class Agent:
             self._note_skipped(skipped, revision)
             not_added = {e.text for e in skipped}
             added = [e for e in add_e if e.text not in not_added]
-            removed = [e for e in remove_e if e.text in self.elements and e.text not in {a.text for a in added}]
+            added_texts = {e.text for e in added}
+            removed = [e for e in remove_e if e.text in self.elements and e.text not in added_texts]
             self._change(added, gone)
             self.revision = revision
             result = self._verify_delta(revision, added, [e for e in remove_e if e.text not in self.elements], keep)
@@ -304,7 +304,7 @@ class Agent:
         """Re-apply policy and sets when someone changed them behind our back (the full verify of all deltas).
 
         The whole set is read back without the lock, so deltas do not queue behind a read of 100,000 members;
-        it counts only if no delta landed meanwhile (else it is read again, under the lock the second time).
+        if a delta landed meanwhile, what was read proves nothing and it is read again, under the lock.
         """
         try:
             with self.lock:
@@ -312,21 +312,17 @@ class Agent:
                     self.fw.apply()
                     log.warning("egress policy drifted: re-applied")
                     self.stats.drift_repairs += 1
-            for locked in (False, True):
-                with self.lock:
-                    generation, expected = self._generation, list(self._parsed.values())
-                found = None if locked else {e.text for e in self.fw.elements(expected=expected)}
-                with self.lock:
-                    if generation != self._generation:
-                        continue  # a delta landed during the read: what was read proves nothing
-                    if found is None:
-                        found = {e.text for e in self._kernel()}
-                    if found != self.elements:
-                        log.warning("allowed sets drifted (kernel %d, expected %d elements): re-applied revision "
-                                    "%d", len(found), len(self.elements), self.revision)
-                        self._replace(self.revision, [self._parsed[e] for e in self._sorted])
-                        self.stats.drift_repairs += 1
-                    break
+            with self.lock:
+                generation, expected = self._generation, list(self._parsed.values())
+            found = {e.text for e in self.fw.elements(expected=expected)}
+            with self.lock:
+                if generation != self._generation:
+                    found = {e.text for e in self._kernel()}
+                if found != self.elements:
+                    log.warning("allowed sets drifted (kernel %d, expected %d elements): re-applied revision %d",
+                                len(found), len(self.elements), self.revision)
+                    self._replace(self.revision, [self._parsed[e] for e in self._sorted])
+                    self.stats.drift_repairs += 1
             self.stats.policy_ok = True
         except CommandError as exc:
             self.stats.policy_ok = False

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import ipaddress
@@ -129,3 +130,68 @@ def digest_sorted(texts):
     if not texts:
         return hashlib.sha256(b"").hexdigest()
     return hashlib.sha256(("\n".join(texts) + "\n").encode("ascii")).hexdigest()
+
+
+class SortedTexts(object):
+    """Canonical texts kept sorted in blocks, each block's part of the digest input cached: after a change,
+    digest() joins one block again instead of all 100,000 texts (it is digest_canonical() of the texts)."""
+
+    BLOCK = 1000
+
+    def __init__(self, texts=()):
+        items = sorted(texts)
+        self._blocks = [items[i:i + self.BLOCK] for i in range(0, len(items), self.BLOCK)]
+        self._maxes = [block[-1] for block in self._blocks]
+        self._joined = [None] * len(self._blocks)
+        self._len = len(items)
+
+    def __len__(self):
+        return self._len
+
+    def __iter__(self):
+        for block in self._blocks:
+            for text in block:
+                yield text
+
+    def add(self, text):
+        """Insert a text that is not there yet."""
+        if not self._blocks:
+            self._blocks, self._maxes, self._joined = [[text]], [text], [None]
+            self._len = 1
+            return
+        i = min(bisect.bisect_left(self._maxes, text), len(self._blocks) - 1)
+        block = self._blocks[i]
+        bisect.insort(block, text)
+        self._maxes[i], self._joined[i] = block[-1], None
+        if len(block) > 2 * self.BLOCK:
+            half = len(block) // 2
+            self._blocks[i:i + 1] = [block[:half], block[half:]]
+            self._maxes[i:i + 1] = [block[half - 1], block[-1]]
+            self._joined[i:i + 1] = [None, None]
+        self._len += 1
+
+    def discard(self, text):
+        """Remove a text if it is there."""
+        i = bisect.bisect_left(self._maxes, text)
+        if i == len(self._blocks):
+            return
+        block = self._blocks[i]
+        j = bisect.bisect_left(block, text)
+        if j == len(block) or block[j] != text:
+            return
+        del block[j]
+        self._len -= 1
+        if block:
+            self._maxes[i], self._joined[i] = block[-1], None
+        else:
+            del self._blocks[i], self._maxes[i], self._joined[i]
+
+    def digest(self):
+        """digest_canonical() of the texts."""
+        h = hashlib.sha256()
+        for i, block in enumerate(self._blocks):
+            joined = self._joined[i]
+            if joined is None:
+                joined = self._joined[i] = ("\n".join(block) + "\n").encode("ascii")
+            h.update(joined)
+        return h.hexdigest()
