@@ -122,6 +122,7 @@ class Agent:
         self.stop = threading.Event()
         self.boot = str(uuid.uuid4())
         self._reported = {}        # counters at the last counters frame sent: the next one sends the increments
+        self._counting = None      # the thread reading and sending a counters frame, while it runs
         self.ws = None
         self._chunks = {}
         self.names = state.load_names(cfg.get("state_file", ""))  # element -> entry targets, for metrics
@@ -437,10 +438,22 @@ class Agent:
                 pass
 
     def send_counters(self):
-        """Send what each element carried since the previous frame (only elements that carried anything)."""
+        """Send what each element carried since the previous frame (only elements that carried anything), from a
+        thread of its own: reading 100,000 counters takes seconds, and deltas must not wait behind it."""
+        if self._counting is not None and self._counting.is_alive():
+            return  # the previous read is not done: this period's traffic goes with the next frame
+        self._counting = threading.Thread(target=self._send_counters, args=(self.ws,), name="og-counters",
+                                          daemon=True)
+        self._counting.start()
+
+    def _send_counters(self, ws):
         with self.lock:
             expected = list(self._parsed.values())
-        counters = self.fw.counters(expected)  # read unlocked: deltas do not wait for 100,000 counters
+        try:
+            counters = self.fw.counters(expected)  # read unlocked: deltas do not wait for 100,000 counters
+        except CommandError as exc:
+            log.warning("counters not read: %s; trying again at the next interval", exc.msg)
+            return
         totals, increments = {}, {}
         reported = self._reported
         for element, value in counters.items():
@@ -452,7 +465,12 @@ class Agent:
             delta = {k: v - before[k] if before and v >= before[k] else v for k, v in now.items()}
             if any(delta.values()):
                 increments[key] = delta
-        self.send(type="counters", ts=time.time(), boot=self.boot, increments=True, counters=increments)
+        try:
+            ws.send(json.dumps({"type": "counters", "ts": time.time(), "boot": self.boot, "increments": True,
+                                "counters": increments, "v": 1}, separators=(",", ":")))
+        except Exception as exc:  # noqa: BLE001 - a closed connection; the session notices it by itself
+            log.info("counters frame not sent (%s): reported with the next one", exc.__class__.__name__)
+            return
         self._reported = totals   # only once sent: a failed send is reported with the next frame
 
     def run(self):
