@@ -32,6 +32,9 @@ MAX_MESSAGE = 1 << 20      # docs/protocol.md: larger frames break the protocol
 CLOSE_POLICY = 1008        # WebSocket close code for a protocol violation
 
 
+ALL = frozenset(["*"])    # _touched after a snapshot: everything changed
+
+
 class ProtocolViolation(ValueError):
     """A server frame that breaks docs/protocol.md; the agent answers with an error frame and reconnects."""
 
@@ -117,7 +120,7 @@ class Agent:
         self.elements = set()      # canonical texts of what we applied
         self._sorted = SortedTexts()  # the same texts sorted, kept in step: the digest needs no sort per delta
         self._parsed = {}          # the same texts parsed: reads of the kernel need no parse per delta
-        self._generation = 0       # bumped by every change of the applied set (the drift check reads unlocked)
+        self._touched = None       # while the drift check reads unlocked: texts deltas changed meanwhile (or ALL)
         self.stats = Stats()
         self.stop = threading.Event()
         self.boot = str(uuid.uuid4())
@@ -164,7 +167,8 @@ class Agent:
         self._parsed = {e.text: e for e in parsed if e.text not in gone}
         self.elements = set(self._parsed)
         self._sorted = SortedTexts(self.elements)
-        self._generation += 1
+        if self._touched is not None:
+            self._touched = ALL
         self.revision = revision
 
     def _change(self, add, remove):
@@ -180,7 +184,9 @@ class Agent:
                 self.elements.add(text)
                 self._parsed[text] = element
                 self._sorted.add(text)
-        self._generation += 1
+        if self._touched is not None and self._touched is not ALL:
+            self._touched.update(remove)
+            self._touched.update(e.text for e in add)
 
     def _applied(self):
         """(digest, count) of the applied set, from the sorted texts kept in step with it."""
@@ -305,7 +311,8 @@ class Agent:
         """Re-apply policy and sets when someone changed them behind our back (the full verify of all deltas).
 
         The whole set is read back without the lock, so deltas do not queue behind a read of 100,000 members;
-        if a delta landed meanwhile, what was read proves nothing and it is read again, under the lock.
+        elements that deltas changed meanwhile are left out of the comparison (each delta verified its own), and
+        a snapshot meanwhile makes the read moot until the next interval.
         """
         try:
             with self.lock:
@@ -314,14 +321,16 @@ class Agent:
                     log.warning("egress policy drifted: re-applied")
                     self.stats.drift_repairs += 1
             with self.lock:
-                generation, expected = self._generation, list(self._parsed.values())
-            found = {e.text for e in self.fw.elements(expected=expected)}
+                self._touched, expected = set(), list(self._parsed.values())
+            try:
+                found = {e.text for e in self.fw.elements(expected=expected)}
+            finally:
+                with self.lock:
+                    touched, self._touched = self._touched, None
             with self.lock:
-                if generation != self._generation:
-                    found = {e.text for e in self._kernel()}
-                if found != self.elements:
+                if touched is not ALL and (found ^ self.elements) - touched:
                     log.warning("allowed sets drifted (kernel %d, expected %d elements): re-applied revision %d",
-                                len(found), len(self.elements), self.revision)
+                                len(found - touched), len(self.elements - touched), self.revision)
                     self._replace(self.revision, [self._parsed[e] for e in self._sorted])
                     self.stats.drift_repairs += 1
             self.stats.policy_ok = True

@@ -370,3 +370,48 @@ def test_metrics_address_limit_must_be_a_whole_number_of_zero_or_more(tmp_path, 
             config.load(["--config", str(path)])
         assert info.value.problems == [
             "metrics_address_limit %r must be a whole number of addresses, 0 or more, e.g. 1000" % (value,)]
+
+
+class DeltaDuringReadFirewall(MemoryFirewall):
+    """Reads the kernel back as it was when the read began, while a delta lands (as the drift check's unlocked
+    read can see it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.during_read = None
+
+    def plan(self):
+        return types.SimpleNamespace(changed=False)  # the policy's drift has tests of its own
+
+    def elements(self, expected=None):
+        seen = super().elements(expected)
+        if self.during_read:
+            self.during_read, land = None, self.during_read
+            land()
+        return seen
+
+
+def test_the_drift_check_reads_unlocked_and_ignores_what_a_delta_changed_meanwhile(tmp_path):
+    from gateway_agent.client import Agent
+    parse = Element.parse
+    fw = DeltaDuringReadFirewall()
+    agent = Agent({"state_file": str(tmp_path / "state.json")}, fw)
+    agent.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
+    # A delta adds .12 and removes .11 while the check reads: its read is stale for those two only.
+    fw.during_read = lambda: agent.apply_delta(1, 2, [parse("198.51.100.12/32")], [parse("198.51.100.11/32")])
+    agent.repair_drift()
+    assert (agent.stats.drift_repairs, agent.revision, fw.held) == (0, 2, {"198.51.100.10/32", "198.51.100.12/32"})
+    # Drift elsewhere is still found while a delta lands: .10 removed by hand.
+    fw.held.discard("198.51.100.10/32")
+    fw.during_read = lambda: agent.apply_delta(2, 3, [parse("198.51.100.13/32")], [])
+    agent.repair_drift()
+    assert (agent.stats.drift_repairs, fw.held) == (
+        1, {"198.51.100.10/32", "198.51.100.12/32", "198.51.100.13/32"})
+    # A snapshot during the read makes it moot: nothing is compared until the next interval.
+    fw.held.discard("198.51.100.10/32")
+    fw.during_read = lambda: (agent.apply_snapshot(4, [parse("198.51.100.20/32")], names={}),
+                              fw.held.add("198.51.100.99/32"))
+    agent.repair_drift()
+    assert (agent.stats.drift_repairs, fw.held) == (1, {"198.51.100.20/32", "198.51.100.99/32"})
+    agent.repair_drift()
+    assert (agent.stats.drift_repairs, fw.held) == (2, {"198.51.100.20/32"})
