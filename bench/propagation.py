@@ -678,6 +678,7 @@ def run_fleet(tmp, fleet, writes, entries, port, args):
                 "agent_p50": statistics.median(agent_latencies), "agent_p99": percentile(agent_latencies, 99),
                 "apply_p50": statistics.median(applies) if applies else 0.0,
                 "apply_p99": percentile(applies, 99) if applies else 0.0, "applies": len(applies),
+                "agent_ms": [round(x * 1000) for x in agent_latencies], "apply_ms": [round(x * 1000) for x in applies],
                 "lights_acked_s": lights_acked_s, "connect_s": connect_seconds, "writes_s": writes_seconds,
                 "cpu_connect_s": cpu1 - cpu0, "cpu_writes_s": cpu2 - cpu1,
                 "agent_cpu_connect_s": agent_cpu1 - agent_cpu0, "agent_cpu_writes_s": agent_cpu2 - agent_cpu1,

@@ -375,7 +375,7 @@ def fold_elements(plain, ported, expected=()):
     into maximal runs of consecutive ports.
     """
     # Plain members read back as the expected elements they come from, without parsing them again.
-    known = {_host(e[0]): e for e in expected if e[1] is None}
+    known = {_host(e[0]): e for e in expected if e[1] is None} if plain else {}
     found = {known.get(m) or Element(m) for m in plain}
     ported = set(ported)
     claimed = set()
