@@ -112,7 +112,11 @@ class Store:
         """(revision, elements, names) from the state file and the journal replayed on it; elements is None when
         nothing was ever saved. A torn or unusable line ends the replay (and is cut off the journal): what is
         returned is then an earlier revision, which the server brings up to date. StateError as load()."""
-        revision, elements = load(self.path)
+        try:
+            revision, elements = load(self.path)
+        except StateError:
+            self._empty_journal()  # its lines apply to a state that is gone: the next deltas start afresh
+            raise
         names = load_names(self.path)
         current = None if elements is None else set(elements)
         try:
@@ -180,6 +184,9 @@ class Store:
         save(self.path, revision, elements)
         if names is not None:
             save_names(self.path, names)
+        self._empty_journal()
+
+    def _empty_journal(self):
         if self._journal is not None:
             self._journal.close()
             self._journal = None

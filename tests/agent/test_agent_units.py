@@ -415,3 +415,15 @@ def test_the_drift_check_reads_unlocked_and_ignores_what_a_delta_changed_meanwhi
     assert (agent.stats.drift_repairs, fw.held) == (1, {"198.51.100.20/32", "198.51.100.99/32"})
     agent.repair_drift()
     assert (agent.stats.drift_repairs, fw.held) == (2, {"198.51.100.20/32"})
+
+
+def test_an_unusable_state_file_empties_its_journal_so_later_deltas_do_not_follow_stale_lines(tmp_path):
+    path = tmp_path / "state.json"
+    store = state.Store(str(path))
+    store.save(4, ["198.51.100.10/32"])
+    store.record(4, 5, ["198.51.100.11/32"], [], {}, None, None)
+    store.close()
+    path.write_text("{half")
+    with pytest.raises(state.StateError, match=str(path)):
+        state.Store(str(path)).restore()
+    assert journal_lines(path) == []
