@@ -48,7 +48,8 @@ import traceback
 BENCH = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(BENCH)
 sys.path.insert(0, os.path.join(TOP, "tests"))
-NS = "ogt-bprop"
+NS = os.environ.get("OG_TEST_PREFIX", "ogt-") + "bprop"  # the tests' namespace prefix (tests/nslib.py)
+APPLIED_DELTA = re.compile(r"applied delta \d+->\d+ .* duration=([0-9.]+)s")
 SNAPSHOT_HEAD = re.compile(rb'^\{"type":"snapshot","revision":(\d+),"chunk":(\d+),"chunks":(\d+),')
 HEAD_BYTES = 96          # enough of a frame to read a snapshot chunk's revision and chunk number
 IMPORT_BATCH = 20000
@@ -578,7 +579,7 @@ def run_fleet(tmp, fleet, writes, entries, port, args):
     log = open(os.path.join(tmp, "server-%d-%d.log" % (fleet, entries)), "w")
     server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "og-server"), "--config", conf],
                               stdout=log, stderr=subprocess.STDOUT, env=env)
-    agent = lights = None
+    agent = lights = agent_log = None
     try:
         for _ in range(600):
             try:
@@ -606,7 +607,7 @@ def run_fleet(tmp, fleet, writes, entries, port, args):
              "ws://127.0.0.1:%d/ws/gateway" % port, "--token-file", token_file, "--name", "real-agent",
              "--client-network", "10.88.0.0/24", "--outside-interface", "og-out", "--state-file",
              os.path.join(tmp, "state-%d-%d.json" % (fleet, entries)), "--metrics-listen",
-             "127.0.0.1:%d" % (port + 1), "--log-level", "warning"], stdout=agent_log, stderr=subprocess.STDOUT)
+             "127.0.0.1:%d" % (port + 1), "--log-level", "info"], stdout=agent_log, stderr=subprocess.STDOUT)
         lights_acked_s = 0.0
         client_cpu_connect = 0.0
         if fleet > 1:
@@ -659,6 +660,9 @@ def run_fleet(tmp, fleet, writes, entries, port, args):
             latencies += [t - t0 for t in arrived]
             latencies.append(agent_latencies[-1])
         writes_seconds = time.perf_counter() - writes_started
+        agent_log.flush()
+        with open(agent_log.name) as fh:  # the agent's own time per delta, from frame to ack (its log)
+            applies = [float(m.group(1)) for m in APPLIED_DELTA.finditer(fh.read())]
         cpu2, rss_end = proc_usage(server.pid)
         agent_cpu2 = proc_usage(agent.pid)[0]
         rss_writes_peak = peak.peak()
@@ -672,6 +676,9 @@ def run_fleet(tmp, fleet, writes, entries, port, args):
         return {"fleet": fleet, "entries": entries, "writes": writes, "samples": len(latencies),
                 "p50": statistics.median(latencies), "p99": percentile(latencies, 99),
                 "agent_p50": statistics.median(agent_latencies), "agent_p99": percentile(agent_latencies, 99),
+                "apply_p50": statistics.median(applies) if applies else 0.0,
+                "apply_p99": percentile(applies, 99) if applies else 0.0, "applies": len(applies),
+                "agent_ms": [round(x * 1000) for x in agent_latencies], "apply_ms": [round(x * 1000) for x in applies],
                 "lights_acked_s": lights_acked_s, "connect_s": connect_seconds, "writes_s": writes_seconds,
                 "cpu_connect_s": cpu1 - cpu0, "cpu_writes_s": cpu2 - cpu1,
                 "agent_cpu_connect_s": agent_cpu1 - agent_cpu0, "agent_cpu_writes_s": agent_cpu2 - agent_cpu1,
@@ -685,6 +692,10 @@ def run_fleet(tmp, fleet, writes, entries, port, args):
         log.flush()
         with open(log.name) as fh:
             print("og-server's log ends with:\n" + "".join(fh.readlines()[-40:]), file=sys.stderr)
+        if agent_log is not None:
+            agent_log.flush()
+            with open(agent_log.name) as fh:
+                print("the real agent's log ends with:\n" + "".join(fh.readlines()[-40:]), file=sys.stderr)
         raise
     finally:
         if lights is not None:
@@ -717,17 +728,20 @@ def inside(args):
     print("propagation from POST /api/v1/entries to every gateway (light clients' receipt of the delta; the real "
           "agent's kernel set via ipset test), og-server with one gthread worker, SQLite; light clients in "
           "processes of up to %d connections" % args.clients_per_process, flush=True)
-    print("%8s %7s %6s %8s %8s %9s %9s %6s %8s %8s %8s %9s %8s %8s %8s %9s %9s %7s" % (
-        "gateways", "entries", "writes", "p50 ms", "p99 ms", "agent p50", "agent p99", "p99/1", "acked s",
-        "synced s", "cpu conn", "cpu writes", "RSS MB", "RSS peak", "writes s", "client cpu", "agent cpu", "load1"),
-        flush=True)
+    print("%8s %7s %6s %8s %8s %9s %9s %6s %9s %9s %7s %8s %8s %8s %9s %8s %8s %8s %9s %9s %7s" % (
+        "gateways", "entries", "writes", "p50 ms", "p99 ms", "agent p50", "agent p99", "p99/1", "apply p50",
+        "apply p99", "agent/0", "acked s", "synced s", "cpu conn", "cpu writes", "RSS MB", "RSS peak", "writes s",
+        "client cpu", "agent cpu", "load1"), flush=True)
 
     def row(r):
         base = [x for x in results if x["entries"] == r["entries"]][0]
-        print(("%8d %7d %6d %8.1f %8.1f %9.1f %9.1f %6.1f %8.1f %8.1f %8.1f %9.1f %8.0f %8.0f %8.1f %9.1f %9.1f"
-               " %7.2f") % (
+        # The real agent's p99 against the same fleet's with an empty allowlist in this run (when there is one).
+        empty = [x for x in results if x["entries"] == 0 and x["fleet"] == r["fleet"]] or [r]
+        print(("%8d %7d %6d %8.1f %8.1f %9.1f %9.1f %6.1f %9.1f %9.1f %7.1f %8.1f %8.1f %8.1f %9.1f %8.0f %8.0f"
+               " %8.1f %9.1f %9.1f %7.2f") % (
             r["fleet"], r["entries"], r["writes"], r["p50"] * 1000, r["p99"] * 1000, r["agent_p50"] * 1000,
-            r["agent_p99"] * 1000, r["p99"] / base["p99"], r["lights_acked_s"], r["connect_s"], r["cpu_connect_s"],
+            r["agent_p99"] * 1000, r["p99"] / base["p99"], r["apply_p50"] * 1000, r["apply_p99"] * 1000,
+            r["agent_p99"] / empty[0]["agent_p99"], r["lights_acked_s"], r["connect_s"], r["cpu_connect_s"],
             r["cpu_writes_s"], r["rss_mb"], max(r["rss_connect_peak_mb"], r["rss_writes_peak_mb"]), r["writes_s"],
             r["client_cpu_s"], r["agent_cpu_writes_s"], r["load_start"]), flush=True)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}),

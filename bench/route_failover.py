@@ -10,7 +10,7 @@ every millisecond), so no process start-up is counted. Baseline, in the same run
 replaces the same routes (both metrics, all prefixes) towards B, timed from process start to exit.
 
 Usage (root): .venv/bin/python bench/route_failover.py [--runs 5] [--write bench/results/route_failover.md]
-Nothing outside namespaces named ogt-bf* is touched.
+Nothing outside namespaces named ogt-bf* (the prefix is $OG_TEST_PREFIX when set) is touched.
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ def measure(kill_pid, standby):
 
 class Bench:
     def __init__(self, health_dir):
-        from nslib import Netns, link
-        self.client = Netns("ogt-bfc")
-        self.gw = {GW_A: Netns("ogt-bfa"), GW_B: Netns("ogt-bfb")}
+        from nslib import PREFIX, Netns, link
+        self.client = Netns(PREFIX + "bfc")
+        self.gw = {GW_A: Netns(PREFIX + "bfa"), GW_B: Netns(PREFIX + "bfb")}
         self.health_dir = health_dir
         self.health = {}
         self.client.ip("link", "add", "br0", "type", "bridge")

@@ -41,26 +41,34 @@ def _repeat(fn, repeats):
     return times, value
 
 
-def _scrape_function(fw, texts):
+def _scrape_function(fw, texts, limit=None, entries=True):
     """A function that returns the agent's /metrics body for this firewall, as its HTTP handler builds it."""
     from gateway_agent.client import Stats
     from gateway_agent import metrics
 
     # The agent's own Stats; the agent itself is stood in for by the attributes the collector reads. Every
     # address is its own entry (as when operators list addresses), so the per-entry series are as many.
+    cfg = {} if limit is None else {"metrics_address_limit": limit}
     agent = types.SimpleNamespace(lock=threading.Lock(), elements=texts, fw=fw, revision=1, stats=Stats(),
-                                  names={t: [t.split("/")[0]] for t in texts})
+                                  names={t: [t.split("/")[0]] for t in texts} if entries else {}, cfg=cfg)
     return metrics.AgentMetrics(agent, "bench").render
 
 
-def _exposition(fw, texts, repeats):
-    """Seconds to produce the agent's /metrics body, or (None, reason) when the collector cannot be built."""
+def _exposition(fw, texts, repeats, limit=None, entries=True):
+    """Seconds to produce the agent's /metrics body, or (None, reason) when the collector cannot be built.
+
+    limit None: the agent's default metrics_address_limit; the seed's series must be 2 per address up to it,
+    plus the two of address "other" above it.
+    """
+    from gateway_agent.metrics import ADDRESS_LIMIT
     try:
-        times, body = _repeat(_scrape_function(fw, texts), repeats)
+        times, body = _repeat(_scrape_function(fw, texts, limit, entries), repeats)
     except Exception as exc:  # the collector belongs to the agent and may change shape; say why it is missing
         return None, "%s: %s" % (exc.__class__.__name__, exc)
+    cap = ADDRESS_LIMIT if limit is None else limit
     series = body.count(b"\niptables_bytes_count{")
-    expect(series, 2 * len(texts), "iptables_bytes_count series in the /metrics body (2 per address)")
+    expect(series, 2 * len(texts) if len(texts) <= cap else 2 * cap + 2,
+           "iptables_bytes_count series in the /metrics body (2 per address up to the limit, 2 for the rest)")
     return times, len(body)
 
 
@@ -81,11 +89,17 @@ def ours(n, repeats):
     ipset_seconds = run.seconds / repeats
     expect(len(counters), n, "elements returned by counters()")
     exposition_times, body = _exposition(fw, texts, repeats)
+    # The per-address part alone (no per-entry series), and every address with its own series (the agent
+    # before metrics_address_limit: the baseline of the two others).
+    address_times, address_body = _exposition(fw, texts, repeats, entries=False)
+    every_times, every_body = _exposition(fw, texts, repeats, limit=n)
     fw.remove()
     log("ours %d: counters() %.3fs (ipset %.3fs), /metrics %s" % (
         n, median(counters_times), ipset_seconds,
         "%.3fs" % median(exposition_times) if exposition_times else "n/a (%s)" % body))
-    return {"counters": counters_times, "ipset": ipset_seconds, "exposition": exposition_times, "body": body}
+    return {"counters": counters_times, "ipset": ipset_seconds, "exposition": exposition_times, "body": body,
+            "address": address_times, "address_body": address_body, "every": every_times,
+            "every_body": every_body}
 
 
 def profile(n, top):
@@ -145,26 +159,35 @@ def baseline(n, repeats):
 
 # ---- report -------------------------------------------------------------------------------------------
 def report(sizes, mine, base, repeats):
+    from gateway_agent.metrics import ADDRESS_LIMIT
     rows = []
     notes = []
     for n in sizes:
         o, b = mine[n], base[n]
         counters, baseline_s = median(o["counters"]), median(b["times"])
-        if o["exposition"]:
-            exposition = "%s (%.1f MB)" % (fmt_s(median(o["exposition"])), o["body"] / 1e6)
-        else:
-            exposition = "n/a"
-            notes.append("/metrics body at {:,}: not measured, the agent's collector failed: {}".format(n, o["body"]))
-        rows.append(["{:,}".format(n), "%s (ipset %s)" % (fmt_s(counters), fmt_s(o["ipset"])), exposition,
-                     fmt_s(baseline_s), fmt_ratio(baseline_s / counters)])
+        bodies = []
+        for key, size in (("exposition", "body"), ("address", "address_body"), ("every", "every_body")):
+            if o.get(key):
+                bodies.append("%s (%.1f MB)" % (fmt_s(median(o[key])), o[size] / 1e6))
+            else:
+                bodies.append("n/a")
+                notes.append("/metrics body (%s) at {:,}: not measured, the agent's collector failed: {}".format(
+                    n, o.get(size)) % key)
+        ratio = fmt_ratio(median(o["every"]) / median(o["exposition"])) if o.get("every") and o["exposition"] \
+            else "n/a"
+        rows.append(["{:,}".format(n), "%s (ipset %s)" % (fmt_s(counters), fmt_s(o["ipset"]))] + bodies +
+                    [ratio, fmt_s(baseline_s), fmt_ratio(baseline_s / counters)])
     return "\n".join([
         "## Scrape (bench/scrape.py)\n",
         "Seconds per scrape, median of %d. Ours: `Firewall.counters(expected)` (in brackets the part spent in the "
         "`ipset list -o save` processes, one per owned set; the rest is Python) and the agent's whole /metrics body "
-        "(AgentMetrics.render(); its size in brackets; every address is also its own entry, so the per-entry series are "
-        "as many). Baseline: `iptables -L CHAIN -v -x -n` of one "
-        "rule per address, parsed.\n" % repeats,
-        table(["addresses", "ours: counters() s", "ours: /metrics body s", "baseline: iptables -L + parse s",
+        "(AgentMetrics.render(); its size in brackets; every address is also its own entry, so the per-entry series "
+        "are as many) with the default `metrics_address_limit` (%d addresses with series of their own, the rest as "
+        "`other`); the same without per-entry series (the per-address part); and with every address its own series "
+        "(the limit at N: the agent before the limit, the baseline of the body). Baseline of counters(): "
+        "`iptables -L CHAIN -v -x -n` of one rule per address, parsed.\n" % (repeats, ADDRESS_LIMIT),
+        table(["addresses", "ours: counters() s", "ours: /metrics body s", "per-address part only s",
+               "every address its own series s", "every / default", "baseline: iptables -L + parse s",
                "baseline / counters()"], rows),
     ] + (["\n" + "\n".join("- " + note for note in notes) + "\n"] if notes else []))
 

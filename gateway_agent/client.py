@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -14,7 +15,7 @@ import uuid
 import websocket
 
 from og_kernel.og_command import CommandError, CommandRunner
-from og_kernel.og_elements import Element, Holding, digest_canonical
+from og_kernel.og_elements import Element, Holding, SortedTexts, digest_canonical
 from og_kernel.og_netpolicy import TargetError
 
 from . import __version__, state
@@ -33,10 +34,14 @@ HEALTHY_SESSION = 60.0     # a session that lasted this long starts the backoff 
 RECONNECT_AFTER_CLOSE = 1.0
 RESTART_WINDOW = 30.0
 SHORT_SESSION = 1.0        # a close (other than 1001) this soon after connecting is a refusal: back off
+GIL_SWITCH = 0.0005        # seconds; see _drift_loop
 MAX_MESSAGE = 1 << 20      # docs/protocol.md: larger frames break the protocol
 CLOSE_GOING_AWAY = 1001    # the server is stopping
 CLOSE_NO_STATUS = 1005     # a close frame without a code
 CLOSE_POLICY = 1008        # WebSocket close code for a protocol violation
+
+
+ALL = frozenset(["*"])    # _touched after a snapshot: everything changed
 
 
 class ServerClosed(Exception):
@@ -170,14 +175,19 @@ class Agent:
         self.conntrack = conntrack  # callable(removed elements, remaining elements) -> flows cut
         self.revision = 0
         self.elements = set()      # canonical texts of what we applied
+        self._sorted = SortedTexts()  # the same texts sorted, kept in step: the digest needs no sort per delta
+        self._parsed = {}          # the same texts parsed: reads of the kernel need no parse per delta
+        self._touched = None       # while the drift check reads unlocked: texts deltas changed meanwhile (or ALL)
         self.stats = Stats()
         self.stop = threading.Event()
         self.boot = str(uuid.uuid4())
         self._reported = {}        # counters at the last counters frame sent: the next one sends the increments
+        self._counting = None      # the thread reading and sending a counters frame, while it runs
         self.ws = None
         self.opened_at = None      # monotonic time the current attempt got its connection (set by session)
         self._chunks = {}
         self.names = state.load_names(cfg.get("state_file", ""))  # element -> entry targets, for metrics
+        self.store = state.Store(cfg.get("state_file", ""))
         self.lock = threading.Lock()  # kernel changes and reads of self.elements
 
     # ---- the kernel --------------------------------------------------------------------------
@@ -192,7 +202,7 @@ class Agent:
         """Put the last applied state back into the kernel before connecting (fail-static at boot)."""
         path = self.cfg["state_file"]
         try:
-            revision, elements = state.load(path)
+            revision, elements, names = self.store.restore()
             parsed = None if elements is None else [Element.parse(e) for e in elements]
         except (state.StateError, TargetError) as exc:
             log.error("saved state unusable: %s; starting from what the kernel holds until a server answers", exc)
@@ -204,14 +214,41 @@ class Agent:
         with self.lock:
             self._replace(revision, parsed)
             _digest, count = self._verify(revision)
+            self.names = {e: n for e, n in names.items() if e in self.elements}
         log.info("restored saved state revision=%d elements=%d duration=%.3fs",
                  revision, count, time.monotonic() - started)
 
     def _replace(self, revision, parsed):
         skipped = self.fw.replace(parsed)
         self._note_skipped(skipped, revision)
-        self.elements = {e.text for e in parsed} - {e.text for e in skipped}
+        gone = {e.text for e in skipped}
+        self._parsed = {e.text: e for e in parsed if e.text not in gone}
+        self.elements = set(self._parsed)
+        self._sorted = SortedTexts(self.elements)
+        if self._touched is not None:
+            self._touched = ALL
         self.revision = revision
+
+    def _change(self, add, remove):
+        """Apply a delta to the applied set, its sorted list and its parsed elements (caller holds the lock)."""
+        for text in remove:
+            if text in self.elements:
+                self.elements.discard(text)
+                del self._parsed[text]
+                self._sorted.discard(text)
+        for element in add:
+            text = element.text
+            if text not in self.elements:
+                self.elements.add(text)
+                self._parsed[text] = element
+                self._sorted.add(text)
+        if self._touched is not None and self._touched is not ALL:
+            self._touched.update(remove)
+            self._touched.update(e.text for e in add)
+
+    def _applied(self):
+        """(digest, count) of the applied set, from the sorted texts kept in step with it."""
+        return self._sorted.digest(), len(self._sorted)
 
     def _note_skipped(self, skipped, revision):
         if not skipped:
@@ -227,7 +264,7 @@ class Agent:
 
     def _kernel(self):
         """The elements really in the kernel (caller holds the lock)."""
-        return self.fw.elements(expected=[Element.parse(e) for e in self.elements])
+        return self.fw.elements(expected=list(self._parsed.values()))
 
     def _verify(self, revision):
         """Read the kernel back; re-apply the whole set when it differs. Returns (digest, count) of the kernel."""
@@ -236,10 +273,18 @@ class Agent:
             # e.g. a removed port element shared members with one that stays: rebuild instead of guessing.
             log.warning("kernel holds %d elements, expected %d at revision %d: re-applying the whole set",
                         len(found), len(self.elements), revision)
-            self._replace(revision, [Element.parse(e) for e in sorted(self.elements)])
+            self._replace(revision, [self._parsed[e] for e in self._sorted])
             self.stats.drift_repairs += 1
             found = {e.text for e in self._kernel()}
         return digest_canonical(found), len(found)
+
+    def _verify_delta(self, revision, add, remove, keep):
+        """Test only the members a delta changed (the drift check reads the whole set back); when that does not
+        prove the delta applied, verify the whole set. Returns (digest, count)."""
+        if self.fw.check_update(add=add, remove=remove, keep=keep):
+            return self._applied()
+        log.info("delta to revision %d not proven by testing its members: reading the whole set back", revision)
+        return self._verify(revision)
 
     def kernel_digest(self):
         """(digest, count) of what is really in the kernel now."""
@@ -254,10 +299,9 @@ class Agent:
             before = set(self.elements)
             self._replace(revision, parsed)
             result = self._verify(revision)
-            state.save(self.cfg["state_file"], self.revision, self.elements)
             if names is not None:
                 self.names = {e: n for e, n in names.items() if e in self.elements}
-                state.save_names(self.cfg["state_file"], self.names)
+            self.store.save(self.revision, self._sorted, self.names)  # a snapshot compacts the journal
             remaining = set(self.elements)
         took = time.monotonic() - started
         self.stats.apply_seconds.append(took)
@@ -272,36 +316,48 @@ class Agent:
         with self.lock:
             gone = {e.text for e in remove_e}
             # Port elements that stay may share members with removed ones (overlapping ranges).
-            keep = [Element.parse(t) for t in self.elements if " " in t and t not in gone] \
+            keep = [e for t, e in self._parsed.items() if e.port is not None and t not in gone] \
                 if any(e.port is not None for e in remove_e) else []
             skipped = self.fw.update(add=add_e, remove=remove_e, keep=keep)
             self._note_skipped(skipped, revision)
-            before = set(self.elements)
-            self.elements = (self.elements - {e.text for e in remove_e}) | (
-                {e.text for e in add_e} - {e.text for e in skipped})
+            not_added = {e.text for e in skipped}
+            added = [e for e in add_e if e.text not in not_added]
+            added_texts = {e.text for e in added}
+            removed = [e for e in remove_e if e.text in self.elements and e.text not in added_texts]
+            self._change(added, gone)
             self.revision = revision
-            result = self._verify(revision)
-            state.save(self.cfg["state_file"], self.revision, self.elements)
+            result = self._verify_delta(revision, added, [e for e in remove_e if e.text not in self.elements], keep)
             for e in remove_e:
                 self.names.pop(e.text, None)
-            self.names.update({e: n for e, n in (names or {}).items() if e in self.elements})
-            if remove_e or names:
-                state.save_names(self.cfg["state_file"], self.names)
-            remaining = set(self.elements)
+            new_names = {e: n for e, n in (names or {}).items() if e in self.elements}
+            self.names.update(new_names)
+            # One fsync'd journal line, not the whole state file (docs/kernel-interface.md, "State on disk").
+            self.store.record(base, revision, [e.text for e in added], gone - self.elements, new_names,
+                              self._sorted, self.names)
         took = time.monotonic() - started
         self.stats.apply_seconds.append(took)
         log.info("applied delta %d->%d add=%d remove=%d elements=%d duration=%.3fs",
                  base, revision, len(add_e), len(remove_e), result[1], took)
         # Addresses that aged out of a resolver's grace period keep their live connections.
-        self._cut(before - remaining - {e.text for e in aged}, remaining)
+        aged_texts = {e.text for e in aged}
+        self._cut_elements([e for e in removed if e.text not in aged_texts])
         return result
 
     def _cut(self, removed, remaining):
-        """Cut the established client flows towards removed elements (conntrack), unless configured not to."""
+        """Cut the established client flows towards removed elements (texts), unless configured not to."""
+        self._cut_elements([Element.parse(e) for e in removed], remaining)
+
+    def _cut_elements(self, removed, remaining=None):
+        """_cut() of parsed elements; `remaining` (texts) defaults to the applied set, read only when needed."""
         if not removed or not self.conntrack or not self.cfg.get("cut_on_remove", True):
             return
+        if remaining is None:
+            with self.lock:
+                remaining = list(self._parsed.values())
+        else:
+            remaining = [Element.parse(e) for e in remaining]
         try:
-            cut = self.conntrack([Element.parse(e) for e in removed], [Element.parse(e) for e in remaining])
+            cut = self.conntrack(removed, remaining)
         except CommandError as exc:
             log.warning("could not cut connections to %d removed element(s): %s", len(removed), exc.msg)
             return
@@ -310,26 +366,41 @@ class Agent:
             log.info("cut %d connection(s) to %d removed element(s)", cut, len(removed))
 
     def repair_drift(self):
-        """Re-apply policy and sets when someone changed them behind our back."""
-        with self.lock:
-            try:
+        """Re-apply policy and sets when someone changed them behind our back (the full verify of all deltas).
+
+        The whole set is read back without the lock, so deltas do not queue behind a read of 100,000 members;
+        elements that deltas changed meanwhile are left out of the comparison (each delta verified its own), and
+        a snapshot meanwhile makes the read moot until the next interval.
+        """
+        try:
+            with self.lock:
                 if self.fw.plan().changed:
                     self.fw.apply()
                     log.warning("egress policy drifted: re-applied")
                     self.stats.drift_repairs += 1
-                found = {e.text for e in self._kernel()}
-                if found != self.elements:
+            with self.lock:
+                self._touched, expected = set(), list(self._parsed.values())
+            try:
+                found = {e.text for e in self.fw.elements(expected=expected)}
+            finally:
+                with self.lock:
+                    touched, self._touched = self._touched, None
+            with self.lock:
+                if touched is not ALL and (found ^ self.elements) - touched:
                     log.warning("allowed sets drifted (kernel %d, expected %d elements): re-applied revision %d",
-                                len(found), len(self.elements), self.revision)
-                    self._replace(self.revision, [Element.parse(e) for e in sorted(self.elements)])
+                                len(found - touched), len(self.elements - touched), self.revision)
+                    self._replace(self.revision, [self._parsed[e] for e in self._sorted])
                     self.stats.drift_repairs += 1
-                self.stats.policy_ok = True
-            except CommandError as exc:
-                self.stats.policy_ok = False
-                log.error("drift check failed: %s", exc.msg)
+            self.stats.policy_ok = True
+        except CommandError as exc:
+            self.stats.policy_ok = False
+            log.error("drift check failed: %s", exc.msg)
 
     def _drift_loop(self):
         """Check for drift on a timer, connected or not: fail-static includes repairing what others broke."""
+        # The drift and counters threads read 100,000 members in Python; with the default 5 ms GIL switch
+        # interval a delta waited up to that long at each of its dozens of I/O waits while they ran.
+        sys.setswitchinterval(GIL_SWITCH)
         while not self.stop.wait(float(self.cfg.get("drift_interval", DRIFT_EVERY))):
             try:
                 self.repair_drift()
@@ -448,9 +519,22 @@ class Agent:
                 pass
 
     def send_counters(self):
-        """Send what each element carried since the previous frame (only elements that carried anything)."""
+        """Send what each element carried since the previous frame (only elements that carried anything), from a
+        thread of its own: reading 100,000 counters takes seconds, and deltas must not wait behind it."""
+        if self._counting is not None and self._counting.is_alive():
+            return  # the previous read is not done: this period's traffic goes with the next frame
+        self._counting = threading.Thread(target=self._send_counters, args=(self.ws,), name="og-counters",
+                                          daemon=True)
+        self._counting.start()
+
+    def _send_counters(self, ws):
         with self.lock:
-            counters = self.fw.counters([Element.parse(e) for e in self.elements])
+            expected = list(self._parsed.values())
+        try:
+            counters = self.fw.counters(expected)  # read unlocked: deltas do not wait for 100,000 counters
+        except CommandError as exc:
+            log.warning("counters not read: %s; trying again at the next interval", exc.msg)
+            return
         totals, increments = {}, {}
         reported = self._reported
         for element, value in counters.items():
@@ -462,7 +546,12 @@ class Agent:
             delta = {k: v - before[k] if before and v >= before[k] else v for k, v in now.items()}
             if any(delta.values()):
                 increments[key] = delta
-        self.send(type="counters", ts=time.time(), boot=self.boot, increments=True, counters=increments)
+        try:
+            ws.send(json.dumps({"type": "counters", "ts": time.time(), "boot": self.boot, "increments": True,
+                                "counters": increments, "v": 1}, separators=(",", ":")))
+        except Exception as exc:  # noqa: BLE001 - a closed connection; the session notices it by itself
+            log.info("counters frame not sent (%s): reported with the next one", exc.__class__.__name__)
+            return
         self._reported = totals   # only once sent: a failed send is reported with the next frame
 
     def run(self):
@@ -574,13 +663,16 @@ class ConnectionCutter:
         self.run = run or CommandRunner()
 
     def __call__(self, removed, remaining):
-        gone, kept = Matcher(removed), Matcher(remaining)
+        gone, kept = Matcher(removed), None
         cut = 0
         for family in self.families:
             listing = self.run(["conntrack", "-L", "-f", family], check=False)
             for flow in parse_conntrack(listing.stdout):
-                if (self.clients.matches(flow.src) and gone.matches(flow.dst, flow.proto, flow.dport)
-                        and not kept.matches(flow.dst, flow.proto, flow.dport)):
+                if not (self.clients.matches(flow.src) and gone.matches(flow.dst, flow.proto, flow.dport)):
+                    continue
+                if kept is None:
+                    kept = Matcher(remaining)  # built only when a flow needs it: 100,000 elements cost ~1 s
+                if not kept.matches(flow.dst, flow.proto, flow.dport):
                     if self.run(flow.delete_argv(family), check=False).rc == 0:
                         cut += 1
         return cut

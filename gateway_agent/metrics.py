@@ -7,10 +7,12 @@ made a scrape take ~10 s. The other families go through prometheus_client as usu
 
 from __future__ import annotations
 
+import heapq
 import http.server
 import socket
 import socketserver
 import threading
+from operator import attrgetter
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -18,10 +20,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from og_kernel.og_command import CommandError
 from og_kernel.og_elements import Element
+from og_kernel.og_firewall import Counters
 
 # Joins the names of the entries that share an element into one `entry` label (no entry name contains it).
 SHARED_JOIN = " + "
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ADDRESS_LIMIT = 1000   # default metrics_address_limit: addresses with series of their own (docs/metrics.md)
+OTHER = "other"        # the address label of the series that sum up all other addresses
 
 
 def escape_label(value):
@@ -73,10 +78,11 @@ class AgentMetrics:
         agent = self.agent
         with agent.lock:
             ordered = self._elements(agent.elements)
-            counters = agent.fw.counters(ordered)
-            rejected = agent.fw.rejected()
-            denied = agent.fw.denied()
             names = dict(agent.names)
+        # The kernel is read without the agent's lock: a delta does not wait for 100,000 counters.
+        counters = agent.fw.counters(ordered)
+        rejected = agent.fw.rejected()
+        denied = agent.fw.denied()
         # Rows of (ip label, element text, Counters): the elements the agent expects first, in order; then any the
         # kernel holds that the agent does not (drift).
         get = counters.get
@@ -91,7 +97,28 @@ class AgentMetrics:
         parts.append(generate_latest(_Families(self._scalar_families(rejected, len(counters)))).decode())
         return "".join(parts).encode()
 
+    def _busiest(self, rows):
+        """The rows of the busiest addresses (bytes both ways; the first in text order on a tie), at most the
+        limit, in text order, then one row summing up all the others; and how many that row sums up."""
+        limit = self.address_limit
+        if len(rows) <= limit:
+            return rows, 0
+        counters = [c for _ip, _text, c in rows]
+        busy = [c.out_bytes + c.in_bytes for c in counters]
+        # nlargest is stable: on a tie the earlier row (text order) wins.
+        chosen = sorted(heapq.nlargest(limit, range(len(rows)), key=busy.__getitem__))
+        kept = [counters[i] for i in chosen]
+        totals = [sum(map(attrgetter(k), counters)) - sum(map(attrgetter(k), kept)) for k in Counters.__slots__]
+        return [rows[i] for i in chosen] + [(OTHER, OTHER, Counters(*totals))], len(rows) - len(chosen)
+
+    @property
+    def address_limit(self):
+        cfg = getattr(self.agent, "cfg", None) or {}
+        return int(cfg.get("metrics_address_limit", ADDRESS_LIMIT))
+
     def _per_address(self, rows):
+        """The per-address families, with series of their own for the busiest addresses only (the limit)."""
+        rows, aggregated = self._busiest(rows)
         seed = 'hostname="%s",ip="' % escape_label(self.hostname)
         labelled = [(seed + ip, text, c) for ip, text, c in rows]
         parts = [_header("iptables_bytes_count", "gauge", "Bytes per allowed address (seed-compatible)")]
@@ -109,6 +136,9 @@ class AgentMetrics:
         parts += ['og_gateway_packets_total{address="%s",direction="out"} %d\n'
                   'og_gateway_packets_total{address="%s",direction="in"} %d\n'
                   % (text, c.out_packets, text, c.in_packets) for _ip, text, c in labelled]
+        parts.append(_header("og_gateway_aggregated_addresses", "gauge",
+                             "Allowed elements without series of their own, summed up as address=\"other\""))
+        parts.append("og_gateway_aggregated_addresses %d\n" % aggregated)
         return parts
 
     def _per_entry(self, rows, names):

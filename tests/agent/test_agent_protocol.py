@@ -260,3 +260,35 @@ def test_a_close_frame_from_the_server_moves_the_agent_to_the_next_server_within
         assert kernel_elements(gwns) == [A]       # the rules stayed meanwhile
     finally:
         other.close()
+
+
+def test_a_delta_tests_only_its_members_and_the_drift_check_finds_a_member_removed_by_hand(
+        gwns, scripted, start_agent):
+    # The first drift check comes 8 s after the start: well after the delta below.
+    agent = start_agent(extra=["--drift-interval", "8"])
+    conn = connect_and_snapshot(scripted, 1, [A, B])
+    gwns.run(["ipset", "del", "og-allow4", "198.51.100.10"])  # A, by hand, behind the agent's back
+    # The delta's verify tests D's members only: its ack claims the applied set, without reading all of it back.
+    conn.send(delta(1, 2, add=[D]))
+    assert conn.next() == ack(2, [A, B, D])
+    log = agent.log_since_start()
+    assert "applied delta 1->2 add=1 remove=0 elements=3" in log
+    assert "not proven by testing its members" not in log
+    assert "drifted" not in log
+    # The next drift check reads the whole set back and puts A back.
+    wait_until(lambda: kernel_elements(gwns) == sorted([A, B, D]), timeout=30, what="A repaired by the drift check")
+    agent.wait_log("allowed sets drifted (kernel 2, expected 3 elements): re-applied revision 2")
+    assert sample(scrape(gwns), "og_gateway_drift_repairs_total") == 1
+
+    # A removed host that a network in the set (B, 198.51.100.64/26) still covers cannot be proven gone by
+    # `ipset test`: that delta reads the whole set back instead, and its ack is what the kernel holds.
+    host = "198.51.100.70/32"
+    conn.send(delta(2, 3, add=[host]))
+    assert conn.next() == ack(3, [A, B, D, host])
+    conn.send(delta(3, 4, remove=[host]))
+    assert conn.next() == ack(4, [A, B, D])
+    agent.wait_log("delta to revision 4 not proven by testing its members: reading the whole set back")
+    assert "delta to revision 3 not proven" not in agent.log_since_start()
+    assert kernel_elements(gwns) == sorted([A, B, D])
+    assert sample(scrape(gwns), "og_gateway_drift_repairs_total") == 1
+    assert agent.alive()

@@ -1,15 +1,19 @@
-"""The agent's pure parts: frame parsing, which flows a deletion cuts, state file and configuration checks, and
-how long it waits before reconnecting."""
+"""The agent's pure parts: frame parsing, which flows a deletion cuts, state file and journal, configuration
+checks, the per-address series cap, and how long it waits before reconnecting."""
 
 import json
+import threading
+import types
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from gateway_agent import config, state
-from gateway_agent.client import (ConnectionCutter, Matcher, ProtocolViolation, Reconnect, ServerClosed,
+from gateway_agent import config, metrics, state
+from gateway_agent.client import (ConnectionCutter, Matcher, ProtocolViolation, Reconnect, ServerClosed, Stats,
                                   parse_conntrack, parse_frame)
 from og_kernel.og_command import Result
-from og_kernel.og_elements import Element
+from og_kernel.og_elements import Element, digest_canonical
+from og_kernel.og_firewall import Counters
 
 # Real `conntrack -L -f ipv4` lines (conntrack-tools 1.4.7) plus one it cannot read.
 CONNTRACK = """\
@@ -147,6 +151,9 @@ class MemoryFirewall:
     def elements(self, expected=None):
         return [Element.parse(e) for e in self.held]
 
+    def check_update(self, add=(), remove=(), keep=()):
+        return all(e.text in self.held for e in add) and not any(e.text in self.held for e in remove)
+
 
 def test_aged_out_removals_keep_live_connections_and_operator_removals_cut(tmp_path):
     from gateway_agent.client import Agent
@@ -234,3 +241,253 @@ def test_the_delays_are_jittered_within_their_bounds():
 def test_a_close_frame_gives_its_code_and_reason(payload, code, reason):
     closed = ServerClosed.from_frame(payload)
     assert (closed.code, closed.reason) == (code, reason)
+
+
+# ---- the state journal (gateway_agent/state.py) ---------------------------------------------------------------
+def journal_lines(path):
+    with open(state.journal_path(str(path)), "rb") as fh:
+        return fh.read().splitlines(keepends=True)
+
+
+def test_deltas_go_to_the_journal_and_restore_replays_them_on_the_state_file(tmp_path):
+    path = tmp_path / "state.json"
+    store = state.Store(str(path))
+    store.save(4, ["198.51.100.10/32", "198.51.100.11/32"], {"198.51.100.10/32": ["a.example"]})
+    store.record(4, 5, ["203.0.113.0/24"], ["198.51.100.11/32"], {"203.0.113.0/24": ["203.0.113.0/24"]},
+                 None, None)
+    store.record(5, 7, ["198.51.100.12/32"], [], {}, None, None)
+    store.close()
+    # The state file is untouched by deltas: one line each beside it.
+    assert state.load(str(path)) == (4, ["198.51.100.10/32", "198.51.100.11/32"])
+    assert len(journal_lines(path)) == 2
+    assert state.Store(str(path)).restore() == (
+        7, ["198.51.100.10/32", "198.51.100.12/32", "203.0.113.0/24"],
+        {"198.51.100.10/32": ["a.example"], "203.0.113.0/24": ["203.0.113.0/24"]})
+
+
+def test_a_crash_mid_journal_line_restores_the_revision_before_it_and_the_next_delta_appends_cleanly(tmp_path):
+    path = tmp_path / "state.json"
+    store = state.Store(str(path))
+    store.save(1, ["198.51.100.10/32"])
+    store.record(1, 2, ["198.51.100.20/32"], [], {}, None, None)
+    store.close()
+    with open(state.journal_path(str(path)), "ab") as fh:  # the crash: half of the next line reached the disk
+        fh.write(b'{"base":2,"revision":3,"add":["198.51.')
+    store = state.Store(str(path))
+    assert store.restore() == (2, ["198.51.100.10/32", "198.51.100.20/32"], {})
+    assert len(journal_lines(path)) == 1  # the torn tail is cut off, so it cannot glue onto the next line
+    store.record(2, 3, ["198.51.100.30/32"], ["198.51.100.10/32"], {}, None, None)
+    store.close()
+    assert state.Store(str(path)).restore() == (3, ["198.51.100.20/32", "198.51.100.30/32"], {})
+
+
+def test_an_unusable_line_or_a_gap_ends_the_replay_there(tmp_path):
+    path = tmp_path / "state.json"
+    state.save(str(path), 1, [])
+    lines = [{"base": 1, "revision": 2, "add": ["198.51.100.20/32"], "remove": []},
+             {"base": 5, "revision": 6, "add": ["198.51.100.60/32"], "remove": []}]
+    with open(state.journal_path(str(path)), "w") as fh:
+        fh.write("".join(json.dumps(line) + "\n" for line in lines))
+    assert state.Store(str(path)).restore() == (2, ["198.51.100.20/32"], {})
+    with open(state.journal_path(str(path)), "w") as fh:
+        fh.write('{"base": 1, "revision": "2", "add": [], "remove": []}\n')
+    assert state.Store(str(path)).restore() == (1, [], {})
+
+
+def test_the_journal_is_compacted_into_the_state_file_when_it_grows_and_replay_skips_what_it_holds(tmp_path):
+    path = tmp_path / "state.json"
+    store = state.Store(str(path), compact_after=2)
+    store.save(1, [])
+    elements, names = set(), {}
+    for revision in (2, 3, 4):
+        elements.add("198.51.100.%d/32" % revision)
+        names["198.51.100.%d/32" % revision] = ["e%d" % revision]
+        store.record(revision - 1, revision, ["198.51.100.%d/32" % revision], [],
+                     {"198.51.100.%d/32" % revision: ["e%d" % revision]}, sorted(elements), names)
+    store.close()
+    # Two lines, then the third delta compacted: the state file holds revision 4 and the journal is empty.
+    assert state.load(str(path)) == (4, ["198.51.100.2/32", "198.51.100.3/32", "198.51.100.4/32"])
+    assert journal_lines(path) == []
+    assert state.load_names(str(path)) == {"198.51.100.2/32": ["e2"], "198.51.100.3/32": ["e3"],
+                                           "198.51.100.4/32": ["e4"]}
+    # A crash after the state file was replaced but before the journal was emptied: old lines are skipped.
+    with open(state.journal_path(str(path)), "w") as fh:
+        fh.write(json.dumps({"base": 3, "revision": 4, "add": ["198.51.100.4/32"], "remove": []}) + "\n")
+        fh.write(json.dumps({"base": 4, "revision": 5, "add": [], "remove": ["198.51.100.2/32"]}) + "\n")
+    assert state.Store(str(path)).restore()[:2] == (5, ["198.51.100.3/32", "198.51.100.4/32"])
+
+
+def test_a_restarted_agent_restores_the_snapshot_and_every_delta_after_it(tmp_path):
+    from gateway_agent.client import Agent
+    cfg = {"state_file": str(tmp_path / "state.json")}
+    parse = Element.parse
+    agent = Agent(cfg, MemoryFirewall())
+    agent.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
+    agent.apply_delta(1, 2, [parse("203.0.113.0/24 443/tcp")], [parse("198.51.100.10/32")],
+                      names={"203.0.113.0/24 443/tcp": ["203.0.113.0/24 443/tcp"]})
+    result = agent.apply_delta(2, 3, [parse("198.51.100.12/32")], [])
+    assert result == (digest_canonical(["198.51.100.11/32", "198.51.100.12/32", "203.0.113.0/24 443/tcp"]), 3)
+    assert state.load(cfg["state_file"]) == (1, ["198.51.100.10/32", "198.51.100.11/32"])
+    agent.store.close()
+
+    fw = MemoryFirewall()
+    again = Agent(cfg, fw)
+    again.restore()
+    assert (again.revision, again.elements) == (3, {"198.51.100.11/32", "198.51.100.12/32", "203.0.113.0/24 443/tcp"})
+    assert fw.held == again.elements
+    assert again.names == {"203.0.113.0/24 443/tcp": ["203.0.113.0/24 443/tcp"]}
+    assert again.kernel_digest() == result
+
+
+# ---- the per-address series cap (gateway_agent/metrics.py) ---------------------------------------------------
+class CountingFirewall:
+    """Counters per element as a kernel would report them (out bytes, out packets, in bytes, in packets)."""
+
+    def __init__(self, counters):
+        self.table = {Element.parse(t): Counters(*c) for t, c in counters.items()}
+
+    def counters(self, expected):
+        return dict(self.table)
+
+    def rejected(self):
+        return 0, 0
+
+    def denied(self):
+        return {}
+
+
+def metrics_of(counters, limit):
+    agent = types.SimpleNamespace(lock=threading.Lock(), elements=set(counters), fw=CountingFirewall(counters),
+                                  revision=1, stats=Stats(), names={}, cfg={"metrics_address_limit": limit})
+    text = metrics.AgentMetrics(agent, "gw1").render().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def series(samples, name):
+    return {labels: value for (n, labels), value in samples.items() if n == name}
+
+
+TRAFFIC = {  # element: (out bytes, out packets, in bytes, in packets)
+    "198.51.100.1/32": (100, 1, 0, 0), "198.51.100.2/32": (5000, 5, 50000, 40), "198.51.100.3/32": (0, 0, 0, 0),
+    "198.51.100.4/32": (700, 7, 700, 7), "198.51.100.5/32": (10, 1, 20, 2), "203.0.113.0/24 443/tcp": (900, 9, 0, 0),
+}
+
+
+def test_only_the_busiest_addresses_get_series_of_their_own_and_the_rest_sum_up_as_other():
+    samples = metrics_of(TRAFFIC, limit=3)
+    # The three busiest by bytes both ways: .2 (55,000), .4 (1,400), the port element (900); the other three sum up.
+    assert series(samples, "og_gateway_bytes_total") == {
+        (("address", "198.51.100.2/32"), ("direction", "out")): 5000.0,
+        (("address", "198.51.100.2/32"), ("direction", "in")): 50000.0,
+        (("address", "198.51.100.4/32"), ("direction", "out")): 700.0,
+        (("address", "198.51.100.4/32"), ("direction", "in")): 700.0,
+        (("address", "203.0.113.0/24 443/tcp"), ("direction", "out")): 900.0,
+        (("address", "203.0.113.0/24 443/tcp"), ("direction", "in")): 0.0,
+        (("address", "other"), ("direction", "out")): 110.0,
+        (("address", "other"), ("direction", "in")): 20.0,
+    }
+    assert series(samples, "og_gateway_packets_total")[(("address", "other"), ("direction", "out"))] == 2.0
+    assert series(samples, "iptables_bytes_count") == {
+        (("hostname", "gw1"), ("ip", "198.51.100.2"), ("type", "OUTPUT")): 5000.0,
+        (("hostname", "gw1"), ("ip", "198.51.100.2"), ("type", "INPUT")): 50000.0,
+        (("hostname", "gw1"), ("ip", "198.51.100.4"), ("type", "OUTPUT")): 700.0,
+        (("hostname", "gw1"), ("ip", "198.51.100.4"), ("type", "INPUT")): 700.0,
+        (("hostname", "gw1"), ("ip", "203.0.113.0/24 443/tcp"), ("type", "OUTPUT")): 900.0,
+        (("hostname", "gw1"), ("ip", "203.0.113.0/24 443/tcp"), ("type", "INPUT")): 0.0,
+        (("hostname", "gw1"), ("ip", "other"), ("type", "OUTPUT")): 110.0,
+        (("hostname", "gw1"), ("ip", "other"), ("type", "INPUT")): 20.0,
+    }
+    assert series(samples, "iptables_packets_count")[(("hostname", "gw1"), ("ip", "other"), ("type", "INPUT"))] == 2.0
+    assert len(series(samples, "iptables_packets_count")) == 8
+    assert series(samples, "og_gateway_aggregated_addresses") == {(): 3.0}
+    assert series(samples, "og_gateway_allowed_elements") == {(): 6.0}
+
+
+def test_within_the_limit_every_address_has_its_series_and_nothing_is_aggregated():
+    samples = metrics_of(TRAFFIC, limit=6)
+    assert len(series(samples, "og_gateway_bytes_total")) == 12
+    assert len(series(samples, "iptables_bytes_count")) == 12
+    assert not any(dict(labels).get("address") == "other" for labels in series(samples, "og_gateway_bytes_total"))
+    assert series(samples, "og_gateway_aggregated_addresses") == {(): 0.0}
+    # Ties (no traffic at all) keep the first addresses in text order.
+    quiet = {"198.51.100.%d/32" % i: (0, 0, 0, 0) for i in range(1, 6)}
+    assert sorted(dict(labels)["address"] for labels in series(metrics_of(quiet, 2), "og_gateway_bytes_total")) == [
+        "198.51.100.1/32", "198.51.100.1/32", "198.51.100.2/32", "198.51.100.2/32", "other", "other"]
+    assert series(metrics_of(quiet, 0), "og_gateway_bytes_total") == {
+        (("address", "other"), ("direction", "out")): 0.0, (("address", "other"), ("direction", "in")): 0.0}
+
+
+@pytest.mark.parametrize("value, accepted", [(3, True), (0, True), (-1, False), (True, False), ("many", False)])
+def test_metrics_address_limit_must_be_a_whole_number_of_zero_or_more(tmp_path, value, accepted):
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    path = tmp_path / "agent.yml"
+    path.write_text(json.dumps({"servers": ["ws://10.0.0.5:8080/ws/gateway"], "token_file": str(token),
+                                "client_networks": ["10.88.0.0/24"], "outside_interface": "og-out",
+                                "metrics_address_limit": value}))
+    if accepted:
+        assert config.load(["--config", str(path)])["metrics_address_limit"] == value
+        assert config.load(["--config", str(path), "--metrics-address-limit", "7"])["metrics_address_limit"] == 7
+    else:
+        with pytest.raises(config.ConfigError) as info:
+            config.load(["--config", str(path)])
+        assert info.value.problems == [
+            "metrics_address_limit %r must be a whole number of addresses, 0 or more, e.g. 1000" % (value,)]
+
+
+class DeltaDuringReadFirewall(MemoryFirewall):
+    """Reads the kernel back as it was when the read began, while a delta lands (as the drift check's unlocked
+    read can see it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.during_read = None
+
+    def plan(self):
+        return types.SimpleNamespace(changed=False)  # the policy's drift has tests of its own
+
+    def elements(self, expected=None):
+        seen = super().elements(expected)
+        if self.during_read:
+            self.during_read, land = None, self.during_read
+            land()
+        return seen
+
+
+def test_the_drift_check_reads_unlocked_and_ignores_what_a_delta_changed_meanwhile(tmp_path):
+    from gateway_agent.client import Agent
+    parse = Element.parse
+    fw = DeltaDuringReadFirewall()
+    agent = Agent({"state_file": str(tmp_path / "state.json")}, fw)
+    agent.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
+    # A delta adds .12 and removes .11 while the check reads: its read is stale for those two only.
+    fw.during_read = lambda: agent.apply_delta(1, 2, [parse("198.51.100.12/32")], [parse("198.51.100.11/32")])
+    agent.repair_drift()
+    assert (agent.stats.drift_repairs, agent.revision, fw.held) == (0, 2, {"198.51.100.10/32", "198.51.100.12/32"})
+    # Drift elsewhere is still found while a delta lands: .10 removed by hand.
+    fw.held.discard("198.51.100.10/32")
+    fw.during_read = lambda: agent.apply_delta(2, 3, [parse("198.51.100.13/32")], [])
+    agent.repair_drift()
+    assert (agent.stats.drift_repairs, fw.held) == (
+        1, {"198.51.100.10/32", "198.51.100.12/32", "198.51.100.13/32"})
+    # A snapshot during the read makes it moot: nothing is compared until the next interval.
+    fw.held.discard("198.51.100.10/32")
+    fw.during_read = lambda: (agent.apply_snapshot(4, [parse("198.51.100.20/32")], names={}),
+                              fw.held.add("198.51.100.99/32"))
+    agent.repair_drift()
+    assert (agent.stats.drift_repairs, fw.held) == (1, {"198.51.100.20/32", "198.51.100.99/32"})
+    agent.repair_drift()
+    assert (agent.stats.drift_repairs, fw.held) == (2, {"198.51.100.20/32"})
+
+
+def test_an_unusable_state_file_empties_its_journal_so_later_deltas_do_not_follow_stale_lines(tmp_path):
+    path = tmp_path / "state.json"
+    store = state.Store(str(path))
+    store.save(4, ["198.51.100.10/32"])
+    store.record(4, 5, ["198.51.100.11/32"], [], {}, None, None)
+    store.close()
+    path.write_text("{half")
+    with pytest.raises(state.StateError, match=str(path)):
+        state.Store(str(path)).restore()
+    assert journal_lines(path) == []

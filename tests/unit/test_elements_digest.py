@@ -5,7 +5,9 @@
 
 from __future__ import absolute_import, division, print_function
 
-from og_kernel.og_elements import Element, digest, digest_canonical
+import random
+
+from og_kernel.og_elements import Element, SortedTexts, digest, digest_canonical
 
 __metaclass__ = type
 
@@ -17,3 +19,30 @@ def test_the_canonical_digest_equals_the_parsing_digest_for_canonical_texts():
     assert digest_canonical([]) == digest([]) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     # Not canonical: only the parsing digest normalises it (the canonical path is for stored texts only).
     assert digest(["198.51.100.10"]) == digest_canonical(["198.51.100.10/32"]) != digest_canonical(["198.51.100.10"])
+
+
+def test_sorted_texts_keep_the_digest_of_their_texts_through_adds_and_discards():
+    rng = random.Random(7)
+    pool = ["198.51.%d.%d/32" % (rng.randrange(256), rng.randrange(256)) for _ in range(3000)]
+    held = set(pool[:1500])
+    SortedTexts.BLOCK, block = 16, SortedTexts.BLOCK  # small blocks: splits and emptied blocks happen here
+    try:
+        texts = SortedTexts(held)
+        for step in range(4000):
+            text = rng.choice(pool)
+            if text in held:
+                held.discard(text)
+                texts.discard(text)
+            else:
+                held.add(text)
+                texts.add(text)
+            texts.discard("203.0.113.1/32")  # never there: no change
+            if step % 250 == 0:
+                assert (texts.digest(), len(texts), list(texts)) == (digest_canonical(held), len(held), sorted(held))
+        for text in sorted(held):
+            texts.discard(text)
+        assert (texts.digest(), len(texts), list(texts)) == (digest_canonical([]), 0, [])
+        texts.add("198.51.100.1/32")
+        assert texts.digest() == digest_canonical(["198.51.100.1/32"])
+    finally:
+        SortedTexts.BLOCK = block
