@@ -299,8 +299,9 @@ def traffic_summary():
 @requires("read")
 def entry_traffic(entry_id):
     window, since, gateway = _traffic_args()
-    use = traffic.entry_use(entry_id, since, gateway)
-    if use.entry is None and use.name is None:
+    # Ids are 64-bit in every database: a larger one names no entry (and would overflow the driver).
+    use = traffic.entry_use(entry_id, since, gateway) if entry_id < 1 << 63 else None
+    if use is None or (use.entry is None and use.name is None):
         return error(404, "not_found", "entry %d does not exist and carried no traffic in the last %s"
                      % (entry_id, window))
     return jsonify(dict(use.as_json(), window=window, gateway=gateway,

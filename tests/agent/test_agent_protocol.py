@@ -251,7 +251,7 @@ def test_a_close_frame_from_the_server_moves_the_agent_to_the_next_server_within
         assert conn.close_code == 1000            # the agent answered the close frame
         moved = other.next_connection(timeout=10)
         assert moved.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
-                                "revision": 1, "digest": digest([A])}
+                                "revision": 1, "digest": digest([A]), "holds": HOLDS}
         log = agent.log_since_start()
         assert "server %s closed the connection: 1001 server stopping; reconnect" % scripted.url in log
         delay = re.search(r"closed the connection: 1001 .*\n.* reconnecting in ([\d.]+)s to (\S+);", log)

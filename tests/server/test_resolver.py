@@ -182,9 +182,16 @@ def test_one_lease_holder_and_takeover(app):
 # ---- a real DNS server ---------------------------------------------------------------------------------
 
 def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free for UDP and TCP both (dnsmasq binds the two; a port taken for TCP makes it exit with rc 2)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class Dnsmasq:
