@@ -10,6 +10,8 @@ import nslib  # noqa: E402
 
 def pytest_sessionfinish(session, exitstatus):
     # Whatever happened, no test namespace survives the run.
+    if "serverlib" in sys.modules:
+        sys.modules["serverlib"].stop_all()
     if os.geteuid() == 0:
         nslib.cleanup_all()
 

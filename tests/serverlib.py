@@ -17,12 +17,24 @@ from nslib import wait_ready, wait_until
 from og_kernel.og_elements import digest
 
 BIN = os.path.dirname(sys.executable)
+# Every og-server a test started and has not stopped: the session's end stops them (tests/conftest.py), so a
+# test that fails half-way leaves no server behind.
+RUNNING = set()
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_all():
+    """Stop the og-servers tests left running (each by its own pid)."""
+    for server in list(RUNNING):
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - the clean-up goes on with the others
+            server.proc.kill()
 
 
 class Server:
@@ -52,6 +64,7 @@ class Server:
 
     def start(self):
         self.log = open(os.path.join(self.tmp, "server.log"), "a")
+        RUNNING.add(self)
         self.proc = subprocess.Popen([os.path.join(BIN, "og-server"), "--config", self.conf],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         wait_ready(self.ready, self.proc, "og-server on port %d ready" % self.port, log=self.log.name)
@@ -103,6 +116,7 @@ class Server:
 
     def stop(self):
         """SIGTERM (a graceful stop) and wait for the exit; returns the exit code."""
+        RUNNING.discard(self)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=20)
