@@ -2,7 +2,7 @@
 
 On SQLite, PostgreSQL and MariaDB (the API tests' database fixture); answers validated against the OpenAPI
 document. The kernel side (which element counts a packet) is in tests/integration/test_firewall.py, the whole
-path with real traffic in tests/e2e/test_traffic.py.
+path with real traffic in tests/e2e/test_traffic_attribution.py.
 """
 
 import datetime as dt
