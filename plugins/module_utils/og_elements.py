@@ -152,8 +152,7 @@ class SortedTexts(object):
 
     def __iter__(self):
         for block in self._blocks:
-            for text in block:
-                yield text
+            yield from block
 
     def add(self, text):
         """Insert a text that is not there yet."""

@@ -42,7 +42,6 @@ DEFAULT_INTERNAL_NETWORKS_V6 = (
 DEFAULT_INTERNAL_NETWORKS = DEFAULT_INTERNAL_NETWORKS_V4 + DEFAULT_INTERNAL_NETWORKS_V6
 
 
-
 class EmbeddingForm(object):
     """An IPv6 prefix whose addresses carry an IPv4 address: where it sits (bit offset, bit-inverted or not)."""
 

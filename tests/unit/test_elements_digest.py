@@ -23,7 +23,7 @@ def test_the_canonical_digest_equals_the_parsing_digest_for_canonical_texts():
 
 def test_sorted_texts_keep_the_digest_of_their_texts_through_adds_and_discards():
     rng = random.Random(7)
-    pool = ["198.51.%d.%d/32" % (rng.randrange(256), rng.randrange(256)) for _ in range(3000)]
+    pool = ["198.51.%d.%d/32" % (rng.randrange(256), rng.randrange(256)) for _n in range(3000)]
     held = set(pool[:1500])
     SortedTexts.BLOCK, block = 16, SortedTexts.BLOCK  # small blocks: splits and emptied blocks happen here
     try:
