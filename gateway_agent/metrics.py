@@ -26,7 +26,8 @@ from og_kernel.og_firewall import Counters
 SHARED_JOIN = " + "
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ADDRESS_LIMIT = 1000   # default metrics_address_limit: addresses with series of their own (docs/metrics.md)
-OTHER = "other"        # the address label of the series that sum up all other addresses
+ENTRY_LIMIT = 1000     # default metrics_entry_limit: entries (and groups of entries) with series of their own
+OTHER = "other"        # the address (and entry) label of the series that sum up all other addresses (entries)
 
 
 def escape_label(value):
@@ -116,6 +117,11 @@ class AgentMetrics:
         cfg = getattr(self.agent, "cfg", None) or {}
         return int(cfg.get("metrics_address_limit", ADDRESS_LIMIT))
 
+    @property
+    def entry_limit(self):
+        cfg = getattr(self.agent, "cfg", None) or {}
+        return int(cfg.get("metrics_entry_limit", ENTRY_LIMIT))
+
     def _per_address(self, rows):
         """The per-address families, with series of their own for the busiest addresses only (the limit)."""
         rows, aggregated = self._busiest(rows)
@@ -160,13 +166,14 @@ class AgentMetrics:
                 total[1] += c.in_bytes
                 total[2] += c.out_packets
                 total[3] += c.in_packets
-        # Entries appear in the order of their first element, which is sorted: stable without sorting again. One
-        # look at all names together spares 100,000 calls of escape_label() when none needs escaping (the rule).
-        joined = "".join(name for name, _shared in per_entry)
+        # Entries appear in the order of their first element, which is sorted: stable without sorting again.
+        items, aggregated = self._busiest_entries(list(per_entry.items()))
+        # One look at all names together spares 100,000 calls of escape_label() when none needs escaping (the rule).
+        joined = "".join(name for (name, _shared), _t in items)
         if '"' in joined or "\\" in joined or "\n" in joined:
-            totals = [(escape_label(name), shared, t) for (name, shared), t in per_entry.items()]
+            totals = [(escape_label(name), shared, t) for (name, shared), t in items]
         else:
-            totals = [(name, shared, t) for (name, shared), t in per_entry.items()]
+            totals = [(name, shared, t) for (name, shared), t in items]
         parts = [_header("og_gateway_entry_bytes_total", "counter",
                          "Bytes through the gateway per allowlist entry; shared=true: elements several entries "
                          "produce, per group of entries")]
@@ -179,7 +186,34 @@ class AgentMetrics:
         parts += ['og_gateway_entry_packets_total{direction="out",entry="%s",shared="%s"} %d\n'
                   'og_gateway_entry_packets_total{direction="in",entry="%s",shared="%s"} %d\n'
                   % (n, sh, t[2], n, sh, t[3]) for n, sh, t in totals]
+        parts.append(_header("og_gateway_aggregated_entries", "gauge",
+                             "Entries and groups of entries without series of their own, summed up as "
+                             "entry=\"other\""))
+        parts.append("og_gateway_aggregated_entries %d\n" % aggregated)
         return parts
+
+    def _busiest_entries(self, items):
+        """The ((entry, shared), totals) of the busiest entries and groups (bytes both ways; the first in order on
+        a tie), at most the limit, in their order; then the others summed up as entry="other", one series for
+        single entries (shared="false") and one for groups (shared="true"), so sum() still counts each byte once
+        and sum by (shared) still splits it; and how many the two sum up."""
+        limit = self.entry_limit
+        if len(items) <= limit:
+            return items, 0
+        busy = [t[0] + t[1] for _key, t in items]
+        # nlargest is stable: on a tie the earlier entry wins.
+        chosen = sorted(heapq.nlargest(limit, range(len(items)), key=busy.__getitem__))
+        kept = set(chosen)
+        rest = {"false": [0, 0, 0, 0], "true": [0, 0, 0, 0]}
+        for i, ((_name, shared), t) in enumerate(items):
+            if i not in kept:
+                r = rest[shared]
+                r[0] += t[0]
+                r[1] += t[1]
+                r[2] += t[2]
+                r[3] += t[3]
+        return ([items[i] for i in chosen] + [((OTHER, "false"), rest["false"]), ((OTHER, "true"), rest["true"])],
+                len(items) - len(chosen))
 
     def _denied(self, denied):
         rows = sorted(denied.items())
