@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import heapq
 import http.server
+import operator
 import socket
 import socketserver
 import threading
-from operator import attrgetter
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -105,11 +105,13 @@ class AgentMetrics:
         if len(rows) <= limit:
             return rows, 0
         counters = [c for _ip, _text, c in rows]
-        busy = [c.out_bytes + c.in_bytes for c in counters]
+        # Counters are tuples (out bytes, out packets, in bytes, in packets): columns summed in C.
+        columns = list(zip(*counters))
+        busy = list(map(operator.add, columns[0], columns[2]))
         # nlargest is stable: on a tie the earlier row (text order) wins.
         chosen = sorted(heapq.nlargest(limit, range(len(rows)), key=busy.__getitem__))
         kept = [counters[i] for i in chosen]
-        totals = [sum(map(attrgetter(k), counters)) - sum(map(attrgetter(k), kept)) for k in Counters.__slots__]
+        totals = [sum(column) - sum(kept_column) for column, kept_column in zip(columns, zip(*kept or [(0,) * 4]))]
         return [rows[i] for i in chosen] + [(OTHER, OTHER, Counters(*totals))], len(rows) - len(chosen)
 
     @property
@@ -152,22 +154,22 @@ class AgentMetrics:
         once: an element one entry produces goes to that entry's series (shared="false"); one that several
         entries produce goes to the series of that group of entries (entry="a + b", shared="true"), so that
         sum() over the family never counts a byte twice (docs/metrics.md)."""
+        # Key: the entry's name (one holder) or the sorted tuple of names (a group): a str and a tuple never
+        # collide. The value is the first element's Counters itself until a second element adds to it.
         per_entry = {}
+        entry_get = per_entry.get
+        names_get = names.get
+        add = operator.add
         for _ip, text, c in rows:
-            holders = names.get(text)
-            if not holders:
-                continue
-            key = (holders[0], "false") if len(holders) == 1 else (SHARED_JOIN.join(sorted(holders)), "true")
-            total = per_entry.get(key)
-            if total is None:
-                per_entry[key] = [c.out_bytes, c.in_bytes, c.out_packets, c.in_packets]
-            else:
-                total[0] += c.out_bytes
-                total[1] += c.in_bytes
-                total[2] += c.out_packets
-                total[3] += c.in_packets
+            holders = names_get(text)
+            if holders:
+                key = holders[0] if len(holders) == 1 else tuple(sorted(holders))
+                total = entry_get(key)
+                per_entry[key] = c if total is None else tuple(map(add, total, c))
         # Entries appear in the order of their first element, which is sorted: stable without sorting again.
-        items, aggregated = self._busiest_entries(list(per_entry.items()))
+        items, aggregated = self._busiest_entries(
+            [((key, "false") if key.__class__ is str else (SHARED_JOIN.join(key), "true"), total)
+             for key, total in per_entry.items()])
         # One look at all names together spares 100,000 calls of escape_label() when none needs escaping (the rule).
         joined = "".join(name for (name, _shared), _t in items)
         if '"' in joined or "\\" in joined or "\n" in joined:
@@ -179,13 +181,13 @@ class AgentMetrics:
                          "produce, per group of entries")]
         parts += ['og_gateway_entry_bytes_total{direction="out",entry="%s",shared="%s"} %d\n'
                   'og_gateway_entry_bytes_total{direction="in",entry="%s",shared="%s"} %d\n'
-                  % (n, sh, t[0], n, sh, t[1]) for n, sh, t in totals]
+                  % (n, sh, t[0], n, sh, t[2]) for n, sh, t in totals]
         parts.append(_header("og_gateway_entry_packets_total", "counter",
                              "Packets through the gateway per allowlist entry; shared=true: elements several "
                              "entries produce, per group of entries"))
         parts += ['og_gateway_entry_packets_total{direction="out",entry="%s",shared="%s"} %d\n'
                   'og_gateway_entry_packets_total{direction="in",entry="%s",shared="%s"} %d\n'
-                  % (n, sh, t[2], n, sh, t[3]) for n, sh, t in totals]
+                  % (n, sh, t[1], n, sh, t[3]) for n, sh, t in totals]
         parts.append(_header("og_gateway_aggregated_entries", "gauge",
                              "Entries and groups of entries without series of their own, summed up as "
                              "entry=\"other\""))
@@ -200,18 +202,14 @@ class AgentMetrics:
         limit = self.entry_limit
         if len(items) <= limit:
             return items, 0
-        busy = [t[0] + t[1] for _key, t in items]
+        busy = [t[0] + t[2] for _key, t in items]  # totals are (out bytes, out packets, in bytes, in packets)
         # nlargest is stable: on a tie the earlier entry wins.
         chosen = sorted(heapq.nlargest(limit, range(len(items)), key=busy.__getitem__))
         kept = set(chosen)
-        rest = {"false": [0, 0, 0, 0], "true": [0, 0, 0, 0]}
+        rest = {"false": (0, 0, 0, 0), "true": (0, 0, 0, 0)}
         for i, ((_name, shared), t) in enumerate(items):
             if i not in kept:
-                r = rest[shared]
-                r[0] += t[0]
-                r[1] += t[1]
-                r[2] += t[2]
-                r[3] += t[3]
+                rest[shared] = tuple(map(operator.add, rest[shared], t))
         return ([items[i] for i in chosen] + [((OTHER, "false"), rest["false"]), ((OTHER, "true"), rest["true"])],
                 len(items) - len(chosen))
 
