@@ -48,7 +48,7 @@ def _scrape_function(fw, texts, limit=None, entries=True):
 
     # The agent's own Stats; the agent itself is stood in for by the attributes the collector reads. Every
     # address is its own entry (as when operators list addresses), so the per-entry series are as many.
-    cfg = {} if limit is None else {"metrics_address_limit": limit}
+    cfg = {} if limit is None else {"metrics_address_limit": limit, "metrics_entry_limit": limit}
     agent = types.SimpleNamespace(lock=threading.Lock(), elements=texts, fw=fw, revision=1, stats=Stats(),
                                   names={t: [t.split("/")[0]] for t in texts} if entries else {}, cfg=cfg)
     return metrics.AgentMetrics(agent, "bench").render
@@ -57,10 +57,11 @@ def _scrape_function(fw, texts, limit=None, entries=True):
 def _exposition(fw, texts, repeats, limit=None, entries=True):
     """Seconds to produce the agent's /metrics body, or (None, reason) when the collector cannot be built.
 
-    limit None: the agent's default metrics_address_limit; the seed's series must be 2 per address up to it,
-    plus the two of address "other" above it.
+    limit None: the agent's default metrics_address_limit and metrics_entry_limit; the seed's series must be 2 per
+    address up to it, plus the two of address "other" above it; the per-entry bytes series 2 per entry up to it,
+    plus the four of entry "other" (shared false and true) above it.
     """
-    from gateway_agent.metrics import ADDRESS_LIMIT
+    from gateway_agent.metrics import ADDRESS_LIMIT, ENTRY_LIMIT
     try:
         times, body = _repeat(_scrape_function(fw, texts, limit, entries), repeats)
     except Exception as exc:  # the collector belongs to the agent and may change shape; say why it is missing
@@ -69,6 +70,11 @@ def _exposition(fw, texts, repeats, limit=None, entries=True):
     series = body.count(b"\niptables_bytes_count{")
     expect(series, 2 * len(texts) if len(texts) <= cap else 2 * cap + 2,
            "iptables_bytes_count series in the /metrics body (2 per address up to the limit, 2 for the rest)")
+    if entries:
+        cap = ENTRY_LIMIT if limit is None else limit
+        expect(body.count(b"\nog_gateway_entry_bytes_total{"), 2 * len(texts) if len(texts) <= cap else 2 * cap + 4,
+               "og_gateway_entry_bytes_total series in the /metrics body (2 per entry up to the limit, 4 for the "
+               "rest)")
     return times, len(body)
 
 
@@ -89,8 +95,8 @@ def ours(n, repeats):
     ipset_seconds = run.seconds / repeats
     expect(len(counters), n, "elements returned by counters()")
     exposition_times, body = _exposition(fw, texts, repeats)
-    # The per-address part alone (no per-entry series), and every address with its own series (the agent
-    # before metrics_address_limit: the baseline of the two others).
+    # The per-address part alone (no per-entry series), and every address and entry with its own series (the
+    # agent before metrics_address_limit and metrics_entry_limit: the baseline of the two others).
     address_times, address_body = _exposition(fw, texts, repeats, entries=False)
     every_times, every_body = _exposition(fw, texts, repeats, limit=n)
     fw.remove()
@@ -159,7 +165,7 @@ def baseline(n, repeats):
 
 # ---- report -------------------------------------------------------------------------------------------
 def report(sizes, mine, base, repeats):
-    from gateway_agent.metrics import ADDRESS_LIMIT
+    from gateway_agent.metrics import ADDRESS_LIMIT, ENTRY_LIMIT
     rows = []
     notes = []
     for n in sizes:
@@ -182,12 +188,13 @@ def report(sizes, mine, base, repeats):
         "Seconds per scrape, median of %d. Ours: `Firewall.counters(expected)` (in brackets the part spent in the "
         "`ipset list -o save` processes, one per owned set; the rest is Python) and the agent's whole /metrics body "
         "(AgentMetrics.render(); its size in brackets; every address is also its own entry, so the per-entry series "
-        "are as many) with the default `metrics_address_limit` (%d addresses with series of their own, the rest as "
-        "`other`); the same without per-entry series (the per-address part); and with every address its own series "
-        "(the limit at N: the agent before the limit, the baseline of the body). Baseline of counters(): "
-        "`iptables -L CHAIN -v -x -n` of one rule per address, parsed.\n" % (repeats, ADDRESS_LIMIT),
+        "are as many) with the default `metrics_address_limit` and `metrics_entry_limit` (%d addresses and %d "
+        "entries with series of their own, the rest as `other`); the same without per-entry series (the "
+        "per-address part); and with every address and entry its own series (both limits at N: the agent before "
+        "the limits, the baseline of the body). Baseline of counters(): `iptables -L CHAIN -v -x -n` of one rule "
+        "per address, parsed.\n" % (repeats, ADDRESS_LIMIT, ENTRY_LIMIT),
         table(["addresses", "ours: counters() s", "ours: /metrics body s", "per-address part only s",
-               "every address its own series s", "every / default", "baseline: iptables -L + parse s",
+               "every address and entry its own series s", "every / default", "baseline: iptables -L + parse s",
                "baseline / counters()"], rows),
     ] + (["\n" + "\n".join("- " + note for note in notes) + "\n"] if notes else []))
 

@@ -24,6 +24,7 @@ DEFAULTS = {
     "state_file": "/var/lib/outputguard/gateway/state.json",
     "metrics_listen": "0.0.0.0:9900",
     "metrics_address_limit": 1000,
+    "metrics_entry_limit": 1000,
     "ca_file": "",
     "internal_networks": list(DEFAULT_INTERNAL_NETWORKS),
     "cut_on_remove": True,
@@ -60,6 +61,9 @@ def parser():
     p.add_argument("--metrics-address-limit", type=int, metavar="N",
                    help="addresses with /metrics series of their own, the busiest first; the others are summed "
                         "up as address=\"other\" (default 1000)")
+    p.add_argument("--metrics-entry-limit", type=int, metavar="N",
+                   help="allowlist entries (and groups of entries sharing elements) with /metrics series of their "
+                        "own, the busiest first; the others are summed up as entry=\"other\" (default 1000)")
     p.add_argument("--ca-file", metavar="PATH")
     p.add_argument("--internal-network", dest="internal_networks", action="append", metavar="CIDR")
     p.add_argument("--no-cut-on-remove", dest="cut_on_remove", action="store_false", default=None,
@@ -137,10 +141,10 @@ def load(argv=None):
             raise ValueError
     except ValueError:
         problems.append("metrics_listen %r must be ADDRESS:PORT such as 0.0.0.0:9900" % cfg["metrics_listen"])
-    limit = cfg["metrics_address_limit"]
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-        problems.append("metrics_address_limit %r must be a whole number of addresses, 0 or more, e.g. 1000"
-                        % (limit,))
+    for key, what in (("metrics_address_limit", "addresses"), ("metrics_entry_limit", "entries")):
+        limit = cfg[key]
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            problems.append("%s %r must be a whole number of %s, 0 or more, e.g. 1000" % (key, limit, what))
     try:
         if isinstance(cfg["drift_interval"], bool):
             raise ValueError

@@ -339,7 +339,7 @@ def test_a_restarted_agent_restores_the_snapshot_and_every_delta_after_it(tmp_pa
     assert again.kernel_digest() == result
 
 
-# ---- the per-address series cap (gateway_agent/metrics.py) ---------------------------------------------------
+# ---- the per-address and per-entry series caps (gateway_agent/metrics.py) ------------------------------------
 class CountingFirewall:
     """Counters per element as a kernel would report them (out bytes, out packets, in bytes, in packets)."""
 
@@ -418,22 +418,95 @@ def test_within_the_limit_every_address_has_its_series_and_nothing_is_aggregated
         (("address", "other"), ("direction", "out")): 0.0, (("address", "other"), ("direction", "in")): 0.0}
 
 
+# Entries behind the elements of TRAFFIC: .2 and .5 are both produced by a.example.com and b.example.com (one group),
+# the port element by c.example.com and the port-scoped entry itself (another group).
+NAMES = {
+    "198.51.100.1/32": ["a.example.com"], "198.51.100.2/32": ["b.example.com", "a.example.com"],
+    "198.51.100.3/32": ["b.example.com"], "198.51.100.4/32": ["c.example.com"],
+    "198.51.100.5/32": ["a.example.com", "b.example.com"],
+    "203.0.113.0/24 443/tcp": ["c.example.com", "203.0.113.0/24 (443/tcp)"],
+}
+AB = "a.example.com + b.example.com"
+PORT_GROUP = "203.0.113.0/24 (443/tcp) + c.example.com"
+
+
+def entry_metrics_of(counters, names, limit):
+    agent = types.SimpleNamespace(lock=threading.Lock(), elements=set(counters), fw=CountingFirewall(counters),
+                                  revision=1, stats=Stats(), names=names, cfg={"metrics_entry_limit": limit})
+    text = metrics.AgentMetrics(agent, "gw1").render().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def entry(name, shared, direction):
+    return (("direction", direction), ("entry", name), ("shared", shared))
+
+
+def test_only_the_busiest_entries_get_series_of_their_own_and_the_rest_sum_up_as_other_per_shared():
+    samples = entry_metrics_of(TRAFFIC, NAMES, limit=2)
+    # Five series keys: a (100 bytes), the group a + b (.2 and .5: 55,030), b (0), c (1,400), the port group (900).
+    # The two busiest keep theirs; a and b sum up as other/false, the port group as other/true.
+    assert series(samples, "og_gateway_entry_bytes_total") == {
+        entry(AB, "true", "out"): 5010.0, entry(AB, "true", "in"): 50020.0,
+        entry("c.example.com", "false", "out"): 700.0, entry("c.example.com", "false", "in"): 700.0,
+        entry("other", "false", "out"): 100.0, entry("other", "false", "in"): 0.0,
+        entry("other", "true", "out"): 900.0, entry("other", "true", "in"): 0.0,
+    }
+    assert series(samples, "og_gateway_entry_packets_total") == {
+        entry(AB, "true", "out"): 6.0, entry(AB, "true", "in"): 42.0,
+        entry("c.example.com", "false", "out"): 7.0, entry("c.example.com", "false", "in"): 7.0,
+        entry("other", "false", "out"): 1.0, entry("other", "false", "in"): 0.0,
+        entry("other", "true", "out"): 9.0, entry("other", "true", "in"): 0.0,
+    }
+    assert series(samples, "og_gateway_aggregated_entries") == {(): 3.0}
+    # Each byte once: the family sums to the traffic of all elements, as the per-address family does.
+    assert sum(series(samples, "og_gateway_entry_bytes_total").values()) == sum(c[0] + c[2] for c in TRAFFIC.values())
+    # The entry limit leaves the per-address series alone (metrics_address_limit's default 1000 > 6 elements).
+    assert len(series(samples, "og_gateway_bytes_total")) == 12
+    assert series(samples, "og_gateway_aggregated_addresses") == {(): 0.0}
+
+
+def test_within_the_entry_limit_every_entry_has_its_series_and_at_zero_only_the_two_others_remain():
+    samples = entry_metrics_of(TRAFFIC, NAMES, limit=5)
+    assert series(samples, "og_gateway_entry_bytes_total") == {
+        entry("a.example.com", "false", "out"): 100.0, entry("a.example.com", "false", "in"): 0.0,
+        entry(AB, "true", "out"): 5010.0, entry(AB, "true", "in"): 50020.0,
+        entry("b.example.com", "false", "out"): 0.0, entry("b.example.com", "false", "in"): 0.0,
+        entry("c.example.com", "false", "out"): 700.0, entry("c.example.com", "false", "in"): 700.0,
+        entry(PORT_GROUP, "true", "out"): 900.0, entry(PORT_GROUP, "true", "in"): 0.0,
+    }
+    assert series(samples, "og_gateway_aggregated_entries") == {(): 0.0}
+    assert series(entry_metrics_of(TRAFFIC, NAMES, limit=0), "og_gateway_entry_bytes_total") == {
+        entry("other", "false", "out"): 800.0, entry("other", "false", "in"): 700.0,
+        entry("other", "true", "out"): 5910.0, entry("other", "true", "in"): 50020.0,
+    }
+    # Ties (no traffic at all) keep the first entries in the order of their first element (text order).
+    quiet = {"198.51.100.%d/32" % i: (0, 0, 0, 0) for i in range(1, 6)}
+    names = {t: ["e%d.example.com" % (6 - i)] for i, t in enumerate(sorted(quiet), 1)}
+    assert series(entry_metrics_of(quiet, names, limit=2), "og_gateway_entry_bytes_total") == {
+        entry("e5.example.com", "false", "out"): 0.0, entry("e5.example.com", "false", "in"): 0.0,
+        entry("e4.example.com", "false", "out"): 0.0, entry("e4.example.com", "false", "in"): 0.0,
+        entry("other", "false", "out"): 0.0, entry("other", "false", "in"): 0.0,
+        entry("other", "true", "out"): 0.0, entry("other", "true", "in"): 0.0,
+    }
+
+
+@pytest.mark.parametrize("key, what", [("metrics_address_limit", "addresses"), ("metrics_entry_limit", "entries")])
 @pytest.mark.parametrize("value, accepted", [(3, True), (0, True), (-1, False), (True, False), ("many", False)])
-def test_metrics_address_limit_must_be_a_whole_number_of_zero_or_more(tmp_path, value, accepted):
+def test_metrics_limits_must_be_whole_numbers_of_zero_or_more(tmp_path, key, what, value, accepted):
     token = tmp_path / "token"
     token.write_text("secret\n")
     path = tmp_path / "agent.yml"
     path.write_text(json.dumps({"servers": ["ws://10.0.0.5:8080/ws/gateway"], "token_file": str(token),
-                                "client_networks": ["10.88.0.0/24"], "outside_interface": "og-out",
-                                "metrics_address_limit": value}))
+                                "client_networks": ["10.88.0.0/24"], "outside_interface": "og-out", key: value}))
+    flag = "--" + key.replace("_", "-")
     if accepted:
-        assert config.load(["--config", str(path)])["metrics_address_limit"] == value
-        assert config.load(["--config", str(path), "--metrics-address-limit", "7"])["metrics_address_limit"] == 7
+        assert config.load(["--config", str(path)])[key] == value
+        assert config.load(["--config", str(path), flag, "7"])[key] == 7
     else:
         with pytest.raises(config.ConfigError) as info:
             config.load(["--config", str(path)])
-        assert info.value.problems == [
-            "metrics_address_limit %r must be a whole number of addresses, 0 or more, e.g. 1000" % (value,)]
+        assert info.value.problems == ["%s %r must be a whole number of %s, 0 or more, e.g. 1000" % (key, value, what)]
 
 
 class DeltaDuringReadFirewall(MemoryFirewall):
