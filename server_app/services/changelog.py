@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import weakref
 
 from sqlalchemy import delete, func, select, update
 
-from og_kernel.og_elements import digest_canonical
+from og_kernel.og_elements import SortedTexts
 
 from ..models import Change, EntryElement, LogHead, db
 
@@ -98,18 +99,6 @@ def names(elements=None):
     return {e: sorted(t) for e, t in result.items()}
 
 
-def digest_at(revision, holding=None):
-    """The digest of the published set as it was at `revision` (None if the log can't reach back); with a
-    holding (og_elements.Holding), of the part of it that a gateway holding so is meant to hold."""
-    head, current = consistent_published()
-    answer = delta(revision, head)
-    if answer is None:
-        return None
-    add, remove, _aged = answer
-    elements = (current - set(add)) | set(remove)
-    return digest_canonical(elements) if holding is None else holding.digest(elements)
-
-
 def consistent_published(tries=20):
     """(head revision, published set) that belong together, at any isolation level.
 
@@ -129,48 +118,158 @@ def consistent_published(tries=20):
 
 def snapshot():
     """(revision, sorted elements) that belong together."""
-    revision, elements = consistent_published()
-    return revision, sorted(elements)
+    return published_set().snapshot()
 
 
-_digest_cache = {}
+class PublishedSet(object):
+    """The published set of one database, kept in memory at a revision and moved forward by the log's deltas.
+
+    Each revision then costs work in proportion to its change (a few set and sorted-block updates, and a hash
+    of the cached blocks) instead of a read, a sort and a filter of the whole set. It follows the change log,
+    not this process's own commits, so the revisions of every replica on the same database reach it; when the
+    log can't reach back (pruned, or the database was replaced) it reads the whole set again."""
+
+    MAX_HOLDINGS = 64
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.revision = None
+        self.members = set()
+        self.sorted = SortedTexts()
+        self.loads = 0            # whole-set reads (tests and the bench check that revisions cost none)
+        # holding key -> [holding, {text: reason} skipped, SortedTexts of the rest or None while nothing is]
+        self.holdings = {}
+
+    def follow(self):
+        """Bring the set to the head revision (caller holds the lock); return that revision."""
+        head = head_revision()
+        if self.revision == head:
+            return head
+        answer = delta(self.revision, head) if self.revision is not None and self.revision < head else None
+        if answer is None:
+            self._load()
+        else:
+            self._apply(answer[0], answer[1])
+            self.revision = head
+        return self.revision
+
+    def _load(self):
+        revision, elements = consistent_published()
+        self.revision, self.members, self.sorted = revision, set(elements), SortedTexts(elements)
+        self.holdings = {}
+        self.loads += 1
+
+    def _apply(self, add, remove):
+        # The guards keep a set read a revision ahead of its number (consistent_published's last resort) right.
+        removed = [e for e in remove if e in self.members]
+        added = [e for e in add if e not in self.members]
+        for text in removed:
+            self.members.discard(text)
+            self.sorted.discard(text)
+        for text in added:
+            self.members.add(text)
+            self.sorted.add(text)
+        for entry in self.holdings.values():
+            holding, skipped, held = entry
+            for text in removed:
+                if skipped.pop(text, None) is None and held is not None:
+                    held.discard(text)
+            for text in added:
+                why = holding.reason(text)
+                if why is not None:
+                    skipped[text] = why
+                elif held is not None:
+                    held.add(text)
+            if skipped and held is None:   # its first skipped element: from now on it has a set of its own
+                entry[2] = SortedTexts(self.members.difference(skipped))
+
+    def _holding(self, holding):
+        """The [holding, skipped, held] entry of a holding (caller holds the lock), filtered once when new."""
+        entry = self.holdings.get(holding.key)
+        if entry is None:
+            if len(self.holdings) >= self.MAX_HOLDINGS:
+                self.holdings.clear()
+            skipped = holding.skipped(self.members)
+            entry = self.holdings[holding.key] = [
+                holding, skipped, SortedTexts(self.members.difference(skipped)) if skipped else None]
+        return entry
+
+    def _texts(self, holding):
+        """(SortedTexts, {text: reason} skipped) of what a gateway holding so holds (caller holds the lock)."""
+        if holding is None:
+            return self.sorted, {}
+        _holding, skipped, held = self._holding(holding)
+        return (self.sorted if held is None else held), skipped
+
+    def at_head(self, holding=None):
+        """(revision, {text: reason} skipped, digest) at the head: of the whole set, or of what a gateway
+        holding `holding` holds."""
+        with self.lock:
+            revision = self.follow()
+            texts, skipped = self._texts(holding)
+            return revision, dict(skipped), texts.digest()
+
+    def snapshot(self):
+        """(head revision, its elements sorted)."""
+        with self.lock:
+            revision = self.follow()
+            return revision, list(self.sorted)
+
+    def digest_at(self, revision, holding=None):
+        """The digest as at an older revision, or None if the log can't reach back: the delta since then is
+        undone in the sorted blocks, the digest taken, and the delta done again."""
+        with self.lock:
+            head = self.follow()
+            answer = delta(revision, head) if revision <= head else None
+            if answer is None:
+                return None
+            add, remove, _aged = answer
+            texts, skipped = self._texts(holding)
+            taken = [e for e in add if e in self.members and e not in skipped]
+            given = [e for e in remove if e not in self.members and (holding is None or holding.reason(e) is None)]
+            try:
+                for text in taken:
+                    texts.discard(text)
+                for text in given:
+                    texts.add(text)
+                return texts.digest()
+            finally:
+                for text in given:
+                    texts.discard(text)
+                for text in taken:
+                    texts.add(text)
+
+
+_published = weakref.WeakKeyDictionary()   # engine -> PublishedSet: one process may serve several databases
+_published_lock = threading.Lock()
+
+
+def published_set():
+    """The PublishedSet of the current app's database."""
+    with _published_lock:
+        found = _published.get(db.engine)
+        if found is None:
+            found = _published[db.engine] = PublishedSet()
+        return found
 
 
 def digest_at_head():
-    """(revision, digest) of the current published set, cached per revision."""
-    revision = head_revision()
-    if revision not in _digest_cache:
-        revision, elements = consistent_published()
-        _digest_cache.clear()
-        _digest_cache[revision] = digest_canonical(elements)
-    return revision, _digest_cache[revision]
-
-
-_held = {}
-_held_lock = threading.Lock()
+    """(revision, digest) of the current published set."""
+    revision, _skipped, value = published_set().at_head()
+    return revision, value
 
 
 def held_at_head(holding):
     """(revision, {element: reason} not held, digest of the rest) for a gateway holding `holding` at the head.
 
-    Cached per database, revision and distinct holding: a thousand gateways share a few holdings, so each new
-    revision costs one read of the published set and one filter per holding."""
-    key = str(db.engine.url)
-    with _held_lock:
-        revision = head_revision()
-        cached = _held.get(key)
-        if cached is None or cached[0] != revision:
-            revision, elements = consistent_published()
-            cached = _held[key] = (revision, elements, {})
-        revision, elements, per_holding = cached
-        if holding.key not in per_holding:
-            skipped = holding.skipped(elements)
-            if not skipped and None not in per_holding:   # holdings that skip nothing share one digest
-                per_holding[None] = ({}, digest_canonical(elements))
-            per_holding[holding.key] = (skipped, holding.digest(elements, skipped) if skipped
-                                        else per_holding[None][1])
-        skipped, value = per_holding[holding.key]
-        return revision, skipped, value
+    A thousand gateways share a few holdings: each is filtered once, then only each revision's delta is."""
+    return published_set().at_head(holding)
+
+
+def digest_at(revision, holding=None):
+    """The digest of the published set as it was at `revision` (None if the log can't reach back); with a
+    holding (og_elements.Holding), of the part of it that a gateway holding so is meant to hold."""
+    return published_set().digest_at(revision, holding)
 
 
 def prune(keep):

@@ -11,6 +11,7 @@ import requests
 import websocket
 
 from nslib import wait_until
+from og_kernel.og_elements import Holding
 from serverlib import Gateway, Server, converged
 
 
@@ -41,6 +42,37 @@ def test_a_change_accepted_by_one_replica_reaches_gateways_on_the_other(replicas
     # Both replicas show both gateways from the shared database.
     wait_until(lambda: set(a.gateways()) == set(b.gateways()) == {"gw-on-a", "gw-on-b"}, timeout=10,
                what="fleet visible on both replicas")
+
+
+def test_held_digests_follow_the_other_replicas_writes_and_a_reconnect_gets_a_delta(replicas):
+    # Each replica keeps the published set in memory and follows the shared log: the digest each compares a
+    # gateway's ack with must be right after writes on the other replica too (digest_match, no snapshot).
+    a, b = replicas
+    holding = Holding([4], ["198.51.100.0/28"])
+    gateways = {"a": Gateway(a, "gw-held-a", holding=holding), "b": Gateway(b, "gw-held-b", holding=holding)}
+    for gw in gateways.values():
+        gw.hello()
+        assert gw.apply_next() == "snapshot"
+    made = []
+    writes = [(a, "198.51.100.5"), (b, "198.51.100.50"), (a, "2001:db8::5"), (b, "203.0.113.0/24"),
+              (a, "remove"), (b, "remove"), (a, "198.51.100.51")]
+    for server, target in writes:
+        if target == "remove":
+            server.remove(made.pop(0))
+        else:
+            made.append(server.add(target))
+        for name, gw in gateways.items():
+            assert gw.apply_next() == "delta"
+            wait_until(lambda: converged(a if name == "a" else b, gw), timeout=20, what="%s's ack matches" % gw.name)
+    assert gateways["a"].elements == gateways["b"].elements == {"198.51.100.51/32", "203.0.113.0/24"}
+    # A gateway a revision behind reconnects to the other replica: its digest matches that revision there.
+    behind = gateways["b"]
+    behind.close()
+    b.remove(made.pop(1))           # 203.0.113.0/24
+    again = Gateway(a, "gw-held-b", revision=behind.revision, elements=behind.elements, holding=holding)
+    again.hello()
+    assert again.apply_next() == "delta" and again.elements == {"198.51.100.51/32"}
+    wait_until(lambda: converged(a, again), timeout=20, what="the reconnected gateway matches")
 
 
 def test_exactly_one_resolver_and_takeover_when_its_replica_dies(replicas):
