@@ -27,6 +27,7 @@ PLAY = """
 """
 
 
+# Slow (about 30 s): a real wheel is built on the controller and installed on the hosts, twice.
 @pytest.mark.timeout(900)
 def test_the_collection_is_built_copied_and_installed_and_a_rerun_changes_nothing(tmp_path):
     collections = tmp_path / "collections" / "ansible_collections" / "outputguard"

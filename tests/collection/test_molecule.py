@@ -17,6 +17,8 @@ SCENARIOS = {
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+# Slow (1.5-2 min each): `molecule test` builds a whole lab, converges site.yml twice (idempotence), verifies
+# with real traffic and destroys it, as a contributor runs it.
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_molecule_scenario_passes(scenario):

@@ -108,6 +108,7 @@ def rollout(lab, collection, tmp_path_factory):
     return ansible_runner.run(private_data_dir=root, playbook="playbooks/site.yml", quiet=True)
 
 
+# Slow (about 40 s): a lab of its own, rolled out from the built tarball through ansible-runner as AWX does.
 @pytest.mark.timeout(600)
 def test_site_runs_through_ansible_runner_like_awx(lab, rollout):
     events = checked_events(rollout)

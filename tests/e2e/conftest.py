@@ -21,6 +21,7 @@ def lab():
         the_lab.lab("down", check=False)
 
 
+# Slow (about a minute, once per run): site.yml rolls out the whole lab twice, the second run proving idempotence.
 @pytest.fixture(scope="session")
 def deployed(lab):
     """site.yml run twice against the lab: (lab, first recap, second recap)."""

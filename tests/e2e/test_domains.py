@@ -72,6 +72,8 @@ def test_a_name_pointing_inside_is_never_published(deployed, records):
     lab.api("DELETE", "/api/v1/entries/%d" % entry["id"])
 
 
+# Slow (about 50 s): the outage must outlast the grace period and two resolve intervals of the lab to prove
+# that a DNS failure removes nothing; shorter would prove nothing.
 def test_a_dns_outage_of_several_intervals_removes_nothing(deployed, records):
     lab = deployed[0]
     records("steady", ["198.51.100.20 steady.lab.test"])

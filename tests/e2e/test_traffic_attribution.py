@@ -117,6 +117,8 @@ def test_a_port_scoped_entry_on_an_address_a_name_also_produces_counts_its_own_t
     assert entry_series(samples, "web.traffic.lab.test", "false", "in") == 0
 
 
+# Slow (about 30 s): the figures come from the agents' counters frames, sent every 15 s, and the server's
+# per-minute flush; the test waits for them rather than faking them.
 def test_two_names_on_one_address_show_it_shared_and_totals_count_it_once(deployed, records, made):
     lab = deployed[0]
     assert "203.0.113.10" not in gateway_elements(lab)
