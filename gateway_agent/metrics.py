@@ -3,16 +3,22 @@
 The per-address families (the seed's, per element, per entry, denied destinations) are written as exposition
 text directly: at 100,000 addresses prometheus_client's Sample objects and per-sample validation and escaping
 made a scrape take ~10 s. The other families go through prometheus_client as usual.
+
+A scrape reads the kernel's counters itself while that read is quick (under SLOW_READ); once it is slower (tens of
+thousands of addresses), a background reader reads them every REFRESH_EVERY seconds while scrapes come, and a
+scrape serves the latest read: og_gateway_counters_age_seconds says how old it is (docs/metrics.md, "How fresh").
 """
 
 from __future__ import annotations
 
 import heapq
 import http.server
+import logging
 import operator
 import socket
 import socketserver
 import threading
+import time
 
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -30,6 +36,13 @@ ENTRY_LIMIT = 1000     # default metrics_entry_limit: entries (and groups of ent
 FIELD = tuple(map(operator.itemgetter, range(4)))  # the fields of Counters (a tuple), by position
 THIRD = operator.itemgetter(2)
 OTHER = "other"        # the address (and entry) label of the series that sum up all other addresses (entries)
+# A read of the counters slower than this is left to the background reader (100,000 addresses take about 1 s).
+SLOW_READ = 0.25
+REFRESH_EVERY = 10.0   # seconds between the background reader's reads while scrapes come
+MAX_AGE = 30.0         # a scrape reads the kernel itself rather than serve counters older than this
+IDLE_AFTER = 300.0     # the background reader pauses when no scrape came for this long
+
+log = logging.getLogger(__name__)
 
 
 def escape_label(value):
@@ -55,7 +68,8 @@ def _header(name, kind, text):
 
 
 class AgentMetrics:
-    """The agent's /metrics body, computed when Prometheus scrapes, so counters are never one scrape late."""
+    """The agent's /metrics body: counters read when Prometheus scrapes while that is quick, else at most
+    REFRESH_EVERY (plus a read) old, from the background reader."""
 
     def __init__(self, agent, hostname):
         self.agent = agent
@@ -66,6 +80,9 @@ class AgentMetrics:
         self._parsed = {}
         self._ordered = []
         self._labelled = []
+        self._reading = threading.Lock()  # one read of the kernel at a time: they share the caches above
+        self.counted = None               # the latest read (Counted), served by scrapes while reads are slow
+        self.last_scrape = None           # monotonic time of the latest scrape: the background reader's cue
 
     def _elements(self, texts):
         """The agent's elements parsed and sorted by text; parsed again only when the allowlist changed."""
@@ -76,29 +93,64 @@ class AgentMetrics:
             self._labelled = [(e, ip_label(e), e.text) for e in self._ordered]
         return self._ordered
 
-    def render(self):
-        """The whole exposition text (bytes) of one scrape; raises CommandError when the kernel cannot be read."""
+    def read(self, since=None):
+        """Read the counters from the kernel and render their families, kept for scrapes; a read that started at
+        or after `since` (monotonic) while this one waited for it is used instead. Raises CommandError."""
         agent = self.agent
-        with agent.lock:
-            ordered = self._elements(agent.elements)
-            names = dict(agent.names)
-        # The kernel is read without the agent's lock: a delta does not wait for 100,000 counters.
-        counters = agent.fw.counters(ordered)
-        rejected = agent.fw.rejected()
-        denied = agent.fw.denied()
-        # Rows of (ip label, element text, Counters): the elements the agent expects first, in order; then any the
-        # kernel holds that the agent does not (drift).
-        get = counters.get
-        rows = [(ip, text, c) for e, ip, text in self._labelled if (c := get(e)) is not None]
-        if len(rows) != len(counters):
-            known = set(ordered)
-            rows += [(ip_label(e), e.text, c) for e, c in sorted(counters.items(), key=lambda item: item[0].text)
-                     if e not in known]
-        parts = self._per_address(rows)
-        parts += self._per_entry(rows, names)
-        parts += self._denied(denied)
-        parts.append(generate_latest(_Families(self._scalar_families(rejected, len(counters)))).decode())
-        return "".join(parts).encode()
+        with self._reading:
+            if since is not None and self.counted is not None and self.counted.read_at >= since:
+                return self.counted
+            started = time.monotonic()
+            with agent.lock:
+                ordered = self._elements(agent.elements)
+                names = dict(agent.names)
+            # The kernel is read without the agent's lock: a delta does not wait for 100,000 counters.
+            counters = agent.fw.counters(ordered)
+            denied = agent.fw.denied()
+            # Rows of (ip label, element text, Counters): the elements the agent expects first, in order; then any
+            # the kernel holds that the agent does not (drift).
+            get = counters.get
+            rows = [(ip, text, c) for e, ip, text in self._labelled if (c := get(e)) is not None]
+            if len(rows) != len(counters):
+                known = set(ordered)
+                rows += [(ip_label(e), e.text, c) for e, c in sorted(counters.items(), key=lambda item: item[0].text)
+                         if e not in known]
+            parts = self._per_address(rows)
+            parts += self._per_entry(rows, names)
+            parts += self._denied(denied)
+            self.counted = Counted(started, time.monotonic() - started, "".join(parts), len(counters))
+            return self.counted
+
+    def render(self, background=False):
+        """The whole exposition text (bytes) of one scrape; raises CommandError when the kernel cannot be read.
+
+        background: the HTTP handler's scrape, which serves the background reader's latest read when reads are
+        slow (SLOW_READ) and it is at most MAX_AGE old; otherwise (and always without it) the kernel is read now.
+        """
+        now = time.monotonic()
+        self.last_scrape = now
+        counted = self.counted
+        if not background or counted is None or counted.took < SLOW_READ:
+            counted = self.read(since=now)
+        elif now - counted.read_at > MAX_AGE:
+            counted = self.read(since=now - MAX_AGE)
+        rejected = self.agent.fw.rejected()
+        age = max(0.0, time.monotonic() - counted.read_at)
+        families = _Families(self._scalar_families(rejected, counted.allowed, age))
+        return (counted.text + generate_latest(families).decode()).encode()
+
+    def refresh_loop(self, stop):
+        """Read the counters every REFRESH_EVERY seconds while reads are slow and scrapes come, until stop is set."""
+        while not stop.wait(REFRESH_EVERY):
+            counted, last = self.counted, self.last_scrape
+            if counted is None or counted.took < SLOW_READ or last is None or time.monotonic() - last > IDLE_AFTER:
+                continue  # quick reads are done by the scrape itself; nobody scraping: nothing to keep fresh
+            try:
+                self.read()
+            except CommandError as exc:  # the next scrape reads (and reports 503) once the last read is too old
+                log.warning("counters not read for /metrics: %s; trying again in %.0fs", exc.msg, REFRESH_EVERY)
+            except Exception:  # noqa: BLE001 - the reader must outlive any one failure
+                log.exception("counters reader crashed; trying again in %.0fs", REFRESH_EVERY)
 
     def _busiest(self, rows):
         """The rows of the busiest addresses (bytes both ways; the first in text order on a tie), at most the
@@ -237,9 +289,12 @@ class AgentMetrics:
         parts += ['og_gateway_denied_bytes_total{address="%s"} %d\n' % (a, pb[1]) for a, pb in rows]
         return parts
 
-    def _scalar_families(self, rejected, allowed):
+    def _scalar_families(self, rejected, allowed, age):
         """The families of one value each (and the histogram), through prometheus_client."""
         agent = self.agent
+        yield GaugeMetricFamily("og_gateway_counters_age_seconds",
+                                "Seconds since the per-address, per-entry and denied series were read from the kernel",
+                                value=age)
         yield CounterMetricFamily("og_gateway_rejected_packets", "Packets from clients to destinations not allowed",
                                   value=rejected[0])
         yield GaugeMetricFamily("og_gateway_applied_revision", "Revision of the applied allowlist",
@@ -286,6 +341,15 @@ class AgentMetrics:
         return metric
 
 
+class Counted:
+    """One read of the kernel's counters: when it started and took (monotonic seconds), its rendered families."""
+
+    __slots__ = ("read_at", "took", "text", "allowed")
+
+    def __init__(self, read_at, took, text, allowed):
+        self.read_at, self.took, self.text, self.allowed = read_at, took, text, allowed
+
+
 class _Families:
     """What generate_latest() reads: an object whose collect() yields metric families."""
 
@@ -306,7 +370,7 @@ def serve(agent, listen, hostname):
             if self.path == "/metrics":
                 try:
                     with scrape_lock:
-                        body = metrics.render()
+                        body = metrics.render(background=True)
                     status, ctype = 200, CONTENT_TYPE_LATEST
                 except CommandError as exc:  # the kernel could not be read: say so instead of dropping the socket
                     body, status, ctype = ("cannot read the kernel: %s\n" % exc.msg).encode(), 503, "text/plain"
@@ -335,4 +399,7 @@ def serve(agent, listen, hostname):
 
     server = Server((host, int(port)), Handler)
     threading.Thread(target=server.serve_forever, name="og-metrics", daemon=True).start()
+    server.reader_stop = threading.Event()  # set to stop the background reader (the agent's threads are daemons)
+    threading.Thread(target=metrics.refresh_loop, args=(server.reader_stop,), name="og-metrics-reader",
+                     daemon=True).start()
     return server

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway_agent import config, metrics, state
 from gateway_agent.client import (ConnectionCutter, Matcher, ProtocolViolation, Reconnect, ServerClosed, Stats,
                                   parse_conntrack, parse_frame)
-from og_kernel.og_command import Result
+from og_kernel.og_command import CommandError, Result
 from og_kernel.og_elements import Element, digest_canonical
 from og_kernel.og_firewall import Counters
 
@@ -564,3 +564,112 @@ def test_an_unusable_state_file_empties_its_journal_so_later_deltas_do_not_follo
     with pytest.raises(state.StateError, match=str(path)):
         state.Store(str(path)).restore()
     assert journal_lines(path) == []
+
+
+# ---- how fresh a scrape is: quick reads at scrape time, slow ones from the background reader -------------------
+class ReadCounting(CountingFirewall):
+    """CountingFirewall that counts its reads of the kernel."""
+
+    reads = 0
+
+    def counters(self, expected):
+        self.reads += 1
+        return super().counters(expected)
+
+
+def fresh_metrics(limit=1000):
+    traffic = {"198.51.100.1/32": (100, 1, 200, 2)}
+    agent = types.SimpleNamespace(lock=threading.Lock(), elements=set(traffic), fw=ReadCounting(traffic),
+                                  revision=1, stats=Stats(), names={}, cfg={"metrics_address_limit": limit})
+    return agent, metrics.AgentMetrics(agent, "gw1")
+
+
+def scraped(collector):
+    text = collector.render(background=True).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def set_traffic(agent, out_bytes):
+    agent.fw.table = {Element.parse("198.51.100.1/32"): Counters(out_bytes, 1, 200, 2)}
+
+
+OUT = (("address", "198.51.100.1/32"), ("direction", "out"))
+
+
+def test_a_scrape_reads_the_kernel_itself_while_reads_are_quick():
+    agent, collector = fresh_metrics()
+    assert series(scraped(collector), "og_gateway_bytes_total")[OUT] == 100.0
+    set_traffic(agent, 5000)
+    samples = scraped(collector)
+    assert series(samples, "og_gateway_bytes_total")[OUT] == 5000.0
+    assert agent.fw.reads == 2
+    assert 0.0 <= samples[("og_gateway_counters_age_seconds", ())] < metrics.SLOW_READ
+
+
+def test_when_reads_are_slow_a_scrape_serves_the_background_readers_latest_read(monkeypatch):
+    monkeypatch.setattr(metrics, "SLOW_READ", 0.0)  # every read counts as slow, as 100,000 addresses' do
+    agent, collector = fresh_metrics()
+    assert series(scraped(collector), "og_gateway_bytes_total")[OUT] == 100.0  # nothing read yet: read now
+    set_traffic(agent, 5000)
+    assert series(scraped(collector), "og_gateway_bytes_total")[OUT] == 100.0  # served, not read
+    assert agent.fw.reads == 1
+    collector.read()  # what the background reader does every REFRESH_EVERY seconds
+    assert series(scraped(collector), "og_gateway_bytes_total")[OUT] == 5000.0
+    assert agent.fw.reads == 2
+    # A read older than MAX_AGE (the reader failing or paused) is not served: the scrape reads the kernel itself.
+    set_traffic(agent, 7000)
+    collector.counted.read_at -= metrics.MAX_AGE + 1
+    samples = scraped(collector)
+    assert series(samples, "og_gateway_bytes_total")[OUT] == 7000.0
+    assert agent.fw.reads == 3
+    assert samples[("og_gateway_counters_age_seconds", ())] < metrics.MAX_AGE
+    # Without background=True (the benchmark, tests) the kernel is always read.
+    collector.render()
+    assert agent.fw.reads == 4
+
+
+class Ticks:
+    """A stop event for refresh_loop: each wait() is one interval, stopped after `ticks` of them."""
+
+    def __init__(self, ticks, every=None):
+        self.ticks = ticks
+        self.every = every
+
+    def wait(self, _timeout):
+        if self.every:
+            self.every()
+        self.ticks -= 1
+        return self.ticks < 0
+
+
+def test_the_background_reader_reads_only_while_reads_are_slow_and_scrapes_come(monkeypatch):
+    agent, collector = fresh_metrics()
+    collector.refresh_loop(Ticks(3))
+    assert agent.fw.reads == 0  # never scraped: nothing to keep fresh
+    scraped(collector)
+    collector.refresh_loop(Ticks(3))
+    assert agent.fw.reads == 1  # quick reads: the scrapes read for themselves
+    monkeypatch.setattr(metrics, "SLOW_READ", 0.0)
+    collector.refresh_loop(Ticks(3))
+    assert agent.fw.reads == 4  # one read per interval
+    collector.last_scrape -= metrics.IDLE_AFTER + 1
+    collector.refresh_loop(Ticks(3))
+    assert agent.fw.reads == 4  # nobody scraped for IDLE_AFTER: paused
+
+
+def test_the_background_reader_outlives_a_kernel_that_cannot_be_read(monkeypatch):
+    monkeypatch.setattr(metrics, "SLOW_READ", 0.0)
+    agent, collector = fresh_metrics()
+    scraped(collector)
+    served = collector.counted
+
+    def broken(_expected):
+        raise CommandError("ipset list failed: Operation not permitted", cmd=["ipset", "list"], rc=1)
+
+    agent.fw.counters = broken
+    collector.refresh_loop(Ticks(2))
+    assert collector.counted is served  # the last good read stays (and ages) until a read works again
+    collector.counted.read_at -= metrics.MAX_AGE + 1
+    with pytest.raises(CommandError):
+        collector.render(background=True)  # too old to serve: the scrape reads and says why it cannot (503)
