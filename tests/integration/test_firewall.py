@@ -49,8 +49,10 @@ try:
         import threading, types
         from gateway_agent.client import Stats
         from gateway_agent.metrics import AgentMetrics
-        agent = types.SimpleNamespace(lock=threading.Lock(), elements=args, names={}, fw=fw, revision=1,
-                                      stats=Stats())
+        if isinstance(args, list):
+            args = {"elements": args}
+        agent = types.SimpleNamespace(lock=threading.Lock(), elements=args["elements"], names=args.get("names", {}),
+                                      fw=fw, revision=1, stats=Stats(), cfg=args.get("cfg", {}))
         out = AgentMetrics(agent, "gw1").render().decode()
     elif op == "remove":
         out = fw.remove()
@@ -364,3 +366,49 @@ def test_an_address_both_plain_and_port_scoped_counts_each_packet_once_on_the_mo
     rules = topo.gw.run(["iptables", "-L", "OG-FORWARD", "-v", "-x", "-n"]).stdout.splitlines()[2:6]
     accepted = sum(int(line.split()[1]) for line in rules)
     assert accepted == sum(c["out_bytes"] + c["in_bytes"] for c in counters.values())
+
+
+def test_metrics_keep_the_busiest_addresses_and_entries_and_sum_up_the_rest_from_the_real_counters(topo):
+    fw(topo, "apply")
+    elements = ["198.51.100.%d/32" % i for i in range(1, 6)] + ["203.0.113.0/24"]
+    fw(topo, "replace", elements)
+    # Exact counters put into the kernel's sets (out: og-allow4, in: og-allow4-in), as traffic would leave them.
+    traffic = {"198.51.100.1": (1, 100, 2, 40), "198.51.100.2": (5, 5000, 40, 50000), "198.51.100.3": (0, 0, 0, 0),
+               "198.51.100.4": (7, 700, 7, 700), "198.51.100.5": (1, 10, 2, 20), "203.0.113.0/24": (9, 900, 0, 0)}
+    script = "".join("add og-allow4 %s packets %d bytes %d -exist\nadd og-allow4-in %s packets %d bytes %d -exist\n"
+                     % (m, op, ob, m, ip, ib) for m, (op, ob, ip, ib) in traffic.items())
+    topo.gw.run(["ipset", "restore"], input=script)
+    names = {"198.51.100.1/32": ["a.example.com"], "198.51.100.2/32": ["a.example.com", "b.example.com"],
+             "198.51.100.3/32": ["b.example.com"], "198.51.100.4/32": ["c.example.com"],
+             "198.51.100.5/32": ["d.example.com"], "203.0.113.0/24": ["203.0.113.0/24"]}
+    text = fw(topo, "metrics", {"elements": elements, "names": names,
+                                "cfg": {"metrics_address_limit": 2, "metrics_entry_limit": 2}})
+    # The two busiest by bytes both ways (.2: 55,000, .4: 1,400); the other four summed up as "other".
+    assert metric_samples(text, "og_gateway_bytes_total") == {
+        (("address", "198.51.100.2/32"), ("direction", "out")): 5000.0,
+        (("address", "198.51.100.2/32"), ("direction", "in")): 50000.0,
+        (("address", "198.51.100.4/32"), ("direction", "out")): 700.0,
+        (("address", "198.51.100.4/32"), ("direction", "in")): 700.0,
+        (("address", "other"), ("direction", "out")): 1010.0,
+        (("address", "other"), ("direction", "in")): 60.0,
+    }
+    assert metric_samples(text, "iptables_packets_count") == {
+        (("hostname", "gw1"), ("ip", "198.51.100.2"), ("type", "OUTPUT")): 5.0,
+        (("hostname", "gw1"), ("ip", "198.51.100.2"), ("type", "INPUT")): 40.0,
+        (("hostname", "gw1"), ("ip", "198.51.100.4"), ("type", "OUTPUT")): 7.0,
+        (("hostname", "gw1"), ("ip", "198.51.100.4"), ("type", "INPUT")): 7.0,
+        (("hostname", "gw1"), ("ip", "other"), ("type", "OUTPUT")): 11.0,
+        (("hostname", "gw1"), ("ip", "other"), ("type", "INPUT")): 4.0,
+    }
+    assert metric_samples(text, "og_gateway_aggregated_addresses") == {(): 4.0}
+    # Entries: the group a + b (.2) and c (.4) are the busiest; a, b, d and the network sum up as other/false.
+    entry = lambda name, shared, direction: (("direction", direction), ("entry", name), ("shared", shared))  # noqa
+    assert metric_samples(text, "og_gateway_entry_bytes_total") == {
+        entry("a.example.com + b.example.com", "true", "out"): 5000.0,
+        entry("a.example.com + b.example.com", "true", "in"): 50000.0,
+        entry("c.example.com", "false", "out"): 700.0, entry("c.example.com", "false", "in"): 700.0,
+        entry("other", "false", "out"): 1010.0, entry("other", "false", "in"): 60.0,
+        entry("other", "true", "out"): 0.0, entry("other", "true", "in"): 0.0,
+    }
+    assert metric_samples(text, "og_gateway_aggregated_entries") == {(): 4.0}
+    assert metric_samples(text, "og_gateway_allowed_elements") == {(): 6.0}
