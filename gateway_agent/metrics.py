@@ -80,6 +80,9 @@ class AgentMetrics:
         self._parsed = {}
         self._ordered = []
         self._labelled = []
+        self._revision = None  # the agent's revision and names dict when they were last copied (_names)
+        self._names_of = None
+        self._names = {}
         self._reading = threading.Lock()  # one read of the kernel at a time: they share the caches above
         self.counted = None               # the latest read (Counted), served by scrapes while reads are slow
         self.last_scrape = None           # monotonic time of the latest scrape: the background reader's cue
@@ -101,9 +104,15 @@ class AgentMetrics:
             if since is not None and self.counted is not None and self.counted.read_at >= since:
                 return self.counted
             started = time.monotonic()
+            # Under the agent's lock (deltas wait for it) only C-level copies, and only after a change: a delta
+            # moves the revision, a snapshot (also one at the same revision) brings a new names dict.
             with agent.lock:
-                ordered = self._elements(agent.elements)
-                names = dict(agent.names)
+                changed = agent.revision != self._revision or agent.names is not self._names_of
+                if changed:
+                    texts, self._names = set(agent.elements), dict(agent.names)
+                    self._revision, self._names_of = agent.revision, agent.names
+            ordered = self._elements(texts) if changed else self._ordered
+            names = self._names
             # The kernel is read without the agent's lock: a delta does not wait for 100,000 counters.
             counters = agent.fw.counters(ordered)
             denied = agent.fw.denied()

@@ -171,13 +171,18 @@ def test_a_changed_allowlist_is_read_again_between_scrapes():
     agent = FakeAgent()
     metrics = AgentMetrics(agent, "gw1")
     metrics.render()
-    agent.elements = {"198.51.100.10/32", "203.0.113.7/32 443/tcp"}
+    # As the agent does: every change of its elements comes with a new revision (the collector's cue).
+    agent.elements, agent.revision = {"198.51.100.10/32", "203.0.113.7/32 443/tcp"}, 5
     metrics.render()
-    agent.elements = {"203.0.113.8/32"}
+    agent.elements, agent.revision = {"203.0.113.8/32"}, 6
     metrics.render()
     metrics.render()
     assert agent.fw.asked == [["198.51.100.10/32"], ["198.51.100.10/32", "203.0.113.7/32 443/tcp"],
                               ["203.0.113.8/32"], ["203.0.113.8/32"]]
+    # A snapshot at the same revision (the server repairing a mismatch) brings a new names dict: read again too.
+    agent.elements, agent.names = {"203.0.113.9/32"}, {"203.0.113.9/32": ["partner.example.com"]}
+    metrics.render()
+    assert agent.fw.asked[-1] == ["203.0.113.9/32"]
 
 
 def test_a_real_render_passes_promtool_check_metrics():
