@@ -673,3 +673,32 @@ def test_the_background_reader_outlives_a_kernel_that_cannot_be_read(monkeypatch
     collector.counted.read_at -= metrics.MAX_AGE + 1
     with pytest.raises(CommandError):
         collector.render(background=True)  # too old to serve: the scrape reads and says why it cannot (503)
+
+
+def test_the_served_metrics_follow_the_kernel_through_the_background_reader(monkeypatch):
+    """serve(): the HTTP handler serves the reader's reads, and the reader thread it starts keeps them fresh."""
+    import urllib.request
+
+    from nslib import wait_until
+    monkeypatch.setattr(metrics, "SLOW_READ", 0.0)
+    monkeypatch.setattr(metrics, "REFRESH_EVERY", 0.05)
+    monkeypatch.setattr(metrics, "MAX_AGE", 3600.0)  # only the reader, never the scrape itself, can read again
+    agent, _collector = fresh_metrics()
+    agent.stats.policy_ok = True
+    server = metrics.serve(agent, "127.0.0.1:0", "gw1")
+
+    def out_bytes():
+        url = "http://127.0.0.1:%d/metrics" % server.server_address[1]
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            text = answer.read().decode()
+        return {tuple(sorted(s.labels.items())): s.value for family in text_string_to_metric_families(text)
+                for s in family.samples if s.name == "og_gateway_bytes_total"}[OUT]
+
+    try:
+        assert out_bytes() == 100.0
+        set_traffic(agent, 5000)
+        assert wait_until(lambda: out_bytes() == 5000.0, timeout=30, what="the reader's next read served") is True
+    finally:
+        server.reader_stop.set()
+        server.shutdown()
+        server.server_close()
