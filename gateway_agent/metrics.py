@@ -109,10 +109,12 @@ class AgentMetrics:
             with agent.lock:
                 changed = agent.revision != self._revision or agent.names is not self._names_of
                 if changed:
-                    texts, self._names = set(agent.elements), dict(agent.names)
-                    self._revision, self._names_of = agent.revision, agent.names
-            ordered = self._elements(texts) if changed else self._ordered
-            names = self._names
+                    texts, names, revision, names_of = set(agent.elements), dict(agent.names), agent.revision, \
+                        agent.names
+            if changed:  # the caches move on only once the copies are parsed
+                self._elements(texts)
+                self._names, self._revision, self._names_of = names, revision, names_of
+            ordered, names = self._ordered, self._names
             # The kernel is read without the agent's lock: a delta does not wait for 100,000 counters.
             counters = agent.fw.counters(ordered)
             denied = agent.fw.denied()
