@@ -1,11 +1,13 @@
 """The agent's pure parts: frame parsing, which flows a deletion cuts, state file and journal, configuration
-checks, the per-address series cap, and how long it waits before reconnecting."""
+checks, the per-address series cap, how fresh a scrape is, and how long it waits before reconnecting."""
 
 import json
 import threading
 import types
+import urllib.request
 
 import pytest
+from nslib import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_agent import config, metrics, state
@@ -677,9 +679,6 @@ def test_the_background_reader_outlives_a_kernel_that_cannot_be_read(monkeypatch
 
 def test_the_served_metrics_follow_the_kernel_through_the_background_reader(monkeypatch):
     """serve(): the HTTP handler serves the reader's reads, and the reader thread it starts keeps them fresh."""
-    import urllib.request
-
-    from nslib import wait_until
     monkeypatch.setattr(metrics, "SLOW_READ", 0.0)
     monkeypatch.setattr(metrics, "REFRESH_EVERY", 0.05)
     monkeypatch.setattr(metrics, "MAX_AGE", 3600.0)  # only the reader, never the scrape itself, can read again
