@@ -9,9 +9,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_agent import config, metrics, state
-from gateway_agent.client import (ConnectionCutter, Matcher, ProtocolViolation, Reconnect, ServerClosed, Stats,
-                                  parse_conntrack, parse_frame)
+from gateway_agent.client import Agent, Reconnect, ServerClosed, Stats
+from og_kernel import og_protocol
 from og_kernel.og_command import Result
+from og_kernel.og_conntrack import ConnectionCutter, Matcher, parse_conntrack
 from og_kernel.og_elements import Element, digest_canonical
 from og_kernel.og_firewall import Counters
 
@@ -96,8 +97,8 @@ def test_matcher_networks_and_port_ranges():
     ('{"v":1,"type":"hello"}', "unknown message type 'hello'"),
 ])
 def test_parse_frame_names_what_is_wrong(raw, words):
-    with pytest.raises(ProtocolViolation) as info:
-        parse_frame(raw)
+    with pytest.raises(og_protocol.ProtocolError) as info:
+        og_protocol.parse_server_frame(raw)
     assert words in str(info.value)
 
 
@@ -156,27 +157,25 @@ class MemoryFirewall:
 
 
 def test_aged_out_removals_keep_live_connections_and_operator_removals_cut(tmp_path):
-    from gateway_agent.client import Agent
     cuts = []
     agent = Agent({"state_file": str(tmp_path / "state.json"), "cut_on_remove": True}, MemoryFirewall(),
                   conntrack=lambda removed, remaining: cuts.append(sorted(e.text for e in removed)) or 1)
     parse = Element.parse
-    agent.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32"), parse("198.51.100.12/32")],
+    agent.kernel.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32"), parse("198.51.100.12/32")],
                          cut=False)
     # .10 aged out of a resolver's grace period, .11 was deleted by an operator, in one delta.
-    agent.apply_delta(1, 2, [], [parse("198.51.100.10/32"), parse("198.51.100.11/32")],
+    agent.kernel.apply_delta(1, 2, [], [parse("198.51.100.10/32"), parse("198.51.100.11/32")],
                       aged=[parse("198.51.100.10/32")])
     assert cuts == [["198.51.100.11/32"]]
     assert agent.elements == {"198.51.100.12/32"}
-    agent.apply_delta(2, 3, [], [parse("198.51.100.12/32")], aged=[parse("198.51.100.12/32")])
+    agent.kernel.apply_delta(2, 3, [], [parse("198.51.100.12/32")], aged=[parse("198.51.100.12/32")])
     assert cuts == [["198.51.100.11/32"]]
 
 
 def test_a_delta_whose_aged_list_is_not_part_of_its_removals_is_refused():
-    from gateway_agent.client import Agent
     agent = Agent({"state_file": "/nonexistent/state.json"}, MemoryFirewall())
-    with pytest.raises(ProtocolViolation, match="aged"):
-        agent.handle(json.dumps({"v": 1, "type": "delta", "base": 0, "revision": 1, "add": [], "remove": [],
+    with pytest.raises(og_protocol.ProtocolError, match="aged"):
+        agent.frames.handle(json.dumps({"v": 1, "type": "delta", "base": 0, "revision": 1, "add": [], "remove": [],
                                  "aged": ["198.51.100.10/32"]}))
 
 
@@ -318,25 +317,24 @@ def test_the_journal_is_compacted_into_the_state_file_when_it_grows_and_replay_s
 
 
 def test_a_restarted_agent_restores_the_snapshot_and_every_delta_after_it(tmp_path):
-    from gateway_agent.client import Agent
     cfg = {"state_file": str(tmp_path / "state.json")}
     parse = Element.parse
     agent = Agent(cfg, MemoryFirewall())
-    agent.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
-    agent.apply_delta(1, 2, [parse("203.0.113.0/24 443/tcp")], [parse("198.51.100.10/32")],
+    agent.kernel.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
+    agent.kernel.apply_delta(1, 2, [parse("203.0.113.0/24 443/tcp")], [parse("198.51.100.10/32")],
                       names={"203.0.113.0/24 443/tcp": ["203.0.113.0/24 443/tcp"]})
-    result = agent.apply_delta(2, 3, [parse("198.51.100.12/32")], [])
+    result = agent.kernel.apply_delta(2, 3, [parse("198.51.100.12/32")], [])
     assert result == (digest_canonical(["198.51.100.11/32", "198.51.100.12/32", "203.0.113.0/24 443/tcp"]), 3)
     assert state.load(cfg["state_file"]) == (1, ["198.51.100.10/32", "198.51.100.11/32"])
-    agent.store.close()
+    agent.kernel.store.close()
 
     fw = MemoryFirewall()
     again = Agent(cfg, fw)
-    again.restore()
+    again.kernel.restore()
     assert (again.revision, again.elements) == (3, {"198.51.100.11/32", "198.51.100.12/32", "203.0.113.0/24 443/tcp"})
     assert fw.held == again.elements
     assert again.names == {"203.0.113.0/24 443/tcp": ["203.0.113.0/24 443/tcp"]}
-    assert again.kernel_digest() == result
+    assert again.kernel.kernel_digest() == result
 
 
 # ---- the per-address and per-entry series caps (gateway_agent/metrics.py) ------------------------------------
@@ -529,28 +527,27 @@ class DeltaDuringReadFirewall(MemoryFirewall):
 
 
 def test_the_drift_check_reads_unlocked_and_ignores_what_a_delta_changed_meanwhile(tmp_path):
-    from gateway_agent.client import Agent
     parse = Element.parse
     fw = DeltaDuringReadFirewall()
     agent = Agent({"state_file": str(tmp_path / "state.json")}, fw)
-    agent.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
+    agent.kernel.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
     # A delta adds .12 and removes .11 while the check reads: its read is stale for those two only.
-    fw.during_read = lambda: agent.apply_delta(1, 2, [parse("198.51.100.12/32")], [parse("198.51.100.11/32")])
-    agent.repair_drift()
+    fw.during_read = lambda: agent.kernel.apply_delta(1, 2, [parse("198.51.100.12/32")], [parse("198.51.100.11/32")])
+    agent.kernel.repair_drift()
     assert (agent.stats.drift_repairs, agent.revision, fw.held) == (0, 2, {"198.51.100.10/32", "198.51.100.12/32"})
     # Drift elsewhere is still found while a delta lands: .10 removed by hand.
     fw.held.discard("198.51.100.10/32")
-    fw.during_read = lambda: agent.apply_delta(2, 3, [parse("198.51.100.13/32")], [])
-    agent.repair_drift()
+    fw.during_read = lambda: agent.kernel.apply_delta(2, 3, [parse("198.51.100.13/32")], [])
+    agent.kernel.repair_drift()
     assert (agent.stats.drift_repairs, fw.held) == (
         1, {"198.51.100.10/32", "198.51.100.12/32", "198.51.100.13/32"})
     # A snapshot during the read makes it moot: nothing is compared until the next interval.
     fw.held.discard("198.51.100.10/32")
-    fw.during_read = lambda: (agent.apply_snapshot(4, [parse("198.51.100.20/32")], names={}),
+    fw.during_read = lambda: (agent.kernel.apply_snapshot(4, [parse("198.51.100.20/32")], names={}),
                               fw.held.add("198.51.100.99/32"))
-    agent.repair_drift()
+    agent.kernel.repair_drift()
     assert (agent.stats.drift_repairs, fw.held) == (1, {"198.51.100.20/32", "198.51.100.99/32"})
-    agent.repair_drift()
+    agent.kernel.repair_drift()
     assert (agent.stats.drift_repairs, fw.held) == (2, {"198.51.100.20/32"})
 
 
