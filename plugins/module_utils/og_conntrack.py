@@ -51,7 +51,6 @@ class Flow:
         return argv
 
 
-
 def parse_conntrack(text):
     """Flows (original direction) from `conntrack -L` output; lines it cannot read are skipped."""
     flows = []

@@ -91,7 +91,6 @@ class GatewaySession:
         self.last_heard = time.monotonic()
         self.last_beat = time.monotonic()
 
-
     def run(self):
         wake = self.ws.event.set
         self.hub.listeners.add(wake)   # the hub's shutdown wakes this session wherever it waits
