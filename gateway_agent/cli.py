@@ -18,10 +18,11 @@ def main(argv=None):
     logging.basicConfig(level=str(cfg["log_level"]).upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from og_kernel.og_command import CommandError
+    from og_kernel.og_conntrack import ConnectionCutter
     from og_kernel.og_firewall import EgressPolicy, Firewall
 
     from . import metrics
-    from .client import Agent, ConnectionCutter
+    from .client import Agent
 
     fw = Firewall(EgressPolicy(cfg["client_networks"], cfg["outside_interface"], cfg["ipv6"],
                                cfg["internal_networks"]))

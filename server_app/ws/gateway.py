@@ -12,56 +12,17 @@ import time
 from flask import current_app, g, request
 from simple_websocket import ConnectionClosed
 
-from og_kernel.og_elements import Holding
-from og_kernel.og_netpolicy import TargetError
+from og_kernel import og_protocol
+from og_kernel.og_protocol import ProtocolError
 
 from ..models import db, utcnow
 from ..services import changelog, gateways
+from ..services.traffic import Traffic, TrafficError
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
-HELLO_TIMEOUT = 10.0
-HEARTBEAT_EVERY = 10.0
 DEAD_AFTER = gateways.DEAD_AFTER
-CLOSE_GOING_AWAY = 1001    # the server is stopping (or the gateway fell silent): reconnect at once
-CLOSE_POLICY = 1008        # a protocol violation: the agent keeps its backoff
-CLOSE_SERVER_ERROR = 1011  # e.g. the database went away mid-session: reconnect, perhaps to another replica
 CLOSE_WAIT = 1.0           # seconds a stopping server waits for the agent to answer its close frame
-CHUNK = 10000
-MAX_MESSAGE = 1 << 20
-
-
-class ProtocolError(Exception):
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def parse(raw):
-    """Decode one frame into a dict with v and type, or raise ProtocolError."""
-    if isinstance(raw, bytes):
-        raise ProtocolError("bad_message", "frames must be JSON text, not binary")
-    try:
-        msg = json.loads(raw)
-    except ValueError:
-        raise ProtocolError("bad_message", "frame is not valid JSON")
-    if not isinstance(msg, dict):
-        raise ProtocolError("bad_message", "frame must be a JSON object")
-    if msg.get("v") != VERSION:
-        raise ProtocolError("bad_version", "protocol version %r is not supported; this server speaks v%d"
-                            % (msg.get("v"), VERSION))
-    if msg.get("type") not in ("hello", "ack", "heartbeat", "counters"):
-        raise ProtocolError("bad_message", "unknown message type %r" % (msg.get("type"),))
-    return msg
-
-
-def _int(msg, key):
-    value = msg.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProtocolError("bad_message", "%s %s must be a non-negative integer" % (msg["type"], key))
-    return value
 
 
 _frames = collections.OrderedDict()
@@ -81,17 +42,20 @@ def snapshot_frames():
         cached = _snapshots.get(key)
         if cached is None or cached[0] != head:
             revision, elements = changelog.snapshot()
-            names = changelog.names()
-            chunks = max(1, -(-len(elements) // CHUNK))
-            frames = []
-            for i in range(chunks):
-                part = elements[i * CHUNK:(i + 1) * CHUNK]
-                frames.append(json.dumps({"type": "snapshot", "revision": revision, "chunk": i, "chunks": chunks,
-                                          "elements": part, "names": {e: names[e] for e in part if e in names},
-                                          "v": VERSION}, separators=(",", ":")))
+            frames = og_protocol.snapshot(revision, elements, changelog.names())
             cached = _snapshots[key] = (revision, frames, len(elements))
         db.session.commit()
         return cached
+
+
+def _delta(base, head):
+    """The delta frame from base to head as JSON text, or None when the log can't reach back (caller commits)."""
+    answer = changelog.delta(base, head)
+    if answer is None:
+        return None
+    add, remove, aged = answer
+    named = sorted(set(add) | set(changelog.renamed(base, head)))
+    return og_protocol.delta(base, head, add, remove, aged, changelog.names(named) if named else {})
 
 
 def delta_frame(base, head):
@@ -104,39 +68,12 @@ def delta_frame(base, head):
         if key in _frames:
             _frames.move_to_end(key)
             return _frames[key]
-        answer = changelog.delta(base, head)
-        named = sorted(set(answer[0]) | set(changelog.renamed(base, head))) if answer else []
-        names = changelog.names(named) if named else {}
+        frame = _delta(base, head)
         db.session.commit()
-        frame = None
-        if answer is not None:
-            frame = json.dumps({"type": "delta", "base": base, "revision": head, "add": answer[0],
-                                "remove": answer[1], "aged": answer[2], "names": names, "v": VERSION},
-                               separators=(",", ":"))
         _frames[key] = frame
         while len(_frames) > 64:
             _frames.popitem(last=False)
         return frame
-
-
-def _digest(msg, required=True):
-    value = msg.get("digest")
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or len(value) != 64 or set(value) - set("0123456789abcdef"):
-        raise ProtocolError("bad_message", "%s digest must be a 64-character lowercase SHA-256 hex string"
-                            % msg["type"])
-    return value
-
-
-def _holding(msg):
-    """The hello's optional holds object as a Holding; None for an agent that does not state it."""
-    if "holds" not in msg:
-        return None
-    try:
-        return Holding.from_wire(msg["holds"])
-    except TargetError as exc:
-        raise ProtocolError("bad_message", "hello %s" % exc)
 
 
 class GatewaySession:
@@ -154,10 +91,6 @@ class GatewaySession:
         self.last_heard = time.monotonic()
         self.last_beat = time.monotonic()
 
-    def send(self, **msg):
-        msg["v"] = VERSION
-        self.ws.send(json.dumps(msg, separators=(",", ":")))
-
     def run(self):
         wake = self.ws.event.set
         self.hub.listeners.add(wake)   # the hub's shutdown wakes this session wherever it waits
@@ -165,16 +98,16 @@ class GatewaySession:
             raw = self.receive_hello()
             if raw is None:
                 return self.going_away()
-            msg = parse(raw)
-            if msg["type"] != "hello":
-                raise ProtocolError("bad_message", "the first frame must be hello, not %s" % msg["type"])
-            self.hello(msg)
+            frame = og_protocol.parse_agent_frame(raw)
+            if not isinstance(frame, og_protocol.Hello):
+                raise ProtocolError("the first frame must be hello, not %s" % frame.TYPE)
+            self.hello(frame)
             self._loop()
         except ProtocolError as exc:
             log.warning("gateway %s protocol error %s: %s", self.name or request.remote_addr, exc.code, exc.message)
             try:
-                self.send(type="error", code=exc.code, message=exc.message)
-                self.ws.close(CLOSE_POLICY, exc.message[:120])
+                self.ws.send(og_protocol.error(exc.code, exc.message))
+                self.ws.close(og_protocol.CLOSE_POLICY, exc.message[:120])
             except ConnectionClosed:
                 pass
         except ConnectionClosed:
@@ -185,7 +118,7 @@ class GatewaySession:
             log.exception("gateway %s session failed: closing", self.name or request.remote_addr)
             try:
                 db.session.rollback()
-                self.ws.close(CLOSE_SERVER_ERROR, "server error; reconnect")
+                self.ws.close(og_protocol.CLOSE_SERVER_ERROR, "server error; reconnect")
             except Exception:  # noqa: BLE001 - the connection or the database may be gone as well
                 pass
         finally:
@@ -193,8 +126,8 @@ class GatewaySession:
             self.disconnected()
 
     def receive_hello(self):
-        """The first frame, within HELLO_TIMEOUT; None when the server began stopping first."""
-        deadline = time.monotonic() + HELLO_TIMEOUT
+        """The first frame, within og_protocol.HELLO_TIMEOUT; None when the server began stopping first."""
+        deadline = time.monotonic() + og_protocol.HELLO_TIMEOUT
         while not self.hub.stopping.is_set():
             if self.ws.input_buffer:
                 return self.ws.receive(timeout=0)
@@ -202,7 +135,7 @@ class GatewaySession:
                 raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ProtocolError("timeout", "no hello within %ds" % HELLO_TIMEOUT)
+                raise ProtocolError("no hello within %ds" % og_protocol.HELLO_TIMEOUT, og_protocol.TIMEOUT)
             # ws.receive() would sleep through the hub's wake-up; this wait ends on it (or on a frame).
             self.wait(timeout=left)
         return None
@@ -210,7 +143,7 @@ class GatewaySession:
     def going_away(self):
         """The server is stopping: say so (1001), so the agent reconnects at once instead of backing off."""
         log.info("gateway %s: server stopping, closing the session (1001)", self.name or request.remote_addr)
-        self.ws.close(CLOSE_GOING_AWAY, "server stopping; reconnect")
+        self.ws.close(og_protocol.CLOSE_GOING_AWAY, "server stopping; reconnect")
         # The agent answers the close and hangs up; a peer that doesn't must not hold the stopping worker.
         self.ws.thread.join(timeout=CLOSE_WAIT)
         if self.ws.thread.is_alive():
@@ -219,40 +152,31 @@ class GatewaySession:
             except OSError:
                 pass
 
-    def hello(self, msg):
-        name = msg.get("name")
-        if not isinstance(name, str) or not 0 < len(name) <= 128:
-            raise ProtocolError("bad_message", "hello name must be a string of 1-128 characters")
-        revision = _int(msg, "revision")
-        self.hello_digest = _digest(msg, required=False)
-        self.holding = _holding(msg)
-        version = str(msg.get("agent_version", ""))[:32]
-        self.name = name
+    def hello(self, frame):
+        """The first hello: open the gateway's session and answer with a delta or a snapshot."""
+        self.holding = frame.holding
+        self.name = frame.name
         address = request.remote_addr or ""
         holds = json.dumps(self.holding.to_wire(), separators=(",", ":")) if self.holding else ""
-        self.session = gateways.open_session(name, address, version, self.hub.replica, holds)
-        log.info("gateway %s connected from %s at revision %d", name, address, revision)
-        self.catch_up(revision, self.hello_digest)
+        self.session = gateways.open_session(frame.name, address, frame.agent_version, self.hub.replica, holds)
+        log.info("gateway %s connected from %s at revision %d", frame.name, address, frame.revision)
+        self.catch_up(frame.revision, frame.digest)
 
     def catch_up(self, revision, digest=None):
         head = changelog.head_revision()
-        answer = changelog.delta(revision, head) if 0 < revision <= head else None
+        frame = _delta(revision, head) if 0 < revision <= head else None
         reason = "first" if revision == 0 else "log"
-        if answer is not None and digest is not None and changelog.digest_at(revision, self.holding) != digest:
+        if frame is not None and digest is not None and changelog.digest_at(revision, self.holding) != digest:
             # The gateway's kernel is not what that revision published (drift, restored old state): resend all.
             log.info("gateway %s digest differs from revision %d: snapshot", self.name, revision)
-            answer, reason = None, "digest_differs"
-        if answer is not None:
-            add, remove, aged = answer
-            named = sorted(set(add) | set(changelog.renamed(revision, head)))
-            self.send(type="delta", base=revision, revision=head, add=add, remove=remove, aged=aged,
-                      names=changelog.names(named) if named else {})
+            frame, reason = None, "digest_differs"
+        # Give the connection back first: before queueing for the snapshot lock, a thousand gateways
+        # reconnecting at once would otherwise each hold a pooled connection while they wait, and exhaust the pool.
+        db.session.commit()
+        if frame is not None:
+            self.ws.send(frame)
             self.sent = head
-            db.session.commit()  # end the read transaction
         else:
-            # Give the connection back before queueing for the snapshot lock: a thousand gateways reconnecting
-            # at once would otherwise each hold a pooled connection while they wait, and exhaust the pool.
-            db.session.commit()
             self.send_snapshot(reason)
 
     def send_snapshot(self, reason):
@@ -290,63 +214,65 @@ class GatewaySession:
                 if raw is None:
                     break
                 self.last_heard = time.monotonic()
-                self.handle(parse(raw))
+                self.handle(og_protocol.parse_agent_frame(raw))
             if not self.ws.connected:
                 raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
             now = time.monotonic()
-            if now - self.last_beat >= HEARTBEAT_EVERY:
-                self.send(type="heartbeat", ts=time.time())
+            if now - self.last_beat >= og_protocol.HEARTBEAT_EVERY:
+                self.ws.send(og_protocol.heartbeat(time.time()))
                 self.last_beat = now
             if now - self.last_heard > DEAD_AFTER:
                 log.warning("gateway %s silent for %ds: closing", self.name, DEAD_AFTER)
-                self.ws.close(CLOSE_GOING_AWAY, "no heartbeat")
+                self.ws.close(og_protocol.CLOSE_GOING_AWAY, "no heartbeat")
                 return
 
-    def handle(self, msg):
-        kind = msg["type"]
-        if kind == "hello":
-            if "holds" in msg:
-                self.holding = _holding(msg)
+    def handle(self, frame):
+        """One frame after the first hello, parsed by og_protocol."""
+        if isinstance(frame, og_protocol.Hello):
+            if frame.holding is not None:
+                self.holding = frame.holding
                 self.hub.record_gateway(self.name, holds=json.dumps(self.holding.to_wire(), separators=(",", ":")))
-            self.catch_up(_int(msg, "revision"), _digest(msg, required=False))
-        elif kind == "ack":
-            revision = _int(msg, "revision")
-            if revision > self.sent:
-                raise ProtocolError("bad_message", "ack of revision %d that was never sent (latest sent %d)"
-                                    % (revision, self.sent))
-            digest = _digest(msg)
-            if revision < self.acked:
-                log.warning("gateway %s replayed an ack of revision %d after %d: ignored", self.name, revision,
-                            self.acked)
-                return
-            newly = revision > self.acked
-            self.acked = revision
-            head, expected = self.hub.held_digest(self.holding, revision)
-            # Recorded in memory; the hub writes every gateway's state in one transaction a few times a
-            # second (one write per ack would serialise a thousand gateways on the database).
-            self.hub.record_gateway(self.name, applied_revision=revision, digest=digest,
-                                    elements=_int(msg, "count"),
-                                    digest_match=revision == head and digest == expected, last_seen=utcnow())
-            if newly:
-                self._observe_latency(revision)
-            if revision == head and digest != expected:
-                if self.resent_at == revision:
-                    # A snapshot did not help (the gateway skips elements, e.g. its internal networks differ):
-                    # the fleet view shows the mismatch; resending would only loop.
-                    log.warning("gateway %s still differs at revision %d after a snapshot; not resending",
-                                self.name, revision)
-                else:
-                    log.warning("gateway %s digest mismatch at revision %d: sending a snapshot", self.name, revision)
-                    self.resent_at = revision
-                    self.send_snapshot("ack_mismatch")
-        elif kind == "heartbeat":
+            self.catch_up(frame.revision, frame.digest)
+        elif isinstance(frame, og_protocol.Ack):
+            self.acknowledged(frame)
+        elif isinstance(frame, og_protocol.Heartbeat):
             self.hub.record_gateway(self.name, last_seen=utcnow())
-        elif kind == "counters":
-            from ..services.traffic import TrafficError
+        elif isinstance(frame, og_protocol.Counters):
             try:
-                current_app.extensions["og_traffic"].ingest(self.name, msg)
+                current_app.extensions["og_traffic"].ingest(self.name, vars(frame))
             except TrafficError as exc:
-                raise ProtocolError("bad_message", str(exc))
+                raise ProtocolError(str(exc)) from None
+        else:
+            # The agent refused a frame of ours and closes the connection (1008) after this one.
+            log.warning("gateway %s refused a frame: %s: %s", self.name, frame.code, frame.message)
+
+    def acknowledged(self, frame):
+        revision, digest = frame.revision, frame.digest
+        if revision > self.sent:
+            raise ProtocolError("ack of revision %d that was never sent (latest sent %d)" % (revision, self.sent))
+        if revision < self.acked:
+            log.warning("gateway %s replayed an ack of revision %d after %d: ignored", self.name, revision,
+                        self.acked)
+            return
+        newly = revision > self.acked
+        self.acked = revision
+        head, expected = self.hub.held_digest(self.holding, revision)
+        # Recorded in memory; the hub writes every gateway's state in one transaction a few times a
+        # second (one write per ack would serialise a thousand gateways on the database).
+        self.hub.record_gateway(self.name, applied_revision=revision, digest=digest, elements=frame.count,
+                                digest_match=revision == head and digest == expected, last_seen=utcnow())
+        if newly:
+            self._observe_latency(revision)
+        if revision == head and digest != expected:
+            if self.resent_at == revision:
+                # A snapshot did not help (the gateway skips elements, e.g. its internal networks differ):
+                # the fleet view shows the mismatch; resending would only loop.
+                log.warning("gateway %s still differs at revision %d after a snapshot; not resending",
+                            self.name, revision)
+            else:
+                log.warning("gateway %s digest mismatch at revision %d: sending a snapshot", self.name, revision)
+                self.resent_at = revision
+                self.send_snapshot("ack_mismatch")
 
     def _observe_latency(self, revision):
         """Commit-to-ack time of the acked revision (skipped for old revisions, e.g. after a reconnect)."""
@@ -368,8 +294,7 @@ class GatewaySession:
 
 
 def register(app, sock):
-    app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": MAX_MESSAGE})
-    from ..services.traffic import Traffic
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": og_protocol.MAX_MESSAGE})
     app.extensions.setdefault("og_traffic", Traffic())
 
     @sock.route("/ws/gateway")

@@ -13,6 +13,7 @@ import pytest
 
 from agentlib import TOKEN, ScriptedServer, forward_rules, http_status, kernel_elements, sample, scrape, wait_until
 from gateway_agent import __version__
+from og_kernel import og_protocol
 from og_kernel.og_elements import Holding, digest
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
 
@@ -291,4 +292,53 @@ def test_a_delta_tests_only_its_members_and_the_drift_check_finds_a_member_remov
     assert "delta to revision 3 not proven" not in agent.log_since_start()
     assert kernel_elements(gwns) == sorted([A, B, D])
     assert sample(scrape(gwns), "og_gateway_drift_repairs_total") == 1
+    assert agent.alive()
+
+
+# ---- the agent's client talking to og_protocol's builders and parsers (the server's side of the contract) ---
+def typed(conn):
+    """The agent's next frame, parsed by og_protocol as the server parses it."""
+    return og_protocol.parse_agent_frame(json.dumps(conn.next()))
+
+
+def test_the_agent_follows_frames_built_by_og_protocol_and_answers_frames_it_parses(gwns, scripted, start_agent):
+    start_agent()
+    conn = scripted.next_connection()
+    assert typed(conn) == og_protocol.Hello("gw1", __version__, 0, digest([]),
+                                            Holding([4], DEFAULT_INTERNAL_NETWORKS))
+    for frame in og_protocol.snapshot(5, [A, B, C, P], {A: ["api.partner.example"]}):
+        conn.send(frame)
+    assert typed(conn) == og_protocol.Ack(5, digest([A, B, C, P]), 4)
+    conn.send(og_protocol.delta(5, 6, add=[D], remove=[A, C], aged=[C], names={D: ["d.example"]}))
+    assert typed(conn) == og_protocol.Ack(6, digest([B, P, D]), 3)
+    assert kernel_elements(gwns) == sorted([B, P, D])
+    conn.send(og_protocol.heartbeat(1.0))
+    conn.send(og_protocol.delta(6, 6, add=[], remove=[]))
+    assert typed(conn) == og_protocol.Ack(6, digest([B, P, D]), 3)
+
+
+def test_a_frame_of_another_protocol_version_is_refused_with_bad_version_and_closed_1008(gwns, scripted,
+                                                                                         start_agent):
+    agent = start_agent()
+    conn = connect_and_snapshot(scripted, 1, [A, B])
+    newer = json.loads(og_protocol.delta(1, 2, add=[C], remove=[]))
+    conn.send(json.dumps(dict(newer, v=og_protocol.VERSION + 1)))
+    message = "protocol version 2 is not supported; this agent speaks v1"
+    assert typed(conn) == og_protocol.Error(og_protocol.BAD_VERSION, message)
+    assert conn.closed.wait(10)
+    assert (conn.close_code, conn.close_reason) == (og_protocol.CLOSE_POLICY, message)
+    assert "bad frame from %s: %s; closing (1008) and reconnecting, rules stay at revision 1" % (
+        scripted.url, message) in agent.log_since_start()
+    assert kernel_elements(gwns) == sorted([A, B])       # nothing of the frame applied
+
+    # A server that refuses the agent's version says so in an error frame and closes (1008): logged, rules stay.
+    conn = scripted.next_connection()
+    assert typed(conn) == og_protocol.Hello("gw1", __version__, 1, digest([A, B]),
+                                            Holding([4], DEFAULT_INTERNAL_NETWORKS))
+    refusal = "protocol version 1 is not supported; this server speaks v2"
+    conn.send(og_protocol.error(og_protocol.BAD_VERSION, refusal))
+    conn.close(og_protocol.CLOSE_POLICY, refusal[:120])
+    agent.wait_log("server refused us: bad_version: " + refusal)
+    agent.wait_log("server %s closed the connection: 1008 %s" % (scripted.url, refusal))
+    assert kernel_elements(gwns) == sorted([A, B])
     assert agent.alive()

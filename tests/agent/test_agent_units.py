@@ -1,4 +1,4 @@
-"""The agent's pure parts: frame parsing, which flows a deletion cuts, state file and journal, configuration
+"""The agent's pure parts: frame parsing, state file and journal, configuration
 checks, the per-address series cap, how fresh a scrape is, and how long it waits before reconnecting."""
 
 import json
@@ -11,84 +11,11 @@ from nslib import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_agent import config, metrics, state
-from gateway_agent.client import (ConnectionCutter, Matcher, ProtocolViolation, Reconnect, ServerClosed, Stats,
-                                  parse_conntrack, parse_frame)
-from og_kernel.og_command import CommandError, Result
+from gateway_agent.client import Agent, Reconnect, ServerClosed, Stats
+from og_kernel import og_protocol
+from og_kernel.og_command import CommandError
 from og_kernel.og_elements import Element, digest_canonical
 from og_kernel.og_firewall import Counters
-
-# Real `conntrack -L -f ipv4` lines (conntrack-tools 1.4.7) plus one it cannot read.
-CONNTRACK = """\
-tcp      6 431999 ESTABLISHED src=10.88.0.2 dst=198.51.100.10 sport=40000 dport=80 src=198.51.100.10 dst=203.0.113.2 sport=80 dport=40000 [ASSURED] mark=0 use=1
-tcp      6 431999 ESTABLISHED src=10.88.0.2 dst=203.0.113.5 sport=40001 dport=443 src=203.0.113.5 dst=203.0.113.2 sport=443 dport=40001 [ASSURED] mark=0 use=1
-tcp      6 431999 ESTABLISHED src=10.88.0.2 dst=203.0.113.5 sport=40002 dport=80 src=203.0.113.5 dst=203.0.113.2 sport=80 dport=40002 [ASSURED] mark=0 use=1
-tcp      6 431999 ESTABLISHED src=10.99.0.1 dst=203.0.113.5 sport=40003 dport=443 src=203.0.113.5 dst=10.99.0.1 sport=443 dport=40003 [ASSURED] mark=0 use=1
-udp      17 29 src=10.88.0.3 dst=203.0.113.5 sport=5000 dport=443 [UNREPLIED] src=203.0.113.5 dst=203.0.113.2 sport=443 dport=5000 mark=0 use=1
-icmp     1 29 src=10.88.0.2 dst=203.0.113.5 type=8 code=0 id=7 src=203.0.113.5 dst=203.0.113.2 type=0 code=0 id=7 mark=0 use=1
-garbage line
-"""
-
-
-class FakeRunner:
-    def __init__(self, listing):
-        self.listing = listing
-        self.calls = []
-
-    def __call__(self, argv, stdin=None, check=True):
-        self.calls.append(argv)
-        return Result(0, self.listing if argv[1] == "-L" else "", "")
-
-
-def elements(*texts):
-    return [Element.parse(t) for t in texts]
-
-
-def test_parse_conntrack_reads_the_original_direction():
-    flows = parse_conntrack(CONNTRACK)
-    assert [(f.proto, f.src, f.dst, f.sport, f.dport) for f in flows] == [
-        ("tcp", "10.88.0.2", "198.51.100.10", 40000, 80),
-        ("tcp", "10.88.0.2", "203.0.113.5", 40001, 443),
-        ("tcp", "10.88.0.2", "203.0.113.5", 40002, 80),
-        ("tcp", "10.99.0.1", "203.0.113.5", 40003, 443),
-        ("udp", "10.88.0.3", "203.0.113.5", 5000, 443),
-        ("icmp", "10.88.0.2", "203.0.113.5", None, None),
-    ]
-
-
-def test_cutter_deletes_only_client_flows_that_nothing_allows_any_more():
-    run = FakeRunner(CONNTRACK)
-    cut = ConnectionCutter(["10.88.0.0/24"], run=run)(
-        elements("198.51.100.10/32", "203.0.113.5/32 443/tcp"), elements("198.51.100.0/24"))
-    # .10 is still allowed by the /24; port 80 and ICMP were never part of the removed 443/tcp; 10.99.0.1 is
-    # the gateway itself, not a client; udp/443 is not tcp/443.
-    assert cut == 1
-    assert run.calls == [["conntrack", "-L", "-f", "ipv4"],
-                         ["conntrack", "-D", "-f", "ipv4", "-p", "tcp", "-s", "10.88.0.2", "-d", "203.0.113.5",
-                          "--sport", "40001", "--dport", "443"]]
-
-
-def test_cutter_deletes_every_flow_to_a_removed_address():
-    run = FakeRunner(CONNTRACK)
-    assert ConnectionCutter(["10.88.0.0/24"], run=run)(elements("203.0.113.0/24"), []) == 4
-    delete = ["conntrack", "-D", "-f", "ipv4", "-p"]
-    assert run.calls[1:] == [
-        delete + ["tcp", "-s", "10.88.0.2", "-d", "203.0.113.5", "--sport", "40001", "--dport", "443"],
-        delete + ["tcp", "-s", "10.88.0.2", "-d", "203.0.113.5", "--sport", "40002", "--dport", "80"],
-        delete + ["udp", "-s", "10.88.0.3", "-d", "203.0.113.5", "--sport", "5000", "--dport", "443"],
-        delete + ["icmp", "-s", "10.88.0.2", "-d", "203.0.113.5"],
-    ]
-
-
-def test_matcher_networks_and_port_ranges():
-    m = Matcher(elements("198.51.100.0/24", "203.0.113.7/32 8000-8100/tcp", "2001:db8::/64"))
-    assert m.matches("198.51.100.200")
-    assert not m.matches("198.51.101.1")
-    assert m.matches("203.0.113.7", "tcp", 8050)
-    assert not m.matches("203.0.113.7", "tcp", 8101)
-    assert not m.matches("203.0.113.7", "udp", 8050)
-    assert not m.matches("203.0.113.7")
-    assert m.matches("2001:db8::1")
-
 
 @pytest.mark.parametrize("raw, words", [
     (b'{"v":1,"type":"heartbeat"}', "binary frame"),
@@ -98,8 +25,8 @@ def test_matcher_networks_and_port_ranges():
     ('{"v":1,"type":"hello"}', "unknown message type 'hello'"),
 ])
 def test_parse_frame_names_what_is_wrong(raw, words):
-    with pytest.raises(ProtocolViolation) as info:
-        parse_frame(raw)
+    with pytest.raises(og_protocol.ProtocolError) as info:
+        og_protocol.parse_server_frame(raw)
     assert words in str(info.value)
 
 
@@ -158,27 +85,25 @@ class MemoryFirewall:
 
 
 def test_aged_out_removals_keep_live_connections_and_operator_removals_cut(tmp_path):
-    from gateway_agent.client import Agent
     cuts = []
     agent = Agent({"state_file": str(tmp_path / "state.json"), "cut_on_remove": True}, MemoryFirewall(),
                   conntrack=lambda removed, remaining: cuts.append(sorted(e.text for e in removed)) or 1)
     parse = Element.parse
-    agent.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32"), parse("198.51.100.12/32")],
+    agent.kernel.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32"), parse("198.51.100.12/32")],
                          cut=False)
     # .10 aged out of a resolver's grace period, .11 was deleted by an operator, in one delta.
-    agent.apply_delta(1, 2, [], [parse("198.51.100.10/32"), parse("198.51.100.11/32")],
+    agent.kernel.apply_delta(1, 2, [], [parse("198.51.100.10/32"), parse("198.51.100.11/32")],
                       aged=[parse("198.51.100.10/32")])
     assert cuts == [["198.51.100.11/32"]]
     assert agent.elements == {"198.51.100.12/32"}
-    agent.apply_delta(2, 3, [], [parse("198.51.100.12/32")], aged=[parse("198.51.100.12/32")])
+    agent.kernel.apply_delta(2, 3, [], [parse("198.51.100.12/32")], aged=[parse("198.51.100.12/32")])
     assert cuts == [["198.51.100.11/32"]]
 
 
 def test_a_delta_whose_aged_list_is_not_part_of_its_removals_is_refused():
-    from gateway_agent.client import Agent
     agent = Agent({"state_file": "/nonexistent/state.json"}, MemoryFirewall())
-    with pytest.raises(ProtocolViolation, match="aged"):
-        agent.handle(json.dumps({"v": 1, "type": "delta", "base": 0, "revision": 1, "add": [], "remove": [],
+    with pytest.raises(og_protocol.ProtocolError, match="aged"):
+        agent.frames.handle(json.dumps({"v": 1, "type": "delta", "base": 0, "revision": 1, "add": [], "remove": [],
                                  "aged": ["198.51.100.10/32"]}))
 
 
@@ -320,25 +245,24 @@ def test_the_journal_is_compacted_into_the_state_file_when_it_grows_and_replay_s
 
 
 def test_a_restarted_agent_restores_the_snapshot_and_every_delta_after_it(tmp_path):
-    from gateway_agent.client import Agent
     cfg = {"state_file": str(tmp_path / "state.json")}
     parse = Element.parse
     agent = Agent(cfg, MemoryFirewall())
-    agent.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
-    agent.apply_delta(1, 2, [parse("203.0.113.0/24 443/tcp")], [parse("198.51.100.10/32")],
+    agent.kernel.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
+    agent.kernel.apply_delta(1, 2, [parse("203.0.113.0/24 443/tcp")], [parse("198.51.100.10/32")],
                       names={"203.0.113.0/24 443/tcp": ["203.0.113.0/24 443/tcp"]})
-    result = agent.apply_delta(2, 3, [parse("198.51.100.12/32")], [])
+    result = agent.kernel.apply_delta(2, 3, [parse("198.51.100.12/32")], [])
     assert result == (digest_canonical(["198.51.100.11/32", "198.51.100.12/32", "203.0.113.0/24 443/tcp"]), 3)
     assert state.load(cfg["state_file"]) == (1, ["198.51.100.10/32", "198.51.100.11/32"])
-    agent.store.close()
+    agent.kernel.store.close()
 
     fw = MemoryFirewall()
     again = Agent(cfg, fw)
-    again.restore()
+    again.kernel.restore()
     assert (again.revision, again.elements) == (3, {"198.51.100.11/32", "198.51.100.12/32", "203.0.113.0/24 443/tcp"})
     assert fw.held == again.elements
     assert again.names == {"203.0.113.0/24 443/tcp": ["203.0.113.0/24 443/tcp"]}
-    assert again.kernel_digest() == result
+    assert again.kernel.kernel_digest() == result
 
 
 # ---- the per-address and per-entry series caps (gateway_agent/metrics.py) ------------------------------------
@@ -531,28 +455,27 @@ class DeltaDuringReadFirewall(MemoryFirewall):
 
 
 def test_the_drift_check_reads_unlocked_and_ignores_what_a_delta_changed_meanwhile(tmp_path):
-    from gateway_agent.client import Agent
     parse = Element.parse
     fw = DeltaDuringReadFirewall()
     agent = Agent({"state_file": str(tmp_path / "state.json")}, fw)
-    agent.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
+    agent.kernel.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
     # A delta adds .12 and removes .11 while the check reads: its read is stale for those two only.
-    fw.during_read = lambda: agent.apply_delta(1, 2, [parse("198.51.100.12/32")], [parse("198.51.100.11/32")])
-    agent.repair_drift()
+    fw.during_read = lambda: agent.kernel.apply_delta(1, 2, [parse("198.51.100.12/32")], [parse("198.51.100.11/32")])
+    agent.kernel.repair_drift()
     assert (agent.stats.drift_repairs, agent.revision, fw.held) == (0, 2, {"198.51.100.10/32", "198.51.100.12/32"})
     # Drift elsewhere is still found while a delta lands: .10 removed by hand.
     fw.held.discard("198.51.100.10/32")
-    fw.during_read = lambda: agent.apply_delta(2, 3, [parse("198.51.100.13/32")], [])
-    agent.repair_drift()
+    fw.during_read = lambda: agent.kernel.apply_delta(2, 3, [parse("198.51.100.13/32")], [])
+    agent.kernel.repair_drift()
     assert (agent.stats.drift_repairs, fw.held) == (
         1, {"198.51.100.10/32", "198.51.100.12/32", "198.51.100.13/32"})
     # A snapshot during the read makes it moot: nothing is compared until the next interval.
     fw.held.discard("198.51.100.10/32")
-    fw.during_read = lambda: (agent.apply_snapshot(4, [parse("198.51.100.20/32")], names={}),
+    fw.during_read = lambda: (agent.kernel.apply_snapshot(4, [parse("198.51.100.20/32")], names={}),
                               fw.held.add("198.51.100.99/32"))
-    agent.repair_drift()
+    agent.kernel.repair_drift()
     assert (agent.stats.drift_repairs, fw.held) == (1, {"198.51.100.20/32", "198.51.100.99/32"})
-    agent.repair_drift()
+    agent.kernel.repair_drift()
     assert (agent.stats.drift_repairs, fw.held) == (2, {"198.51.100.20/32"})
 
 

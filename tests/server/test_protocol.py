@@ -12,7 +12,8 @@ import requests
 import websocket
 
 from nslib import wait_until
-from og_kernel.og_elements import Holding, digest as digest_of
+from og_kernel import og_protocol
+from og_kernel.og_elements import Element, Holding, digest as digest_of
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
 from serverlib import Gateway, Server, converged, snapshots_sent
 
@@ -356,3 +357,78 @@ def test_a_bad_holds_in_hello_is_refused(server, holds, message):
     msg = gw.recv()
     assert (msg["type"], msg["code"]) == ("error", "bad_message") and msg["message"].startswith(message)
     gw.close()
+
+
+# ---- the server's handler talking to og_protocol's builders and parsers (the agent's side of the contract) ---
+def typed_connection(server):
+    return websocket.create_connection(server.ws_url, timeout=10, header=["Authorization: Bearer " + server.gateway])
+
+
+def next_typed(ws):
+    """The next frame from the server, parsed by og_protocol as the agent parses it (heartbeats skipped)."""
+    while True:
+        frame = og_protocol.parse_server_frame(ws.recv())
+        if not isinstance(frame, og_protocol.Heartbeat):
+            return frame
+
+
+def typed_snapshot(ws):
+    """Every chunk of the next snapshot, each parsed by og_protocol (earlier tests leave more than one chunk)."""
+    chunks = [next_typed(ws)]
+    while len(chunks) < chunks[0].chunks:
+        chunks.append(next_typed(ws))
+    assert [(type(c), c.revision, c.chunk, c.chunks) for c in chunks] == [
+        (og_protocol.Snapshot, chunks[0].revision, i, len(chunks)) for i in range(len(chunks))]
+    return chunks
+
+
+def close_frame(ws):
+    """(code, reason) of the server's close frame."""
+    opcode, data = ws.recv_data(control_frame=True)
+    while opcode != websocket.ABNF.OPCODE_CLOSE:
+        opcode, data = ws.recv_data(control_frame=True)
+    return int.from_bytes(data[:2], "big"), data[2:].decode()
+
+
+def test_a_gateway_built_on_og_protocol_gets_typed_snapshots_and_deltas(server):
+    entry = server.add("198.51.100.91")
+    ws = typed_connection(server)
+    ws.send(og_protocol.hello("gw-typed", "typed", 0, None, Holding([4], DEFAULT_INTERNAL_NETWORKS)))
+    chunks = typed_snapshot(ws)
+    revision = chunks[0].revision
+    held = sorted(e.text for c in chunks for e in c.elements)
+    assert "198.51.100.91/32" in held
+    assert [c.names["198.51.100.91/32"] for c in chunks if "198.51.100.91/32" in c.names] == [["198.51.100.91"]]
+    ws.send(og_protocol.ack(revision, digest_of(held), len(held)))
+    wait_until(lambda: server.gateways()["gw-typed"]["applied_revision"] == revision, timeout=10,
+               what="the typed gateway's ack recorded")
+    server.remove(entry)
+    assert next_typed(ws) == og_protocol.Delta(revision, revision + 1, (), (Element.parse("198.51.100.91/32"),),
+                                               (), {})
+    ws.close()
+
+
+def test_a_hello_of_another_protocol_version_is_refused_with_bad_version_and_closed_1008(server):
+    ws = typed_connection(server)
+    hello = json.loads(og_protocol.hello("gw-v2", "9.0", 0, None))
+    ws.send(json.dumps(dict(hello, v=og_protocol.VERSION + 1)))
+    message = "protocol version 2 is not supported; this server speaks v1"
+    assert next_typed(ws) == og_protocol.Error(og_protocol.BAD_VERSION, message)
+    assert close_frame(ws) == (og_protocol.CLOSE_POLICY, message)
+    wait_until(lambda: "protocol error bad_version: " + message in server.log_text(), timeout=10,
+               what="the refusal in the server's log")
+    assert "gw-v2" not in server.gateways()
+
+
+def test_an_error_frame_from_the_agent_is_logged_and_the_session_goes_on_until_it_closes(server):
+    ws = typed_connection(server)
+    ws.send(og_protocol.hello("gw-refuses", "typed", 0, None))
+    typed_snapshot(ws)
+    ws.send(og_protocol.error(og_protocol.BAD_VERSION, "protocol version 2 is not supported; this agent speaks v1"))
+    wait_until(lambda: "gateway gw-refuses refused a frame: bad_version: protocol version 2 is not supported; "
+                       "this agent speaks v1" in server.log_text(), timeout=10, what="the agent's refusal logged")
+    # Not answered as a protocol error: the session still streams (the agent closes it itself).
+    entry = server.add("198.51.100.92")
+    assert Element.parse("198.51.100.92/32") in next_typed(ws).add
+    server.remove(entry)
+    ws.close()

@@ -1,0 +1,80 @@
+"""The agent's frame handling: each server frame, parsed by og_protocol, into kernel work and the replies."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from og_kernel import og_protocol
+from og_kernel.og_elements import Holding
+
+from . import __version__
+
+log = logging.getLogger("og.agent")
+
+
+class Follower:
+    """Follows the server's frames: assembles snapshot chunks, applies snapshots and deltas through the kernel,
+    and builds the hello and ack frames (docs/protocol.md)."""
+
+    def __init__(self, cfg, kernel):
+        self.cfg = cfg
+        self.kernel = kernel
+        self._chunks = None   # ((revision, chunks), {chunk: elements}, names) of a snapshot being received
+
+    def reset(self):
+        """A new connection: chunks of a snapshot never span connections."""
+        self._chunks = None
+
+    def holding(self):
+        """What this gateway holds of the published set: its families, outside its own internal networks."""
+        policy = self.kernel.fw.policy
+        return Holding(policy.versions, [str(n) for n in policy.address_policy.internal])
+
+    def hello(self):
+        digest, _count = self.kernel.kernel_digest()
+        # holds: the server filters the published set the same way, so an element we skip costs no snapshot.
+        return og_protocol.hello(self.cfg["name"], __version__, self.kernel.revision, digest, self.holding())
+
+    def ack(self, result=None):
+        digest, count = result or self.kernel.kernel_digest()
+        return og_protocol.ack(self.kernel.revision, digest, count)
+
+    def handle(self, raw):
+        """The frames to send in answer to one server frame; raises og_protocol.ProtocolError for a frame that
+        breaks the protocol (nothing of it is applied then)."""
+        frame = og_protocol.parse_server_frame(raw)
+        stats = self.kernel.stats
+        stats.last_contact = time.time()
+        if isinstance(frame, og_protocol.Snapshot):
+            stats.server_revision = max(stats.server_revision, frame.revision)
+            return self._snapshot(frame)
+        if isinstance(frame, og_protocol.Delta):
+            stats.server_revision = max(stats.server_revision, frame.revision)
+            return self._delta(frame)
+        if isinstance(frame, og_protocol.Error):
+            log.error("server refused us: %s: %s", frame.code, frame.message[:300])
+        return []
+
+    def _snapshot(self, frame):
+        key = (frame.revision, frame.chunks)
+        if self._chunks is None or self._chunks[0] != key:
+            self._chunks = (key, {}, {})
+        _key, parts, names = self._chunks
+        parts[frame.chunk] = frame.elements
+        names.update(frame.names)
+        if len(parts) < frame.chunks:
+            return []
+        self._chunks = None
+        elements = [e for i in range(frame.chunks) for e in parts[i]]
+        return [self.ack(self.kernel.apply_snapshot(frame.revision, elements, names=names))]
+
+    def _delta(self, frame):
+        if frame.base != self.kernel.revision:
+            log.info("delta %d->%d does not start at applied revision %d: not applied, asking again",
+                     frame.base, frame.revision, self.kernel.revision)
+            return [self.hello()]
+        if frame.revision == frame.base and not frame.add and not frame.remove:
+            return [self.ack()]
+        return [self.ack(self.kernel.apply_delta(frame.base, frame.revision, frame.add, frame.remove, frame.aged,
+                                                 names=frame.names))]

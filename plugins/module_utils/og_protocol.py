@@ -1,0 +1,311 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) outputguard.egress contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The gateway protocol (docs/protocol.md): its constants, typed frame parsers and frame builders.
+
+The server (server_app/ws/gateway.py) and the agent (gateway_agent/) are deployed and upgraded apart; this
+module is the one contract between them. Parsers take a frame's JSON text and return a typed frame, or raise
+ProtocolError naming the field and the value; builders return the JSON text of one frame.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import ClassVar, Dict, List, Optional, Tuple
+
+from .og_elements import Element, Holding
+from .og_netpolicy import TargetError
+
+VERSION = 1
+MAX_MESSAGE = 1 << 20      # bytes; a larger frame breaks the protocol
+CHUNK = 10000              # elements per snapshot chunk at most
+HELLO_TIMEOUT = 10.0       # seconds the server waits for the first frame
+HEARTBEAT_EVERY = 10.0     # seconds between heartbeats, both ways
+DEAD_AFTER = 30.0          # seconds of silence after which a peer is considered dead
+MAX_NAME = 128             # characters of a gateway name
+MAX_NAMES = 20             # entry names kept per element from a names map
+
+# Frame types.
+HELLO = "hello"
+ACK = "ack"
+HEARTBEAT = "heartbeat"
+COUNTERS = "counters"
+SNAPSHOT = "snapshot"
+DELTA = "delta"
+ERROR = "error"
+AGENT_FRAMES = (HELLO, ACK, HEARTBEAT, COUNTERS, ERROR)   # what an agent sends
+SERVER_FRAMES = (SNAPSHOT, DELTA, HEARTBEAT, ERROR)       # what a server sends
+
+# Error codes of an error frame.
+BAD_MESSAGE = "bad_message"
+BAD_VERSION = "bad_version"
+TIMEOUT = "timeout"
+
+# WebSocket close codes.
+CLOSE_NORMAL = 1000        # the agent is stopping
+CLOSE_GOING_AWAY = 1001    # the server is stopping, or the gateway fell silent: reconnect at once
+CLOSE_NO_STATUS = 1005     # a close frame without a code
+CLOSE_POLICY = 1008        # a frame broke this protocol: the agent keeps its backoff
+CLOSE_SERVER_ERROR = 1011  # the session failed on the server's side (e.g. its database went away)
+
+
+class ProtocolError(ValueError):
+    """A frame that breaks the protocol: `code` goes into the error frame, `message` names field and value."""
+
+    def __init__(self, message, code=BAD_MESSAGE):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Hello:
+    """agent -> server, first frame: who the gateway is and what it applied (digest, holds: None if unsaid)."""
+
+    TYPE: ClassVar[str] = HELLO
+
+    name: str
+    agent_version: str
+    revision: int
+    digest: Optional[str] = None
+    holding: Optional[Holding] = None
+
+
+@dataclass(frozen=True)
+class Ack:
+    """agent -> server: the revision applied and the digest and count read back from the kernel."""
+
+    TYPE: ClassVar[str] = ACK
+
+    revision: int
+    digest: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Either way, every HEARTBEAT_EVERY seconds."""
+
+    TYPE: ClassVar[str] = HEARTBEAT
+
+    ts: Optional[float] = None
+
+
+@dataclass
+class Counters:
+    """agent -> server: bytes and packets per element; the server's traffic service checks `counters` itself."""
+
+    TYPE: ClassVar[str] = COUNTERS
+
+    counters: dict
+    boot: str = ""
+    increments: bool = False
+    ts: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Error:
+    """Either way, before closing with CLOSE_POLICY: what the sender refused."""
+
+    TYPE: ClassVar[str] = ERROR
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """server -> agent: one chunk of the whole published set, its elements parsed."""
+
+    TYPE: ClassVar[str] = SNAPSHOT
+
+    revision: int
+    chunk: int
+    chunks: int
+    elements: Tuple[Element, ...]
+    names: Dict[str, List[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """server -> agent: the change from revision `base` to `revision`, its elements parsed."""
+
+    TYPE: ClassVar[str] = DELTA
+
+    base: int
+    revision: int
+    add: Tuple[Element, ...]
+    remove: Tuple[Element, ...]
+    aged: Tuple[Element, ...] = ()
+    names: Dict[str, List[str]] = field(default_factory=dict)
+
+
+# ---- parsing ------------------------------------------------------------------------------------------------
+def decode(raw, types, speaker):
+    """A frame's JSON object after the checks every frame passes (text, size, JSON, version, one of `types`)."""
+    if isinstance(raw, (bytes, bytearray)):
+        raise ProtocolError("binary frame of %d bytes: frames must be JSON text" % len(raw))
+    size = len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_MESSAGE:
+        raise ProtocolError("frame of %d bytes is larger than the %d-byte limit" % (size, MAX_MESSAGE))
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        raise ProtocolError("frame is not valid JSON: %r" % raw[:80]) from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("frame must be a JSON object, not %s" % type(msg).__name__)
+    if msg.get("v") != VERSION:
+        raise ProtocolError("protocol version %r is not supported; this %s speaks v%d"
+                            % (msg.get("v"), speaker, VERSION), BAD_VERSION)
+    if msg.get("type") not in types:
+        raise ProtocolError("unknown message type %r" % (msg.get("type"),))
+    return msg
+
+
+def _int(msg, key):
+    """A non-negative integer field."""
+    value = msg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError("%s %s must be a non-negative integer, not %r" % (msg["type"], key, value))
+    return value
+
+
+def _digest(msg, required=True):
+    """A 64-character lowercase SHA-256 hex digest field (None when absent and not required)."""
+    value = msg.get("digest")
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or set(value) - set("0123456789abcdef"):
+        raise ProtocolError("%s digest must be a 64-character lowercase SHA-256 hex string, not %r"
+                            % (msg["type"], value if not isinstance(value, str) else value[:80]))
+    return value
+
+
+def _elements(msg, key, optional=False):
+    """A list of element texts, parsed."""
+    if optional and key not in msg:
+        return ()
+    value = msg.get(key)
+    if not isinstance(value, list):
+        raise ProtocolError("%s %s must be a list of elements, not %s" % (msg["type"], key, type(value).__name__))
+    try:
+        return tuple(Element.parse(e) for e in value)
+    except TargetError as exc:
+        raise ProtocolError("%s %s: %s" % (msg["type"], key, exc)) from None
+
+
+def _names(msg):
+    """The optional names map {element: [entry name, ...]}; malformed parts dropped (labels only)."""
+    value = msg.get("names")
+    if not isinstance(value, dict):
+        return {}
+    return {k: [t for t in v if isinstance(t, str)][:MAX_NAMES] for k, v in value.items()
+            if isinstance(k, str) and isinstance(v, list)}
+
+
+def _error(msg):
+    return Error(str(msg.get("code")), str(msg.get("message"))[:500])
+
+
+def parse_agent_frame(raw):
+    """A frame the server received (hello, ack, heartbeat, counters, error) as its typed frame."""
+    msg = decode(raw, AGENT_FRAMES, "server")
+    kind = msg["type"]
+    if kind == HELLO:
+        name = msg.get("name")
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+            raise ProtocolError("hello name must be a string of 1-%d characters, not %r"
+                                % (MAX_NAME, name if not isinstance(name, str) else name[:140]))
+        holding = None
+        if "holds" in msg:
+            try:
+                holding = Holding.from_wire(msg["holds"])
+            except TargetError as exc:
+                raise ProtocolError("hello %s" % exc) from None
+        return Hello(name, str(msg.get("agent_version", ""))[:32], _int(msg, "revision"),
+                     _digest(msg, required=False), holding)
+    if kind == ACK:
+        return Ack(_int(msg, "revision"), _digest(msg), _int(msg, "count"))
+    if kind == HEARTBEAT:
+        return Heartbeat(msg.get("ts"))
+    if kind == COUNTERS:
+        return Counters(msg.get("counters"), str(msg.get("boot", "")), msg.get("increments") is True,
+                        msg.get("ts"))
+    return _error(msg)
+
+
+def parse_server_frame(raw):
+    """A frame the agent received (snapshot, delta, heartbeat, error) as its typed frame, elements parsed."""
+    msg = decode(raw, SERVER_FRAMES, "agent")
+    kind = msg["type"]
+    if kind == SNAPSHOT:
+        revision, chunk, chunks = _int(msg, "revision"), _int(msg, "chunk"), _int(msg, "chunks")
+        if not chunk < chunks:
+            raise ProtocolError("snapshot chunk %d of %d is out of range" % (chunk, chunks))
+        return Snapshot(revision, chunk, chunks, _elements(msg, "elements"), _names(msg))
+    if kind == DELTA:
+        base, revision = _int(msg, "base"), _int(msg, "revision")
+        if revision < base:
+            raise ProtocolError("delta revision %d is below its base %d" % (revision, base))
+        add, remove = _elements(msg, "add"), _elements(msg, "remove")
+        aged = _elements(msg, "aged", optional=True)
+        if not set(aged) <= set(remove):
+            raise ProtocolError("delta aged lists elements that are not in its remove list: %s"
+                                % " ".join(sorted(e.text for e in set(aged) - set(remove))[:10]))
+        return Delta(base, revision, add, remove, aged, _names(msg))
+    if kind == HEARTBEAT:
+        return Heartbeat(msg.get("ts"))
+    return _error(msg)
+
+
+# ---- building -----------------------------------------------------------------------------------------------
+def encode(kind, **fields):
+    """The JSON text of one frame of type `kind` (compact; `v` last, as every frame has carried it)."""
+    msg = {"type": kind}
+    msg.update(fields)
+    msg["v"] = VERSION
+    return json.dumps(msg, separators=(",", ":"))
+
+
+def hello(name, agent_version, revision, digest, holding=None):
+    """The agent's hello; `holding` (an og_elements.Holding) says what it holds of the published set."""
+    fields = {"name": name, "agent_version": agent_version, "revision": revision, "digest": digest}
+    if holding is not None:
+        fields["holds"] = holding.to_wire()
+    return encode(HELLO, **fields)
+
+
+def ack(revision, digest, count):
+    return encode(ACK, revision=revision, digest=digest, count=count)
+
+
+def heartbeat(ts):
+    return encode(HEARTBEAT, ts=ts)
+
+
+def counters(ts, boot, values, increments=True):
+    """A counters frame: `values` {element text: {out_bytes, out_packets, in_bytes, in_packets}}."""
+    return encode(COUNTERS, ts=ts, boot=boot, increments=increments, counters=values)
+
+
+def error(code, message):
+    return encode(ERROR, code=code, message=message[:500])
+
+
+def delta(base, revision, add, remove, aged=(), names=None):
+    """A delta frame; element lists are canonical texts, `names` {element: [entry name, ...]}."""
+    return encode(DELTA, base=base, revision=revision, add=list(add), remove=list(remove), aged=list(aged),
+                  names=names or {})
+
+
+def snapshot(revision, elements, names=None):
+    """The chunks of a snapshot of `elements` (canonical texts, in order), each chunk's frame as JSON text."""
+    names = names or {}
+    chunks = max(1, -(-len(elements) // CHUNK))
+    frames = []
+    for i in range(chunks):
+        part = elements[i * CHUNK:(i + 1) * CHUNK]
+        frames.append(encode(SNAPSHOT, revision=revision, chunk=i, chunks=chunks, elements=list(part),
+                             names={e: names[e] for e in part if e in names}))
+    return frames

@@ -1,0 +1,117 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) outputguard.egress contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""og_protocol (docs/protocol.md): every builder's frame parses back into its typed frame, and every broken
+frame is refused with the code and a message naming the field and the value."""
+
+from __future__ import absolute_import, division, print_function
+
+import json
+
+import pytest
+
+from og_kernel import og_protocol as p
+from og_kernel.og_elements import Element, Holding, digest
+
+__metaclass__ = type
+
+A, B, P = "198.51.100.10/32", "203.0.113.0/24", "198.51.100.20/32 443/tcp"
+D64 = digest([A])
+
+
+def elements(*texts):
+    return tuple(Element.parse(t) for t in texts)
+
+
+def test_agent_frames_built_here_parse_back_on_the_server_side():
+    holding = Holding([4, 6], ["10.0.0.0/8"])
+    assert p.parse_agent_frame(p.hello("gw1", "1.2.3", 41, D64, holding)) == p.Hello("gw1", "1.2.3", 41, D64, holding)
+    assert p.parse_agent_frame(p.hello("gw1", "1.2.3", 0, None)) == p.Hello("gw1", "1.2.3", 0, None, None)
+    assert p.parse_agent_frame(p.ack(44, D64, 1203)) == p.Ack(44, D64, 1203)
+    assert p.parse_agent_frame(p.heartbeat(1795000000.5)) == p.Heartbeat(1795000000.5)
+    values = {A: {"out_bytes": 1200, "out_packets": 10, "in_bytes": 90000, "in_packets": 70}}
+    assert p.parse_agent_frame(p.counters(1.5, "boot-1", values)) == p.Counters(values, "boot-1", True, 1.5)
+    assert p.parse_agent_frame(p.error(p.BAD_VERSION, "no")) == p.Error(p.BAD_VERSION, "no")
+
+
+def test_server_frames_built_here_parse_back_on_the_agent_side_with_their_elements_parsed():
+    assert p.parse_server_frame(p.delta(41, 44, [A], [B, P], [P], {A: ["api.example"]})) == p.Delta(
+        41, 44, elements(A), elements(B, P), elements(P), {A: ["api.example"]})
+    assert [p.parse_server_frame(f) for f in p.snapshot(44, [A, P], {P: ["x (443/tcp)"]})] == [
+        p.Snapshot(44, 0, 1, elements(A, P), {P: ["x (443/tcp)"]})]
+    assert p.parse_server_frame(p.error(p.BAD_MESSAGE, "m")) == p.Error(p.BAD_MESSAGE, "m")
+
+
+def test_a_snapshot_is_cut_into_chunks_of_at_most_chunk_elements_and_an_empty_one_is_one_chunk():
+    texts = ["198.51.%d.%d/32" % (i // 256, i % 256) for i in range(p.CHUNK * 2 + 1)]
+    frames = [json.loads(f) for f in p.snapshot(7, texts)]
+    assert [(f["chunk"], f["chunks"], len(f["elements"])) for f in frames] == [
+        (0, 3, p.CHUNK), (1, 3, p.CHUNK), (2, 3, 1)]
+    assert [e for f in frames for e in f["elements"]] == texts
+    assert [json.loads(f) for f in p.snapshot(7, [])] == [
+        {"type": "snapshot", "revision": 7, "chunk": 0, "chunks": 1, "elements": [], "names": {}, "v": 1}]
+
+
+def test_frames_are_compact_json_with_the_version():
+    assert p.ack(3, D64, 1) == '{"type":"ack","revision":3,"digest":"%s","count":1,"v":1}' % D64
+
+
+@pytest.mark.parametrize("raw, code, message", [
+    ('{"v":2,"type":"hello"}', p.BAD_VERSION, "protocol version 2 is not supported; this server speaks v1"),
+    ('{"type":"hello"}', p.BAD_VERSION, "protocol version None is not supported; this server speaks v1"),
+    (b"{}", p.BAD_MESSAGE, "binary frame of 2 bytes: frames must be JSON text"),
+    ("[1]", p.BAD_MESSAGE, "frame must be a JSON object, not list"),
+    ("{nope", p.BAD_MESSAGE, "frame is not valid JSON: '{nope'"),
+    ('{"v":1,"type":"delta"}', p.BAD_MESSAGE, "unknown message type 'delta'"),
+    ('{"v":1,"type":"hello","name":"","revision":0}', p.BAD_MESSAGE,
+     "hello name must be a string of 1-128 characters, not ''"),
+    ('{"v":1,"type":"hello","name":"gw","revision":-1}', p.BAD_MESSAGE,
+     "hello revision must be a non-negative integer, not -1"),
+    ('{"v":1,"type":"hello","name":"gw","revision":true}', p.BAD_MESSAGE,
+     "hello revision must be a non-negative integer, not True"),
+    ('{"v":1,"type":"ack","revision":1,"digest":"00","count":0}', p.BAD_MESSAGE,
+     "ack digest must be a 64-character lowercase SHA-256 hex string, not '00'"),
+    ('{"v":1,"type":"ack","revision":1,"digest":"%s"}' % D64, p.BAD_MESSAGE,
+     "ack count must be a non-negative integer, not None"),
+    ('{"v":1,"type":"hello","name":"gw","revision":0,"holds":{"families":[5],"internal_networks":[]}}',
+     p.BAD_MESSAGE, "hello holds families [5] must be a non-empty list of 4 and/or 6"),
+])
+def test_a_broken_agent_frame_names_the_field_and_the_value(raw, code, message):
+    with pytest.raises(p.ProtocolError) as info:
+        p.parse_agent_frame(raw)
+    assert (info.value.code, info.value.message[:len(message)]) == (code, message)
+
+
+@pytest.mark.parametrize("raw, code, message", [
+    ('{"v":2,"type":"delta"}', p.BAD_VERSION, "protocol version 2 is not supported; this agent speaks v1"),
+    ('{"v":1,"type":"hello"}', p.BAD_MESSAGE, "unknown message type 'hello'"),
+    ('{"v":1,"type":"snapshot","revision":1,"chunk":2,"chunks":2,"elements":[]}', p.BAD_MESSAGE,
+     "snapshot chunk 2 of 2 is out of range"),
+    ('{"v":1,"type":"snapshot","revision":1,"chunk":0,"chunks":1,"elements":"%s"}' % A, p.BAD_MESSAGE,
+     "snapshot elements must be a list of elements, not str"),
+    ('{"v":1,"type":"delta","base":2,"revision":1,"add":[],"remove":[]}', p.BAD_MESSAGE,
+     "delta revision 1 is below its base 2"),
+    ('{"v":1,"type":"delta","base":1,"revision":2,"add":["198.51.100.999/32"],"remove":[]}', p.BAD_MESSAGE,
+     "delta add: "),
+    ('{"v":1,"type":"delta","base":1,"revision":2,"add":[],"remove":["%s"],"aged":["%s"]}' % (A, B),
+     p.BAD_MESSAGE, "delta aged lists elements that are not in its remove list: 203.0.113.0/24"),
+    ('{"v":1,"type":"delta","base":"1","revision":2,"add":[],"remove":[]}', p.BAD_MESSAGE,
+     "delta base must be a non-negative integer, not '1'"),
+])
+def test_a_broken_server_frame_names_the_field_and_the_value(raw, code, message):
+    with pytest.raises(p.ProtocolError) as info:
+        p.parse_server_frame(raw)
+    assert (info.value.code, info.value.message[:len(message)]) == (code, message)
+
+
+def test_a_frame_over_the_size_limit_is_refused_before_it_is_decoded():
+    raw = '{"v":1,"type":"heartbeat","pad":"%s"}' % ("x" * p.MAX_MESSAGE)
+    with pytest.raises(p.ProtocolError, match="frame of %d bytes is larger than the %d-byte limit"
+                       % (len(raw), p.MAX_MESSAGE)):
+        p.parse_server_frame(raw)
+
+
+def test_a_malformed_names_map_is_dropped_not_refused():
+    raw = json.dumps({"v": 1, "type": "delta", "base": 1, "revision": 2, "add": [A], "remove": [],
+                      "names": {A: ["ok", 3] + ["n%d" % i for i in range(30)], B: "not a list"}})
+    assert p.parse_server_frame(raw).names == {A: ["ok"] + ["n%d" % i for i in range(19)]}
