@@ -15,8 +15,10 @@ from simple_websocket import ConnectionClosed
 from og_kernel.og_elements import Holding
 from og_kernel.og_netpolicy import TargetError
 
+from ..errors import error
 from ..models import db, utcnow
-from ..services import changelog, gateways
+from ..services import changelog, gateways, tokens
+from ..services.traffic import Traffic, TrafficError
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +344,6 @@ class GatewaySession:
         elif kind == "heartbeat":
             self.hub.record_gateway(self.name, last_seen=utcnow())
         elif kind == "counters":
-            from ..services.traffic import TrafficError
             try:
                 current_app.extensions["og_traffic"].ingest(self.name, msg)
             except TrafficError as exc:
@@ -369,7 +370,6 @@ class GatewaySession:
 
 def register(app, sock):
     app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": MAX_MESSAGE})
-    from ..services.traffic import Traffic
     app.extensions.setdefault("og_traffic", Traffic())
 
     @sock.route("/ws/gateway")
@@ -382,8 +382,6 @@ def register(app, sock):
     def authenticate_gateway():
         if request.path != "/ws/gateway":
             return None
-        from ..services import tokens
-        from ..api import error
         token = tokens.authenticate(request.headers.get("Authorization"))
         if not tokens.allowed(token, "gateway"):
             return error(401, "unauthorized", "a gateway token is required: Authorization: Bearer <token>")
