@@ -22,8 +22,12 @@ log = logging.getLogger(__name__)
 def wake(revision=None):
     """Tell the current app's hub that a commit made `revision` (None: poll the log now); no-op without a hub."""
     hub = current_hub()
-    if hub is not None:
-        hub.published(revision)
+    if hub is None:
+        return
+    if revision:
+        hub.announce(revision)
+    else:
+        hub.notify()
 
 
 class Hub:
@@ -91,14 +95,9 @@ class Hub:
         with self.cond:
             self.cond.notify_all()
 
-    def published(self, revision=None):
-        """This process committed `revision`: wake the sessions at once (None: make the thread poll now)."""
-        if revision:
-            self._announce(revision, forward_only=True)
-        self.notify()
-
-    def _announce(self, head, forward_only):
-        """Make `head` the revision the sessions catch up to, and wake them; forward_only: never move back."""
+    def announce(self, head, forward_only=True):
+        """Make `head` the revision the sessions catch up to, and wake them; forward_only: never move back (a
+        commit's announcement may arrive after a newer one's)."""
         with self.cond:
             if head == self.revision or (forward_only and head < self.revision):
                 return
@@ -184,7 +183,7 @@ class Hub:
                 if head != polled:
                     # A head that went down (a database restored) is followed; one that went up never moves
                     # the revision back behind one a local commit announced in the meantime.
-                    self._announce(head, forward_only=polled is not None and head > polled)
+                    self.announce(head, forward_only=polled is not None and head > polled)
                     polled = head
                 backoff = self.poll_interval
             except Exception:  # the hub never dies: a database outage is retried with backoff

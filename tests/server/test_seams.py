@@ -8,6 +8,7 @@ import pytest
 from server_app.extensions import db
 from server_app.models import Entry, utcnow
 from server_app.services import changelog, entries
+from server_app.services import hub as hub_module
 from server_app.services.hub import Hub
 
 
@@ -53,9 +54,9 @@ class CountingHub(Hub):
         super().__init__(app)
         self.announced = []
 
-    def published(self, revision=None):
-        self.announced.append(revision)
-        super().published(revision)
+    def announce(self, head, forward_only=True):
+        self.announced.append(head)
+        super().announce(head, forward_only)
 
 
 @pytest.fixture
@@ -91,10 +92,11 @@ def test_the_views_leave_announcing_to_the_services(api, hub):
 
 
 def test_a_local_commit_never_moves_the_hubs_revision_back(app, hub):
-    hub.published(7)
-    hub.published(5)        # an older commit whose announcement arrived late
-    hub.published(None)     # "poll now" leaves the revision to the poll
-    assert hub.revision == 7
+    with app.app_context():
+        hub_module.wake(7)
+        hub_module.wake(5)      # an older commit whose announcement arrived late
+        hub_module.wake(None)   # "poll now" leaves the revision to the poll
+    assert (hub.announced, hub.revision) == ([7, 5], 7)
 
 
 def test_the_housekeeper_expires_entries_and_announces_their_revisions(app, api, hub):
