@@ -40,11 +40,12 @@ def test_every_request_error_answers_the_one_error_shape(api, path, kwargs, stat
         assert body["error"]["message"] == message
 
 
-def test_a_request_error_on_a_page_path_is_a_page_with_its_message(app):
+def test_the_same_error_is_a_page_on_the_uis_paths_and_the_shape_on_the_apis(app):
     client = app.test_client()
-    response = client.get("/no-such-page")
-    assert (response.status_code, response.mimetype) == (404, "text/html")
-    assert "Not Found" in response.text
+    page = client.get("/no-such-page")
+    assert (page.status_code, page.mimetype, "<title>Not Found" in page.text) == (404, "text/html", True)
+    answer = client.get("/api/v1/no-such-path")
+    assert (answer.status_code, answer.get_json()["error"]["code"]) == (404, "not_found")
 
 
 class CountingHub(Hub):
