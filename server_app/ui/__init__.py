@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit
 from flask import (Blueprint, abort, current_app, flash, g, jsonify, redirect, render_template, request, session,
                    url_for)
 
-from ..errors import wants_html
+from ..errors import error as json_error, wants_html
 from ..extensions import db
 from ..models import Entry, User, utcnow
 from ..services import audit, changelog, entries, fleet, tokens, traffic, users
@@ -318,7 +318,7 @@ def gateways_page():
 @bp.get("/gateways.json")
 def gateways_json():
     if g.user is None:
-        return jsonify({"error": {"code": "unauthorized", "message": "log in again"}}), 401
+        return json_error(401, "unauthorized", "log in again")
     return jsonify(fleet.view(when))
 
 
