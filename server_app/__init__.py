@@ -1,19 +1,33 @@
-"""The outputguard.egress server: allowlist entries, the change log, and the gateway WebSocket."""
+"""The outputguard.egress server: allowlist entries, the change log, and the gateway WebSocket.
+
+create_app wires the parts (docs/architecture.md): the extensions, the error handlers, the API, the UI,
+/metrics, the gateway WebSocket, and the background threads (hub, housekeeper, resolver).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 
+import flask_migrate
+from alembic.migration import MigrationContext
 from flask import Flask, jsonify
-from flask_migrate import Migrate
-from flask_sock import Sock
 from sqlalchemy import event, text
 
-from . import config as config_mod
-from .models import db
+from . import config as config_mod, errors, metrics, ui
+from .api import bp as api_bp
+from .background import Background
+from .extensions import csrf, db, migrate, sock
+from .services.changelog import ensure_head, head_revision
+from .services.housekeeping import Housekeeper
+from .services.hub import Hub
+from .services.resolver import Resolver
+from .services.traffic import Traffic
+from .version import __version__
+from .ws import gateway as ws_gateway
 
-__version__ = "0.1.0"
+__all__ = ["MIGRATIONS", "__version__", "create_app", "init_db", "schema_revision"]
+
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 
@@ -41,25 +55,23 @@ def create_app(config=None, config_path=None):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 15, "check_same_thread": False}}
     logging.basicConfig(level=cfg["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     db.init_app(app)
-    Migrate(app, db, directory=MIGRATIONS, render_as_batch=True)
+    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
 
-    from .api import bp as api_bp, register_errors
-    from .services.hub import Hub
-    from .ws import gateway as ws_gateway
-
-    from . import metrics
     app.register_blueprint(api_bp)
     metrics.install(app)
-    register_errors(app)
-    from . import ui
+    errors.install(app)
     ui.install(app)
-    sock = Sock(app)
-    app.extensions["og_hub"] = Hub(app)
-    from .services.resolver import Resolver
-    app.extensions["og_resolver"] = Resolver(app)
+    csrf.init_app(app)
+    csrf.exempt(api_bp)     # the API and the WebSocket use tokens, not cookies
+    sock.init_app(app)
+    hub = app.extensions["og_hub"] = Hub(app)
+    resolver = app.extensions["og_resolver"] = Resolver(app)
+    app.extensions["og_traffic"] = Traffic()
+    housekeeper = app.extensions["og_housekeeper"] = Housekeeper(app)
+    app.extensions["og_background"] = Background(hub, housekeeper, resolver)
     ws_gateway.register(app, sock)
 
     @app.get("/healthz")
@@ -70,7 +82,6 @@ def create_app(config=None, config_path=None):
     def readyz():
         try:
             db.session.execute(text("SELECT 1"))
-            from .services.changelog import head_revision
             head = head_revision()
         except Exception as exc:  # noqa: BLE001 - any database failure means not ready
             return jsonify({"status": "unavailable", "database": str(exc).splitlines()[0]}), 503
@@ -84,15 +95,12 @@ def create_app(config=None, config_path=None):
 
 def schema_revision():
     """The Alembic revision the database is at (None: no schema yet). Needs an app context."""
-    from alembic.migration import MigrationContext
     with db.engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def init_db(app):
     """Migrate the schema to the newest Alembic revision and make the log head; True if anything changed."""
-    import flask_migrate
-    from .services.changelog import ensure_head
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with app.app_context():
         before = schema_revision()

@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
+import secrets
 import sys
 
-from . import config as config_mod
+from . import config as config_mod, create_app, init_db
 from .serving import serve
+from .services import tokens, users
 
 
 def _parser():
@@ -52,7 +55,6 @@ def _password(args):
             raise SystemExit("og-server: user %s: the environment variable %s is not set" % (
                 args.username, args.password_env))
         return os.environ[args.password_env]
-    import getpass
     first = getpass.getpass("password for %s: " % args.username)
     if first != getpass.getpass("again: "):
         raise SystemExit("og-server: the two passwords differ; nothing was changed")
@@ -66,17 +68,14 @@ def main(argv=None):
     except config_mod.ConfigError as exc:
         print("og-server: %s" % exc, file=sys.stderr)
         return 2
-    from . import create_app, init_db
     app = create_app(config=None, config_path=args.config)
     if args.command == "db":
         print("schema upgraded" if init_db(app) else "schema up to date")
         return 0
     if args.command == "token":
-        from .services import tokens
         init_db(app)
         with app.app_context():
             if args.action == "create":
-                import secrets
                 token, secret = tokens.create(args.role, args.name or "%s-%s" % (args.role, secrets.token_hex(3)))
                 print(secret)
                 return 0
@@ -88,7 +87,6 @@ def main(argv=None):
                 return 2
             return 0
     if args.command == "user":
-        from .services import users
         init_db(app)
         with app.app_context():
             try:

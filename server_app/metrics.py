@@ -6,8 +6,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
-from .models import Entry, Gateway, db, utcnow
-from .services import gateways as gateway_sessions
+from .extensions import db
+from .models import Entry, Gateway, utcnow
+from .services import changelog, gateways as gateway_sessions
 
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -17,7 +18,6 @@ class ServerCollector:
         self.app = app
 
     def collect(self):
-        from .services import changelog
         with self.app.app_context():
             try:
                 kinds = dict(db.session.execute(select(Entry.kind, func.count()).group_by(Entry.kind)).all())

@@ -44,10 +44,10 @@ class Server(BaseApplication):
         self.cfg.set("loglevel", cfg["log_level"].lower())
         # No control socket: its default path is shared by every gunicorn on the machine.
         self.cfg.set("control_socket_disable", True)
-        # The hub's thread must start in the worker: threads do not survive the fork.
-        self.cfg.set("post_worker_init", lambda worker: self.flask_app.extensions["og_hub"].start())
-        # After the worker's last request: stop the hub and the resolver (its lease is released at once).
-        self.cfg.set("worker_exit", lambda arbiter, worker: self.flask_app.extensions["og_hub"].stop())
+        # The background threads must start in the worker: threads do not survive the fork.
+        self.cfg.set("post_worker_init", lambda worker: self.flask_app.extensions["og_background"].start())
+        # After the worker's last request: stop them (the resolver's lease is released at once).
+        self.cfg.set("worker_exit", lambda arbiter, worker: self.flask_app.extensions["og_background"].stop())
 
     def load(self):
         return self.flask_app

@@ -8,19 +8,15 @@ import io
 from functools import wraps
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
-from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException
 
-from ..models import Entry, Gateway, db, utcnow
-from ..services import audit, changelog, entries, fleet as fleet_state, gateways, tokens, traffic
+from ..errors import BodyError, PageError, QueryError, TimeError, error
+from ..extensions import db
+from ..models import Entry
+from ..services import audit, changelog, entries, fleet, tokens, traffic
+from ..version import __version__
+from .openapi import document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-
-def error(status, code, message):
-    response = jsonify({"error": {"code": code, "message": message}})
-    response.status_code = status
-    return response
 
 
 def requires(action):
@@ -67,13 +63,8 @@ def known_query_parameters():
 def _json_body():
     body = request.get_json(silent=True)
     if body is None:
-        raise entries.EntryError(400, "invalid_json", "the body must be JSON with Content-Type: application/json")
+        raise BodyError(400, "invalid_json", "the body must be JSON with Content-Type: application/json")
     return body
-
-
-@bp.errorhandler(entries.EntryError)
-def entry_error(exc):
-    return error(exc.status, exc.code, exc.message)
 
 
 def _page_args():
@@ -81,10 +72,10 @@ def _page_args():
         page = int(request.args.get("page", 1))
         per_page = int(request.args.get("per_page", 50))
     except ValueError:
-        raise entries.EntryError(400, "invalid_page", "page and per_page must be whole numbers, not %r and %r" % (
+        raise PageError(400, "invalid_page", "page and per_page must be whole numbers, not %r and %r" % (
             request.args.get("page"), request.args.get("per_page")))
     if not 1 <= page <= 10 ** 9 or not 1 <= per_page <= 500:
-        raise entries.EntryError(400, "invalid_page", "page must lie within 1-1000000000 and per_page within 1-500")
+        raise PageError(400, "invalid_page", "page must lie within 1-1000000000 and per_page within 1-500")
     return page, per_page
 
 
@@ -105,7 +96,6 @@ def list_entries():
 @requires("write")
 def create_entry():
     entry, revision = entries.create(_json_body(), current_app.config["OG"], g.token.name)
-    current_app.extensions["og_hub"].created(entry)
     body = entries.to_json(entry)
     body["revision"] = revision
     response = jsonify(body)
@@ -121,7 +111,7 @@ def get_entry(entry_id):
     if entry is None:
         return error(404, "not_found", "entry %d does not exist" % entry_id)
     body = entries.to_json(entry)
-    body["elements"] = fleet_state.entry_elements(entry)
+    body["elements"] = fleet.entry_elements(entry)
     return jsonify(body)
 
 
@@ -129,7 +119,6 @@ def get_entry(entry_id):
 @requires("write")
 def delete_entry(entry_id):
     entries.delete(entry_id)
-    current_app.extensions["og_hub"].notify()
     return "", 204
 
 
@@ -155,8 +144,8 @@ def export_entries():
 def _csv_items(text):
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or "target" not in reader.fieldnames:
-        raise entries.EntryError(400, "invalid_csv", "the CSV needs a header line with at least a target column "
-                                 "(target,ports,deletable,expires_at,comment)")
+        raise BodyError(400, "invalid_csv", "the CSV needs a header line with at least a target column "
+                        "(target,ports,deletable,expires_at,comment)")
     items = []
     for row in reader:
         item = {"target": (row.get("target") or "").strip()}
@@ -183,18 +172,17 @@ def import_entries():
     else:
         body = _json_body()
         if not isinstance(body, dict) or set(body) != {"entries"}:
-            raise entries.EntryError(400, "invalid_body", "the body must be {\"entries\": [...]} (as GET "
-                                     "/api/v1/entries/export gives it), or CSV with Content-Type: text/csv")
+            raise BodyError(400, "invalid_body", "the body must be {\"entries\": [...]} (as GET "
+                            "/api/v1/entries/export gives it), or CSV with Content-Type: text/csv")
         items = body["entries"]
     result = entries.import_entries(items, current_app.config["OG"], g.token.name, on_duplicate)
-    current_app.extensions["og_hub"].notify()
     return jsonify(result), 201 if result["created"] else 200
 
 
 @bp.get("/addresses/<path:address>")
 @requires("read")
 def why_allowed(address):
-    return jsonify(fleet_state.why(address, current_app.config["OG"]))
+    return jsonify(fleet.why(address, current_app.config["OG"]))
 
 
 @bp.get("/audit")
@@ -215,8 +203,8 @@ def _time_arg(name):
     try:
         when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise entries.EntryError(400, "invalid_time", "%s=%s is not an ISO 8601 time such as 2026-11-23T10:00:00Z"
-                                 % (name, value))
+        raise TimeError(400, "invalid_time", "%s=%s is not an ISO 8601 time such as 2026-11-23T10:00:00Z"
+                        % (name, value))
     if when.tzinfo is not None:
         when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return when
@@ -255,29 +243,12 @@ def revoke_token(token_id):
     return "", 204
 
 
-def fleet(when):
-    """The fleet as the API and the UI show it: each gateway with its lag, whether its digest matches what it
-    is meant to hold at the head revision, what of the published set it does not enforce and why, and whether
-    its session is alive (services/gateways.connected); `when` formats the timestamps."""
-    head = changelog.head_revision()
-    rows = db.session.query(Gateway).order_by(Gateway.name).all()
-    memo = {}
-    now = utcnow()
-    return {"revision": head, "items": [dict({
-        "name": gw.name, "connected": gateways.connected(gw, now), "address": gw.address,
-        "agent_version": gw.agent_version,
-        "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
-        "digest_match": bool(gw.digest_match and gw.applied_revision == head), "elements": gw.elements,
-        "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen)},
-        **fleet_state.gateway_state(gw, head, memo)) for gw in rows]}
-
-
 def _traffic_args():
     window = request.args.get("window", "1h")
     try:
         since = traffic.window(window)
     except traffic.TrafficError as exc:
-        raise entries.EntryError(400, "invalid_window", str(exc))
+        raise QueryError(400, "invalid_window", str(exc))
     return window, since, request.args.get("gateway") or None
 
 
@@ -313,45 +284,9 @@ def entry_traffic(entry_id):
 @bp.get("/gateways")
 @requires("read")
 def list_gateways():
-    return jsonify(fleet(lambda value: value.isoformat() + "Z" if value else None))
+    return jsonify(fleet.view(lambda value: value.isoformat() + "Z" if value else None))
 
 
 @bp.get("/openapi.json")
 def openapi_document():
-    from .. import __version__
-    from .openapi import document
     return jsonify(document(__version__))
-
-
-def register_errors(app):
-    @app.errorhandler(HTTPException)
-    def http_error(exc):
-        from ..ui import wants_html
-        if wants_html():
-            from flask import render_template
-            response = app.make_response((render_template("ui/error.html", title=exc.name, message=exc.description),
-                                          exc.code))
-            for key, value in exc.get_headers():
-                if key.lower() not in ("content-type", "content-length"):
-                    response.headers[key] = value
-            return response
-        response = error(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
-        # Keep the exception's own headers (Allow on 405, WWW-Authenticate, Retry-After ...).
-        for key, value in exc.get_headers():
-            if key.lower() not in ("content-type", "content-length"):
-                response.headers[key] = value
-        return response
-
-    @app.errorhandler(OperationalError)
-    def database_unavailable(exc):
-        db.session.rollback()
-        app.logger.warning("database unavailable: %s", str(exc).splitlines()[0])
-        response = error(503, "database_unavailable", "the database is not reachable; nothing was changed, retry "
-                         "in a few seconds")
-        response.headers["Retry-After"] = "5"
-        return response
-
-    @app.errorhandler(Exception)
-    def server_error(exc):
-        app.logger.exception("unhandled error")
-        return error(500, "internal_error", "the server failed to handle this request; see its log")

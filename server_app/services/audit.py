@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import g, has_request_context, request
 from sqlalchemy import func, select
 
-from ..models import AuditEvent, db
+from ..extensions import db
+from ..models import AuditEvent
 
 
 def actor():

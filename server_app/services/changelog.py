@@ -9,7 +9,8 @@ from sqlalchemy import delete, func, select, update
 
 from og_kernel.og_elements import SortedTexts
 
-from ..models import Change, EntryElement, LogHead, db
+from ..extensions import db
+from ..models import Change, Entry, EntryElement, LogHead
 
 
 def head_revision():
@@ -84,7 +85,6 @@ def names(elements=None):
     """{element: [names of the entries that produce it]}: for all published elements, or for the given ones.
 
     A name is the target, with the ports of a port-scoped entry ("198.51.100.20 (80/tcp)"), as the UI shows it."""
-    from ..models import Entry
     result = {}
     stmt = select(EntryElement.element, Entry.target, Entry.ports).join(Entry, Entry.id == EntryElement.entry_id)
     if elements is None:

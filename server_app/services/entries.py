@@ -1,9 +1,13 @@
-"""Allowlist entries: validation, creation and deletion, each committed with its change-log revision."""
+"""Allowlist entries: validation, creation and deletion, each committed with its change-log revision.
+
+Every change that commits a revision wakes the hub (hub.wake), so this replica's gateways get it at once.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 
 from sqlalchemy import func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -12,18 +16,16 @@ from sqlalchemy.orm import selectinload
 from og_kernel.og_elements import Element
 from og_kernel.og_netpolicy import AddressPolicy, TargetError, format_port_spec, parse_port_spec
 
-from ..models import Entry, EntryAddress, EntryElement, db, utcnow
-from . import audit, changelog
+from ..errors import RequestError
+from ..extensions import db, resolver as current_resolver
+from ..models import Entry, EntryAddress, EntryElement, utcnow
+from . import audit, changelog, hub
+
+log = logging.getLogger(__name__)
 
 
-class EntryError(Exception):
+class EntryError(RequestError):
     """A refused entry operation: status, code and a message naming the value and the fix."""
-
-    def __init__(self, status, code, message):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 _policies = {}
@@ -179,7 +181,22 @@ def create(data, config, creator):
     except EntryError:
         db.session.rollback()
         raise
+    hub.wake(revision)
+    if entry.kind == "domain" and config["resolver_enabled"]:
+        _resolve_at_once(entry)
     return entry, revision
+
+
+def _resolve_at_once(entry):
+    """Resolve a new domain in this request, so the answer already shows its addresses."""
+    resolver = current_resolver()
+    if resolver is None:
+        return
+    try:
+        resolver.resolve_entry_now(entry.id, entry.target)
+    except Exception:  # the resolver's loop resolves it at its next pass
+        log.exception("could not resolve %s at once", entry.target)
+        db.session.rollback()
 
 
 def describe(entry):
@@ -201,6 +218,7 @@ def delete(entry_id, force=False, reason="deleted"):
                  who=("system", "system", "") if reason == "expired" else None)
     db.session.delete(entry)
     db.session.commit()
+    hub.wake(revision)
     return revision
 
 
@@ -394,6 +412,7 @@ def import_entries(items, config, creator, on_duplicate="skip"):
     except Exception:
         db.session.rollback()
         raise
+    hub.wake(revision)
     return {"created": new_ids, "skipped": skipped, "revision": revision}
 
 

@@ -1,4 +1,5 @@
-"""What each gateway enforces of the published set, from what its agent said it holds (docs/protocol.md)."""
+"""The fleet view: each gateway's session, lag and digest, and what of the published set it does not enforce
+and why, from what its agent said it holds (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from sqlalchemy import select
 from og_kernel.og_elements import FAMILY_OFF, Holding, reason_text
 from og_kernel.og_netpolicy import TargetError
 
-from ..models import EntryElement, Gateway, db
-from . import changelog, entries
+from ..extensions import db
+from ..models import EntryElement, Gateway, utcnow
+from . import changelog, entries, gateways
 
 NAMED = 100     # the fleet view names at most this many not-enforced elements per gateway
 
@@ -105,3 +107,20 @@ def why(address, config):
     for item in result["entries"]:
         item["not_enforced"] = gaps.get(item["network"], [])
     return result
+
+
+def view(when):
+    """The fleet as the API and the UI show it: each gateway with its lag, whether its digest matches what it
+    is meant to hold at the head revision, what of the published set it does not enforce and why, and whether
+    its session is alive (gateways.connected); `when` formats the timestamps."""
+    head = changelog.head_revision()
+    rows = db.session.query(Gateway).order_by(Gateway.name).all()
+    memo = {}
+    now = utcnow()
+    return {"revision": head, "items": [dict({
+        "name": gw.name, "connected": gateways.connected(gw, now), "address": gw.address,
+        "agent_version": gw.agent_version,
+        "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
+        "digest_match": bool(gw.digest_match and gw.applied_revision == head), "elements": gw.elements,
+        "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen)},
+        **gateway_state(gw, head, memo)) for gw in rows]}

@@ -14,7 +14,8 @@ import uuid
 
 from sqlalchemy import update
 
-from ..models import Gateway, db, utcnow
+from ..extensions import db
+from ..models import Gateway, utcnow
 
 log = logging.getLogger(__name__)
 

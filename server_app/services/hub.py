@@ -1,18 +1,37 @@
-"""The hub: notices new revisions in the change log (from any replica) and wakes gateway sessions."""
+"""The hub, the publisher: notices new revisions in the change log (from any replica) and wakes gateway sessions.
+
+It also keeps what every session needs per revision (digests, commit times) and writes the sessions' states
+in batches. Services call wake(revision) after they commit a change, so this replica's sessions send it at
+once; the changes other replicas commit are seen by the poll.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 
-from . import changelog, entries, gateways
+from sqlalchemy import func, select
+
+from ..extensions import db, hub as current_hub
+from ..models import Change, Gateway
+from . import changelog, gateways
 
 log = logging.getLogger(__name__)
 
 
+def wake(revision=None):
+    """Tell the current app's hub that a commit made `revision` (None: poll the log now); no-op without a hub."""
+    hub = current_hub()
+    if hub is None:
+        return
+    if revision:
+        hub.announce(revision)
+    else:
+        hub.notify()
+
+
 class Hub:
-    """One per process: a thread polls the log head, expires entries, and wakes waiting sessions."""
+    """One per process: a thread polls the log head and wakes the waiting gateway sessions."""
 
     def __init__(self, app, poll_interval=0.2):
         self.app = app
@@ -40,29 +59,23 @@ class Hub:
                 self._release_sessions()   # before this process holds any session
                 self._thread = threading.Thread(target=self._loop, name="og-hub", daemon=True)
                 self._thread.start()
-        resolver = self.app.extensions.get("og_resolver")
-        if resolver is not None:
-            resolver.start()
 
     def shutdown(self):
         """Begin a graceful stop: wake every gateway session so it closes with 1001 and returns.
 
         Safe in a signal handler: it only sets events that the main thread never holds."""
         self.stopping.set()
-        for wake in list(self.listeners):
-            wake()
+        for listener in list(self.listeners):
+            listener()
 
     def stop(self):
-        """Stop the hub's thread and the resolver (releasing its lease); write the last gateway states."""
+        """Stop the hub's thread; write the last gateway states."""
         self.shutdown()
         self._stop.set()
         self.notify()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=2)
-        resolver = self.app.extensions.get("og_resolver")
-        if resolver is not None:
-            resolver.stop()
         try:
             with self.app.app_context():
                 self.flush_gateways()
@@ -78,28 +91,26 @@ class Hub:
             log.exception("could not clear the gateway sessions of replica %s's previous run", self.replica)
 
     def notify(self):
-        """Wake the hub now (after a local commit) instead of at the next poll."""
+        """Wake the hub's thread now instead of at the next poll."""
         with self.cond:
             self.cond.notify_all()
 
-    def created(self, entry):
-        """An entry was committed: wake the sessions, and resolve a domain at once (in this request)."""
-        resolver = self.app.extensions.get("og_resolver")
-        if entry.kind == "domain" and resolver is not None and self.app.config["OG"]["resolver_enabled"]:
-            try:
-                resolver.resolve_entry_now(entry.id, entry.target)
-            except Exception:  # the loop resolves it at its next pass
-                log.exception("could not resolve %s at once", entry.target)
-                from ..models import db
-                db.session.rollback()
-        self.notify()
+    def announce(self, head, forward_only=True):
+        """Make `head` the revision the sessions catch up to, and wake them; forward_only: never move back (a
+        commit's announcement may arrive after a newer one's)."""
+        with self.cond:
+            if head == self.revision or (forward_only and head < self.revision):
+                return
+            self.revision = head
+            self.cond.notify_all()
+        for listener in list(self.listeners):
+            listener()
 
     # ---- per-revision facts, computed once for all sessions ------------------------------------
     def head_digest(self):
         """(head revision, digest of the published set at it), computed once per revision."""
         with self._facts_lock:
             if self._digest is None or self._digest[0] != self.revision:
-                from ..models import db
                 revision, value = changelog.digest_at_head()
                 db.session.commit()
                 self._digest = (revision, value)
@@ -113,7 +124,6 @@ class Hub:
         with self._facts_lock:
             cached = self._held.get(holding.key)
             if cached is None or cached[0] < max(self.revision, acked):
-                from ..models import db
                 revision, _skipped, value = changelog.held_at_head(holding)
                 db.session.commit()
                 if len(self._held) > 64:
@@ -125,8 +135,6 @@ class Hub:
         """When a revision was committed (None if unknown), cached for the newest 256 revisions."""
         with self._facts_lock:
             if revision not in self._committed:
-                from sqlalchemy import func, select
-                from ..models import Change, db
                 self._committed[revision] = db.session.execute(
                     select(func.min(Change.at)).where(Change.revision == revision)).scalar()
                 db.session.commit()
@@ -145,7 +153,6 @@ class Hub:
             states, self._states = self._states, {}
         if not states:
             return
-        from ..models import Gateway, db
         try:
             for name, fields in states.items():
                 db.session.query(Gateway).filter_by(name=name).update(fields, synchronize_session=False)
@@ -165,33 +172,19 @@ class Hub:
             return self.revision
 
     def _loop(self):
-        last_expiry = last_traffic = last_prune = 0.0
         backoff = self.poll_interval
+        polled = None
         while not self._stop.is_set():
             try:
                 with self.app.app_context():
-                    now = time.monotonic()
-                    if now - last_expiry >= 1.0:
-                        last_expiry = now
-                        for revision in entries.expire():
-                            log.info("entry expired revision=%s", revision)
                     head = changelog.head_revision()
                     self.flush_gateways()
-                    traffic = self.app.extensions.get("og_traffic")
-                    if traffic is not None and now - last_traffic >= 5.0:
-                        last_traffic = now
-                        traffic.flush()
-                        if now - last_prune >= 3600:
-                            last_prune = now
-                            traffic.prune(self.app.config["OG"]["traffic_retention_days"])
-                    from ..models import db
                     db.session.remove()
-                if head != self.revision:
-                    with self.cond:
-                        self.revision = head
-                        self.cond.notify_all()
-                    for wake in list(self.listeners):
-                        wake()
+                if head != polled:
+                    # A head that went down (a database restored) is followed; one that went up never moves
+                    # the revision back behind one a local commit announced in the meantime.
+                    self.announce(head, forward_only=polled is not None and head > polled)
+                    polled = head
                 backoff = self.poll_interval
             except Exception:  # the hub never dies: a database outage is retried with backoff
                 log.exception("hub poll failed; retrying in %.1fs", backoff)

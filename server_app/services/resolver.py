@@ -26,8 +26,9 @@ import dns.resolver
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..models import Entry, EntryAddress, Lease, db, utcnow
-from . import audit, entries
+from ..extensions import db
+from ..models import Entry, EntryAddress, Lease, utcnow
+from . import audit, entries, hub
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +237,7 @@ class Resolver:
         self.stats["last_duration"] = time.monotonic() - started
         log.info("resolver pass: %d names, %d changed, %.2fs", len(due), changed, self.stats["last_duration"])
         if changed:
-            hub = self.app.extensions.get("og_hub")
-            if hub is not None:
-                hub.notify()
+            hub.wake()
         return len(due)
 
     def delay_for(self, answer):
@@ -299,9 +298,7 @@ class Resolver:
         answer = self.lookup(name)
         changed = self.apply(entry_id, answer)
         if changed:
-            hub = self.app.extensions.get("og_hub")
-            if hub is not None:
-                hub.notify()
+            hub.wake()
         return answer
 
     # ---- applying one answer ---------------------------------------------------------------------

@@ -7,7 +7,8 @@ import secrets
 
 from sqlalchemy import select
 
-from ..models import Token, db, utcnow
+from ..extensions import db
+from ..models import Token, utcnow
 from . import audit
 
 ROLES = ("viewer", "editor", "admin", "gateway")

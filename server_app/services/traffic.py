@@ -20,7 +20,8 @@ import threading
 
 from sqlalchemy import case, func, select
 
-from ..models import Entry, EntryElement, EntryTraffic, TrafficSample, db, utcnow
+from ..extensions import db
+from ..models import Entry, EntryElement, EntryTraffic, TrafficSample, utcnow
 from .entries import describe
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,9 @@ import time
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from ..models import User, db, utcnow
+from ..errors import RequestError
+from ..extensions import db
+from ..models import User, utcnow
 from . import audit
 
 ROLES = ("viewer", "editor", "admin")
@@ -27,10 +29,8 @@ MIN_PASSWORD = 10
 _DUMMY_HASH = generate_password_hash("not a password of anyone")
 
 
-class UserError(ValueError):
-    def __init__(self, status, code, message):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+class UserError(RequestError):
+    """A refused user operation: status, code and a message naming the value and the fix."""
 
 
 def validate(username, password, role):

@@ -13,15 +13,14 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import (Blueprint, abort, current_app, flash, g, jsonify, redirect, render_template, request, session,
                    url_for)
-from flask_wtf.csrf import CSRFError, CSRFProtect
 
-from ..api import bp as api_bp, fleet as api_fleet
-from ..models import Entry, User, db, utcnow
-from ..services import audit, changelog, entries, fleet as fleet_state, tokens, traffic, users
+from ..errors import error as json_error, wants_html
+from ..extensions import db
+from ..models import Entry, User, utcnow
+from ..services import audit, changelog, entries, fleet, tokens, traffic, users
 
 bp = Blueprint("ui", __name__, template_folder="../templates", static_folder="../static",
                static_url_path="/static")
-csrf = CSRFProtect()
 ACTIONS = {"read": "read", "write": "change entries", "admin": "administer users and tokens"}
 
 
@@ -201,7 +200,6 @@ def create_entry():
         entry, revision = entries.create(_form_entry(form), current_app.config["OG"], g.user.username)
     except entries.EntryError as exc:
         return _entries_list(form=form, error=exc.message, status=exc.status)
-    current_app.extensions["og_hub"].created(entry)
     flash("Added %s as entry %d%s." % (entries.describe(entry), entry.id,
                                        " (revision %d)" % revision if revision else ""), "success")
     return redirect(url_for("ui.entry_page", entry_id=entry.id))
@@ -233,7 +231,7 @@ def entry_page(entry_id):
     return render_template("ui/entry.html", entry=entry, chart=chart, window=window,
                            use=traffic.entry_use(entry.id, since), shared_with=traffic.shared_with(entry.id),
                            reason=None if entry.deletable else undeletable_reason(entry),
-                           gaps=fleet_state.not_enforced([a.address for a in entry.addresses if not a.refused]),
+                           gaps=fleet.not_enforced([a.address for a in entry.addresses if not a.refused]),
                            now=utcnow())
 
 
@@ -253,7 +251,6 @@ def delete_entry(entry_id):
         return render_template("ui/error.html", title="Cannot delete", message=undeletable_reason(entry)), 403
     described = entries.describe(entry)
     revision = entries.delete(entry_id)
-    current_app.extensions["og_hub"].notify()
     flash("Deleted entry %d (%s)%s." % (entry_id, described, " at revision %d" % revision if revision else ""),
           "success")
     return redirect(url_for("ui.entries_page"))
@@ -305,28 +302,24 @@ def why_page():
     result = error = None
     if address:
         try:
-            result = fleet_state.why(address, current_app.config["OG"])
+            result = fleet.why(address, current_app.config["OG"])
         except entries.EntryError as exc:
             error = exc.message
     return render_template("ui/why.html", address=address, result=result, error=error)
 
 
 # ---- fleet ------------------------------------------------------------------------------------------------
-def fleet():
-    return api_fleet(when)
-
-
 @bp.get("/gateways")
 @page("read")
 def gateways_page():
-    return render_template("ui/gateways.html", fleet=fleet())
+    return render_template("ui/gateways.html", fleet=fleet.view(when))
 
 
 @bp.get("/gateways.json")
 def gateways_json():
     if g.user is None:
-        return jsonify({"error": {"code": "unauthorized", "message": "log in again"}}), 401
-    return jsonify(fleet())
+        return json_error(401, "unauthorized", "log in again")
+    return jsonify(fleet.view(when))
 
 
 # ---- audit ------------------------------------------------------------------------------------------------
@@ -411,27 +404,12 @@ def revoke_token(token_id):
     return redirect(url_for("ui.tokens_page"))
 
 
-def wants_html():
-    return not request.path.startswith(("/api/", "/ws/", "/metrics", "/healthz", "/readyz"))
-
-
 def install(app):
-    """Register the UI, CSRF protection (the API and the WebSocket use tokens, not cookies) and HTML errors."""
+    """Register the UI and its session settings (CSRF protection itself is bound in create_app)."""
     cfg = app.config["OG"]
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_SECURE=bool(cfg["session_cookie_secure"]),
                       PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=cfg["session_hours"]),
                       WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_SSL_STRICT=bool(cfg["session_cookie_secure"]))
-    csrf.init_app(app)
-    csrf.exempt(api_bp)
     app.extensions["og_login_throttle"] = users.AddressThrottle()
     app.register_blueprint(bp)
-
-    @app.errorhandler(CSRFError)
-    def csrf_error(exc):
-        message = ("This form was refused: %s. It did not come from a page of this server (or the page is too "
-                   "old); reload the page and submit it again." % exc.description.rstrip("."))
-        if not wants_html():
-            from ..api import error
-            return error(400, "csrf", message)
-        return render_template("ui/error.html", title="Form refused", message=message), 400

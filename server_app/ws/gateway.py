@@ -15,8 +15,9 @@ from simple_websocket import ConnectionClosed
 from og_kernel import og_protocol
 from og_kernel.og_protocol import ProtocolError
 
+from ..errors import error
 from ..models import db, utcnow
-from ..services import changelog, gateways
+from ..services import changelog, gateways, tokens
 from ..services.traffic import Traffic, TrafficError
 
 log = logging.getLogger(__name__)
@@ -307,8 +308,6 @@ def register(app, sock):
     def authenticate_gateway():
         if request.path != "/ws/gateway":
             return None
-        from ..services import tokens
-        from ..api import error
         token = tokens.authenticate(request.headers.get("Authorization"))
         if not tokens.allowed(token, "gateway"):
             return error(401, "unauthorized", "a gateway token is required: Authorization: Bearer <token>")

@@ -1,0 +1,42 @@
+"""The Flask extensions and the per-app objects of the server, made once here and bound in create_app.
+
+Module-level extensions (flask's init_app pattern) are bound to each app by create_app. The per-app objects
+live in app.extensions under these keys (services reach them through the current app):
+
+  og_hub              services/hub.Hub: notices new revisions and wakes the gateway sessions (the publisher)
+  og_housekeeper      services/housekeeping.Housekeeper: expires entries, flushes and prunes traffic
+  og_resolver         services/resolver.Resolver: resolves domain entries (og_resolver_stats: its counters)
+  og_traffic          services/traffic.Traffic: gateway counters waiting to be written
+  og_background       background.Background: starts and stops the three threads above
+  og_login_throttle   services/users.AddressThrottle: failed logins per remote address
+  og_publish_latency, og_snapshots_sent: the Prometheus metrics the gateway sessions update (metrics.py)
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_migrate import Migrate
+from flask_sock import Sock
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+sock = Sock()
+csrf = CSRFProtect()
+
+
+def hub():
+    """The publisher of the current app (None before create_app made it)."""
+    return current_app.extensions.get("og_hub")
+
+
+def resolver():
+    """The resolver of the current app (None before create_app made it)."""
+    return current_app.extensions.get("og_resolver")

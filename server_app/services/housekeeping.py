@@ -1,0 +1,77 @@
+"""The housekeeper: the server's periodic chores, each on its own schedule in one thread of its own.
+
+Every second it deletes the entries whose expiry has passed (waking the hub when that made revisions), every
+5 seconds it writes the gateways' traffic counters gathered in memory, and every hour it deletes traffic
+older than traffic_retention_days.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..extensions import db
+from . import entries
+
+log = logging.getLogger(__name__)
+
+EXPIRE_EVERY = 1.0
+TRAFFIC_FLUSH_EVERY = 5.0
+TRAFFIC_PRUNE_EVERY = 3600.0
+
+
+class Housekeeper:
+    """One per process: runs the chores that are due, then sleeps until the next one."""
+
+    def __init__(self, app):
+        self.app = app
+        self._stop = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+        self._last = {"expire": 0.0, "flush": 0.0, "prune": 0.0}
+
+    def start(self):
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="og-housekeeper", daemon=True)
+                self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _due(self, chore, every, now):
+        if now - self._last[chore] >= every:
+            self._last[chore] = now
+            return True
+        return False
+
+    def run_due(self, now=None):
+        """Run every chore whose time has come (needs an app context)."""
+        now = time.monotonic() if now is None else now
+        if self._due("expire", EXPIRE_EVERY, now):
+            for revision in entries.expire():    # entries.delete wakes the hub
+                log.info("entry expired revision=%s", revision)
+        traffic = self.app.extensions.get("og_traffic")
+        if traffic is not None and self._due("flush", TRAFFIC_FLUSH_EVERY, now):
+            traffic.flush()
+            if self._due("prune", TRAFFIC_PRUNE_EVERY, now):
+                traffic.prune(self.app.config["OG"]["traffic_retention_days"])
+
+    def _loop(self):
+        backoff = EXPIRE_EVERY
+        while not self._stop.is_set():
+            try:
+                with self.app.app_context():
+                    try:
+                        self.run_due()
+                    finally:
+                        db.session.remove()
+                backoff = EXPIRE_EVERY
+            except Exception:  # the housekeeper never dies: a database outage is retried with backoff
+                log.exception("housekeeping failed; retrying in %.1fs", backoff)
+                backoff = min(backoff * 2, 5.0)
+            self._stop.wait(backoff)
