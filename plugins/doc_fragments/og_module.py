@@ -26,7 +26,7 @@ attributes:
 notes:
   - Every exit returns the same keys, failure included. The keys documented as returned C(always) are there
     on success and on failure, and a failure adds C(msg) and the keys documented as returned C(failure)
-    (V(null) when one does not apply to the error). C(diff) is there only with C(--diff). Only a bad option
+    (each with the value its description gives when it does not apply to the error). C(diff) is there only with C(--diff). Only a bad option
     (an unknown name, a wrong type or choice) fails with C(msg) alone, because Ansible rejects it before the
     module runs.
 author:

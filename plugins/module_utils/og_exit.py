@@ -5,7 +5,7 @@
 
 Every exit returns ``changed`` and the module's result keys (each always there: its empty value until it is
 known); ``diff`` only when the task runs with ``--diff``; and on failure ``failed``, ``msg`` and the module's
-failure keys (each always there on failure: None when it does not apply to that error).
+failure keys (each always there on failure: its default, the one its error class has, when it does not apply).
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -13,9 +13,10 @@ __metaclass__ = type
 
 import copy
 
-# The failure keys of the modules that run commands, and of those that call the server's REST API.
-COMMAND_FAILURE_KEYS = ("cmd", "rc", "stdout", "stderr")
-API_FAILURE_KEYS = ("status", "code", "url")
+# The failure keys and their defaults: of the modules that run commands (CommandError's), and of those that
+# call the server's REST API (ApiError's; status -1 is "no answer").
+COMMAND_FAILURE_KEYS = {"cmd": None, "rc": None, "stdout": "", "stderr": ""}
+API_FAILURE_KEYS = {"status": -1, "code": None, "url": None}
 
 
 class ModuleExit(object):
@@ -25,7 +26,7 @@ class ModuleExit(object):
         self.module = module
         self.result = copy.deepcopy(result)
         self.result.setdefault("changed", False)
-        self.failure_keys = tuple(failure_keys)
+        self.failure_keys = dict(failure_keys)
         self.diff_texts = {"before": "", "after": ""}
 
     def update(self, **values):
@@ -51,12 +52,13 @@ class ModuleExit(object):
         self.module.exit_json(**self.returned())
 
     def fail(self, msg, changed=False, **details):
-        """Fail with msg and every failure key (the ones not in details as None); changed says what was done."""
+        """Fail with msg and every failure key (its default unless in details); changed says what was done."""
         unknown = sorted(set(details) - set(self.failure_keys))
         if unknown:
             raise KeyError("not failure keys of this module: %s" % ", ".join(unknown))
         out = self.returned()
-        out.update((key, details.get(key)) for key in self.failure_keys)
+        out.update(self.failure_keys)
+        out.update(details)
         out.update(changed=changed, msg=msg)
         self.module.fail_json(**out)
 

@@ -149,11 +149,11 @@ rc:
   returned: failure
   type: int
 stdout:
-  description: Its standard output; V(null) when the failure was not a command's.
+  description: Its standard output; empty when the failure was not a command's.
   returned: failure
   type: str
 stderr:
-  description: Its standard error; V(null) when the failure was not a command's.
+  description: Its standard error; empty when the failure was not a command's.
   returned: failure
   type: str
 """

@@ -174,7 +174,7 @@ def main():
     p = module.params
     internal = p["internal_networks"] if p["internal_networks"] is not None else list(DEFAULT_INTERNAL_NETWORKS)
     management = management_addresses()
-    out = ModuleExit(module, RESULT, ())
+    out = ModuleExit(module, RESULT, {})
     table = None
     try:
         parse_networks(internal, "internal network")

@@ -225,6 +225,8 @@ def test_a_wrong_token_a_viewer_token_and_a_dead_server_fail_clearly(server, ans
                                     "is required" % server.url)
     assert "Check the token option (or OG_TOKEN)" in result["msg"]
     assert "oga_wrong" not in json.dumps(result)
+    assert {k: v for k, v in result.items() if k != "msg"} == {
+        "changed": False, "entry": None, "status": 401, "code": "unauthorized", "url": server.url + "/api/v1/entries"}
 
     status, result, _ = ansible.module("og_entry", {"target": "198.51.100.17", "token": server.viewer})
     assert status == "FAILED!" and result["status"] == 403

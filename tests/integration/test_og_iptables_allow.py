@@ -145,7 +145,10 @@ def test_errors_name_the_problem_and_change_nothing(topo, ansible):
     assert result["msg"].startswith("ipset og-allowp4 exists as hash:ip,port (family inet ")
     assert result["msg"].endswith(") but must be hash:net,port family inet with counters; it is in the way: "
                                   "remove it with `ipset destroy og-allowp4` (after removing the rules that use it)")
-    assert result["changed"] is False
+    # The same keys as a success, and the failure keys (no command failed: none to show).
+    assert {k: v for k, v in result.items() if k != "msg"} == {
+        "changed": False, "elements": [], "added": [], "removed": [], "refused": [], "cmd": None, "rc": None,
+        "stdout": "", "stderr": "", "stdout_lines": [], "stderr_lines": []}
     assert og_objects(topo) == ["og-allowp4"]
     topo.gw.run(["ipset", "destroy", "og-allowp4"])
 
