@@ -23,6 +23,7 @@ attributes:
   platform:
     support: full
     platforms: posix
+    description: Runs on the managed host (or the controller, for the modules that talk to the server's API).
 notes:
   - Every exit returns the same keys, failure included. The keys documented as returned C(always) are there
     on success and on failure, and a failure adds C(msg) and the keys documented as returned C(failure)

@@ -346,8 +346,8 @@ def main():
         client = Client.from_params(module.params)
         run(module, client, out)
     except ApiError as exc:
-        out.fail('%s (target %r, ports %r). Nothing was changed' % (exc.msg, module.params['target'],
-                                                                  module.params['ports']),
+        out.fail('%s (target %r, ports %r). Nothing was changed'
+                 % (exc.msg, module.params['target'], module.params['ports']),
                  status=exc.status, code=exc.code, url=exc.url)
     out.exit()
 
