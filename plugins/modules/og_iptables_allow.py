@@ -104,7 +104,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 elements:
-  description: The allowed elements in the kernel after the task (predicted in check mode), sorted.
+  description: The allowed elements in the kernel after the task (predicted in check mode; on failure, as read
+    before it, empty when it failed before reading them), sorted.
   returned: always
   type: list
   elements: str
