@@ -148,6 +148,29 @@ def test_the_tarball_installs_and_ansible_doc_finds_every_module(install, source
     assert listed == expected
 
 
+def test_ansible_doc_renders_every_module_with_the_shared_fragments(installed, source):
+    """The installed modules' documentation, fragments merged: the shared block and the API options once each."""
+    names = sorted("outputguard.egress." + os.path.basename(p)[:-3]
+                   for p in glob.glob(str(source / "plugins" / "modules" / "*.py")))
+    rc, out, stdout = run([os.path.join(VENV_BIN, "ansible-doc"), "-t", "module", "--json"] + names, cwd=installed,
+                          env={"ANSIBLE_COLLECTIONS_PATH": str(installed.parents[2])}, stdout_too=True)
+    assert rc == 0, tail(out)
+    docs = {name: info["doc"] for name, info in json.loads(stdout).items()}
+    assert sorted(docs) == names
+    shared = {name: (doc["author"], sorted(doc["attributes"]), doc["attributes"]["platform"]["platforms"],
+                     any(note.startswith("Every exit returns the same keys") for note in doc["notes"]))
+              for name, doc in docs.items()}
+    assert shared == {name: (["outputguard.egress contributors (@outputguard)"],
+                             ["check_mode", "diff_mode", "platform"], "posix", True) for name in names}
+    api = ["ca_path", "server_url", "timeout", "token", "validate_certs"]
+    assert {name: sorted(set(api) - set(docs[name]["options"])) for name in
+            ("outputguard.egress.og_entry", "outputguard.egress.og_entry_info")} == {
+        "outputguard.egress.og_entry": [], "outputguard.egress.og_entry_info": []}
+    assert docs["outputguard.egress.og_entry_info"]["attributes"]["diff_mode"]["support"] == "none"
+    assert docs["outputguard.egress.og_public_routes"]["attributes"]["check_mode"] == {
+        "support": "full", "description": "Plans the change from the kernel's real routes and changes nothing."}
+
+
 def test_galaxy_importer_accepts_the_tarball_without_warnings(tarball, gates_tmp):
     python = gates_tool("python")
     rc, out = run([python, "-m", "galaxy_importer.main", tarball], cwd=gates_tmp, env={
