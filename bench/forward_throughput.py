@@ -120,10 +120,15 @@ s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
 """
 
 
+def listening(host, port):
+    """The listening sockets on this TCP port in the host (empty text when none)."""
+    return host.run(["ss", "-Hltn", "sport = :%d" % port]).stdout.strip()
+
+
 def start_iperf_server(inet):
     inet.popen(["iperf3", "-s", "-B", TARGET, "-p", str(IPERF_PORT)])
-    nslib.wait_until(lambda: inet.run(["ss", "-Hltn", "sport = :%d" % IPERF_PORT]).stdout.strip(),
-                     timeout=10, what="iperf3 server listening in %s" % inet.name)
+    nslib.wait_until(lambda: listening(inet, IPERF_PORT), timeout=10,
+                     what="iperf3 server listening in %s" % inet.name)
 
 
 def build(spaces, tool):
@@ -146,10 +151,9 @@ def measure(hosts, tool, seconds):
             return data["end"]["sum_received"]["bits_per_second"] / 1e9
         receiver = inet.popen([sys.executable, "-c", RECEIVER, TARGET, str(PY_PORT)], stdout=subprocess.PIPE,
                               text=True)
-        nslib.wait_until(lambda: inet.run(["ss", "-Hltn", "sport = :%d" % PY_PORT]).stdout.strip(),
-                         timeout=10, what="receiver listening")
+        nslib.wait_until(lambda: listening(inet, PY_PORT), timeout=10, what="receiver listening")
         client.run([sys.executable, "-c", SENDER, TARGET, str(PY_PORT), str(seconds)], timeout=seconds + 30)
-        out, _ = receiver.communicate(timeout=30)
+        out, dummy = receiver.communicate(timeout=30)
         total, elapsed = out.split()
         return int(total) * 8 / float(elapsed) / 1e9
     except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
@@ -159,7 +163,7 @@ def measure(hosts, tool, seconds):
 
 
 def one_run(hosts, mode, n, tool, seconds):
-    _, gw, _ = hosts
+    dummy, gw, dummy = hosts
     worker(gw, __file__, "configure", {"mode": mode, "n": n})
     before = worker(gw, __file__, "matched", {"mode": mode})
     gbits = measure(hosts, tool, seconds)

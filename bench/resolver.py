@@ -55,7 +55,7 @@ def main():
              "--group=root", "--pid-file="], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             res = make_dns({"dns_servers": ["127.0.0.1:%d" % port], "dns_timeout": 1.0, "dns_tries": 2})
-            for _ in range(100):
+            for dummy in range(100):
                 if resolve(res, "name0.bench.test", False).status == "ok":
                     break
                 time.sleep(0.1)

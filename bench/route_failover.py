@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """How long og-route takes to move the routes to the standby gateway when the primary's health endpoint stops.
 
 Builds its own namespaces (client on a bridge with gateways A and B, each serving /healthz on port 9900 with
@@ -119,7 +118,7 @@ class Bench:
             wait_until(started, timeout=60, what="og-route's first probe")
             self.wait_primary(GW_A, prefixes)
             time.sleep(interval * 2)
-            for _ in range(runs):
+            for dummy in range(runs):
                 proc = self.health.pop(GW_A)
                 out = self.client.run([sys.executable, os.path.abspath(__file__), "measure", str(proc.pid), GW_B],
                                       env=dict(env, PYTHONPATH=TOP), timeout=120)
@@ -157,7 +156,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "measure":
         return measure(int(argv[1]), argv[2])
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--write", metavar="PATH", help="write the figures as Markdown here")
     args = parser.parse_args(argv)
@@ -208,8 +207,8 @@ def main(argv=None):
             fmt(statistics.median(every)), fmt(min(every)), fmt(max(every)),
             fmt(statistics.median(applies)) if applies else "n/a", statistics.median(every) / base))
     lines += [
-        "| baseline: `ip -batch` route replace | | %s (%s-%s) | | 1x |" % (fmt(base), fmt(min(baseline)),
-                                                                        fmt(max(baseline))),
+        "| baseline: `ip -batch` route replace | | %s (%s-%s) | | 1x |" % (
+            fmt(base), fmt(min(baseline)), fmt(max(baseline))),
         "",
         "Detection dominates: a gateway counts as down after `--fall` failed probes, one probe per `--interval`, "
         "so the expected time is about (fall - 1 + U(0,1)) x interval, plus the changes. og-route makes them "

@@ -36,7 +36,7 @@ BASE_CHAIN = "OGB-COUNT"
 # ---- inside the gateway namespace ---------------------------------------------------------------------
 def _repeat(fn, repeats):
     times, value = [], None
-    for _ in range(repeats):
+    for dummy in range(repeats):
         started = time.perf_counter()
         value = fn()
         times.append(time.perf_counter() - started)
@@ -74,7 +74,7 @@ def _served(fw, texts, repeats):
 def _exposition(fw, texts, repeats, limit=None, entries=True):
     """Seconds to produce the agent's /metrics body, or (None, reason) when the collector cannot be built.
 
-    limit None: the agent's default metrics_address_limit and metrics_entry_limit; the seed's series must be 2 per
+    limit None: the agent's default metrics_address_limit and metrics_entry_limit; outputGuard's series must be 2 per
     address up to it, plus the two of address "other" above it; the per-entry bytes series 2 per entry up to it,
     plus the four of entry "other" (shared false and true) above it.
     """

@@ -25,7 +25,7 @@ from server_app.services import entries  # noqa: E402
 
 def timed(fn, repeat=30):
     samples = []
-    for _ in range(repeat):
+    for dummy in range(repeat):
         t = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - t)
@@ -56,7 +56,7 @@ def clients(app):
     import re
     from server_app.services import tokens, users
     users.create("bench", "bench-password-1", "viewer", created_by=("bench", "system", ""))
-    _, secret = tokens.create("viewer", "bench")
+    dummy, secret = tokens.create("viewer", "bench")
     ui = app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', ui.get("/login").text).group(1)
     assert ui.post("/login", data={"username": "bench", "password": "bench-password-1",

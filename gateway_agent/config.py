@@ -48,8 +48,9 @@ def parser():
     p.add_argument("--config", metavar="PATH", help="YAML file with the same keys as these flags")
     p.add_argument("--server", dest="servers", action="append", metavar="URL",
                    help="ws:// or wss:// URL of a server's /ws/gateway; repeat for fallbacks")
-    p.add_argument("-iptables-wss-server", dest="seed_server", metavar="HOST:PORT",
-                   help="the seed's flag: same as --server ws://HOST:PORT/ws/gateway")
+    p.add_argument("-iptables-wss-server", dest="outputguard_server", metavar="HOST:PORT",
+                   help="the flag of outputGuard, the system this one replaces: same as --server "
+                        "ws://HOST:PORT/ws/gateway")
     p.add_argument("--token", help="gateway token (prefer --token-file: flags show in ps)")
     p.add_argument("--token-file", metavar="PATH")
     p.add_argument("--name", help="this gateway's name (default: the host name)")
@@ -96,8 +97,8 @@ def load(argv=None):
     for key, value in vars(args).items():
         if key in DEFAULTS and value is not None:
             cfg[key] = value
-    if args.seed_server:
-        cfg["servers"] = list(cfg["servers"]) + ["ws://%s/ws/gateway" % args.seed_server]
+    if args.outputguard_server:
+        cfg["servers"] = list(cfg["servers"]) + ["ws://%s/ws/gateway" % args.outputguard_server]
 
     for key in LIST_KEYS:
         if not isinstance(cfg[key], list):

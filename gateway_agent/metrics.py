@@ -1,6 +1,6 @@
 """Prometheus metrics, read from the kernel at scrape time; /healthz for client route daemons.
 
-The per-address families (the seed's, per element, per entry, denied destinations) are written as exposition
+The per-address families (outputGuard's, per element, per entry, denied destinations) are written as exposition
 text directly: at 100,000 addresses prometheus_client's Sample objects and per-sample validation and escaping
 made a scrape take ~10 s. The other families go through prometheus_client as usual.
 
@@ -53,7 +53,7 @@ def escape_label(value):
 
 
 def ip_label(element):
-    """The seed's `ip` label: the bare address of a /32 or /128, else the network; then the port if scoped.
+    """outputGuard's `ip` label: the bare address of a /32 or /128, else the network; then the port if scoped.
 
     Canonical element texts need no parsing: an IPv4 host ends in /32, an IPv6 host in /128.
     """
@@ -192,12 +192,12 @@ class AgentMetrics:
     def _per_address(self, rows):
         """The per-address families, with series of their own for the busiest addresses only (the limit)."""
         rows, aggregated = self._busiest(rows)
-        seed = 'hostname="%s",ip="' % escape_label(self.hostname)
-        labelled = [(seed + ip, text, c) for ip, text, c in rows]
-        parts = [_header("iptables_bytes_count", "gauge", "Bytes per allowed address (seed-compatible)")]
+        prefix = 'hostname="%s",ip="' % escape_label(self.hostname)
+        labelled = [(prefix + ip, text, c) for ip, text, c in rows]
+        parts = [_header("iptables_bytes_count", "gauge", "Bytes per allowed address (outputGuard-compatible)")]
         parts += ['iptables_bytes_count{%s",type="OUTPUT"} %d\niptables_bytes_count{%s",type="INPUT"} %d\n'
                   % (ip, c.out_bytes, ip, c.in_bytes) for ip, _text, c in labelled]
-        parts.append(_header("iptables_packets_count", "gauge", "Packets per allowed address (seed-compatible)"))
+        parts.append(_header("iptables_packets_count", "gauge", "Packets per allowed address (outputGuard-compatible)"))
         parts += ['iptables_packets_count{%s",type="OUTPUT"} %d\niptables_packets_count{%s",type="INPUT"} %d\n'
                   % (ip, c.out_packets, ip, c.in_packets) for ip, _text, c in labelled]
         parts.append(_header("og_gateway_bytes_total", "counter", "Bytes through the gateway per allowed element"))

@@ -1,4 +1,4 @@
-"""og-route command line; flags compatible with the seed's client (-iptables-gateway)."""
+"""og-route command line; flags compatible with outputGuard's client (-iptables-gateway)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def main():
     args = parser.parse_args()
     servers = []
     for item in args.listen:
-        host, _, port = item.rpartition(":")
+        host, dummy, port = item.rpartition(":")
         host = host.strip("[]")
         servers.append((Server6 if ":" in host else Server)((host, int(port)), Handler))
     for srv in servers[1:]:

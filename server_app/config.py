@@ -42,7 +42,8 @@ DEFAULTS = {
     "session_hours": 12,
     "traffic_retention_days": 7,
 }
-SEED_DB_KEYS = ("db_user", "db_password", "db_server", "db_port", "db_name")
+# The database keys of outputGuard, the system this one replaces: still accepted, turned into a database URL.
+OUTPUTGUARD_DB_KEYS = ("db_user", "db_password", "db_server", "db_port", "db_name")
 ENV_PREFIX = "OG_"
 
 
@@ -75,19 +76,19 @@ def load(path=None, overrides=None, environ=None):
             raw[key] = yaml.safe_load(env) if key in ("internal_networks", "dns_servers") else env
     raw.update(overrides or {})
 
-    seed = {k: raw.pop(k) for k in SEED_DB_KEYS if k in raw}
+    legacy = {k: raw.pop(k) for k in OUTPUTGUARD_DB_KEYS if k in raw}
     unknown = sorted(set(raw) - set(DEFAULTS))
     if unknown:
         problems.append("unknown setting(s) %s; known settings are %s" % (", ".join(unknown), ", ".join(sorted(DEFAULTS))))
     cfg = dict(DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS})
-    if seed:
-        missing = [k for k in ("db_user", "db_server", "db_name") if not seed.get(k)]
+    if legacy:
+        missing = [k for k in ("db_user", "db_server", "db_name") if not legacy.get(k)]
         if missing:
-            problems.append("the seed database keys need %s as well" % ", ".join(missing))
+            problems.append("outputGuard's database keys need %s as well" % ", ".join(missing))
         elif not cfg["database_url"]:
             cfg["database_url"] = "mysql+pymysql://%s:%s@%s:%s/%s" % (
-                quote_plus(str(seed["db_user"])), quote_plus(str(seed.get("db_password", ""))),
-                seed["db_server"], seed.get("db_port") or 3306, seed["db_name"])
+                quote_plus(str(legacy["db_user"])), quote_plus(str(legacy.get("db_password", ""))),
+                legacy["db_server"], legacy.get("db_port") or 3306, legacy["db_name"])
 
     host, _colon, port = str(cfg["listen"]).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:

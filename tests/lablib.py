@@ -32,10 +32,11 @@ class Lab:
         self.url = "http://127.0.0.1:%d" % ui_port
 
     def lab(self, *args, check=True):
-        proc = subprocess.run([LAB_SCRIPT] + list(args), env=self.env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run([LAB_SCRIPT] + list(args), env=self.env, capture_output=True, text=True, timeout=900,
+                              check=False)
         if check and proc.returncode != 0:
-            raise AssertionError("scripts/lab %s failed rc=%d\n%s\n%s" % (" ".join(args), proc.returncode,
-                                                                         proc.stdout[-6000:], proc.stderr[-3000:]))
+            raise AssertionError("scripts/lab %s failed rc=%d\n%s\n%s" % (
+                " ".join(args), proc.returncode, proc.stdout[-6000:], proc.stderr[-3000:]))
         return proc
 
     def ns(self, host):

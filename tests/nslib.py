@@ -25,7 +25,7 @@ CREATED = set()
 
 def sh(argv, check=True, input=None, timeout=60):
     """Run a command in the root namespace's shell (only ip/netns management is done this way)."""
-    proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise RuntimeError("%s failed rc=%d: %s%s" % (shlex.join(argv), proc.returncode, proc.stdout, proc.stderr))
     return proc
@@ -81,7 +81,7 @@ class Netns:
 
     def run(self, argv, check=True, input=None, timeout=60, env=None):
         full = ["ip", "netns", "exec", self.name] + list(argv)
-        proc = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         if check and proc.returncode != 0:
             raise RuntimeError("%s failed rc=%d: %s%s" % (shlex.join(full), proc.returncode, proc.stdout, proc.stderr))
         return proc

@@ -40,7 +40,7 @@ class Postgres:
 
     def _as_postgres(self, tool, *args, check=True):
         done = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(self.bin, tool)] + list(args),
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, check=False)
         if check and done.returncode != 0:
             raise RuntimeError("%s failed: %s%s" % (tool, done.stdout, done.stderr))
         return done
@@ -68,7 +68,7 @@ class Postgres:
 
     def destroy(self):
         self.stop("immediate")
-        for _ in range(50):
+        for dummy in range(50):
             if not self.running():
                 break
             time.sleep(0.1)

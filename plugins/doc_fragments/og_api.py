@@ -17,6 +17,12 @@ options:
       - If not set, the environment variable E(OG_SERVER_URL) is used.
     type: str
     required: true
+  token:
+    description:
+      - An API token (C(og-server token create)), sent as a C(Bearer) token in the C(Authorization) header.
+      - If not set, the environment variable E(OG_TOKEN) is used.
+    type: str
+    required: true
   validate_certs:
     description:
       - Verify the server's TLS certificate. Only set to V(false) for a test server.

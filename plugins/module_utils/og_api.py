@@ -22,7 +22,7 @@ from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, SS
 
 from .og_netpolicy import AddressPolicy, format_port_spec, parse_port_spec
 
-# Options shared by og_entry and og_entry_info; their DOCUMENTATION repeats them.
+# Options shared by og_entry and og_entry_info; documented once, in the og_api doc fragment.
 CONNECTION_ARGS = dict(
     server_url=dict(type='str', required=True, fallback=(env_fallback, ['OG_SERVER_URL'])),
     token=dict(type='str', required=True, no_log=True, fallback=(env_fallback, ['OG_TOKEN'])),

@@ -20,7 +20,7 @@ import re
 import socket
 
 from .og_command import CommandError, CommandRunner, refuse_root_netns
-from .og_elements import Element, digest
+from .og_elements import Element
 from .og_netpolicy import DEFAULT_INTERNAL_NETWORKS, AddressPolicy, TargetError
 
 MAXELEM = 1048576
@@ -866,11 +866,5 @@ class Firewall(object):
         return result
 
 
-def kernel_digest(firewall, expected=None):
-    """Digest and count of what is really in the kernel."""
-    elements = firewall.elements(expected=expected)
-    return digest(elements), len(elements)
-
-
 __all__ = ["CommandError", "Counters", "EgressPolicy", "Firewall", "FirewallError", "PolicyPlan", "Step",
-           "TargetError", "kernel_digest"]
+           "TargetError"]

@@ -24,14 +24,6 @@ description:
   - Options that are not given are not compared; a new entry then gets the server's defaults (deletable, no
     expiry, no comment), and a replaced entry keeps its values.
 options:
-  token:
-    description:
-      - An API token (C(og-server token create --role editor)), sent as a C(Bearer) token in the
-        C(Authorization) header.
-      - V(state=present) and V(state=absent) need the editor or admin role.
-      - If not set, the environment variable E(OG_TOKEN) is used.
-    type: str
-    required: true
   target:
     description:
       - An IPv4 or IPv6 address, a network in CIDR notation (without host bits) or a domain name.
@@ -78,18 +70,14 @@ options:
     default: present
 attributes:
   check_mode:
-    support: full
     description: Reads the server's entries and reports what would change; sends no change.
   diff_mode:
-    support: full
     description: Shows the entry's id, target, ports, deletable, expires_at and comment before and after.
-  platform:
-    support: full
-    platforms: posix
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - outputguard.egress.og_module
   - outputguard.egress.og_api
 notes:
+  - O(token) needs the editor or admin role (C(og-server token create --role editor)).
   - In check mode only the syntax of O(target), O(ports) and O(expires_at) is checked; whether the server
     accepts the target (internal networks, minimum prefix) shows when the task runs.
   - Every accepted change gets a revision on the server; RV(entry.revision) is the revision of a creation.
@@ -99,8 +87,6 @@ seealso:
   - name: docs/entries-as-code.md
     description: Managing the allowlist from Git with playbooks/entries.yml.
     link: https://example.invalid/outputguard/egress/docs
-author:
-  - outputguard.egress contributors (@outputguard)
 """
 
 EXAMPLES = r"""
@@ -161,7 +147,7 @@ entry:
 diff:
   description: The entry before and after the task, one sorted line per field (name, colon, value as JSON);
     empty when absent.
-  returned: always
+  returned: when the task runs with C(--diff)
   type: dict
   contains:
     before:
@@ -175,11 +161,13 @@ status:
   returned: failure
   type: int
 code:
-  description: The server's error code, such as V(invalid_target), V(unauthorized) or V(undeletable).
+  description: The server's error code, such as V(invalid_target), V(unauthorized) or V(undeletable), or the
+    module's own (V(invalid_input), V(differs), V(undeletable)) when it refused before any request; V(null) when
+    the server gave none.
   returned: failure
   type: str
 url:
-  description: The URL of the failed request.
+  description: The URL of the failed request; V(null) when the failure came before any request.
   returned: failure
   type: str
 """
@@ -190,7 +178,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.outputguard.egress.plugins.module_utils.og_api import (
     CONNECTION_ARGS, ApiError, Client, normalise_expiry, normalise_ports, parse_target)
+from ansible_collections.outputguard.egress.plugins.module_utils.og_exit import API_FAILURE_KEYS, ModuleExit
 from ansible_collections.outputguard.egress.plugins.module_utils.og_netpolicy import TargetError
+
+# Every exit returns these keys (failure included), plus diff with --diff, plus msg, status, code, url on failure.
+RESULT = {'changed': False, 'entry': None}
 
 # The fields an operator sets, in the order of the diff (sorted).
 SHOWN = ('comment', 'deletable', 'expires_at', 'id', 'ports', 'target')
@@ -254,8 +246,8 @@ def predicted(wanted, keep=None):
     return entry
 
 
-def run(module, client):
-    """Plan and apply; returns the result dict for exit_json. Raises ApiError."""
+def run(module, client, out):
+    """Plan and apply, recording the result in `out` (a ModuleExit); fails through it. Raises ApiError."""
     params = module.params
     try:
         wanted = wanted_fields(params)
@@ -263,53 +255,59 @@ def run(module, client):
         if params['state'] == 'present' and not module.check_mode:
             # The server has the last word on what a valid entry is: send it as given and report its answer.
             entry = client.create_entry(request_body(params))
-            return {'changed': True, 'entry': entry, 'diff': {'before': '', 'after': diff_text(entry)}}
-        module.fail_json(msg='%s. Nothing was changed' % exc, status=-1, code='invalid_input', url=None)
+            return record(out, True, entry, '')
+        out.fail('%s. Nothing was changed' % exc, status=-1, code='invalid_input')
 
     existing = client.find_entry(wanted['target'], wanted['ports'])
     before = diff_text(existing)
+    out.update(entry=existing)
+    out.diff(before, before)
 
     if params['state'] == 'absent':
         if existing is None:
-            return {'changed': False, 'entry': None, 'diff': {'before': '', 'after': ''}}
+            return record(out, False, None, '')
         if not existing['deletable']:
-            module.fail_json(
-                msg="%s is undeletable: it was created with deletable=false and the server refuses to delete it%s. "
-                    "Nothing was changed; remove the task, or wait for the entry to expire"
-                    % (describe(existing), " before it expires at %s" % existing['expires_at']
-                       if existing.get('expires_at') else ""),
-                status=403, code='undeletable', url=client.base + '/entries/%d' % existing['id'], entry=existing)
+            out.fail(
+                "%s is undeletable: it was created with deletable=false and the server refuses to delete it%s. "
+                "Nothing was changed; remove the task, or wait for the entry to expire"
+                % (describe(existing), " before it expires at %s" % existing['expires_at']
+                   if existing.get('expires_at') else ""),
+                status=403, code='undeletable', url=client.base + '/entries/%d' % existing['id'])
         if not module.check_mode:
             client.delete_entry(existing['id'])
-        return {'changed': True, 'entry': None, 'diff': {'before': before, 'after': ''}}
+        return record(out, True, None, before)
 
     if existing is None:
         entry = predicted(wanted) if module.check_mode else client.create_entry(request_body(params))
-        return {'changed': True, 'entry': entry, 'diff': {'before': '', 'after': diff_text(entry)}}
+        return record(out, True, entry, '')
 
     changes = differences(existing, wanted)
     if not changes:
-        return {'changed': False, 'entry': existing, 'diff': {'before': before, 'after': before}}
+        return record(out, False, existing, before)
     listed = '; '.join('%s is %s, the task wants %s' % (f, json.dumps(have), json.dumps(want))
                        for f, have, want in changes)
     if not existing['deletable']:
-        module.fail_json(msg="%s differs (%s) but is undeletable, so it cannot be replaced: the API has no way to "
-                             "change an entry in place. Nothing was changed; make the task match the entry"
-                             % (describe(existing), listed),
-                         status=-1, code='undeletable', url=None, entry=existing)
+        out.fail("%s differs (%s) but is undeletable, so it cannot be replaced: the API has no way to change an "
+                 "entry in place. Nothing was changed; make the task match the entry" % (describe(existing), listed),
+                 status=-1, code='undeletable')
     if not params['replace']:
-        module.fail_json(msg="%s differs: %s. The API cannot change an entry in place; set replace=true to delete "
-                             "it and create it again, or make the task match the entry. Nothing was "
-                             "changed" % (describe(existing), listed),
-                         status=-1, code='differs', url=None, entry=existing)
+        out.fail("%s differs: %s. The API cannot change an entry in place; set replace=true to delete it and "
+                 "create it again, or make the task match the entry. Nothing was changed"
+                 % (describe(existing), listed), status=-1, code='differs')
     if module.check_mode:
         entry = predicted(wanted, keep=existing)
     else:
-        entry = replace(module, client, existing, request_body(params, keep=existing))
-    return {'changed': True, 'entry': entry, 'diff': {'before': before, 'after': diff_text(entry)}}
+        entry = replace(client, out, existing, request_body(params, keep=existing))
+    return record(out, True, entry, before)
 
 
-def replace(module, client, existing, body):
+def record(out, changed, entry, before):
+    """The result of a run that got through: changed, the entry after the task and the diff."""
+    out.update(changed=changed, entry=entry)
+    out.diff(before, diff_text(entry))
+
+
+def replace(client, out, existing, body):
     """Delete `existing` and create `body`; if the creation fails, put the old entry back and fail."""
     client.delete_entry(existing['id'])
     try:
@@ -321,11 +319,14 @@ def replace(module, client, existing, body):
             back = client.create_entry(restore)
             outcome = 'the old entry was created again as entry %d' % back['id']
         except ApiError as again:
+            back = None
             outcome = 'creating the old entry again failed too (%s); it is gone' % again.msg
-        failure = exc.as_dict()
-        failure['msg'] = ('replacing %s: it was deleted, but creating the new one failed: %s; %s'
-                          % (describe(existing), exc.msg, outcome))
-        module.fail_json(**failure)
+        # The server's entries did change: the old one is gone, and maybe back under a new id.
+        out.update(entry=back)
+        out.diff(diff_text(existing), diff_text(back))
+        out.fail('replacing %s: it was deleted, but creating the new one failed: %s; %s'
+                 % (describe(existing), exc.msg, outcome), changed=True, status=exc.status, code=exc.code,
+                 url=exc.url)
 
 
 def main():
@@ -340,15 +341,15 @@ def main():
         state=dict(type='str', choices=['present', 'absent'], default='present'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    out = ModuleExit(module, RESULT, API_FAILURE_KEYS)
     try:
         client = Client.from_params(module.params)
-        result = run(module, client)
+        run(module, client, out)
     except ApiError as exc:
-        failure = exc.as_dict()
-        failure['msg'] = ('%s (target %r, ports %r). Nothing was changed'
-                          % (exc.msg, module.params['target'], module.params['ports']))
-        module.fail_json(**failure)
-    module.exit_json(**result)
+        out.fail('%s (target %r, ports %r). Nothing was changed'
+                 % (exc.msg, module.params['target'], module.params['ports']),
+                 status=exc.status, code=exc.code, url=exc.url)
+    out.exit()
 
 
 if __name__ == '__main__':

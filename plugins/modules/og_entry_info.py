@@ -16,12 +16,6 @@ description:
   - With O(target) (and O(ports)), returns the one entry with exactly that target in the server's normal form, if
     it exists.
 options:
-  token:
-    description:
-      - An API token of any role that may read (viewer, editor or admin).
-      - If not set, the environment variable E(OG_TOKEN) is used.
-    type: str
-    required: true
   id:
     description:
       - Only the entry with this id (an empty list when there is none).
@@ -60,23 +54,19 @@ options:
     type: bool
 attributes:
   check_mode:
-    support: full
     description: Reads only; runs the same in check mode.
   diff_mode:
     support: none
-  platform:
-    support: full
-    platforms: posix
+    description: Returns no diff; it changes nothing.
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - outputguard.egress.og_module
   - outputguard.egress.og_api
 notes:
+  - O(token) may have any role (viewer, editor or admin).
   - The pages are read one after the other; entries created or deleted meanwhile may be missed or listed twice.
     RV(revision) is the revision when the first page was read.
 seealso:
   - module: outputguard.egress.og_entry
-author:
-  - outputguard.egress contributors (@outputguard)
 """
 
 EXAMPLES = r"""
@@ -120,18 +110,34 @@ entries:
           source: resolved
           published: true
 revision:
-  description: The server's current revision (head of its change log).
+  description: The server's current revision (head of its change log); V(null) when the task failed.
   returned: always
   type: int
   sample: 57
+status:
+  description: The HTTP status of the failed request (V(-1) when the server did not answer or no request was made).
+  returned: failure
+  type: int
+code:
+  description: The server's error code, such as V(unauthorized), or V(invalid_input) when the module refused
+    before any request; V(null) when the server gave none.
+  returned: failure
+  type: str
+url:
+  description: The URL of the failed request; V(null) when the failure came before any request.
+  returned: failure
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.outputguard.egress.plugins.module_utils.og_api import (
     CONNECTION_ARGS, ApiError, Client, entry_key, normalise_ports, parse_target)
+from ansible_collections.outputguard.egress.plugins.module_utils.og_exit import API_FAILURE_KEYS, ModuleExit
 from ansible_collections.outputguard.egress.plugins.module_utils.og_netpolicy import TargetError
 
+# Every exit returns these keys (failure included), plus msg, status, code and url on failure.
+RESULT = {'changed': False, 'entries': [], 'revision': None}
 
 FILTERS = ('target', 'q', 'kind', 'creator', 'deletable', 'expiring')
 
@@ -165,13 +171,14 @@ def main():
                            required_by={'ports': 'target'},
                            mutually_exclusive=[('id', name) for name in FILTERS])
     params = module.params
+    out = ModuleExit(module, RESULT, API_FAILURE_KEYS)
     key = None
     if params['target'] is not None:
         try:
             ports = params['ports']
             key = (parse_target(params['target']).value, None if ports is None else tuple(normalise_ports(ports)))
         except TargetError as exc:
-            module.fail_json(msg='%s; nothing to look up' % exc, entries=[], revision=None)
+            out.fail('%s; nothing to look up' % exc, status=-1, code='invalid_input')
     try:
         client = Client.from_params(params)
         if params['id'] is not None:
@@ -185,8 +192,8 @@ def main():
                 q=q, kind=params['kind'], creator=params['creator'], deletable=flag(params['deletable']),
                 expiring=flag(params['expiring']))
     except ApiError as exc:
-        module.fail_json(entries=[], revision=None, **exc.as_dict())
-    module.exit_json(changed=False, entries=[e for e in entries if matches(e, key)], revision=revision)
+        out.fail_from(exc)
+    out.exit(entries=[e for e in entries if matches(e, key)], revision=revision)
 
 
 if __name__ == '__main__':

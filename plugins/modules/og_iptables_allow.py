@@ -63,17 +63,10 @@ options:
     choices: [present, absent]
     default: present
 attributes:
-  check_mode:
-    support: full
-    description: Computes the change from the real state and changes nothing.
   diff_mode:
-    support: full
     description: Shows the owned sets, chains, jumps and allowed elements before and after, sorted.
-  platform:
-    support: full
-    platforms: posix
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - outputguard.egress.og_module
 requirements:
   - ipset
   - iptables (and ip6tables when O(ipv6=true))
@@ -85,8 +78,6 @@ seealso:
   - name: docs/kernel-interface.md
     description: The objects this module owns and the rules in OG-FORWARD.
     link: https://example.invalid/outputguard/egress/docs
-author:
-  - outputguard.egress contributors (@outputguard)
 """
 
 EXAMPLES = r"""
@@ -113,7 +104,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 elements:
-  description: The allowed elements in the kernel after the task (predicted in check mode), sorted.
+  description: The allowed elements in the kernel after the task (predicted in check mode; on failure, as read
+    before it, empty when it failed before reading them), sorted.
   returned: always
   type: list
   elements: str
@@ -139,30 +131,30 @@ refused:
   sample: ["10.1.2.3/32"]
 diff:
   description: The owned objects and allowed elements before and after, one sorted line each.
-  returned: always
+  returned: when the task runs with C(--diff)
   type: dict
   contains:
     before:
       description: State before the task.
       type: str
     after:
-      description: State after the task.
+      description: State after the task (on failure, the state before it).
       type: str
 cmd:
-  description: The command that failed.
+  description: The command that failed; V(null) when the failure was not a command's (a bad option value).
   returned: failure
   type: list
   elements: str
 rc:
-  description: Its return code.
+  description: Its return code; V(null) when the failure was not a command's.
   returned: failure
   type: int
 stdout:
-  description: Its standard output.
+  description: Its standard output; empty when the failure was not a command's.
   returned: failure
   type: str
 stderr:
-  description: Its standard error.
+  description: Its standard error; empty when the failure was not a command's.
   returned: failure
   type: str
 """
@@ -171,9 +163,15 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.outputguard.egress.plugins.module_utils.og_command import CommandError, CommandRunner
 from ansible_collections.outputguard.egress.plugins.module_utils.og_elements import Element
+from ansible_collections.outputguard.egress.plugins.module_utils.og_exit import COMMAND_FAILURE_KEYS, ModuleExit
 from ansible_collections.outputguard.egress.plugins.module_utils.og_firewall import (
     EgressPolicy, Firewall, lines_text)
 from ansible_collections.outputguard.egress.plugins.module_utils.og_netpolicy import TargetError
+
+
+# Every exit returns these keys (failure included), plus diff with --diff, plus msg, cmd, rc, stdout, stderr on
+# failure. Not "skipped" for refused elements: Ansible would report the whole task as skipped.
+RESULT = {"changed": False, "elements": [], "added": [], "removed": [], "refused": []}
 
 
 def element_lines(elements):
@@ -198,8 +196,8 @@ def parse_allowed(values):
     return elements
 
 
-def present(module, fw):
-    """Ensure the data plane and the allowlist; returns the result dict."""
+def present(module, fw, out):
+    """Ensure the data plane and the allowlist, recording the result in `out` (a ModuleExit)."""
     params = module.params
     fw.preflight()
     wanted = parse_allowed(params["allowed"]) if params["allowed"] is not None else None
@@ -213,10 +211,12 @@ def present(module, fw):
     else:
         target = set(current) | set(kept)
     before = state_text(plan.before, current)
-    after = state_text(plan.after, target)
+    out.update(elements=sorted_texts(current), refused=[str(e) for e in refused])
+    out.diff(before, before)
     for element in refused:
         module.warn("allowed element %s was refused: it lies inside an internal network or is IPv6 while "
                     "ipv6 is false" % (element,))
+    after = state_text(plan.after, target)
     if not module.check_mode:
         fw.apply(plan)
         if wanted is not None and params["exclusive"] and set(current) != target:
@@ -224,36 +224,35 @@ def present(module, fw):
         elif wanted is not None and target - set(current):
             fw.update(add=sorted(target - set(current), key=str))
         after = state_text(fw.state(), fw.elements(expected=target))
-    return result(before, after, after_elements(after), refused,
-                  added=target - set(current), removed=set(current) - target)
+    record(out, before, after, after_elements(after), added=target - set(current), removed=set(current) - target)
 
 
-def absent(module, fw):
-    """Remove every owned object; returns the result dict."""
+def absent(module, fw, out):
+    """Remove every owned object, recording the result in `out` (a ModuleExit)."""
     current = fw.elements()
     before = state_text(fw.state(), current)
+    out.update(elements=sorted_texts(current))
+    out.diff(before, before)
     after = ""
     if not module.check_mode:
         fw.remove()
         after = state_text(fw.state(), fw.elements())
-    return result(before, after, [], [], removed=current)
+    record(out, before, after, [], removed=current)
 
 
 def after_elements(text):
     return [line[len("allowed "):] for line in text.splitlines() if line.startswith("allowed ")]
 
 
-def result(before, after, elements, refused, added=(), removed=()):
-    """The keys every successful exit returns."""
-    return {
-        "changed": before != after,
-        "diff": {"before": before, "after": after},
-        "elements": sorted(str(e) for e in elements),
-        "added": sorted(str(e) for e in added),
-        "removed": sorted(str(e) for e in removed),
-        # Not "skipped": Ansible would report the whole task as skipped.
-        "refused": [str(e) for e in refused],
-    }
+def sorted_texts(elements):
+    return sorted(str(e) for e in elements)
+
+
+def record(out, before, after, elements, added=(), removed=()):
+    """The result of a run that got through: changed from the kernel read back, the elements and the diff."""
+    out.update(changed=before != after, elements=sorted_texts(elements), added=sorted_texts(added),
+               removed=sorted_texts(removed))
+    out.diff(before, after)
 
 
 def main():
@@ -270,21 +269,22 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    out = ModuleExit(module, RESULT, COMMAND_FAILURE_KEYS)
     runner = CommandRunner()
     ipv6 = params["ipv6"]
     if params["state"] == "absent" and runner.which("ip6tables") is not None:
         ipv6 = True  # absent leaves no owned object behind, whichever families were in use
-    fw = Firewall(EgressPolicy(params["client_networks"] or [], params["outside_interface"], ipv6=ipv6), runner)
     try:
+        fw = Firewall(EgressPolicy(params["client_networks"] or [], params["outside_interface"], ipv6=ipv6), runner)
         if params["state"] == "present":
-            res = present(module, fw)
+            present(module, fw, out)
         else:
-            res = absent(module, fw)
+            absent(module, fw, out)
     except CommandError as exc:
-        module.fail_json(changed=False, **exc.as_dict())
+        out.fail_from(exc)
     except TargetError as exc:
-        module.fail_json(changed=False, msg=str(exc))
-    module.exit_json(**res)
+        out.fail(str(exc))
+    out.exit()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ description:
     anything changes, naming the gateway.
   - Changes are made before removals (new paths exist before old ones go); on a kernel error the changes
     already made are undone.
-author: outputguard.egress contributors (@outputguard)
 requirements:
   - pyroute2 on the managed host (Debian package python3-pyroute2)
 options:
@@ -65,17 +64,13 @@ options:
     default: present
 attributes:
   check_mode:
-    support: full
     description: Plans the change from the kernel's real routes and changes nothing.
   diff_mode:
-    support: full
     description: Shows this module's routes before and after, sorted.
   platform:
-    support: full
-    platforms: posix
     description: Linux hosts with netlink routing; runs inside the client's network namespace.
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - outputguard.egress.og_module
 notes:
   - Run it in the client's network namespace; it refuses the root namespace when the environment variable
     E(OG_REFUSE_ROOT_NETNS=1) is set (the project's tests and lab set it).
@@ -120,19 +115,36 @@ management:
   elements: str
   sample: ["203.0.113.50 carved"]
 routes:
-  description: Number of routes of this module after the run.
+  description: Number of routes of this module after the run (planned, in check mode; 0 when the task failed).
   returned: always
   type: int
   sample: 73
+diff:
+  description: This module's routes before and after the task, one sorted line each.
+  returned: when the task runs with C(--diff)
+  type: dict
+  contains:
+    before:
+      description: The routes before the task.
+      type: str
+    after:
+      description: The routes after the task (on failure, the routes before it).
+      type: str
 """
 
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.outputguard.egress.plugins.module_utils.og_command import CommandError
+from ansible_collections.outputguard.egress.plugins.module_utils.og_exit import ModuleExit
 from ansible_collections.outputguard.egress.plugins.module_utils.og_netpolicy import (
     DEFAULT_INTERNAL_NETWORKS, TargetError, parse_networks)
 from ansible_collections.outputguard.egress.plugins.module_utils.og_routes import (
-    RouteError, RouteTable, check_gateway_list, desired_routes, host_prefix, management_pins, plan, route_line)
+    RouteTable, check_gateway_list, desired_routes, host_prefix, management_pins, plan, route_line)
+
+# Every exit returns these keys (failure included), plus diff with --diff, plus msg on failure.
+RESULT = {"changed": False, "added": [], "changed_routes": [], "removed": [], "management": [], "routes": 0}
 
 
 def management_addresses(environ=None):
@@ -162,7 +174,7 @@ def main():
     p = module.params
     internal = p["internal_networks"] if p["internal_networks"] is not None else list(DEFAULT_INTERNAL_NETWORKS)
     management = management_addresses()
-    result = dict(changed=False, added=[], changed_routes=[], removed=[], management=[], routes=0)
+    out = ModuleExit(module, RESULT, {})
     table = None
     try:
         parse_networks(internal, "internal network")
@@ -182,29 +194,31 @@ def main():
             desired = {}
         desired.update(pins)
         pinned = set(prefix for prefix, dummy in pins)
-        result["management"] = ["%s %s" % (a, "pinned" if host_prefix(a) in pinned else "carved") for a in management]
+        out.update(management=["%s %s" % (a, "pinned" if host_prefix(a) in pinned else "carved") for a in management])
         for key in sorted(pins):
             if p["state"] == "absent":
                 module.warn("kept the route %s: it carries the connection Ansible uses (SSH_CONNECTION); run "
                             "state=absent from another address to remove it" % route_line(key, pins[key]))
         add, change, remove, diff = plan(current, desired)
-        result.update(
+        out.diff(diff["before"], diff["before"])
+        if not module.check_mode and (add or change or remove):
+            table.apply(add, change, remove, desired, current)  # undoes what it did on an error
+        out.update(
             changed=bool(add or change or remove),
             added=[route_line(k, desired[k]) for k in add],
             changed_routes=[route_line(k, desired[k]) for k in change],
             removed=[route_line(k, current[k]) for k in remove],
             routes=len(desired),
         )
-        if module._diff:
-            result["diff"] = diff
-        if result["changed"] and not module.check_mode:
-            table.apply(add, change, remove, desired, current)
-    except (RouteError, TargetError) as exc:
-        module.fail_json(msg=str(exc), **result)
+        out.diff(diff["before"], diff["after"])
+    except CommandError as exc:  # RouteError, and the root-namespace guard's refusal
+        out.fail_from(exc)
+    except TargetError as exc:
+        out.fail(str(exc))
     finally:
         if table is not None:
             table.close()
-    module.exit_json(**result)
+    out.exit()
 
 
 if __name__ == "__main__":

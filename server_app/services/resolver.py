@@ -144,9 +144,6 @@ class Resolver:
                 except Exception:  # noqa: BLE001 - the database may be gone; the lease then just expires
                     pass
 
-    def kick(self):
-        self._wake.set()
-
     def _resolver(self):
         if self._dns is None:
             self._dns = make_dns(self.cfg)

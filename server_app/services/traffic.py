@@ -47,7 +47,6 @@ class Traffic:
         self.lock = threading.Lock()
         self.pending = {}        # (gateway, element, minute) -> [out_bytes, in_bytes, out_packets, in_packets]
         self.baselines = {}      # gateway -> (boot, {element: [totals]}) for agents that send totals
-        self.dropped = 0
         self.holders = {}        # element -> [(entry id, entry name)] when it last carried traffic
 
     def ingest(self, gateway, msg, now=None):
@@ -74,7 +73,6 @@ class Traffic:
                 if any(row):
                     key = (gateway, element, minute)
                     if key not in self.pending and len(self.pending) >= MAX_PENDING:
-                        self.dropped += 1
                         continue
                     acc = self.pending.setdefault(key, [0, 0, 0, 0])
                     for i, v in enumerate(row):

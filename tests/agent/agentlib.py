@@ -55,8 +55,8 @@ def kernel_elements(ns, out_set="og-allow4", ported_set="og-allowp4"):
             if len(words) < 3 or words[0] != "add":
                 continue
             if port_set:
-                host, _, proto_port = words[2].partition(",")
-                proto, _, port = proto_port.partition(":")
+                host, dummy, proto_port = words[2].partition(",")
+                proto, dummy, port = proto_port.partition(":")
                 net = host if "/" in host else host + "/32"
                 found.append("%s %s/%s" % (net, port, proto))
             else:
@@ -214,7 +214,7 @@ class ScriptedServer:
     def _accept(self):
         while True:
             try:
-                sock, _ = self.sock.accept()
+                sock, dummy = self.sock.accept()
             except OSError:
                 return
             conn = ScriptedConnection(sock)
@@ -296,9 +296,6 @@ class AgentProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
 
-    def metrics_up(self):
-        return http_status(self.ns, "http://127.0.0.1:9900/healthz") == "200"
-
     def saved_state(self):
         with open(self.state_file) as fh:
             return json.load(fh)
@@ -326,7 +323,7 @@ class ServerProcess:
     def _cli(self, *args):
         # Only files are touched: the database is made from the root namespace.
         done = subprocess.run([os.path.join(BIN, "og-server"), "--config", self.config] + list(args),
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -357,7 +354,7 @@ class ServerProcess:
         if body is not None:
             argv += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
         res = self.ns.run(argv, check=False)
-        text, _, status = res.stdout.rpartition("\n")
+        text, dummy, status = res.stdout.rpartition("\n")
         try:
             parsed = json.loads(text) if text.strip() else None
         except ValueError:
@@ -399,7 +396,7 @@ class Topology:
         self.inet = make(tag + "i")
         self.srv = make(tag + "s")
         for svc in SERVICES:
-            self.inet.ip("addr", "replace", svc.split(":")[0] + "/32", "dev", "lo")
+            self.inet.ip("addr", "replace", svc.split(":", maxsplit=1)[0] + "/32", "dev", "lo")
         self.build_gateway()
         self.http = self.inet.popen([sys.executable, HTTP] + SERVICES)
         wait_until(lambda: self.inet.run(["curl", "-s", "-m", "1", "http://%s/" % ALLOWED],
@@ -417,8 +414,9 @@ class Topology:
     def rebuild_gateway(self):
         """Destroy the gateway namespace (all its kernel state and processes) and build it again."""
         self.gw.delete()
-        gone = lambda: all("eth0" not in ns.ip("-o", "link", "show").stdout  # noqa: E731
-                           for ns in (self.client, self.inet, self.srv))
+
+        def gone():
+            return all("eth0" not in ns.ip("-o", "link", "show").stdout for ns in (self.client, self.inet, self.srv))
         wait_until(gone, timeout=10, what="the old gateway's links to disappear")
         self.build_gateway()
 

@@ -108,7 +108,7 @@ def test_faults_lose_no_acknowledged_write_and_the_gateway_keeps_forwarding(chao
     gw_topo = chaos.topo
 
     def kill_replicas():
-        for _ in range(3):
+        for dummy in range(3):
             time.sleep(1.5)
             current = connected_replica(chaos)
             victim = current or chaos.a
@@ -128,8 +128,10 @@ def test_faults_lose_no_acknowledged_write_and_the_gateway_keeps_forwarding(chao
         gw_topo.gw.ip("link", "set", "mgmt0", "down")
         started = time.monotonic()
         # The cut is real when both ends notice it (heartbeats, docs/protocol.md: 30 s of silence).
-        noticed = lambda: (sample(scrape(gw_topo.gw), "og_gateway_connected") == 0  # noqa: E731
-                           and not live_replica(chaos).gateway()["connected"])
+
+        def noticed():
+            return (sample(scrape(gw_topo.gw), "og_gateway_connected") == 0
+                    and not live_replica(chaos).gateway()["connected"])
         try:
             wait_until(noticed, timeout=max(1.0, LINK_CUT - 5), interval=1.0, what="agent and server noticing")
             phases.notes.append("link cut: agent and server saw the gateway disconnected after %.0fs"

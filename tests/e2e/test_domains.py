@@ -6,8 +6,6 @@ import os
 import signal
 import time
 
-import pytest
-
 from lablib import gateway_elements, probe
 from nslib import wait_until
 

@@ -80,8 +80,8 @@ def test_new_connections_keep_working_when_the_primary_gateway_goes_down_and_com
     finally:
         sh(link + ["up"], check=False)
         stream.stop()
-    print("failover gap %.2fs, failback gap %.2fs, %d connections" % (failover_gap, failback_gap,
-                                                                        len(stream.results)))
+    print("failover gap %.2fs, failback gap %.2fs, %d connections"
+          % (failover_gap, failback_gap, len(stream.results)))
     assert failover_gap < float("inf") and failback_gap < float("inf")
     assert stream.results[-1][1] == "ok"
 

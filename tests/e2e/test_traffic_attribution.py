@@ -132,8 +132,8 @@ def test_two_names_on_one_address_show_it_shared_and_totals_count_it_once(deploy
     wait_until(lambda: probe(lab, "c1", "203.0.113.10") == "ok", timeout=10, what="203.0.113.10 allowed")
 
     def shown():
-        return [{k: entry_traffic(lab, entry_id)[k] for k in ("out_bytes", "in_bytes", "shared_out_bytes",
-                                                               "shared_in_bytes")} for entry_id in made]
+        fields = ("out_bytes", "in_bytes", "shared_out_bytes", "shared_in_bytes")
+        return [{k: entry_traffic(lab, entry_id)[k] for k in fields} for entry_id in made]
 
     def as_shared(counted):
         return dict(counted, shared_out_bytes=counted["out_bytes"], shared_in_bytes=counted["in_bytes"])

@@ -28,7 +28,7 @@ HOSTILE = '<script>window.__owned = 1</script><img src=x onerror="window.__owned
 def og_server(lab, *args, env=None):
     conf = os.path.join(lab.dir, "hosts", "server", "etc", "outputguard", "server.yml")
     return subprocess.run([os.path.join(os.path.dirname(sys.executable), "og-server"), "--config", conf] + list(args),
-                          capture_output=True, text=True, timeout=60, env=dict(os.environ, **(env or {})))
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, **(env or {})), check=False)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_wrong_password_is_refused_and_repeated_failures_lock_the_account(ui):
     page = login(browser, lab, "lou", "not-the-password")
     assert page.inner_text("#login-error") == "wrong username or password"
     shot(page, "login-refused")
-    for _ in range(4):
+    for dummy in range(4):
         page.fill("input[name=username]", "lou")
         page.fill("input[name=password]", "still-not-it")
         page.click("button[type=submit]")

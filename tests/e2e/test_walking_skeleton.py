@@ -10,7 +10,7 @@ NEVER = "198.51.100.20"
 
 
 def test_site_deploys_every_host_and_second_run_changes_nothing(deployed):
-    _, first, second = deployed
+    dummy, first, second = deployed
     assert sorted(first) == ["client1", "client2", "gw1", "gw2", "server"]
     assert all(stats["failed"] == 0 and stats["unreachable"] == 0 for stats in first.values())
     assert {host: stats["changed"] for host, stats in second.items()} == {

@@ -7,7 +7,6 @@ import ipaddress
 import tempfile
 
 import hypothesis
-import pytest
 import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 

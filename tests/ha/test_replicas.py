@@ -1,4 +1,4 @@
-"""Server replicas on one database (PostgreSQL, and MariaDB, which the seed used): changes reach gateways on any
+"""Server replicas on one database (PostgreSQL, and MariaDB, which outputGuard used): changes reach gateways on any
 replica, one resolver with takeover, and kill -9 of a replica during a stream of writes loses no acknowledged
 write."""
 
@@ -81,7 +81,7 @@ def test_exactly_one_resolver_and_takeover_when_its_replica_dies(replicas):
     def leaders():
         return [s for s in (a, b) if s.proc.poll() is None and s.readyz()["resolver"]["leader"]]
     wait_until(lambda: len(leaders()) == 1, timeout=20, what="one resolver leader")
-    for _ in range(5):
+    for dummy in range(5):
         assert len(leaders()) == 1
         time.sleep(0.5)
     leader = leaders()[0]
@@ -120,7 +120,7 @@ def test_kill_9_of_a_replica_during_writes_loses_no_acknowledged_write(replicas)
     # Restarts can take tens of seconds on a loaded machine: the watcher must stay alive meanwhile.
     with watcher.heartbeats():
         try:
-            for _ in range(3):
+            for dummy in range(3):
                 time.sleep(1.0)
                 a.kill9()              # in the middle of the stream
                 time.sleep(0.5)

@@ -24,7 +24,7 @@ class GatewayTopology:
         self.gw.ip("route", "add", "default", "via", "203.0.113.1")
         self.gw.sysctl("net.ipv4.ip_forward", 1)
         for svc in SERVICES:
-            self.inet.ip("addr", "replace", svc.split(":")[0] + "/32", "dev", "lo")
+            self.inet.ip("addr", "replace", svc.split(":", maxsplit=1)[0] + "/32", "dev", "lo")
         self.http = self.inet.popen([sys.executable, HTTP] + SERVICES)
         wait_until(lambda: self.inet.run(["curl", "-s", "-m", "1", "http://198.51.100.10/"], check=False).returncode == 0,
                    timeout=10, what="internet HTTP services")

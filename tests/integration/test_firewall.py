@@ -70,8 +70,8 @@ def topo(netns_factory, monkeypatch):
     return GatewayTopology(netns_factory, "dfw")
 
 
-def fw(topo, op, args=None, policy=V4):
-    argv = [json.dumps(policy), op] + ([json.dumps(args)] if args is not None else [])
+def fw(topo, op, args=None, policy=None):
+    argv = [json.dumps(V4 if policy is None else policy), op] + ([json.dumps(args)] if args is not None else [])
     return json.loads(topo.gw_python(FW, *argv).stdout)
 
 
@@ -171,7 +171,7 @@ def test_denied_attempts_are_counted_per_destination_and_go_with_the_policy(topo
     fw(topo, "replace", ["198.51.100.10/32"])
     assert fw(topo, "denied") == {}
     assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
-    for _ in range(3):
+    for dummy in range(3):
         assert refused_fast(topo, "198.51.100.20", 80)
     # One SYN per attempt (60 bytes: 20 IP + 20 TCP + 20 options), each counted once: the first by SET creating
     # the element, the others by the set match.

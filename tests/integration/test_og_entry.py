@@ -56,7 +56,7 @@ class Ansible:
         argv = [os.path.join(BIN, "ansible"), "localhost", "-i", "localhost,", "-c", "local",
                 "-m", "outputguard.egress." + name, "-a", json.dumps(args),
                 "-e", "ansible_python_interpreter=%s" % sys.executable] + list(flags)
-        proc = subprocess.run(argv, env=dict(self.env, **env), capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(argv, env=dict(self.env, **env), capture_output=True, text=True, timeout=180, check=False)
         out = proc.stdout
         head = out.index("localhost | ")
         status = out[head:].split()[2]
@@ -72,7 +72,7 @@ class Ansible:
         env = {k: v for k, v in self.env.items() if k not in ("OG_SERVER_URL", "OG_TOKEN")}
         proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), PLAYBOOK, "-e", "@%s" % path,
                                "-e", "ansible_python_interpreter=%s" % sys.executable] + list(flags),
-                              env=env, capture_output=True, text=True, timeout=300)
+                              env=env, capture_output=True, text=True, timeout=300, check=False)
         out = proc.stdout + proc.stderr
         match = re.search(r"^localhost\s+:\s+(.*)$", proc.stdout, re.M)
         assert match is not None, out
@@ -106,9 +106,9 @@ def operator_view(entry):
 
 
 def test_create_then_the_same_task_changes_nothing(server, ansible):
-    status, result, _ = ansible.module("og_entry", {"target": "198.51.100.11", "ports": ["443/TCP", "53/udp"],
-                                                    "comment": "partner API",
-                                                    "expires_at": "2031-06-30T20:00:00+02:00"})
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.11", "ports": ["443/TCP", "53/udp"],
+                                                        "comment": "partner API",
+                                                        "expires_at": "2031-06-30T20:00:00+02:00"})
     assert status == "CHANGED"
     entries, head = listed(server, q="198.51.100.11")
     assert list(entries) == [("198.51.100.11", "443/tcp", "53/udp")]
@@ -119,8 +119,8 @@ def test_create_then_the_same_task_changes_nothing(server, ansible):
     assert operator_view(result["entry"]) == operator_view(stored) and result["entry"]["revision"] == head
 
     # The same entry written differently: /32, other case and order of ports, the expiry in UTC.
-    status, result, _ = ansible.module("og_entry", {"target": "198.51.100.11/32", "ports": ["53/UDP", "443/tcp"],
-                                                    "comment": "partner API", "expires_at": "2031-06-30T18:00:00Z"})
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.11/32", "ports": ["53/UDP", "443/tcp"],
+                                                        "comment": "partner API", "expires_at": "2031-06-30T18:00:00Z"})
     assert status == "SUCCESS" and result["changed"] is False
     assert operator_view(result["entry"]) == operator_view(stored)
     assert listed(server, q="198.51.100.11") == (entries, head)
@@ -141,7 +141,7 @@ def test_check_mode_creates_nothing_and_shows_the_diff(server, ansible):
 
 def test_a_different_entry_fails_unless_replaced_and_the_diff_shows_the_change(server, ansible):
     old = server.add("198.51.100.13", comment="ticket 1")
-    status, result, _ = ansible.module("og_entry", {"target": "198.51.100.13", "comment": "ticket 2"})
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.13", "comment": "ticket 2"})
     assert status == "FAILED!"
     assert result["msg"] == (
         'entry %d (198.51.100.13) differs: comment is "ticket 1", the task wants "ticket 2". The API cannot change '
@@ -172,8 +172,8 @@ def test_absent_deletes_the_entry_once(server, ansible):
     assert status == "CHANGED" and result["entry"] is None
     assert "-id: %d\n" % entry["id"] in printed
     assert api(server, "GET", "/api/v1/entries/%d" % entry["id"]).status_code == 404
-    status, result, _ = ansible.module("og_entry", {"target": "198.51.100.14", "ports": ["443/tcp"],
-                                                    "state": "absent"})
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.14", "ports": ["443/tcp"],
+                                                        "state": "absent"})
     assert status == "SUCCESS" and result["changed"] is False
 
 
@@ -181,7 +181,7 @@ def test_absent_on_an_undeletable_entry_fails_before_trying_and_leaves_it(server
     entry = server.add("198.51.100.15", deletable=False, expires_at="2031-01-01T00:00:00Z")
     before = revision(server)
     for flags in ((), ("--check",)):
-        status, result, _ = ansible.module("og_entry", {"target": "198.51.100.15", "state": "absent"}, *flags)
+        status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.15", "state": "absent"}, *flags)
         assert status == "FAILED!"
         # The module's own message (the server's would say "cannot be deleted"): it did not send the DELETE.
         assert result["msg"] == (
@@ -192,7 +192,7 @@ def test_absent_on_an_undeletable_entry_fails_before_trying_and_leaves_it(server
     assert operator_view(api(server, "GET", "/api/v1/entries/%d" % entry["id"]).json()) == operator_view(entry)
     assert revision(server) == before
     # Replacing it is refused just as clearly.
-    status, result, _ = ansible.module("og_entry", {"target": "198.51.100.15", "comment": "new", "replace": True})
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.15", "comment": "new", "replace": True})
     assert status == "FAILED!" and "undeletable, so it cannot be replaced" in result["msg"]
     assert revision(server) == before
 
@@ -208,7 +208,7 @@ def test_bad_input_fails_with_the_servers_message_and_the_value(server, ansible,
     assert answer.status_code == 400
     error = answer.json()["error"]
     before = revision(server)
-    status, result, _ = ansible.module("og_entry", args)
+    status, result, dummy = ansible.module("og_entry", args)
     assert status == "FAILED!"
     assert result["msg"] == "POST %s/api/v1/entries failed with 400 %s: %s (target %r, ports %r). Nothing was " \
                             "changed" % (server.url, error["code"], error["message"], args["target"],
@@ -219,20 +219,23 @@ def test_bad_input_fails_with_the_servers_message_and_the_value(server, ansible,
 
 def test_a_wrong_token_a_viewer_token_and_a_dead_server_fail_clearly(server, ansible):
     before = revision(server)
-    status, result, _ = ansible.module("og_entry", {"target": "198.51.100.17"}, OG_TOKEN="oga_wrong")
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.17"}, OG_TOKEN="oga_wrong")
     assert status == "FAILED!" and result["status"] == 401
     assert result["msg"].startswith("the server at %s/api/v1 refused the token (401 unauthorized: a valid API token "
                                     "is required" % server.url)
     assert "Check the token option (or OG_TOKEN)" in result["msg"]
     assert "oga_wrong" not in json.dumps(result)
+    assert {k: v for k, v in result.items() if k != "msg"} == {
+        "changed": False, "entry": None, "status": 401, "code": "unauthorized",
+        "url": server.url + "/api/v1/entries?page=1&per_page=500&q=198.51.100.17"}
 
-    status, result, _ = ansible.module("og_entry", {"target": "198.51.100.17", "token": server.viewer})
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.17", "token": server.viewer})
     assert status == "FAILED!" and result["status"] == 403
     assert "has the role viewer, which may not change entries. Use a token with the editor or admin role" \
         in result["msg"]
 
     dead = "http://127.0.0.1:%d" % free_port()
-    status, result, _ = ansible.module("og_entry", {"target": "198.51.100.17"}, OG_SERVER_URL=dead)
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.17"}, OG_SERVER_URL=dead)
     assert status == "FAILED!" and result["status"] == -1
     assert result["msg"].startswith("cannot reach the outputguard server at %s/api/v1 (GET /entries): " % dead)
     assert revision(server) == before and listed(server, q="198.51.100.17")[0] == {}
@@ -245,7 +248,7 @@ def test_og_entry_info_filters(server, ansible):
     head = revision(server)
 
     def info(**args):
-        status, result, _ = ansible.module("og_entry_info", args, "--check")
+        status, result, dummy = ansible.module("og_entry_info", args, "--check")
         assert status == "SUCCESS" and result["changed"] is False, result
         assert result["revision"] == head
         return [e["id"] for e in result["entries"]]
@@ -263,7 +266,7 @@ def test_og_entry_info_filters(server, ansible):
     assert info(id=cidr["id"]) == [cidr["id"]]
     assert info(id=999999) == []
     assert info(q="info-test", creator="nobody") == []
-    status, result, _ = ansible.module("og_entry_info", {"q": "info-test", "kind": "host"})
+    status, result, dummy = ansible.module("og_entry_info", {"q": "info-test", "kind": "host"})
     assert status == "FAILED!" and "kind" in result["msg"] and "host" in result["msg"]
 
 

@@ -88,7 +88,7 @@ def test_present_check_diff_idempotence_exclusive_and_absent(topo, ansible):
     assert "[WARNING]: allowed element 10.1.2.3/32 was refused: it lies inside an internal network or is IPv6 " \
            "while ipv6 is false" in printed
 
-    status, result, _ = ansible(args)
+    status, result, dummy = ansible(args)
     assert (status, result["changed"], result["elements"], result["refused"]) == (
         "CHANGED", True, ["198.51.100.10/32"], ["10.1.2.3/32"])
     assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
@@ -101,7 +101,7 @@ def test_present_check_diff_idempotence_exclusive_and_absent(topo, ansible):
     assert (status, result["changed"], result["added"]) == ("SUCCESS", False, [])
     assert "--- before" not in printed
 
-    status, result, _ = ansible(dict(POLICY))  # without allowed, the allowlist is left alone
+    status, result, dummy = ansible(dict(POLICY))  # without allowed, the allowlist is left alone
     assert (status, result["changed"], result["elements"]) == ("SUCCESS", False, ["198.51.100.10/32"])
 
     exclusive = dict(POLICY, allowed=["198.51.100.20/32 80/tcp"], exclusive=True)
@@ -115,13 +115,13 @@ def test_present_check_diff_idempotence_exclusive_and_absent(topo, ansible):
     assert ansible(exclusive)[0] == "SUCCESS"
 
     # Not exclusive: only adds (the same address with and without a port are two elements).
-    status, result, _ = ansible(dict(POLICY, allowed=["198.51.100.10/32", "198.51.100.20"]))
+    status, result, dummy = ansible(dict(POLICY, allowed=["198.51.100.10/32", "198.51.100.20"]))
     allowed = ["198.51.100.10/32", "198.51.100.20/32", "198.51.100.20/32 80/tcp"]
     assert (status, result["elements"], result["added"], result["removed"]) == (
         "CHANGED", allowed, ["198.51.100.10/32", "198.51.100.20/32"], [])
     assert tcp_probe(topo.client, "198.51.100.10", 8443) == "ok"
 
-    status, result, _ = ansible({"state": "absent"}, "--check")
+    status, result, dummy = ansible({"state": "absent"}, "--check")
     assert (status, result["removed"]) == ("CHANGED", allowed)
     assert og_objects(topo) != []
     status, result, printed = ansible({"state": "absent"}, "--diff")
@@ -134,27 +134,30 @@ def test_present_check_diff_idempotence_exclusive_and_absent(topo, ansible):
 
 
 def test_errors_name_the_problem_and_change_nothing(topo, ansible):
-    status, result, _ = ansible(dict(POLICY, outside_interface="wan9"))
+    status, result, dummy = ansible(dict(POLICY, outside_interface="wan9"))
     assert (status, result["msg"]) == ("FAILED!", "outside interface 'wan9' does not exist on this host "
                                        "(interfaces: lan0, lo, og-out); set outside_interface to the interface "
                                        "that leads to the internet")
 
     topo.gw.run(["ipset", "create", "og-allowp4", "hash:ip,port"])
-    status, result, _ = ansible(POLICY)
+    status, result, dummy = ansible(POLICY)
     assert status == "FAILED!"
     assert result["msg"].startswith("ipset og-allowp4 exists as hash:ip,port (family inet ")
     assert result["msg"].endswith(") but must be hash:net,port family inet with counters; it is in the way: "
                                   "remove it with `ipset destroy og-allowp4` (after removing the rules that use it)")
-    assert result["changed"] is False
+    # The same keys as a success, and the failure keys (no command failed: none to show).
+    assert {k: v for k, v in result.items() if k != "msg"} == {
+        "changed": False, "elements": [], "added": [], "removed": [], "refused": [], "cmd": None, "rc": None,
+        "stdout": "", "stderr": "", "stdout_lines": [], "stderr_lines": []}
     assert og_objects(topo) == ["og-allowp4"]
     topo.gw.run(["ipset", "destroy", "og-allowp4"])
 
-    status, result, _ = ansible(dict(POLICY, allowed=["api.example.com"]))
+    status, result, dummy = ansible(dict(POLICY, allowed=["api.example.com"]))
     assert status == "FAILED!"
     assert result["msg"] == ("allowed: element 'api.example.com' has an invalid network: 'api.example.com' does not "
                              "appear to be an IPv4 or IPv6 network; write addresses, networks or '<network> "
                              "<port>/<proto>' (domain names are resolved by the outputguard server, not here)")
-    status, result, _ = ansible({"client_networks": ["10.88.0.1/24"], "outside_interface": "og-out"})
+    status, result, dummy = ansible({"client_networks": ["10.88.0.1/24"], "outside_interface": "og-out"})
     assert (status, result["msg"]) == ("FAILED!", "client network '10.88.0.1/24' has host bits set; did you mean "
                                                   "10.88.0.0/24?")
     assert og_objects(topo) == []

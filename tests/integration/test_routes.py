@@ -124,7 +124,7 @@ def test_present_check_diff_idempotence_management_path_and_absent(lan, ansible)
         assert line in diff
     assert not [line for line in diff if line.startswith("+203.0.113.50/") or line.startswith("+203.0.113.128/")]
 
-    status, result, _ = ansible(args, env=SSH)
+    status, result, dummy = ansible(args, env=SSH)
     assert (status, result["changed"], len(result["added"])) == ("CHANGED", True, 196)
     assert lan.ours() == expected
     assert lan.foreign() == foreign   # the default route and the foreign static route are untouched
@@ -148,7 +148,7 @@ def test_present_check_diff_idempotence_management_path_and_absent(lan, ansible)
     lan.client.ip("route", "add", "1.0.0.0/8", "via", OTHER_HOP, "metric", "50", "proto", "static")
     foreign = lan.foreign()
 
-    status, result, _ = ansible({"state": "absent"}, "--check")
+    status, result, dummy = ansible({"state": "absent"}, "--check")
     assert (status, len(result["removed"]), result["routes"]) == ("CHANGED", 196, 0)
     assert lan.ours() != {}
     status, result, printed = ansible({"state": "absent"}, "--diff")
@@ -180,14 +180,14 @@ def test_a_management_path_through_our_routes_is_pinned(lan, ansible):
     assert ("[WARNING]: kept the route 203.0.113.50/32 via 10.89.0.1 metric 100: it carries the connection "
             "Ansible uses (SSH_CONNECTION); run state=absent from another address to remove it") in printed
     assert lan.ours() == {(MANAGER + "/32", 100): (GW_A,)}
-    status, result, _ = ansible({"state": "absent"})
+    status, result, dummy = ansible({"state": "absent"})
     assert (status, result["removed"], lan.ours()) == ("CHANGED", ["203.0.113.50/32 via 10.89.0.1 metric 100"], {})
     assert lan.path(MANAGER) == ("default", "boot", ROUTER)
 
 
 def test_ecmp_and_ipv6_then_back_to_failover(lan, ansible):
     args = {"gateways": [GW_B, GW_A, GW_B6, GW_A6], "mode": "ecmp", "ipv6": True}
-    status, result, _ = ansible(args)
+    status, result, dummy = ansible(args)
     assert (status, result["routes"]) == ("CHANGED", 73 + 239)
     ours = lan.ours()
     assert set(ours.values()) == {(GW_A, GW_B), (GW_A6, GW_B6)}
@@ -195,12 +195,12 @@ def test_ecmp_and_ipv6_then_back_to_failover(lan, ansible):
     assert len(ours) == 312
     assert ansible(args)[:2] == ("SUCCESS", {"changed": False, "added": [], "changed_routes": [], "removed": [],
                                              "management": [], "routes": 312})
-    status, result, _ = ansible(dict(args, mode="failover"))
+    status, result, dummy = ansible(dict(args, mode="failover"))
     assert (status, len(result["added"]), len(result["changed_routes"]), result["removed"]) == (
         "CHANGED", 312, 312, [])
     assert lan.path("2001:db8::1") == ("2000::/3", "191", GW_B6)
     assert lan.path("8.8.8.8") == ("8.0.0.0/7", "191", GW_B)
-    status, result, _ = ansible({"gateways": [GW_A]})   # ipv6 off: our IPv6 routes go
+    status, result, dummy = ansible({"gateways": [GW_A]})   # ipv6 off: our IPv6 routes go
     assert (status, len(result["removed"]), len(lan.ours())) == ("CHANGED", 2 * 312 - 73, 73)
 
 
@@ -223,6 +223,6 @@ def test_errors_name_the_problem_and_change_nothing(lan, ansible):
          "internal network 'intranet' is not an IPv4/IPv6 network in CIDR notation (e.g. 10.0.0.0/8)"),
     ]
     for args, message in cases:
-        status, result, _ = ansible(args)
+        status, result, dummy = ansible(args)
         assert (status, result["msg"], result["changed"]) == ("FAILED!", message, False)
         assert lan.routes() == before

@@ -75,7 +75,7 @@ def test_alert_rules_pass_promtool():
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool (Debian package prometheus) is not installed; scripts/setup installs it for tests")
-    done = subprocess.run([promtool, "check", "rules", ALERTS], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([promtool, "check", "rules", ALERTS], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
@@ -88,13 +88,13 @@ def test_every_query_uses_only_exported_series(tmp_path):
     assert unknown == []
 
 
-def test_the_seed_grafana_query_is_kept():
-    exprs = [e for _, e in queries()]
+def test_outputguards_grafana_query_is_kept():
+    exprs = [e for dummy, e in queries()]
     assert 'sum by (ip) (increase(iptables_bytes_count{type=~"OUTPUT",hostname=~"$host"}[2m]))' in exprs
 
 
 def test_the_dashboard_shows_denied_attempts_by_destination():
-    panels = {where: expr for where, expr in queries()}
+    panels = dict(queries())
     assert panels["panel Denied attempts by destination (1 h)"] == (
         "topk(15, sum by (address) (increase(og_gateway_denied_packets_total[1h])))")
 
@@ -127,7 +127,7 @@ def test_the_directly_written_families_parse_to_exactly_the_kernel_counters():
     }, denied={"198.51.100.20": (3, 180), "2001:db8::20": (1, 80)})
     text = AgentMetrics(agent, 'gw"1').render().decode()
 
-    def seed(ip, out, in_):
+    def outputguard(ip, out, in_):
         host = ("hostname", 'gw"1')
         return {(name, (host, ("ip", ip), ("type", kind))): value
                 for name, pair in (("iptables_bytes_count", (out[0], in_[0])),
@@ -150,7 +150,7 @@ def test_the_directly_written_families_parse_to_exactly_the_kernel_counters():
                            ("2001:db8::10", "2001:db8::10/128", Counters(7, 1, 300, 3)),
                            ("203.0.113.0/24", "203.0.113.0/24", Counters()),
                            ("203.0.113.99", "203.0.113.99/32", Counters(1, 1, 1, 1))):
-        expected.update(seed(ip, (c.out_bytes, c.out_packets), (c.in_bytes, c.in_packets)))
+        expected.update(outputguard(ip, (c.out_bytes, c.out_packets), (c.in_bytes, c.in_packets)))
         expected.update(og(address, c))
     # 2001:db8::10/128 is partner.example.com's alone; 198.51.100.10/32 is shared: one series for the pair.
     expected.update(entry("partner.example.com", "false", 7, 300, 1, 3))
@@ -192,8 +192,9 @@ def test_a_real_render_passes_promtool_check_metrics():
     agent = FakeAgent()
     agent.names["198.51.100.10/32"].append('with "quotes" and \\ backslash')
     text = AgentMetrics(agent, "gw1").render().decode()
-    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
-    # The seed's two series keep their names (its Grafana queries use them) although promtool dislikes _count.
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60,
+                          check=False)
+    # outputGuard's two series keep their names (its Grafana queries use them) although promtool dislikes _count.
     problems = [line for line in (done.stdout + done.stderr).splitlines()
                 if line.strip() and not line.startswith(("iptables_bytes_count", "iptables_packets_count"))]
     assert problems == []

@@ -1,7 +1,6 @@
 """A real server app on a temporary SQLite database, and a client that checks every answer against the
 OpenAPI document the app serves."""
 
-import os
 import re
 
 import jsonschema

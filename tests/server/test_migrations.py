@@ -23,8 +23,8 @@ def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path
         db.session.execute(text("INSERT INTO log_head (id, revision) VALUES (1, 0)"))
         db.session.commit()
         cfg = app.config["OG"]
-        ids = [entries.create({"target": t}, cfg, "test")[0].id for t in ("198.51.100.10", "198.51.100.0/28",
-                                                                           "203.0.113.7")]
+        targets = ("198.51.100.10", "198.51.100.0/28", "203.0.113.7")
+        ids = [entries.create({"target": t}, cfg, "test")[0].id for t in targets]
         entries.delete(ids[-1])           # the newest: at 0001 its id is handed out again ...
         again = entries.create({"target": "203.0.113.9"}, cfg, "test")[0].id
         assert again == ids[-1]           # ... as this shows (what 0002 stops)

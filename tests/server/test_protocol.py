@@ -60,9 +60,9 @@ def test_a_second_entry_on_a_published_element_sends_its_names_without_changing_
     # 198.51.100.40/32 80/tcp was published already: the delta adds only the new port, and names both entries.
     assert gw.apply_next() == "delta"
     assert (gw.last["add"], gw.last["remove"]) == (["198.51.100.40/32 443/tcp"], [])
-    assert gw.last["names"] == {"198.51.100.40/32 80/tcp": ["198.51.100.40 (443/tcp, 80/tcp)",
-                                                             "198.51.100.40 (80/tcp)"],
-                                "198.51.100.40/32 443/tcp": ["198.51.100.40 (443/tcp, 80/tcp)"]}
+    assert gw.last["names"] == {
+        "198.51.100.40/32 80/tcp": ["198.51.100.40 (443/tcp, 80/tcp)", "198.51.100.40 (80/tcp)"],
+        "198.51.100.40/32 443/tcp": ["198.51.100.40 (443/tcp, 80/tcp)"]}
     server.remove(first)
     # The set loses nothing (the second entry still produces port 80); the names say who is left.
     assert gw.apply_next() == "delta"
@@ -142,7 +142,7 @@ def test_large_snapshots_come_in_chunks(server):
 def closed(gw):
     """True when the server ends the connection: recv raises, or returns the empty data of a close frame."""
     try:
-        for _ in range(3):
+        for dummy in range(3):
             if gw.ws.recv() in ("", b""):
                 return True
     except (websocket.WebSocketException, ConnectionError, OSError):
@@ -218,8 +218,11 @@ def test_server_metrics_count_connected_gateways_and_publish_latency(server):
     gw.apply_next()
     entry = server.add("198.51.100.79")
     gw.apply_next()
-    text = wait_until(lambda: (lambda t: t if "og_server_publish_latency_seconds_count 0.0" not in t else None)(
-        requests.get(server.url + "/metrics", timeout=5).text), timeout=10, what="a publish latency sample")
+
+    def sampled():
+        text = requests.get(server.url + "/metrics", timeout=5).text
+        return text if "og_server_publish_latency_seconds_count 0.0" not in text else None
+    text = wait_until(sampled, timeout=10, what="a publish latency sample")
     assert "og_server_gateways_connected" in text
     server.remove(entry)
     gw.close()

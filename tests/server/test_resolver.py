@@ -36,7 +36,7 @@ def app(tmp_path):
 
 
 def domain(target="pool.example.com", **extra):
-    entry, _ = entries.create(dict(target=target, **extra), _cfg(), "test")
+    entry, dummy = entries.create(dict(target=target, **extra), _cfg(), "test")
     return entry.id
 
 
@@ -149,7 +149,7 @@ def test_deleting_a_domain_keeps_addresses_another_entry_allows(app):
     b = domain("b.example.com")
     r.apply(a, Answer("ok", ips("198.51.100.1", "198.51.100.2"), ttl=60))
     r.apply(b, Answer("ok", ips("198.51.100.2", "198.51.100.3"), ttl=60))
-    typed, _ = entries.create({"target": "198.51.100.1"}, _cfg(), "test")
+    typed, dummy = entries.create({"target": "198.51.100.1"}, _cfg(), "test")
     entries.delete(a)
     assert changelog.published() == {"198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32"}
     entries.delete(b)
@@ -271,7 +271,6 @@ def test_a_full_pass_follows_record_changes_and_survives_an_outage(app, dnsmasq)
     assert "saas.test" in db.session.get(Entry, eid).resolve_error
 
 
-
 def test_resolver_removals_are_published_as_aged_and_operator_deletions_are_not(app):
     r = Resolver(app)
     eid = domain()
@@ -282,7 +281,7 @@ def test_resolver_removals_are_published_as_aged_and_operator_deletions_are_not(
     r.apply(eid, Answer("ok", ips("198.51.100.1"), ttl=60), now=t0 + dt.timedelta(seconds=901))
     add, remove, aged = changelog.delta(base, changelog.head_revision())
     assert remove == aged == ["198.51.100.2/32"]
-    typed, _ = entries.create({"target": "203.0.113.5"}, _cfg(), "test")
+    typed, dummy = entries.create({"target": "203.0.113.5"}, _cfg(), "test")
     base = changelog.head_revision()
     entries.delete(typed.id)
     assert changelog.delta(base, changelog.head_revision()) == ([], ["203.0.113.5/32"], [])
@@ -294,8 +293,8 @@ def test_resolver_removals_are_published_as_aged_and_operator_deletions_are_not(
     assert add == [] and remove == ["198.51.100.1/32"] and aged == []
 
 
-def test_the_resolver_loop_recovers_by_itself_after_a_database_outage_past_its_backoff_cap(postgres, dnsmasq,
-                                                                                            tmp_path):
+def test_the_resolver_loop_recovers_by_itself_after_a_database_outage_past_its_backoff_cap(
+        postgres, dnsmasq, tmp_path):
     url = postgres.create_database()
     app = create_app(config={"data_dir": str(tmp_path), "secret_key": "s" * 32, "database_url": url,
                              "dns_servers": ["127.0.0.1:%d" % dnsmasq.port], "dns_timeout": 0.5, "dns_tries": 1,

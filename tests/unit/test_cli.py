@@ -1,4 +1,4 @@
-"""The console scripts: seed-compatible flags, tokens from the command line, exit 2 with a clear message."""
+"""The console scripts: outputGuard-compatible flags, tokens from the command line, exit 2 with a clear message."""
 
 import os
 import subprocess
@@ -56,7 +56,7 @@ def test_og_server_bad_config_is_exit_2_naming_the_setting(tmp_path):
     assert "min_prefix_v4" in done.stderr
 
 
-def test_og_gateway_agent_accepts_the_seed_server_flag():
+def test_og_gateway_agent_accepts_outputguards_server_flag():
     from gateway_agent import config
     cfg = config.load(["-iptables-wss-server", "10.0.0.5:8080", "--token", "t" * 32, "--client-network",
                        "10.77.0.0/24", "--outside-interface", "out0"])
@@ -82,7 +82,7 @@ def test_og_route_bad_input_is_exit_2_naming_the_value(args, words):
     assert words in done.stderr
 
 
-def test_og_route_accepts_the_seed_gateway_flag():
+def test_og_route_accepts_outputguards_gateway_flag():
     from route_agent.cli import parser, validate
     args = parser().parse_args(["-iptables-gateway", "10.77.0.1", "--gateway", "10.77.0.2"])
     assert args.gateways == ["10.77.0.1", "10.77.0.2"] and validate(args) == []

@@ -167,4 +167,4 @@ def test_public_networks_tile_the_ipv4_space_with_the_internal_ones():
         cursor = last + 1
     assert cursor == 2 ** 32
     assert list(ipaddress.collapse_addresses(public)) == public  # already minimal
-    assert ipaddress.ip_network("172.64.0.0/10") in public  # the seed's hand-written list missed it
+    assert ipaddress.ip_network("172.64.0.0/10") in public  # outputGuard's hand-written list missed it

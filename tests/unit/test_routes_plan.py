@@ -89,7 +89,7 @@ def test_every_ipv4_address_is_internal_or_routed_by_exactly_one_prefix():
     assert routed + internal == 2 ** 32
 
 
-def test_the_ranges_the_seed_list_missed_are_routed():
+def test_the_ranges_outputguards_list_missed_are_routed():
     prefixes = prefixes_of(desired_routes(["10.0.0.1"]))
     for missed in ("172.64.0.0/10", "172.128.0.0/9"):
         assert [str(p) for p in prefixes if p.overlaps(ipaddress.ip_network(missed))] == [missed]
