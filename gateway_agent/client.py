@@ -6,7 +6,6 @@ import ipaddress
 import json
 import logging
 import random
-import ssl
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ from og_kernel.og_command import CommandError, CommandRunner
 from og_kernel.og_elements import Element, Holding, SortedTexts, digest_canonical
 from og_kernel.og_netpolicy import TargetError
 
-from . import __version__, state
+from . import __version__, state, tls
 
 log = logging.getLogger("og.agent")
 
@@ -470,8 +469,7 @@ class Agent:
     def session(self, url):
         """One connection: hello, then frames until it breaks. Returns when the connection ends."""
         headers = ["Authorization: Bearer " + self.cfg["token"]]
-        sslopt = {"ca_certs": self.cfg["ca_file"]} if self.cfg.get("ca_file") else {"cert_reqs": ssl.CERT_REQUIRED}
-        self.ws = self.connect(url, header=headers, timeout=10, sslopt=sslopt if url.startswith("wss") else None)
+        self.ws = tls.connect(self.connect, url, self.cfg, header=headers, timeout=10)
         self.opened_at = time.monotonic()
         self.ws.settimeout(1.0)
         self._chunks = {}  # chunks of a snapshot never span connections
@@ -575,6 +573,8 @@ class Agent:
                 log.info("server %s closed the connection: %s", url, exc)
             except websocket.WebSocketConnectionClosedException as exc:
                 log.info("connection to %s lost: %s", url, exc)
+            except tls.TransportError as exc:
+                log.error("connection to %s refused: %s; rules stay at revision %d", url, exc, self.revision)
             except Exception as exc:  # any failure: keep the rules, wait, try the next server
                 log.warning("connection to %s failed: %s", url, exc.__class__.__name__ + ": " + str(exc)[:200])
             if self.stop.is_set():

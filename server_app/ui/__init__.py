@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import (Blueprint, abort, current_app, flash, g, jsonify, redirect, render_template, request, session,
                    url_for)
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from ..api import bp as api_bp, fleet as api_fleet
@@ -415,6 +416,13 @@ def wants_html():
     return not request.path.startswith(("/api/", "/ws/", "/metrics", "/healthz", "/readyz"))
 
 
+class SessionCookie(SecureCookieSessionInterface):
+    """The session cookie is Secure whenever the request came over TLS (directly or through a trusted proxy)."""
+
+    def get_cookie_secure(self, app):
+        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+
 def install(app):
     """Register the UI, CSRF protection (the API and the WebSocket use tokens, not cookies) and HTML errors."""
     cfg = app.config["OG"]
@@ -422,6 +430,7 @@ def install(app):
                       SESSION_COOKIE_SECURE=bool(cfg["session_cookie_secure"]),
                       PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=cfg["session_hours"]),
                       WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_SSL_STRICT=bool(cfg["session_cookie_secure"]))
+    app.session_interface = SessionCookie()
     csrf.init_app(app)
     csrf.exempt(api_bp)
     app.extensions["og_login_throttle"] = users.AddressThrottle()
