@@ -12,6 +12,12 @@ import ssl
 from urllib.parse import urlsplit
 
 
+# OpenSSL's X509_V_ERR_* codes of the refusals an operator can fix by name.
+CERT_HAS_EXPIRED = 10
+HOSTNAME_MISMATCH = 62
+IP_ADDRESS_MISMATCH = 64
+
+
 class TransportError(Exception):
     """A wss:// server that could not be trusted; the message says why and which setting fixes it."""
 
@@ -59,10 +65,10 @@ def explain(exc, url, ca_file=""):
     host = urlsplit(url).hostname
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = exc.verify_message or exc.reason or str(exc)
-        if exc.verify_code == 62 or "Hostname mismatch" in str(reason) or "IP address mismatch" in str(reason):
+        if exc.verify_code in (HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH):
             return ("the certificate of %s is not valid for %s (%s): use a URL with a name or address the "
                     "certificate lists, or give the server a certificate for %s" % (url, host, reason, host))
-        if exc.verify_code == 10 or "expired" in str(reason):
+        if exc.verify_code == CERT_HAS_EXPIRED:
             return ("the certificate of %s has expired (%s): renew the server's certificate (tls_cert_file)"
                     % (url, reason))
         return ("the certificate of %s is not trusted by %s (%s): set ca_file to the CA that signed the server's "
