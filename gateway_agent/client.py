@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import random
-import ssl
 import threading
 import time
 import uuid
@@ -17,6 +16,7 @@ from og_kernel import og_protocol
 from og_kernel.og_command import CommandError
 from og_kernel.og_protocol import CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_POLICY, ProtocolError
 
+from . import tls
 from .frames import Follower
 from .kernel import Kernel, Stats
 
@@ -51,10 +51,9 @@ class ServerClosed(Exception):
 
 
 def connect(cfg, url, create=websocket.create_connection):
-    """Open the WebSocket to one server URL with the gateway token (and, for wss, the configured CA)."""
+    """Open the WebSocket to one server URL with the gateway token (and, for wss, the TLS settings of tls.py)."""
     headers = ["Authorization: Bearer " + cfg["token"]]
-    sslopt = {"ca_certs": cfg["ca_file"]} if cfg.get("ca_file") else {"cert_reqs": ssl.CERT_REQUIRED}
-    return create(url, header=headers, timeout=CONNECT_TIMEOUT, sslopt=sslopt if url.startswith("wss") else None)
+    return tls.connect(create, url, cfg, header=headers, timeout=CONNECT_TIMEOUT)
 
 
 class Reconnect:
@@ -214,6 +213,8 @@ class Agent:
                 log.info("server %s closed the connection: %s", url, exc)
             except websocket.WebSocketConnectionClosedException as exc:
                 log.info("connection to %s lost: %s", url, exc)
+            except tls.TransportError as exc:
+                log.error("connection to %s refused: %s; rules stay at revision %d", url, exc, self.revision)
             except Exception as exc:  # any failure: keep the rules, wait, try the next server
                 log.warning("connection to %s failed: %s", url, exc.__class__.__name__ + ": " + str(exc)[:200])
             if self.stop.is_set():

@@ -13,6 +13,8 @@ import yaml
 from og_kernel.og_firewall import FirewallError, parse_client_networks
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS, TargetError, parse_networks
 
+from . import tls
+
 DEFAULTS = {
     "servers": [],
     "token": "",
@@ -26,13 +28,15 @@ DEFAULTS = {
     "metrics_address_limit": 1000,
     "metrics_entry_limit": 1000,
     "ca_file": "",
+    # ws:// (clear text) to hosts other than loopback is refused unless this is true (docs/tls.md).
+    "allow_insecure_transport": False,
     "internal_networks": list(DEFAULT_INTERNAL_NETWORKS),
     "cut_on_remove": True,
     "drift_interval": 30.0,
     "log_level": "INFO",
 }
 LIST_KEYS = ("servers", "client_networks", "internal_networks")
-BOOL_KEYS = ("ipv6", "cut_on_remove")
+BOOL_KEYS = ("ipv6", "cut_on_remove", "allow_insecure_transport")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -65,7 +69,10 @@ def parser():
     p.add_argument("--metrics-entry-limit", type=int, metavar="N",
                    help="allowlist entries (and groups of entries sharing elements) with /metrics series of their "
                         "own, the busiest first; the others are summed up as entry=\"other\" (default 1000)")
-    p.add_argument("--ca-file", metavar="PATH")
+    p.add_argument("--ca-file", metavar="PATH", help="CA certificate(s) to verify wss:// servers with (default: the "
+                   "system's CAs)")
+    p.add_argument("--allow-insecure-transport", action="store_true", default=None,
+                   help="allow ws:// (clear text) to hosts other than loopback")
     p.add_argument("--internal-network", dest="internal_networks", action="append", metavar="CIDR")
     p.add_argument("--no-cut-on-remove", dest="cut_on_remove", action="store_false", default=None,
                    help="keep established connections to removed destinations")
@@ -112,6 +119,7 @@ def load(argv=None):
     for url in cfg["servers"]:
         if not re.match(r"^wss?://[^/\s]+(/\S*)?$", str(url)):
             problems.append("server %r must be a ws:// or wss:// URL such as ws://10.0.0.5:8080/ws/gateway" % url)
+    problems.extend(tls.url_problems(cfg["servers"], cfg["allow_insecure_transport"]))
     if cfg["token_file"] and not cfg["token"]:
         try:
             with open(cfg["token_file"]) as fh:
@@ -158,7 +166,14 @@ def load(argv=None):
     if str(cfg["log_level"]).upper() not in LOG_LEVELS:
         problems.append("log_level %r must be one of %s" % (cfg["log_level"], ", ".join(LOG_LEVELS)))
     if cfg["ca_file"] and not os.path.isfile(cfg["ca_file"]):
-        problems.append("ca_file %s does not exist" % cfg["ca_file"])
+        problems.append("ca_file %s does not exist: give the CA certificate (PEM) that signed the server's "
+                        "certificate" % cfg["ca_file"])
+    elif cfg["ca_file"]:
+        try:
+            tls.client_context(cfg["ca_file"])
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            problems.append("ca_file %s holds no PEM CA certificate (%s): give the CA certificate that signed the "
+                            "server's certificate" % (cfg["ca_file"], exc))
     if problems:
         raise ConfigError(problems)
     cfg["token"] = str(cfg["token"])

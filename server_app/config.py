@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import ssl
 from urllib.parse import quote_plus
 
 import yaml
@@ -41,10 +42,18 @@ DEFAULTS = {
     "session_cookie_secure": False,
     "session_hours": 12,
     "traffic_retention_days": 7,
+    # TLS (docs/tls.md): HTTPS and WSS on the listen address when both files are set; plain HTTP otherwise.
+    "tls_cert_file": "",
+    "tls_key_file": "",
+    "tls_min_version": "1.2",
+    # Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto/-Host/-Port headers are believed.
+    "trusted_proxies": [],
 }
 # The database keys of outputGuard, the system this one replaces: still accepted, turned into a database URL.
 OUTPUTGUARD_DB_KEYS = ("db_user", "db_password", "db_server", "db_port", "db_name")
 ENV_PREFIX = "OG_"
+LIST_KEYS = ("internal_networks", "dns_servers", "trusted_proxies")
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 class ConfigError(ValueError):
@@ -73,7 +82,7 @@ def load(path=None, overrides=None, environ=None):
     for key in DEFAULTS:
         env = environ.get(ENV_PREFIX + key.upper())
         if env is not None:
-            raw[key] = yaml.safe_load(env) if key in ("internal_networks", "dns_servers") else env
+            raw[key] = yaml.safe_load(env) if key in LIST_KEYS else env
     raw.update(overrides or {})
 
     legacy = {k: raw.pop(k) for k in OUTPUTGUARD_DB_KEYS if k in raw}
@@ -149,6 +158,7 @@ def load(path=None, overrides=None, environ=None):
     if not isinstance(cfg["replica_name"], str) or len(cfg["replica_name"]) > 128:
         problems.append("replica_name %r must be a string of at most 128 characters, unique among the replicas "
                         "and the same across restarts (empty: <hostname>:<listen port>)" % (cfg["replica_name"],))
+    problems.extend(tls_problems(cfg))
     if problems:
         raise ConfigError(problems)
     if not cfg["replica_name"]:
@@ -156,3 +166,44 @@ def load(path=None, overrides=None, environ=None):
     if not cfg["database_url"]:
         cfg["database_url"] = "sqlite:///" + os.path.join(os.path.abspath(cfg["data_dir"]), "server.db")
     return cfg
+
+
+def tls_context(cfg):
+    """The server side of TLS: the configured certificate and key, TLS 1.2 or later (or tls_min_version)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_VERSIONS[str(cfg["tls_min_version"])]
+    context.load_cert_chain(cfg["tls_cert_file"], cfg["tls_key_file"])
+    return context
+
+
+def tls_problems(cfg):
+    """What is wrong with the TLS settings (nothing when TLS is off and no proxy is trusted)."""
+    problems = []
+    cert, key = cfg["tls_cert_file"], cfg["tls_key_file"]
+    if str(cfg["tls_min_version"]) not in TLS_VERSIONS:
+        problems.append("tls_min_version %r must be 1.2 or 1.3" % (cfg["tls_min_version"],))
+    if bool(cert) != bool(key):
+        problems.append("tls_cert_file and tls_key_file must be set together (both for HTTPS and WSS, neither for "
+                        "plain HTTP behind a TLS-terminating proxy); only %s is set"
+                        % ("tls_cert_file" if cert else "tls_key_file"))
+    elif cert:
+        for name, path in (("tls_cert_file", cert), ("tls_key_file", key)):
+            if not os.access(str(path), os.R_OK):
+                problems.append("%s %s cannot be read: give the path of a PEM file this user may read" % (name, path))
+        if not problems:
+            try:
+                tls_context(cfg)
+            except ssl.SSLError as exc:
+                problems.append("tls_cert_file %s and tls_key_file %s are not a PEM certificate and its private key "
+                                "(%s): give the server's certificate (its chain after it) and the key it was made "
+                                "for" % (cert, key, exc.reason or exc))
+    if not isinstance(cfg["trusted_proxies"], list):
+        problems.append("trusted_proxies must be a list of proxy addresses or networks, e.g. [10.0.0.7]")
+    else:
+        for proxy in cfg["trusted_proxies"]:
+            try:
+                ipaddress.ip_network(str(proxy), strict=False)
+            except ValueError:
+                problems.append("trusted_proxies entry %r must be an IP address or network, e.g. 10.0.0.7 or "
+                                "10.0.0.0/24" % (proxy,))
+    return problems

@@ -13,6 +13,7 @@ __metaclass__ = type
 import datetime
 import json
 import socket
+import ssl
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode
 
@@ -132,6 +133,10 @@ class Client:
                            "validate_certs=false for a test server" % (self.base, to_native(exc)), url=url)
         except (URLError, UrlsConnectionError, socket.timeout, OSError) as exc:
             reason = getattr(exc, 'reason', exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                # urllib reports a refused certificate as a URLError, not as SSLValidationError.
+                raise ApiError("cannot verify the TLS certificate of %s: %s. Give the CA with ca_path, or set "
+                               "validate_certs=false for a test server" % (self.base, to_native(reason)), url=url)
             raise ApiError("cannot reach the outputguard server at %s (%s %s): %s. Check server_url (or "
                            "OG_SERVER_URL) and that og-server is running"
                            % (self.base, method, path, to_native(reason)), url=url)

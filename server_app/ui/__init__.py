@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import (Blueprint, abort, current_app, flash, g, jsonify, redirect, render_template, request, session,
                    url_for)
+from flask.sessions import SecureCookieSessionInterface
 
 from ..errors import error as json_error, wants_html
 from ..extensions import db
@@ -404,6 +405,13 @@ def revoke_token(token_id):
     return redirect(url_for("ui.tokens_page"))
 
 
+class SessionCookie(SecureCookieSessionInterface):
+    """The session cookie is Secure whenever the request came over TLS (directly or through a trusted proxy)."""
+
+    def get_cookie_secure(self, app):
+        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+
 def install(app):
     """Register the UI and its session settings (CSRF protection itself is bound in create_app)."""
     cfg = app.config["OG"]
@@ -411,5 +419,6 @@ def install(app):
                       SESSION_COOKIE_SECURE=bool(cfg["session_cookie_secure"]),
                       PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=cfg["session_hours"]),
                       WTF_CSRF_TIME_LIMIT=None, WTF_CSRF_SSL_STRICT=bool(cfg["session_cookie_secure"]))
+    app.session_interface = SessionCookie()
     app.extensions["og_login_throttle"] = users.AddressThrottle()
     app.register_blueprint(bp)

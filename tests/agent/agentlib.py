@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage)
 
+from gateway_agent.tls import url_problems
 from nslib import link, wait_ready, wait_until
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -258,6 +259,9 @@ class AgentProcess:
                      "--state-file", self.state_file, "--metrics-listen", "0.0.0.0:9900"]
         for url in servers:
             self.argv += ["--server", url]
+        # These tests' servers speak plain ws:// beyond loopback; TLS has tests of its own (test_agent_tls.py).
+        if url_problems(servers, False):
+            self.argv.append("--allow-insecure-transport")
         self.argv += list(extra)
         self.proc = None
 

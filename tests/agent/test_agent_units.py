@@ -423,7 +423,7 @@ def test_metrics_limits_must_be_whole_numbers_of_zero_or_more(tmp_path, key, wha
     token = tmp_path / "token"
     token.write_text("secret\n")
     path = tmp_path / "agent.yml"
-    path.write_text(json.dumps({"servers": ["ws://10.0.0.5:8080/ws/gateway"], "token_file": str(token),
+    path.write_text(json.dumps({"servers": ["wss://10.0.0.5:8080/ws/gateway"], "token_file": str(token),
                                 "client_networks": ["10.88.0.0/24"], "outside_interface": "og-out", key: value}))
     flag = "--" + key.replace("_", "-")
     if accepted:

@@ -58,8 +58,9 @@ def test_og_server_bad_config_is_exit_2_naming_the_setting(tmp_path):
 
 def test_og_gateway_agent_accepts_outputguards_server_flag():
     from gateway_agent import config
+    # The seed's flag means ws:// (clear text): beyond loopback it needs --allow-insecure-transport (docs/tls.md).
     cfg = config.load(["-iptables-wss-server", "10.0.0.5:8080", "--token", "t" * 32, "--client-network",
-                       "10.77.0.0/24", "--outside-interface", "out0"])
+                       "10.77.0.0/24", "--outside-interface", "out0", "--allow-insecure-transport"])
     assert cfg["servers"] == ["ws://10.0.0.5:8080/ws/gateway"]
 
 
