@@ -17,6 +17,7 @@ from og_kernel.og_command import CommandError
 from og_kernel.og_elements import Element, digest_canonical
 from og_kernel.og_firewall import Counters
 
+
 @pytest.mark.parametrize("raw, words", [
     (b'{"v":1,"type":"heartbeat"}', "binary frame"),
     ('{"v":1,"type":"heartbeat","pad":"%s"}' % ("x" * (1 << 20)), "larger than the 1048576-byte limit"),
@@ -90,10 +91,10 @@ def test_aged_out_removals_keep_live_connections_and_operator_removals_cut(tmp_p
                   conntrack=lambda removed, remaining: cuts.append(sorted(e.text for e in removed)) or 1)
     parse = Element.parse
     agent.kernel.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32"), parse("198.51.100.12/32")],
-                         cut=False)
+                                cut=False)
     # .10 aged out of a resolver's grace period, .11 was deleted by an operator, in one delta.
     agent.kernel.apply_delta(1, 2, [], [parse("198.51.100.10/32"), parse("198.51.100.11/32")],
-                      aged=[parse("198.51.100.10/32")])
+                             aged=[parse("198.51.100.10/32")])
     assert cuts == [["198.51.100.11/32"]]
     assert agent.elements == {"198.51.100.12/32"}
     agent.kernel.apply_delta(2, 3, [], [parse("198.51.100.12/32")], aged=[parse("198.51.100.12/32")])
@@ -104,7 +105,7 @@ def test_a_delta_whose_aged_list_is_not_part_of_its_removals_is_refused():
     agent = Agent({"state_file": "/nonexistent/state.json"}, MemoryFirewall())
     with pytest.raises(og_protocol.ProtocolError, match="aged"):
         agent.frames.handle(json.dumps({"v": 1, "type": "delta", "base": 0, "revision": 1, "add": [], "remove": [],
-                                 "aged": ["198.51.100.10/32"]}))
+                                        "aged": ["198.51.100.10/32"]}))
 
 
 def most(low, high):
@@ -250,7 +251,7 @@ def test_a_restarted_agent_restores_the_snapshot_and_every_delta_after_it(tmp_pa
     agent = Agent(cfg, MemoryFirewall())
     agent.kernel.apply_snapshot(1, [parse("198.51.100.10/32"), parse("198.51.100.11/32")], names={})
     agent.kernel.apply_delta(1, 2, [parse("203.0.113.0/24 443/tcp")], [parse("198.51.100.10/32")],
-                      names={"203.0.113.0/24 443/tcp": ["203.0.113.0/24 443/tcp"]})
+                             names={"203.0.113.0/24 443/tcp": ["203.0.113.0/24 443/tcp"]})
     result = agent.kernel.apply_delta(2, 3, [parse("198.51.100.12/32")], [])
     assert result == (digest_canonical(["198.51.100.11/32", "198.51.100.12/32", "203.0.113.0/24 443/tcp"]), 3)
     assert state.load(cfg["state_file"]) == (1, ["198.51.100.10/32", "198.51.100.11/32"])

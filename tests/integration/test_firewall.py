@@ -402,7 +402,10 @@ def test_metrics_keep_the_busiest_addresses_and_entries_and_sum_up_the_rest_from
     }
     assert metric_samples(text, "og_gateway_aggregated_addresses") == {(): 4.0}
     # Entries: the group a + b (.2) and c (.4) are the busiest; a, b, d and the network sum up as other/false.
-    entry = lambda name, shared, direction: (("direction", direction), ("entry", name), ("shared", shared))  # noqa
+
+    def entry(name, shared, direction):
+        return ("direction", direction), ("entry", name), ("shared", shared)
+
     assert metric_samples(text, "og_gateway_entry_bytes_total") == {
         entry("a.example.com + b.example.com", "true", "out"): 5000.0,
         entry("a.example.com + b.example.com", "true", "in"): 50000.0,
