@@ -1,17 +1,13 @@
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import nslib  # noqa: E402
+from tests.support import mylib, nslib, pglib, serverlib
 
 
 def pytest_sessionfinish(session, exitstatus):
     # Whatever happened, no test namespace survives the run.
-    if "serverlib" in sys.modules:
-        sys.modules["serverlib"].stop_all()
+    serverlib.stop_all()
     if os.geteuid() == 0:
         nslib.cleanup_all()
 
@@ -33,8 +29,8 @@ def netns_factory():
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A private PostgreSQL cluster for the session (tests/pglib.py), removed at the end."""
-    import pglib
+    """A private PostgreSQL cluster for the session (tests/support/pglib.py), removed at the end."""
+    from tests.support import pglib
     if os.geteuid() != 0 or not pglib.available():
         pytest.skip("PostgreSQL tests need root and Debian's postgresql package (scripts/setup installs it)")
     cluster = pglib.Postgres()
@@ -44,8 +40,8 @@ def postgres():
 
 @pytest.fixture(scope="session")
 def mariadb():
-    """A private MariaDB server for the session (tests/mylib.py), removed at the end."""
-    import mylib
+    """A private MariaDB server for the session (tests/support/mylib.py), removed at the end."""
+    from tests.support import mylib
     if os.geteuid() != 0 or not mylib.available():
         pytest.skip("MariaDB tests need root and Debian's mariadb-server-core (scripts/setup installs it)")
     server = mylib.MariaDB()

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from agentlib import (ALLOWED, LOAD, OTHER, UPLOAD, Background, http_status, kernel_elements, sample, scrape,
+from tests.support.agentlib import (ALLOWED, LOAD, OTHER, UPLOAD, Background, http_status, kernel_elements, sample, scrape,
                       wait_until)
-from nslib import tcp_probe
+from tests.support.nslib import tcp_probe
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 

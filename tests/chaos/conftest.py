@@ -2,16 +2,12 @@
 
 import os
 import secrets
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from agentlib import ALLOWED, AgentProcess, Topology  # noqa: E402
-from chaoslib import Client, Replica, Writer, socket_url  # noqa: E402
-from nslib import wait_until  # noqa: E402
+from tests.support.agentlib import ALLOWED, AgentProcess, Topology
+from tests.support.chaoslib import Client, Replica, Writer, socket_url
+from tests.support.nslib import wait_until
 
 
 class Chaos:

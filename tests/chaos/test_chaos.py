@@ -18,13 +18,13 @@ import time
 
 import pytest
 
-from agentlib import ALLOWED, SERVER_ADDR, kernel_elements, sample, scrape
-from chaoslib import converged, desired
-from nslib import wait_until
+from tests.support import TOP
+from tests.support.agentlib import ALLOWED, SERVER_ADDR, kernel_elements, sample, scrape
+from tests.support.chaoslib import converged, desired
+from tests.support.nslib import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUTPUT = os.path.join(TOP, "tests", "output", "chaos.md")
 CONVERGE_BOUND = 60.0     # generous: timings are reported, not asserted tightly
 CONVERGE_GIVE_UP = 120.0

@@ -4,21 +4,14 @@ import os
 
 import pytest
 
-from lablib import Lab, free_port, recap
+from tests.support.lablib import recap, running_lab
 
 
 @pytest.fixture(scope="session")
 def lab():
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
     # OG_E2E_PREFIX lets two runs on one machine keep out of each other's way.
-    the_lab = Lab(os.environ.get("OG_E2E_PREFIX", "oge-"), "/run/og-test-lab-%d" % os.getpid(), free_port())
-    the_lab.lab("down", check=False)
-    try:
-        the_lab.lab("create")
+    with running_lab(os.environ.get("OG_E2E_PREFIX", "oge-"), "/run/og-test-lab-%d" % os.getpid()) as the_lab:
         yield the_lab
-    finally:
-        the_lab.lab("down", check=False)
 
 
 # Slow (about a minute, once per run): site.yml rolls out the whole lab twice, the second run proving idempotence.

@@ -11,8 +11,8 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lablib import LabHost, gateway_elements, probe
-from nslib import wait_until
+from tests.support.lablib import LabHost, gateway_elements, probe
+from tests.support.nslib import wait_until
 from og_kernel.og_firewall import parse_save
 
 SIZE = 1500000

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from nslib import wait_ready, wait_until
+from tests.support.nslib import wait_ready, wait_until
 from server_app import create_app, init_db
 from server_app.models import Entry, Lease, db, utcnow
 from server_app.services import changelog, entries
@@ -269,7 +269,6 @@ def test_a_full_pass_follows_record_changes_and_survives_an_outage(app, dnsmasq)
         r.run_once(now=later + dt.timedelta(minutes=20 * (i + 1)))
     assert changelog.published() == {"203.0.113.10/32", "203.0.113.11/32"}
     assert "saas.test" in db.session.get(Entry, eid).resolve_error
-
 
 
 def test_resolver_removals_are_published_as_aged_and_operator_deletions_are_not(app):

@@ -1,13 +1,12 @@
 """Helpers for the gateway agent tests: a scripted WebSocket server, real agent and server processes, a topology.
 
-Everything that touches the network runs inside namespaces the tests make (tests/nslib.py). The scripted
+Everything that touches the network runs inside namespaces the tests make (tests/support/nslib.py). The scripted
 server's listening socket is created by a short-lived thread that enters the gateway's namespace with
 setns(2); the thread ends at once, so the test process itself never leaves the root namespace.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import queue
@@ -24,10 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage)
 
-from nslib import link, wait_ready, wait_until
+from tests.support import BIN, TOP
+from tests.support.nslib import in_netns, link, wait_ready, wait_until
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.dirname(sys.executable)
 HTTP = os.path.join(TOP, "scripts", "lab_http.py")
 CLIENT_NET = "10.88.0.0/24"
 ALLOWED = "198.51.100.10"
@@ -35,8 +33,6 @@ OTHER = "198.51.100.20"
 SERVICES = [ALLOWED + ":80", OTHER + ":80", "203.0.113.10:80"]
 SERVER_ADDR = "10.99.0.2"
 TOKEN = "ogg_test-gateway-token-0123456789abcdef"
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def unique_tag():
@@ -91,29 +87,12 @@ def http_status(ns, url):
 # ---- a scripted WebSocket server -------------------------------------------------------------------------
 def listen_in_netns(name, host="127.0.0.1"):
     """A listening TCP socket that lives in network namespace `name` (made by a thread that enters it)."""
-    result = {}
-
-    def work():
-        try:
-            fd = os.open("/run/netns/" + name, os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns into %s failed" % name)
-            finally:
-                os.close(fd)
-            sock = socket.socket()
-            sock.bind((host, 0))
-            sock.listen(8)
-            result["sock"] = sock
-        except BaseException as exc:  # handed to the caller
-            result["error"] = exc
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["sock"]
+    def listen():
+        sock = socket.socket()
+        sock.bind((host, 0))
+        sock.listen(8)
+        return sock
+    return in_netns(name, listen)
 
 
 class ScriptedConnection:

@@ -1,8 +1,8 @@
 """Parts of the chaos suite: server replicas in a namespace on one PostgreSQL, a writer that records what was
 acknowledged, a client that counts its errors, and the measurements taken after each fault.
 
-The servers run in the topology's server namespace (tests/agent/agentlib.py Topology: srv 10.99.0.2, reached by
-the gateway over mgmt0). PostgreSQL (tests/pglib.py) runs in the root namespace on 127.0.0.1, which the server
+The servers run in the topology's server namespace (tests/support/agentlib.py Topology: srv 10.99.0.2, reached by
+the gateway over mgmt0). PostgreSQL (tests/support/pglib.py) runs in the root namespace on 127.0.0.1, which the server
 namespace cannot reach over TCP; the replicas use its Unix socket instead (a file, shared by every namespace).
 The test process talks to the replicas from threads that entered the server namespace with setns(2): only that
 thread changes namespace, the process itself stays in the root namespace and touches nothing there.
@@ -11,7 +11,6 @@ thread changes namespace, the process itself stays in the root namespace and tou
 from __future__ import annotations
 
 import collections
-import ctypes
 import itertools
 import json
 import os
@@ -25,42 +24,10 @@ import time
 import requests
 import yaml
 
-from agentlib import SERVER_ADDR, kernel_elements
-from nslib import READY_TIMEOUT, wait_ready, wait_until
+from tests.support import BIN
+from tests.support.agentlib import SERVER_ADDR, kernel_elements
+from tests.support.nslib import READY_TIMEOUT, enter_netns, in_netns, wait_ready, wait_until
 
-BIN = os.path.dirname(sys.executable)
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-# ---- threads inside a namespace ----------------------------------------------------------------------------
-def enter_netns(name):
-    """Move the calling thread (only it) into network namespace `name`."""
-    fd = os.open("/run/netns/" + name, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns into %s failed" % name)
-    finally:
-        os.close(fd)
-
-
-def in_netns(name, fn, *args, **kwargs):
-    """fn(*args, **kwargs) run by a short-lived thread inside namespace `name`; its result or its exception."""
-    result = {}
-
-    def work():
-        try:
-            enter_netns(name)
-            result["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the caller
-            result["error"] = exc
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 def socket_url(postgres, tcp_url):
