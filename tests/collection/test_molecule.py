@@ -7,15 +7,12 @@ import time
 
 import pytest
 
-from tests.support import TOP, free_port
+from tests.support import TOP, free_port, prefixes
 from tests.support.lablib import Lab
 
-# scenario: the variable prefix molecule/<scenario>/molecule.yml reads its namespace prefix and folder from, and
-# its default prefix; two runs on one machine set OG_MOLECULE_PREFIX / OG_MOLECULE_SECOND_PREFIX apart.
-SCENARIOS = {
-    "default": ("OG_MOLECULE", "ogm-"),
-    "second": ("OG_MOLECULE_SECOND", "ogn-"),
-}
+# scenario: the start of the variables molecule/<scenario>/molecule.yml reads its namespace prefix, folder and UI
+# port from (two runs on one machine set OG_MOLECULE_PREFIX and OG_MOLECULE_SECOND_PREFIX apart).
+SCENARIOS = {"default": "OG_MOLECULE", "second": "OG_MOLECULE_SECOND"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -26,8 +23,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def test_molecule_scenario_passes(scenario):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    variable, default_prefix = SCENARIOS[scenario]
-    prefix = os.environ.get(variable + "_PREFIX", default_prefix)
+    variable = SCENARIOS[scenario]
+    prefix = prefixes()[variable + "_PREFIX"]
     directory = "/run/og-molecule-%s-%d" % (scenario, os.getpid())
     ui_port = free_port()
     leftover = Lab(prefix, directory, ui_port)

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.support import TOP
+from tests.support import TOP, prefixes
 from tests.support.lablib import probe, running_lab
 from tests.support.nslib import wait_until
 
@@ -26,7 +26,7 @@ MODULE_BY_HOST = {"gw1": "outputguard.egress.og_iptables_allow", "gw2": "outputg
 @pytest.fixture(scope="module")
 def lab():
     # OG_RUNNER_PREFIX lets two runs on one machine keep out of each other's way.
-    with running_lab(os.environ.get("OG_RUNNER_PREFIX", "ogr-"), "/run/og-molecule-runner-%d" % os.getpid()) as the_lab:
+    with running_lab(prefixes()["OG_RUNNER_PREFIX"], "/run/og-molecule-runner-%d" % os.getpid()) as the_lab:
         yield the_lab
 
 

@@ -4,13 +4,14 @@ import os
 
 import pytest
 
+from tests.support import prefixes
 from tests.support.lablib import recap, running_lab
 
 
 @pytest.fixture(scope="session")
 def lab():
     # OG_E2E_PREFIX lets two runs on one machine keep out of each other's way.
-    with running_lab(os.environ.get("OG_E2E_PREFIX", "oge-"), "/run/og-test-lab-%d" % os.getpid()) as the_lab:
+    with running_lab(prefixes()["OG_E2E_PREFIX"], "/run/og-test-lab-%d" % os.getpid()) as the_lab:
         yield the_lab
 
 

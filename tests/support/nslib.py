@@ -1,7 +1,8 @@
 """Network namespaces as test hosts: create them, run things inside, and always remove them.
 
 Every namespace a test makes is named with the prefix ``ogt-`` (or ``$OG_TEST_PREFIX``, four characters, so
-that two runs on one machine use different names); ``cleanup_all()`` (called by the
+that two runs on one machine use different names; each pytest-xdist worker has its own, see
+tests/support/__init__.py); ``cleanup_all()`` (called by the
 conftest at session end, and usable by hand) kills their processes and deletes them, so a failed test
 never leaves one behind. Nothing here touches the root namespace: links are created directly inside
 the namespaces.
@@ -18,9 +19,12 @@ import sys
 import threading
 import time
 
-PREFIX = os.environ.get("OG_TEST_PREFIX", "ogt-")
-if len(PREFIX) != 4 or not PREFIX.endswith("-"):
-    raise SystemExit("OG_TEST_PREFIX=%r: give four characters ending in '-', e.g. ot1-" % PREFIX)
+from tests.support import PrefixError, prefixes
+
+try:
+    PREFIX = prefixes()["OG_TEST_PREFIX"]
+except PrefixError as exc:
+    raise SystemExit(str(exc)) from None
 # The namespaces this process made: the session's final clean-up deletes these (and only these, so that two
 # test runs on one machine never delete each other's).
 CREATED = set()
