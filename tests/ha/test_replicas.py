@@ -10,8 +10,8 @@ import pytest
 import requests
 import websocket
 
-from tests.support.nslib import wait_until
 from og_kernel.og_elements import Holding
+from tests.support.nslib import wait_until
 from tests.support.serverlib import Gateway, Server, converged
 
 

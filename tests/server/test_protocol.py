@@ -11,9 +11,9 @@ import pytest
 import requests
 import websocket
 
-from tests.support.nslib import wait_until
 from og_kernel.og_elements import Holding, digest as digest_of
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
+from tests.support.nslib import wait_until
 from tests.support.serverlib import Gateway, Server, converged, snapshots_sent
 
 

@@ -11,9 +11,9 @@ import requests
 import websocket
 import yaml
 
+from og_kernel.og_elements import digest
 from tests.support import BIN, free_port
 from tests.support.nslib import wait_ready, wait_until
-from og_kernel.og_elements import digest
 
 # Every og-server a test started and has not stopped: the session's end stops them (tests/conftest.py), so a
 # test that fails half-way leaves no server behind.
