@@ -3,27 +3,22 @@ import os
 import pytest
 
 from tests.support import mylib, nslib, pglib, serverlib
+from tests.support.groups import SLOW_FIRST, GroupScheduling, group_of
 
 
-# The groups that take longest, longest first: pytest-xdist hands groups out in collection order, so these start
-# at once and the many short ones fill the other workers around them (scripts/test runs --dist loadgroup).
-SLOW_FIRST = ["tests/e2e", "tests/collection/test_molecule.py", "tests/chaos/test_chaos.py",
-              "tests/collection/test_runner.py", "tests/collection/test_gates.py", "tests/server/test_resolver.py"]
-
-
-def _group(item):
-    """The xdist group of a test: the whole of tests/e2e shares the lab (one session fixture), others their file."""
-    path = item.nodeid.split("::")[0]
-    return "tests/e2e" if path.startswith("tests/e2e/") else path
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    # scripts/test asks for --dist loadgroup; the other modes stay xdist's own.
+    if config.getoption("dist") == "loadgroup":
+        return GroupScheduling(config, log)
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
-    # A file's module-scoped fixtures (a lab, a server) are built once only if its tests stay on one worker.
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    # Only in xdist workers, whose order the scheduler follows; a one-process run keeps the order of the files.
     if hasattr(config, "workerinput"):
         rank = {group: n for n, group in enumerate(SLOW_FIRST)}
-        items.sort(key=lambda item: rank.get(_group(item), len(rank)))
+        items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
 
 
 def pytest_sessionfinish(session, exitstatus):
