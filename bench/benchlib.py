@@ -18,9 +18,9 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(BENCH)
-sys.path.insert(0, os.path.join(TOP, "tests"))
+sys.path.insert(0, TOP)  # the repository, for the package tests.support
 
-import nslib  # noqa: E402  (tests/nslib.py: Netns, link, cleanup)
+from tests.support import nslib  # noqa: E402  (tests/support/nslib.py: Netns, link, cleanup)
 
 CLIENT_NET = "10.88.0.0/24"
 OUTSIDE = "og-out"

@@ -47,8 +47,8 @@ import traceback
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(BENCH)
-sys.path.insert(0, os.path.join(TOP, "tests"))
-NS = os.environ.get("OG_TEST_PREFIX", "ogt-") + "bprop"  # the tests' namespace prefix (tests/nslib.py)
+sys.path.insert(0, TOP)  # the repository, for the package tests.support
+NS = os.environ.get("OG_TEST_PREFIX", "ogt-") + "bprop"  # the tests' namespace prefix (tests/support/nslib.py)
 APPLIED_DELTA = re.compile(r"applied delta \d+->\d+ .* duration=([0-9.]+)s")
 SNAPSHOT_HEAD = re.compile(rb'^\{"type":"snapshot","revision":(\d+),"chunk":(\d+),"chunks":(\d+),')
 HEAD_BYTES = 96          # enough of a frame to read a snapshot chunk's revision and chunk number
@@ -56,7 +56,7 @@ IMPORT_BATCH = 20000
 
 
 def orchestrate(args):
-    import nslib
+    from tests.support import nslib
     ns = nslib.Netns(NS)
     try:
         ns.ip("link", "add", "og-out", "type", "veth", "peer", "name", "og-peer")

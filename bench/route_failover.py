@@ -27,7 +27,7 @@ import tempfile
 import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [TOP, os.path.join(TOP, "tests")]
+sys.path.insert(0, TOP)  # the repository, for the package tests.support
 
 GW_A, GW_B = "10.89.0.1", "10.89.0.3"
 OG_ROUTE = os.path.join(os.path.dirname(sys.executable), "og-route")
@@ -65,7 +65,7 @@ def measure(kill_pid, standby):
 
 class Bench:
     def __init__(self, health_dir):
-        from nslib import PREFIX, Netns, link
+        from tests.support.nslib import PREFIX, Netns, link
         self.client = Netns(PREFIX + "bfc")
         self.gw = {GW_A: Netns(PREFIX + "bfa"), GW_B: Netns(PREFIX + "bfb")}
         self.health_dir = health_dir
@@ -84,7 +84,7 @@ class Bench:
             ns.delete()
 
     def start_health(self, gw):
-        from nslib import wait_until
+        from tests.support.nslib import wait_until
         self.health[gw] = self.gw[gw].popen([sys.executable, "-m", "http.server", "9900", "--bind", gw,
                                              "--directory", self.health_dir])
         wait_until(lambda: self.client.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "1",
@@ -96,7 +96,7 @@ class Bench:
         return set(r.get("gateway") for r in routes), len(routes)
 
     def wait_primary(self, gw, count):
-        from nslib import wait_until
+        from tests.support.nslib import wait_until
         wait_until(lambda: self.primaries() == ({gw}, count), timeout=60, interval=0.05,
                    what="every route via %s" % gw)
 
@@ -107,7 +107,7 @@ class Bench:
                                         "--fall", str(fall), "--log-level", "debug"], stderr=log, env=env)
         results = []
         try:
-            from nslib import wait_until
+            from tests.support.nslib import wait_until
 
             def started():
                 with open(log_path) as fh:

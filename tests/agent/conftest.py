@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from agentlib import TOKEN, AgentProcess, ScriptedServer, ServerProcess, Topology, unique_tag, wait_until
+from tests.support.agentlib import TOKEN, AgentProcess, ScriptedServer, ServerProcess, Topology, unique_tag, wait_until
 
 
 @pytest.fixture

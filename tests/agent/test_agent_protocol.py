@@ -11,11 +11,12 @@ import re
 
 import pytest
 
-from agentlib import TOKEN, ScriptedServer, forward_rules, http_status, kernel_elements, sample, scrape, wait_until
 from gateway_agent import __version__
 from og_kernel import og_protocol
 from og_kernel.og_elements import Holding, digest
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
+from tests.support.agentlib import (TOKEN, ScriptedServer, forward_rules, http_status, kernel_elements, sample,
+                                    scrape, wait_until)
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 

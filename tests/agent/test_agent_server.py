@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from agentlib import (ALLOWED, LOAD, OTHER, UPLOAD, Background, http_status, kernel_elements, sample, scrape,
-                      wait_until)
-from nslib import tcp_probe
+from tests.support.agentlib import (ALLOWED, OTHER, TRAFFIC, UPLOAD, Background, http_status, kernel_elements,
+                                    sample, scrape, wait_until)
+from tests.support.nslib import tcp_probe
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 
@@ -76,7 +76,7 @@ def test_kill_9_during_transfers_loses_nothing_and_the_restarted_agent_converges
     agent = stack.start_agent()
     open_entry(stack, ALLOWED)
     saved = stack.server.gateway()["applied_revision"]
-    load = Background(stack.topo.client, LOAD, lambda b: [ALLOWED, b.progress_file, b.stop_file], tmp_path, "load")
+    load = Background(stack.topo.client, TRAFFIC, lambda b: [ALLOWED, b.progress_file, b.stop_file], tmp_path, "load")
     wait_until(lambda: load.progress().get("requests_ok", 0) >= 3, timeout=20, what="load running")
 
     agent.kill9()
@@ -94,7 +94,8 @@ def test_kill_9_during_transfers_loses_nothing_and_the_restarted_agent_converges
                timeout=20, what="traffic after the restart")
 
     result = load.stop()
-    assert (result["stream_error"], result["request_errors"]) == (None, [])
+    # One download from start to end, and no request failed.
+    assert (result["streams"], result["stream_errors"], result["request_errors"], result["errors"]) == (1, 0, 0, [])
     assert result["requests_ok"] >= 15
     assert "restored saved state revision=%d elements=1" % saved in agent.log_since_start()
     assert kernel_elements(stack.topo.gw) == [ALLOWED + "/32", OTHER + "/32"]

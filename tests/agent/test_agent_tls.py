@@ -1,7 +1,7 @@
 """TLS end to end: og-server serving HTTPS and WSS with a real certificate, the agent verifying it, and a proxy.
 
 client (10.88.0.2) -> gw (agent; mgmt0 10.99.0.1) -> inet;  srv (og-server on 10.99.0.2:8443, TLS)
-Certificates are made in each test by tests/tlslib.py (the cryptography library).
+Certificates are made in each test by tests/support/tlslib.py (the cryptography library).
 """
 
 import json
@@ -12,12 +12,12 @@ import sys
 import pytest
 import yaml
 
-from agentlib import ALLOWED, OTHER, ServerProcess, kernel_elements, wait_until
 from gateway_agent import config as agent_config
 from gateway_agent import tls
-from nslib import link, tcp_probe
 from server_app import config as server_config
-from tlslib import CA, replace
+from tests.support.agentlib import ALLOWED, OTHER, ServerProcess, kernel_elements, wait_until
+from tests.support.nslib import link, tcp_probe
+from tests.support.tlslib import CA, replace
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 

@@ -7,7 +7,7 @@ import types
 import urllib.request
 
 import pytest
-from nslib import wait_until
+from tests.support.nslib import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_agent import config, metrics, state

@@ -2,16 +2,12 @@
 
 import os
 import secrets
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from agentlib import ALLOWED, AgentProcess, Topology  # noqa: E402
-from chaoslib import Client, Replica, Writer, socket_url  # noqa: E402
-from nslib import wait_until  # noqa: E402
+from tests.support.agentlib import ALLOWED, TRAFFIC, AgentProcess, Background, ServerProcess, Topology
+from tests.support.chaoslib import Writer, socket_url
+from tests.support.nslib import wait_until
 
 
 class Chaos:
@@ -22,8 +18,8 @@ class Chaos:
         # Namespaces ogt-x<tag>{c,i,s,gw}: "x" marks the chaos suite's namespaces.
         self.topo = Topology(netns_factory, "x" + secrets.token_hex(2))
         url = socket_url(postgres, postgres.create_database())
-        self.a = Replica(self.topo.srv, workdir / "a", url, 8080).start()
-        self.b = Replica(self.topo.srv, workdir / "b", url, 8081, first=self.a).start()
+        self.a = ServerProcess(self.topo.srv, workdir / "a", 8080, database_url=url).start()
+        self.b = ServerProcess(self.topo.srv, workdir / "b", 8081, database_url=url, first=self.a).start()
         self.replicas = (self.a, self.b)
         self.agent = AgentProcess(self.topo.gw, workdir / "agent", [self.a.ws_url, self.b.ws_url],
                                   self.a.gateway_token)
@@ -31,7 +27,8 @@ class Chaos:
         self.allowed = self.a.call("POST", "/api/v1/entries", json={"target": ALLOWED}).json()
         wait_until(lambda: self.topo.reaches(ALLOWED), timeout=60, interval=0.2,
                    what="the client reaching %s through the gateway" % ALLOWED)
-        self.client = Client(self.topo.client, ALLOWED, workdir)
+        self.client = Background(self.topo.client, TRAFFIC, lambda b: [ALLOWED, b.progress_file, b.stop_file], workdir,
+                                 "client")
         wait_until(lambda: self.client.progress().get("requests", 0) >= 3, timeout=30, what="client traffic")
         self.writer = Writer(self.topo.srv.name, self.replicas, self.a.admin)
         self.writer.start()
@@ -44,8 +41,8 @@ class Chaos:
         if self.agent.alive():
             self.agent.kill9()
         for replica in self.replicas:
-            if replica.proc is not None:
-                replica.stop()
+            if replica.proc is not None and replica.proc.poll() is None:
+                replica.kill9()
         if not self.postgres.running():
             self.postgres.start()
 

@@ -18,13 +18,13 @@ import time
 
 import pytest
 
-from agentlib import ALLOWED, SERVER_ADDR, kernel_elements, sample, scrape
-from chaoslib import converged, desired
-from nslib import wait_until
+from tests.support import TOP
+from tests.support.agentlib import ALLOWED, SERVER_ADDR, kernel_elements, sample, scrape
+from tests.support.chaoslib import converged, desired
+from tests.support.nslib import wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUTPUT = os.path.join(TOP, "tests", "output", "chaos.md")
 CONVERGE_BOUND = 60.0     # generous: timings are reported, not asserted tightly
 CONVERGE_GIVE_UP = 120.0
@@ -160,7 +160,7 @@ def test_faults_lose_no_acknowledged_write_and_the_gateway_keeps_forwarding(chao
                    what="allowed traffic passing with both servers down (state restored from disk)")
         phases.notes.append("gateway rebuilt: allowed traffic passed %.1fs after the agent started, servers down"
                             % (time.monotonic() - started))
-        # Traffic passes once the sets are filled; the line comes after the kernel is read back.
+        # The agent logs the restore just after it put the rules in place: wait for the line, not only the traffic.
         chaos.agent.wait_log("restored saved state")
         for replica in chaos.replicas:
             replica.start()

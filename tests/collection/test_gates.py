@@ -24,7 +24,8 @@ from xml.etree import ElementTree
 
 import pytest
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support import TOP
+
 VENV_BIN = os.path.dirname(sys.executable)
 GATES_BIN = os.path.join(TOP, ".venv-gates", "bin")
 GET_PIP = os.path.expanduser("~/.ansible/test/cache/get_pip_24_2.py")

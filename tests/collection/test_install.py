@@ -8,10 +8,9 @@ import sys
 
 import pytest
 
-from lablib import recap
+from tests.support import BIN, TOP
+from tests.support.lablib import recap
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.dirname(sys.executable)
 
 PLAY = """
 - hosts: localhost

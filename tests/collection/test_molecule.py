@@ -7,13 +7,12 @@ import time
 
 import pytest
 
-from lablib import TOP, Lab, free_port
+from tests.support import TOP, free_port, prefixes
+from tests.support.lablib import Lab
 
-# scenario: (namespace prefix, lab folder), as set in molecule/<scenario>/molecule.yml
-SCENARIOS = {
-    "default": ("ogm-", "/run/og-molecule-default"),
-    "second": ("ogn-", "/run/og-molecule-second"),
-}
+# scenario: the start of the variables molecule/<scenario>/molecule.yml reads its namespace prefix, folder and UI
+# port from (two runs on one machine set OG_MOLECULE_PREFIX and OG_MOLECULE_SECOND_PREFIX apart).
+SCENARIOS = {"default": "OG_MOLECULE", "second": "OG_MOLECULE_SECOND"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -24,12 +23,14 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def test_molecule_scenario_passes(scenario):
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
-    prefix, directory = SCENARIOS[scenario]
+    variable = SCENARIOS[scenario]
+    prefix = prefixes()[variable + "_PREFIX"]
+    directory = "/run/og-molecule-%s-%d" % (scenario, os.getpid())
     ui_port = free_port()
     leftover = Lab(prefix, directory, ui_port)
     env = dict(os.environ, PATH=os.path.join(TOP, ".venv", "bin") + os.pathsep + os.environ.get("PATH", ""),
-               OG_MOLECULE_UI_PORT=str(ui_port), OG_MOLECULE_SECOND_UI_PORT=str(ui_port), NO_COLOR="1",
-               ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
+               NO_COLOR="1", ANSIBLE_FORCE_COLOR="0", PY_COLORS="0",
+               **{variable + "_PREFIX": prefix, variable + "_DIR": directory, variable + "_UI_PORT": str(ui_port)})
     started = time.monotonic()
     try:
         proc = subprocess.run([os.path.join(TOP, ".venv", "bin", "molecule"), "test", "-s", scenario], cwd=TOP,

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from lablib import TOP
+from tests.support import BIN, TOP
 
-BIN = os.path.dirname(sys.executable)
+
 SERVICE = os.path.join(TOP, "roles", "service")
 
 PLAY = """

@@ -6,8 +6,8 @@ import os
 import signal
 import time
 
-from lablib import gateway_elements, probe
-from nslib import wait_until
+from tests.support.lablib import gateway_elements, probe
+from tests.support.nslib import wait_until
 
 INTERVAL = 10
 GRACE = 20

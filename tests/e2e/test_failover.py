@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from lablib import LabHost, probe
-from nslib import sh, wait_until
+from tests.support.lablib import LabHost, probe
+from tests.support.nslib import sh, wait_until
 
 TARGET = "198.51.100.10"
 

@@ -5,8 +5,8 @@ from the published set forever, and the server answered every revision with a fu
 
 import re
 
-from lablib import gateway_elements
-from nslib import wait_until
+from tests.support.lablib import gateway_elements
+from tests.support.nslib import wait_until
 
 GATEWAYS = ("gw1", "gw2")
 OFF = "IPv6 is off on this gateway"

@@ -10,8 +10,9 @@ import signal
 
 import pytest
 
-from lablib import TOP, LabHost, gateway_elements, recap
-from nslib import sh, wait_until
+from tests.support import TOP
+from tests.support.lablib import LabHost, gateway_elements, recap
+from tests.support.nslib import sh, wait_until
 
 EXCLUDED = "198.51.100.0/24"
 LAB_SERVICE = os.path.join(TOP, "roles", "service", "files", "lab-service")

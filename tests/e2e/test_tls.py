@@ -13,8 +13,8 @@ import sys
 import pytest
 import yaml
 
-from lablib import TOP, LabHost, probe
-from nslib import wait_until
+from tests.support.lablib import TOP, LabHost, probe
+from tests.support.nslib import wait_until
 from test_restart import main_pid, site
 
 SERVER = "10.77.0.10"

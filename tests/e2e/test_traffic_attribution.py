@@ -11,9 +11,9 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lablib import LabHost, gateway_elements, probe
-from nslib import wait_until
 from og_kernel.og_firewall import parse_save
+from tests.support.lablib import LabHost, gateway_elements, probe
+from tests.support.nslib import wait_until
 
 SIZE = 1500000
 REPORTED = 90          # seconds: a few counters frames (15 s) and flushes (5 s) on a loaded machine

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from lablib import LabHost, probe
-from nslib import wait_until
+from tests.support import TOP
+from tests.support.lablib import LabHost, probe
+from tests.support.nslib import wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHOTS = os.path.join(TOP, "tests", "output", "ui")
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = {"ada": "ada-admin-password-1", "vic": "vic-viewer-password-1", "lou": "lou-locked-password-1"}

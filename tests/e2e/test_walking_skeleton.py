@@ -2,8 +2,8 @@
 
 import pytest
 
-from lablib import gateway_elements, probe
-from nslib import wait_until
+from tests.support.lablib import gateway_elements, probe
+from tests.support.nslib import wait_until
 
 ALLOWED = "198.51.100.10"
 NEVER = "198.51.100.20"

@@ -10,9 +10,9 @@ import pytest
 import requests
 import websocket
 
-from nslib import wait_until
 from og_kernel.og_elements import Holding
-from serverlib import Gateway, Server, converged
+from tests.support.nslib import wait_until
+from tests.support.serverlib import Gateway, Server, converged
 
 
 @pytest.fixture(params=["postgresql", "mariadb"])

@@ -1,7 +1,7 @@
 """og_firewall against the real kernel in namespaces: bytes do or don't cross the gateway.
 
 client ns (10.88.0.2) -> gateway ns (lan0 10.88.0.1 | og-out) -> internet ns with services on 198.51.100.10
-and 198.51.100.20 (tests/integration/gwtopo.py). Every kernel change runs inside the gateway namespace with
+and 198.51.100.20 (tests/support/gwtopo.py). Every kernel change runs inside the gateway namespace with
 OG_REFUSE_ROOT_NETNS=1, so a mistake could never reach the machine's own firewall.
 """
 
@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from gwtopo import CLIENT_NET, GatewayTopology
-from nslib import tcp_probe, wait_until
+from tests.support.gwtopo import CLIENT_NET, GatewayTopology
+from tests.support.nslib import tcp_probe, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 

@@ -7,17 +7,13 @@ a symlink to this repository. Every outcome is checked through the REST API, not
 
 import json
 import os
-import re
-import subprocess
-import sys
 
 import pytest
 import requests
 
-from serverlib import Server, free_port
+from tests.support import TOP, ansiblelib, free_port
+from tests.support.serverlib import Server
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.dirname(sys.executable)
 PLAYBOOK = os.path.join(TOP, "playbooks", "entries.yml")
 
 
@@ -36,50 +32,18 @@ def fresh_server(tmp_path):
     srv.stop()
 
 
-class Ansible:
-    """Runs the collection's modules with `ansible` and the entries playbook with `ansible-playbook`."""
+class Ansible(ansiblelib.Ansible):
+    """The module runner with the server's URL and admin token in the environment, and playbooks/entries.yml."""
 
     def __init__(self, server, tmp_path):
-        collections = tmp_path / "collections"
-        (collections / "ansible_collections" / "outputguard").mkdir(parents=True)
-        (collections / "ansible_collections" / "outputguard" / "egress").symlink_to(TOP)
-        self.tmp = tmp_path
+        super().__init__(tmp_path, env={"OG_SERVER_URL": server.url, "OG_TOKEN": server.admin})
         self.server = server
-        self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_HOME=str(tmp_path / "home"),
-                        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-                        ANSIBLE_DEPRECATION_WARNINGS="0", ANSIBLE_LOCALHOST_WARNING="0",
-                        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-                        OG_SERVER_URL=server.url, OG_TOKEN=server.admin)
-
-    def module(self, name, args, *flags, **env):
-        """Return (status, result, printed): status is SUCCESS, CHANGED or FAILED!; printed is the diff and errors."""
-        argv = [os.path.join(BIN, "ansible"), "localhost", "-i", "localhost,", "-c", "local",
-                "-m", "outputguard.egress." + name, "-a", json.dumps(args),
-                "-e", "ansible_python_interpreter=%s" % sys.executable] + list(flags)
-        proc = subprocess.run(argv, env=dict(self.env, **env), capture_output=True, text=True, timeout=180, check=False)
-        out = proc.stdout
-        head = out.index("localhost | ")
-        status = out[head:].split()[2]
-        return status, json.loads(out[out.index("=>", head) + 2:]), out[:head] + proc.stderr
 
     def playbook(self, extra, *flags):
-        """Run playbooks/entries.yml with the token and URL as variables (not in the environment).
-
-        Return (recap, output): recap is {"ok": n, "changed": n, "failed": n, ...} of localhost."""
-        path = self.tmp / "vars.json"
-        path.write_text(json.dumps(dict({"og_api_url": self.server.url, "og_api_token": self.server.admin},
-                                        **extra)))
+        """playbooks/entries.yml with the token and URL as variables (not in the environment)."""
         env = {k: v for k, v in self.env.items() if k not in ("OG_SERVER_URL", "OG_TOKEN")}
-        proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), PLAYBOOK, "-e", "@%s" % path,
-                               "-e", "ansible_python_interpreter=%s" % sys.executable] + list(flags),
-                              env=env, capture_output=True, text=True, timeout=300, check=False)
-        out = proc.stdout + proc.stderr
-        match = re.search(r"^localhost\s+:\s+(.*)$", proc.stdout, re.M)
-        assert match is not None, out
-        recap = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
-        assert (proc.returncode == 0) == (recap["failed"] == 0), out
-        return recap, out
-
+        return super().playbook(PLAYBOOK, dict({"og_api_url": self.server.url, "og_api_token": self.server.admin},
+                                               **extra), *flags, env=env)
 
 @pytest.fixture
 def ansible(server, tmp_path):
@@ -219,7 +183,7 @@ def test_bad_input_fails_with_the_servers_message_and_the_value(server, ansible,
 
 def test_a_wrong_token_a_viewer_token_and_a_dead_server_fail_clearly(server, ansible):
     before = revision(server)
-    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.17"}, OG_TOKEN="oga_wrong")
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.17"}, env={"OG_TOKEN": "oga_wrong"})
     assert status == "FAILED!" and result["status"] == 401
     assert result["msg"].startswith("the server at %s/api/v1 refused the token (401 unauthorized: a valid API token "
                                     "is required" % server.url)
@@ -235,7 +199,7 @@ def test_a_wrong_token_a_viewer_token_and_a_dead_server_fail_clearly(server, ans
         in result["msg"]
 
     dead = "http://127.0.0.1:%d" % free_port()
-    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.17"}, OG_SERVER_URL=dead)
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.17"}, env={"OG_SERVER_URL": dead})
     assert status == "FAILED!" and result["status"] == -1
     assert result["msg"].startswith("cannot reach the outputguard server at %s/api/v1 (GET /entries): " % dead)
     assert revision(server) == before and listed(server, q="198.51.100.17")[0] == {}

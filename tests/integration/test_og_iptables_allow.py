@@ -4,44 +4,18 @@ The collection is found through a temporary ANSIBLE_COLLECTIONS_PATH whose ansib
 is a symlink to this repository, so the code under test is the working tree.
 """
 
-import json
 import os
-import sys
 
 import pytest
 
-from gwtopo import GatewayTopology
-from nslib import tcp_probe
+from tests.support.ansiblelib import Ansible
+from tests.support.gwtopo import GatewayTopology
+from tests.support.nslib import tcp_probe
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible")
 MODULE = "outputguard.egress.og_iptables_allow"
 POLICY = {"client_networks": ["10.88.0.0/24"], "outside_interface": "og-out"}
-
-
-class Ansible:
-    """Runs the module with the ansible CLI inside one namespace and parses the minimal callback's answer."""
-
-    def __init__(self, ns, tmp_path):
-        collections = tmp_path / "collections"
-        (collections / "ansible_collections" / "outputguard").mkdir(parents=True)
-        (collections / "ansible_collections" / "outputguard" / "egress").symlink_to(TOP)
-        self.ns = ns
-        self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_HOME=str(tmp_path / "home"),
-                        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-                        ANSIBLE_DEPRECATION_WARNINGS="0", OG_REFUSE_ROOT_NETNS="1")
-
-    def __call__(self, args, *flags):
-        """Return (status, result, printed): status is SUCCESS, CHANGED or FAILED!; printed is the diff and warnings."""
-        argv = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "-m", MODULE, "-a", json.dumps(args),
-                "-e", "ansible_python_interpreter=%s" % sys.executable] + list(flags)
-        proc = self.ns.run(argv, check=False, env=self.env, timeout=60)
-        out = proc.stdout
-        head = out.index("localhost | ")
-        status = out[head:].split()[2]
-        return status, json.loads(out[out.index("=>", head) + 2:]), out[:head] + proc.stderr
 
 
 @pytest.fixture
@@ -51,7 +25,7 @@ def topo(netns_factory):
 
 @pytest.fixture
 def ansible(topo, tmp_path):
-    return Ansible(topo.gw, tmp_path)
+    return Ansible(tmp_path, ns=topo.gw, module=MODULE)
 
 
 def og_objects(topo):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from nslib import link, wait_until
+from tests.support.nslib import link, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 

@@ -8,19 +8,15 @@ The collection is found through a temporary ANSIBLE_COLLECTIONS_PATH linking to 
 import ipaddress
 import json
 import os
-import sys
 
 import pytest
 
-from nslib import link
+from og_kernel.og_routes import desired_routes
+from tests.support.ansiblelib import Ansible
+from tests.support.nslib import link
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, TOP)
-from og_kernel.og_routes import desired_routes  # noqa: E402
-
-ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible")
 MODULE = "outputguard.egress.og_public_routes"
 GW_A, GW_B, ROUTER, OTHER_HOP = "10.89.0.1", "10.89.0.3", "10.89.0.254", "10.89.0.253"
 GW_A6, GW_B6 = "fd89::1", "fd89::3"
@@ -66,32 +62,6 @@ class Lan:
         return r["dst"], r.get("protocol", "boot"), r.get("gateway")
 
 
-class Ansible:
-    """Runs the module with the ansible CLI inside one namespace and parses the minimal callback's answer."""
-
-    def __init__(self, ns, tmp_path):
-        collections = tmp_path / "collections"
-        (collections / "ansible_collections" / "outputguard").mkdir(parents=True)
-        (collections / "ansible_collections" / "outputguard" / "egress").symlink_to(TOP)
-        self.ns = ns
-        env = {k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"}
-        self.env = dict(env, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_HOME=str(tmp_path / "home"),
-                        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-                        ANSIBLE_DEPRECATION_WARNINGS="0", OG_REFUSE_ROOT_NETNS="1")
-
-    def __call__(self, args, *flags, env=None):
-        """Return (status, result, printed): status is SUCCESS, CHANGED or FAILED!; printed is the diff and warnings."""
-        argv = [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "-m", MODULE, "-a", json.dumps(args),
-                "-e", "ansible_python_interpreter=%s" % sys.executable] + list(flags)
-        proc = self.ns.run(argv, check=False, env=dict(self.env, **(env or {})), timeout=120)
-        out = proc.stdout
-        if "localhost | " not in out:
-            raise AssertionError("ansible printed no result (rc=%d): %s %s" % (proc.returncode, out, proc.stderr))
-        head = out.index("localhost | ")
-        status = out[head:].split()[2]
-        return status, json.loads(out[out.index("=>", head) + 2:]), out[:head] + proc.stderr
-
-
 @pytest.fixture
 def lan(netns_factory):
     return Lan(netns_factory, "rt")
@@ -99,7 +69,7 @@ def lan(netns_factory):
 
 @pytest.fixture
 def ansible(lan, tmp_path):
-    return Ansible(lan.client, tmp_path)
+    return Ansible(tmp_path, ns=lan.client, module=MODULE)
 
 
 def lines(routes):

@@ -16,7 +16,8 @@ from gateway_agent.metrics import AgentMetrics
 from og_kernel.og_elements import Element
 from og_kernel.og_firewall import Counters
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support import TOP
+
 ALERTS = os.path.join(TOP, "deploy", "monitoring", "alerts.yml")
 DASHBOARD = os.path.join(TOP, "deploy", "monitoring", "grafana-dashboard.json")
 SERIES = re.compile(r"\b((?:og|iptables)_[a-z0-9_]+)\b")

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from nslib import wait_until
-from serverlib import Gateway, Server
 from server_app import config
 from server_app.models import Gateway as GatewayRow, db
+from tests.support.nslib import wait_until
+from tests.support.serverlib import Gateway, Server
 
 GOING_AWAY = (1001, "server stopping; reconnect")
 

@@ -11,11 +11,11 @@ import pytest
 import requests
 import websocket
 
-from nslib import wait_until
 from og_kernel import og_protocol
 from og_kernel.og_elements import Element, Holding, digest as digest_of
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
-from serverlib import Gateway, Server, converged, snapshots_sent
+from tests.support.nslib import wait_until
+from tests.support.serverlib import Gateway, Server, converged, snapshots_sent
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from nslib import wait_ready, wait_until
 from server_app import create_app, init_db
 from server_app.models import Entry, Lease, db, utcnow
 from server_app.services import changelog, entries
 from server_app.services.resolver import Answer, Resolver, make_dns, resolve
+from tests.support.nslib import wait_ready, wait_until
 
 
 def ips(*values):

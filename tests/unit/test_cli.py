@@ -2,12 +2,11 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
 
-BIN = os.path.dirname(sys.executable)
+from tests.support import BIN
 
 
 def run(name, *args, env=None):

@@ -4,28 +4,20 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 
 import requests
 import websocket
 import yaml
 
-from nslib import wait_ready, wait_until
 from og_kernel.og_elements import digest
+from tests.support import BIN, free_port
+from tests.support.nslib import wait_ready, wait_until
 
-BIN = os.path.dirname(sys.executable)
 # Every og-server a test started and has not stopped: the session's end stops them (tests/conftest.py), so a
 # test that fails half-way leaves no server behind.
 RUNNING = set()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_all():

@@ -1,22 +1,17 @@
 """Driving the namespace lab (scripts/lab) from tests: its own prefix, folder and UI port per run."""
 
+import contextlib
 import os
 import re
-import socket
 import subprocess
 
+import pytest
 import requests
 
-from nslib import Netns, tcp_probe
+from tests.support import TOP, free_port
+from tests.support.nslib import Netns, tcp_probe
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAB_SCRIPT = os.path.join(TOP, "scripts", "lab")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Lab:
@@ -53,6 +48,20 @@ class Lab:
         if token:
             headers["Authorization"] = "Bearer " + token
         return requests.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
+
+
+@contextlib.contextmanager
+def running_lab(prefix, directory):
+    """A lab of its own (leftovers of an earlier crashed run removed first), torn down whatever happens."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    the_lab = Lab(prefix, directory, free_port())
+    the_lab.lab("down", check=False)
+    try:
+        the_lab.lab("create")
+        yield the_lab
+    finally:
+        the_lab.lab("down", check=False)
 
 
 def recap(output):

@@ -1,7 +1,8 @@
 """Network namespaces as test hosts: create them, run things inside, and always remove them.
 
 Every namespace a test makes is named with the prefix ``ogt-`` (or ``$OG_TEST_PREFIX``, four characters, so
-that two runs on one machine use different names); ``cleanup_all()`` (called by the
+that two runs on one machine use different names; each pytest-xdist worker has its own, see
+tests/support/__init__.py); ``cleanup_all()`` (called by the
 conftest at session end, and usable by hand) kills their processes and deletes them, so a failed test
 never leaves one behind. Nothing here touches the root namespace: links are created directly inside
 the namespaces.
@@ -9,18 +10,26 @@ the namespaces.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import signal
 import subprocess
+import sys
+import threading
 import time
 
-PREFIX = os.environ.get("OG_TEST_PREFIX", "ogt-")
-if len(PREFIX) != 4 or not PREFIX.endswith("-"):
-    raise SystemExit("OG_TEST_PREFIX=%r: give four characters ending in '-', e.g. ot1-" % PREFIX)
+from tests.support import PrefixError, prefixes
+
+try:
+    PREFIX = prefixes()["OG_TEST_PREFIX"]
+except PrefixError as exc:
+    raise SystemExit(str(exc)) from None
 # The namespaces this process made: the session's final clean-up deletes these (and only these, so that two
 # test runs on one machine never delete each other's).
 CREATED = set()
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def sh(argv, check=True, input=None, timeout=60):
@@ -165,6 +174,35 @@ def tcp_probe(ns, host, port, timeout=2.0):
         "except socket.timeout: print('timeout')\n"
         "except OSError as e: print('unreachable' if e.errno in (101,113,110) else 'error:%d'%e.errno)\n"
     )
-    import sys
     out = ns.run([sys.executable, "-c", code, host, str(port), str(timeout)], check=False, timeout=timeout + 10)
     return out.stdout.strip() or ("error:" + out.stderr.strip()[-200:])
+
+
+# ---- threads inside a namespace ----------------------------------------------------------------------------
+def enter_netns(name):
+    """Move the calling thread (only it) into network namespace `name`."""
+    fd = os.open("/run/netns/" + name, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns into %s failed" % name)
+    finally:
+        os.close(fd)
+
+
+def in_netns(name, fn, *args, **kwargs):
+    """fn(*args, **kwargs) run by a short-lived thread inside namespace `name`; its result or its exception."""
+    result = {}
+
+    def work():
+        try:
+            enter_netns(name)
+            result["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]

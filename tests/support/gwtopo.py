@@ -3,9 +3,9 @@
 import os
 import sys
 
-from nslib import link, wait_until
+from tests.support import TOP
+from tests.support.nslib import link, wait_until
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HTTP = os.path.join(TOP, "scripts", "lab_http.py")
 SERVICES = ["198.51.100.10:80", "198.51.100.10:8443", "198.51.100.20:80", "203.0.113.10:80"]
 CLIENT_NET = "10.88.0.0/24"

@@ -7,20 +7,15 @@ any) is touched."""
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
+from tests.support import free_port
+
 
 def available():
     return bool(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl")) and shutil.which("runuser") is not None
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Postgres:
@@ -33,7 +28,7 @@ class Postgres:
         os.mkdir(self.sock)
         shutil.chown(self.root, "postgres", "postgres")
         shutil.chown(self.sock, "postgres", "postgres")
-        self.port = _free_port()
+        self.port = free_port()
         self._as_postgres("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
         self.start()
         self.counter = 0

@@ -6,29 +6,23 @@ tests). The machine's own MariaDB/MySQL (if any) is not touched."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
-from nslib import READY_TIMEOUT
+from tests.support import free_port
+from tests.support.nslib import READY_TIMEOUT
 
 
 def available():
     return all(shutil.which(b) for b in ("mariadb-install-db", "mariadbd", "mariadb"))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MariaDB:
     def __init__(self):
         self.root = tempfile.mkdtemp(prefix="og-my-")
         self.data = os.path.join(self.root, "data")
-        self.port = _free_port()
+        self.port = free_port()
         done = subprocess.run(["mariadb-install-db", "--no-defaults", "--user=root", "--datadir=" + self.data,
                                "--auth-root-authentication-method=normal", "--skip-test-db"],
                               capture_output=True, text=True, timeout=120, check=False)

@@ -1,13 +1,12 @@
 """Helpers for the gateway agent tests: a scripted WebSocket server, real agent and server processes, a topology.
 
-Everything that touches the network runs inside namespaces the tests make (tests/nslib.py). The scripted
+Everything that touches the network runs inside namespaces the tests make (tests/support/nslib.py). The scripted
 server's listening socket is created by a short-lived thread that enters the gateway's namespace with
 setns(2); the thread ends at once, so the test process itself never leaves the root namespace.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import queue
@@ -19,16 +18,16 @@ import sys
 import threading
 import time
 
+import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage)
 
 from gateway_agent.tls import url_problems
-from nslib import link, wait_ready, wait_until
+from tests.support import BIN, TOP
+from tests.support.nslib import READY_TIMEOUT, in_netns, link, wait_ready, wait_until
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.dirname(sys.executable)
 HTTP = os.path.join(TOP, "scripts", "lab_http.py")
 CLIENT_NET = "10.88.0.0/24"
 ALLOWED = "198.51.100.10"
@@ -36,8 +35,6 @@ OTHER = "198.51.100.20"
 SERVICES = [ALLOWED + ":80", OTHER + ":80", "203.0.113.10:80"]
 SERVER_ADDR = "10.99.0.2"
 TOKEN = "ogg_test-gateway-token-0123456789abcdef"
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def unique_tag():
@@ -92,29 +89,12 @@ def http_status(ns, url):
 # ---- a scripted WebSocket server -------------------------------------------------------------------------
 def listen_in_netns(name, host="127.0.0.1"):
     """A listening TCP socket that lives in network namespace `name` (made by a thread that enters it)."""
-    result = {}
-
-    def work():
-        try:
-            fd = os.open("/run/netns/" + name, os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns into %s failed" % name)
-            finally:
-                os.close(fd)
-            sock = socket.socket()
-            sock.bind((host, 0))
-            sock.listen(8)
-            result["sock"] = sock
-        except BaseException as exc:  # handed to the caller
-            result["error"] = exc
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["sock"]
+    def listen():
+        sock = socket.socket()
+        sock.bind((host, 0))
+        sock.listen(8)
+        return sock
+    return in_netns(name, listen)
 
 
 class ScriptedConnection:
@@ -307,65 +287,109 @@ class AgentProcess:
 
 # ---- the real server ------------------------------------------------------------------------------------------
 class ServerProcess:
-    """og-server with its own SQLite database, an admin and a gateway token, running inside a namespace."""
+    """og-server on SERVER_ADDR:port inside the topology's server namespace, its log in workdir.
 
-    def __init__(self, ns, workdir, port=8080):
+    With its own SQLite database by default, or on `database_url`; the first replica of a database makes the
+    schema, an admin and a gateway token, and a replica given `first` shares them (and the secret key)."""
+
+    def __init__(self, ns, workdir, port=8080, database_url=None, first=None):
         self.ns = ns
         self.port = port
         os.makedirs(str(workdir), exist_ok=True)
         data = os.path.join(str(workdir), "data")
         self.config = os.path.join(str(workdir), "server.yml")
         self.log_file = os.path.join(str(workdir), "server.log")
+        self.secret = first.secret if first else secrets.token_hex(16)
         with open(self.config, "w") as fh:
-            yaml.safe_dump({"listen": "0.0.0.0:%d" % port, "data_dir": data, "secret_key": secrets.token_hex(16),
-                            "database_url": "sqlite:///%s" % os.path.join(data, "og.db"), "threads": 16}, fh)
-        self._cli("db", "upgrade")
-        self.admin = self._cli("token", "create", "--role", "admin").strip()
-        self.gateway_token = self._cli("token", "create", "--role", "gateway", "--name", "gw1").strip()
+            yaml.safe_dump({"listen": "0.0.0.0:%d" % port, "data_dir": data, "secret_key": self.secret,
+                            "database_url": database_url or "sqlite:///%s" % os.path.join(data, "og.db"),
+                            "threads": 16}, fh)
+        if first is None:
+            self._cli("db", "upgrade")
+            self.admin = self._cli("token", "create", "--role", "admin").strip()
+            self.gateway_token = self._cli("token", "create", "--role", "gateway", "--name", "gw1").strip()
+        else:
+            self.admin, self.gateway_token = first.admin, first.gateway_token
+        self.url = "http://%s:%d" % (SERVER_ADDR, port)
+        self.ws_url = "ws://%s:%d/ws/gateway" % (SERVER_ADDR, port)
         self.proc = None
 
     def _cli(self, *args):
-        # Only files are touched: the database is made from the root namespace.
+        # Only files (or PostgreSQL's Unix socket) are touched: the CLI runs in the root namespace, no network.
         done = subprocess.run([os.path.join(BIN, "og-server"), "--config", self.config] + list(args),
-                              capture_output=True, text=True, timeout=60, check=False)
+                              capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    @property
-    def ws_url(self):
-        return "ws://%s:%d/ws/gateway" % (SERVER_ADDR, self.port)
-
-    def start(self):
+    def start(self, timeout=READY_TIMEOUT):
         with open(self.log_file, "a") as log:
+            log.write("---- start %s\n" % time.strftime("%H:%M:%S"))
+            log.flush()
             self.proc = self.ns.popen([os.path.join(BIN, "og-server"), "--config", self.config],
                                       stdout=log, stderr=subprocess.STDOUT)
-        wait_ready(lambda: self.api("GET", "/api/v1/gateways")[0] == 200, self.proc, "og-server answering",
-                   log=self.log_file)
+        wait_ready(self.ready, self.proc, "og-server on port %d ready" % self.port, log=self.log_file, timeout=timeout)
         return self
 
+    def log(self):
+        with open(self.log_file) as fh:
+            return fh.read()
+
+    def pids(self):
+        """The gunicorn master and its worker(s): the whole server."""
+        found = [self.proc.pid]
+        try:
+            with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as fh:
+                found += [int(p) for p in fh.read().split()]
+        except OSError:
+            pass
+        return found
+
+    def kill9(self):
+        """A crash: SIGKILL to the master and its worker at once (nothing runs any clean-up)."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=20)
+
     def stop(self):
+        """A graceful stop: SIGTERM, and wait for the exit."""
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+            self.kill9()
+
+    def call(self, method, path, timeout=10, **kw):
+        """One REST call from inside the server namespace: requests.Response (or the exception raised)."""
+        return in_netns(self.ns.name, requests.request, method, self.url + path, timeout=timeout,
+                        headers={"Authorization": "Bearer " + self.admin}, **kw)
 
     def api(self, method, path, body=None):
-        """(status, parsed JSON body or None) of one REST call made from inside the server's namespace."""
-        argv = ["curl", "-sS", "-m", "10", "-X", method, "-H", "Authorization: Bearer " + self.admin,
-                "-w", "\n%{http_code}", "http://127.0.0.1:%d%s" % (self.port, path)]
-        if body is not None:
-            argv += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
-        res = self.ns.run(argv, check=False)
-        text, dummy, status = res.stdout.rpartition("\n")
+        """(status, parsed JSON body, the text when not JSON, or None when empty) of one REST call."""
+        response = self.call(method, path, **({} if body is None else {"json": body}))
+        if not response.text.strip():
+            return response.status_code, None
         try:
-            parsed = json.loads(text) if text.strip() else None
+            return response.status_code, response.json()
         except ValueError:
-            parsed = text
-        return int(status or 0), parsed
+            return response.status_code, response.text
+
+    def ready(self):
+        try:
+            return self.call("GET", "/readyz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def entries(self):
+        """{id: target} of every stored entry."""
+        response = self.call("GET", "/api/v1/entries/export", timeout=30)
+        assert response.status_code == 200, response.text
+        return {row["id"]: row["target"] for row in response.json()["entries"]}
 
     def gateway(self, name="gw1"):
+        """The gateway's row of /api/v1/gateways, with the server's head revision as "head"."""
         status, body = self.api("GET", "/api/v1/gateways")
         assert status == 200, body
         for item in body["items"]:
@@ -460,45 +484,60 @@ except OSError as exc:
 report(sent=sent, error=error, done=True)
 """
 
-# A long download read at a steady pace plus a loop of short requests on new connections, until a stop file
-# appears; every error is recorded with the time it happened.
-LOAD = r"""
+# Short requests on new connections (each one needs the gateway's rules) and one long download (opened again
+# after an error), until a stop file appears; errors are counted and the first ones kept with their time.
+TRAFFIC = r"""
 import http.client, json, os, sys, threading, time
 host, progress, stop = sys.argv[1], sys.argv[2], sys.argv[3]
-state = {"stream_bytes": 0, "stream_error": None, "requests_ok": 0, "request_errors": [], "done": False}
+state = {"requests": 0, "requests_ok": 0, "request_errors": 0, "stream_bytes": 0, "streams": 0, "stream_errors": 0,
+         "errors": []}
+lock = threading.Lock()
+def failed(kind, exc):
+    with lock:
+        state[kind] += 1
+        if len(state["errors"]) < 300:
+            state["errors"].append("%.3f %s %s: %s" % (time.time(), kind, type(exc).__name__, str(exc)[:120]))
 def stream():
-    try:
-        conn = http.client.HTTPConnection(host, 80, timeout=5)
-        conn.request("GET", "/bytes/9999999999")
-        resp = conn.getresponse()
-        while not os.path.exists(stop):
-            data = resp.read(32768)
-            if not data:
-                raise EOFError("stream ended early")
-            state["stream_bytes"] += len(data)
-            time.sleep(0.01)
-        conn.close()
-    except Exception as exc:
-        state["stream_error"] = "%s: %s" % (type(exc).__name__, exc)
+    while not os.path.exists(stop):
+        state["streams"] += 1
+        try:
+            conn = http.client.HTTPConnection(host, 80, timeout=5)
+            conn.request("GET", "/bytes/9999999999")
+            resp = conn.getresponse()
+            while not os.path.exists(stop):
+                data = resp.read(16384)
+                if not data:
+                    raise EOFError("stream ended early")
+                state["stream_bytes"] += len(data)
+                time.sleep(0.02)
+            conn.close()
+        except Exception as exc:
+            failed("stream_errors", exc)
+            time.sleep(0.2)
 def requests():
     while not os.path.exists(stop):
         try:
             conn = http.client.HTTPConnection(host, 80, timeout=5)
-            conn.request("GET", "/bytes/50000")
+            conn.request("GET", "/bytes/20000")
             body = conn.getresponse().read()
             conn.close()
-            if len(body) != 50000:
+            if len(body) != 20000:
                 raise EOFError("short body %d" % len(body))
-            state["requests_ok"] += 1
+            with lock:
+                state["requests_ok"] += 1
         except Exception as exc:
-            state["request_errors"].append("%.3f %s: %s" % (time.time(), type(exc).__name__, exc))
-        time.sleep(0.05)
+            failed("request_errors", exc)
+        with lock:
+            state["requests"] += 1
+        time.sleep(0.1)
 threads = [threading.Thread(target=stream), threading.Thread(target=requests)]
 for t in threads:
     t.start()
 def report():
+    with lock:
+        text = json.dumps(state)
     with open(progress + ".tmp", "w") as fh:
-        json.dump(state, fh)
+        fh.write(text)
     os.replace(progress + ".tmp", progress)
 while any(t.is_alive() for t in threads):
     report()

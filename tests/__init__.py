@@ -1,0 +1,1 @@
+"""The test suites of outputguard.egress; their shared helpers are the package tests.support."""
