@@ -48,7 +48,7 @@ class TLSServer(ServerProcess):
         if body is not None:
             argv += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
         res = self.ns.run(argv, check=False)
-        text, _, status = res.stdout.rpartition("\n")
+        text, dummy, status = res.stdout.rpartition("\n")
         return int(status or 0), json.loads(text) if text.strip() else None
 
     def log(self):
@@ -148,8 +148,8 @@ def server_settings(**settings):
 
 def test_server_tls_settings_are_checked_all_at_once(tmp_path):
     ca = CA(tmp_path)
-    cert, key, _ = ca.issue(["og.test"], "a")
-    other_cert, _, _ = ca.issue(["og.test"], "b")
+    cert, key, dummy = ca.issue(["og.test"], "a")
+    other_cert = ca.issue(["og.test"], "b")[0]
     with pytest.raises(server_config.ConfigError) as info:
         server_config.load(overrides=server_settings(tls_cert_file=cert, tls_min_version="1.1",
                                                      trusted_proxies=["10.0.0.7", "proxy.example"]))
@@ -231,7 +231,7 @@ def test_untrusted_server_certificate_is_refused_by_name_and_the_rules_stay(tls_
 
     # The server comes back with a certificate the agent must not trust.
     stack.server.stop()
-    cert, key, _ = BAD[bad](stack, tmp_path)
+    cert, key, dummy = BAD[bad](stack, tmp_path)
     replace(cert, stack.cert)
     replace(key, stack.key)
     stack.server.curl_tls = ["--insecure"]
@@ -247,7 +247,7 @@ def test_untrusted_server_certificate_is_refused_by_name_and_the_rules_stay(tls_
     assert tcp_probe(stack.topo.client, OTHER, 80) == "refused"
 
     # A good certificate again, without restarting anything: the agent's next attempt succeeds and catches up.
-    cert, key, _ = stack.ca.issue(["og-server.test", SERVER], "good-again")
+    cert, key, dummy = stack.ca.issue(["og-server.test", SERVER], "good-again")
     replace(key, stack.key)
     replace(cert, stack.cert)
     wait_until(lambda: stack.topo.reaches(OTHER), timeout=90, interval=0.2, what="%s reachable" % OTHER)

@@ -45,6 +45,7 @@ class Ansible(ansiblelib.Ansible):
         return super().playbook(PLAYBOOK, dict({"og_api_url": self.server.url, "og_api_token": self.server.admin},
                                                **extra), *flags, env=env)
 
+
 @pytest.fixture
 def ansible(server, tmp_path):
     return Ansible(server, tmp_path)

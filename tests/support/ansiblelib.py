@@ -32,7 +32,7 @@ class Ansible:
     def _run(self, argv, env, timeout):
         if self.ns is not None:
             return self.ns.run(argv, check=False, env=env, timeout=timeout)
-        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
     def module(self, name, args, *flags, env=None, timeout=180):
         """Return (status, result, printed): status is SUCCESS, CHANGED or FAILED!; printed is the diff and warnings."""

@@ -20,7 +20,6 @@ from tests.support.agentlib import kernel_elements
 from tests.support.nslib import enter_netns, wait_until
 
 
-
 def socket_url(postgres, tcp_url):
     """The same database as `tcp_url`, reached through the cluster's Unix socket (works from any namespace)."""
     name = tcp_url.rsplit("/", 1)[1]
