@@ -36,20 +36,11 @@ class TLSServer(ServerProcess):
         data.update(tls_cert_file=cert, tls_key_file=key, **settings)
         with open(self.config, "w") as fh:
             yaml.safe_dump(data, fh)
-        self.curl_tls = ["--cacert", ca_file]   # tests serving a bad certificate on purpose use ["--insecure"]
+        self.url, self.ws_url = "https://%s:%d" % (SERVER, PORT), URL
+        self.verify = ca_file   # tests serving a bad certificate on purpose set False
 
-    @property
-    def ws_url(self):
-        return URL
-
-    def api(self, method, path, body=None):
-        argv = ["curl", "-sS", "-m", "10", "-X", method, "-H", "Authorization: Bearer " + self.admin,
-                "-w", "\n%{http_code}"] + self.curl_tls + ["https://%s:%d%s" % (SERVER, PORT, path)]
-        if body is not None:
-            argv += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
-        res = self.ns.run(argv, check=False)
-        text, dummy, status = res.stdout.rpartition("\n")
-        return int(status or 0), json.loads(text) if text.strip() else None
+    def call(self, method, path, timeout=10, **kw):
+        return super().call(method, path, timeout=timeout, verify=self.verify, **kw)
 
     def log(self):
         with open(self.log_file) as fh:
@@ -219,6 +210,8 @@ REASON = {
 }
 
 
+# The test talks to the untrusted server itself without verifying (verify=False), on purpose.
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 @pytest.mark.parametrize("bad", sorted(BAD))
 def test_untrusted_server_certificate_is_refused_by_name_and_the_rules_stay(tls_stack, tmp_path, bad):
     stack = tls_stack
@@ -234,7 +227,7 @@ def test_untrusted_server_certificate_is_refused_by_name_and_the_rules_stay(tls_
     cert, key, dummy = BAD[bad](stack, tmp_path)
     replace(cert, stack.cert)
     replace(key, stack.key)
-    stack.server.curl_tls = ["--insecure"]
+    stack.server.verify = False
     stack.server.start()
     message = "connection to %s refused: %s; rules stay at revision %d" % (
         URL, REASON[bad].format(url=URL, ca=stack.ca.path), applied)
@@ -279,10 +272,10 @@ def test_replaced_certificate_is_served_to_new_connections_and_gateways_stay_con
 def test_forwarded_proto_is_believed_only_from_trusted_proxies(netns_factory, tmp_path, monkeypatch):
     """Plain HTTP behind a proxy: X-Forwarded-Proto https from a trusted proxy makes the session cookie Secure."""
     monkeypatch.setenv("OG_REFUSE_ROOT_NETNS", "1")
-    tag = "h6p%d" % (os.getpid() % 1000)
+    tag = "tp%d" % (os.getpid() % 1000)
     srv, proxy = netns_factory(tag + "s"), netns_factory(tag + "p")
     link(proxy, "eth0", "10.98.0.1/24", srv, "eth0", "10.98.0.2/24")
-    server = ServerProcess(srv, tmp_path / "server")
+    server = ServerProcess(srv, tmp_path / "server", address="10.98.0.2")
     with open(server.config) as fh:
         data = yaml.safe_load(fh)
     data["trusted_proxies"] = ["10.98.0.1"]

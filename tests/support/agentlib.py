@@ -292,7 +292,7 @@ class ServerProcess:
     With its own SQLite database by default, or on `database_url`; the first replica of a database makes the
     schema, an admin and a gateway token, and a replica given `first` shares them (and the secret key)."""
 
-    def __init__(self, ns, workdir, port=8080, database_url=None, first=None):
+    def __init__(self, ns, workdir, port=8080, database_url=None, first=None, address=SERVER_ADDR):
         self.ns = ns
         self.port = port
         os.makedirs(str(workdir), exist_ok=True)
@@ -310,8 +310,8 @@ class ServerProcess:
             self.gateway_token = self._cli("token", "create", "--role", "gateway", "--name", "gw1").strip()
         else:
             self.admin, self.gateway_token = first.admin, first.gateway_token
-        self.url = "http://%s:%d" % (SERVER_ADDR, port)
-        self.ws_url = "ws://%s:%d/ws/gateway" % (SERVER_ADDR, port)
+        self.url = "http://%s:%d" % (address, port)
+        self.ws_url = "ws://%s:%d/ws/gateway" % (address, port)
         self.proc = None
 
     def _cli(self, *args):

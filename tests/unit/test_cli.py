@@ -2,11 +2,13 @@
 
 import os
 import subprocess
+import sys
 
 import pytest
 import yaml
 
-from tests.support import BIN
+# Not tests.support's: tests/unit also runs under ansible-test units, from the tarball, which has no tests/support.
+BIN = os.path.dirname(sys.executable)
 
 
 def run(name, *args, env=None):

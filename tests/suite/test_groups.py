@@ -9,7 +9,7 @@ import sys
 from tests.support import TOP
 from tests.support.groups import group_of
 
-FILES = ["tests/unit/test_support.py", "tests/unit/test_elements_digest.py", "tests/unit/test_elements_holding.py"]
+FILES = ["tests/suite/test_prefixes.py", "tests/unit/test_elements_digest.py", "tests/unit/test_elements_holding.py"]
 
 
 def test_each_file_runs_on_one_worker():
