@@ -17,7 +17,7 @@ from sqlalchemy import event, text
 from . import config as config_mod, errors, metrics, ui
 from .api import bp as api_bp
 from .background import Background
-from .extensions import csrf, db, migrate, sock
+from .extensions import IdConverter, csrf, db, migrate, sock
 from .services.changelog import ensure_head, head_revision
 from .services.housekeeping import Housekeeper
 from .services.hub import Hub
@@ -60,6 +60,7 @@ def create_app(config=None, config_path=None):
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)
 
+    app.url_map.converters["id"] = IdConverter   # before the blueprints: their routes use <id:...>
     app.register_blueprint(api_bp)
     metrics.install(app)
     errors.install(app)

@@ -104,7 +104,7 @@ def create_entry():
     return response
 
 
-@bp.get("/entries/<int:entry_id>")
+@bp.get("/entries/<id:entry_id>")
 @requires("read")
 def get_entry(entry_id):
     entry = db.session.get(Entry, entry_id)
@@ -115,7 +115,7 @@ def get_entry(entry_id):
     return jsonify(body)
 
 
-@bp.delete("/entries/<int:entry_id>")
+@bp.delete("/entries/<id:entry_id>")
 @requires("write")
 def delete_entry(entry_id):
     entries.delete(entry_id)
@@ -142,7 +142,14 @@ def export_entries():
 
 
 def _csv_items(text):
-    reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _csv_rows(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise BodyError(400, "invalid_csv", "the CSV cannot be read (%s); quote fields that hold line breaks, as "
+                        "GET /entries/export writes them" % exc) from None
+
+
+def _csv_rows(reader):
     if not reader.fieldnames or "target" not in reader.fieldnames:
         raise BodyError(400, "invalid_csv", "the CSV needs a header line with at least a target column "
                         "(target,ports,deletable,expires_at,comment)")
@@ -234,7 +241,7 @@ def create_token():
     return jsonify(data), 201
 
 
-@bp.delete("/tokens/<int:token_id>")
+@bp.delete("/tokens/<id:token_id>")
 @requires("admin")
 def revoke_token(token_id):
     token = tokens.revoke(token_id)
@@ -266,13 +273,12 @@ def traffic_summary():
                                      for r in traffic.top_destinations(since, gateway)]})
 
 
-@bp.get("/entries/<int:entry_id>/traffic")
+@bp.get("/entries/<id:entry_id>/traffic")
 @requires("read")
 def entry_traffic(entry_id):
     window, since, gateway = _traffic_args()
-    # Ids are 64-bit in every database: a larger one names no entry (and would overflow the driver).
-    use = traffic.entry_use(entry_id, since, gateway) if entry_id < 1 << 63 else None
-    if use is None or (use.entry is None and use.name is None):
+    use = traffic.entry_use(entry_id, since, gateway)
+    if use.entry is None and use.name is None:
         return error(404, "not_found", "entry %d does not exist and carried no traffic in the last %s"
                      % (entry_id, window))
     return jsonify(dict(use.as_json(), window=window, gateway=gateway,

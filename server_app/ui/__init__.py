@@ -219,7 +219,7 @@ def undeletable_reason(entry):
                " (" + when(entry.expires_at) + ")" if entry.expires_at else ", and it has none"))
 
 
-@bp.get("/entries/<int:entry_id>")
+@bp.get("/entries/<id:entry_id>")
 @page("read")
 def entry_page(entry_id):
     entry = _entry_or_404(entry_id)
@@ -236,7 +236,7 @@ def entry_page(entry_id):
                            now=utcnow())
 
 
-@bp.get("/entries/<int:entry_id>/delete")
+@bp.get("/entries/<id:entry_id>/delete")
 @page("write")
 def confirm_delete(entry_id):
     entry = _entry_or_404(entry_id)
@@ -244,7 +244,7 @@ def confirm_delete(entry_id):
                            reason=None if entry.deletable else undeletable_reason(entry))
 
 
-@bp.post("/entries/<int:entry_id>/delete")
+@bp.post("/entries/<id:entry_id>/delete")
 @page("write")
 def delete_entry(entry_id):
     entry = _entry_or_404(entry_id)
@@ -358,7 +358,7 @@ def create_user():
     return redirect(url_for("ui.users_page"))
 
 
-@bp.post("/admin/users/<int:user_id>/<any(disable, enable):action>")
+@bp.post("/admin/users/<id:user_id>/<any(disable, enable):action>")
 @page("admin")
 def toggle_user(user_id, action):
     if user_id == g.user.id and action == "disable":
@@ -395,7 +395,7 @@ def create_token():
     return tokens_page(secret={"name": token.name, "value": secret})
 
 
-@bp.post("/admin/tokens/<int:token_id>/revoke")
+@bp.post("/admin/tokens/<id:token_id>/revoke")
 @page("admin")
 def revoke_token(token_id):
     token = tokens.revoke(token_id)

@@ -367,3 +367,24 @@ def test_unknown_query_parameters_are_refused_by_name(api):
 def test_a_405_keeps_its_allow_header(api):
     response = api.client.put("/api/v1/entries/1", headers={"Authorization": "Bearer " + api.secrets["admin"]})
     assert response.status_code == 405 and "DELETE" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/api/v1/entries/%d"), ("DELETE", "/api/v1/entries/%d"), ("GET", "/api/v1/entries/%d/traffic"),
+    ("DELETE", "/api/v1/tokens/%d")])
+def test_an_id_beyond_32_bits_is_a_404_for_every_method_not_a_500_or_405(api, method, path):
+    # Ids are INTEGER columns (32-bit in PostgreSQL and MariaDB): one past the largest names nothing, and the
+    # database driver would fail on it.
+    largest = (1 << 31) - 1
+    answered = api.call(method, path % (largest + 1))
+    assert (answered.status_code, answered.get_json()["error"]["code"]) == (404, "not_found")
+    assert api.call(method, path % largest).status_code == 404   # the largest id still reaches the view
+
+
+def test_a_csv_import_that_cannot_be_read_is_a_400_naming_the_problem(api):
+    # A field past the csv module's limit (131,072 characters) is one thing the reader itself refuses.
+    answered = api.post("/api/v1/entries/import", data="target,comment\n198.51.100.1,%s\n" % ("x" * 200000),
+                        headers={"Content-Type": "text/csv"})
+    assert answered.status_code == 400
+    assert answered.get_json()["error"]["code"] == "invalid_csv"
+    assert answered.get_json()["error"]["message"].startswith("the CSV cannot be read (")
