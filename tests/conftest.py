@@ -5,6 +5,9 @@ import pytest
 from tests.support import mylib, nslib, pglib, serverlib
 from tests.support.groups import SLOW_FIRST, GroupScheduling, group_of
 
+# SIGTERM and SIGHUP tear the fixtures down like Ctrl-C (namespaces, database servers, daemons never stay behind).
+pytest_plugins = ["tests.support.signals"]
+
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
