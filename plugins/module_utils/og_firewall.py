@@ -28,6 +28,11 @@ MAXELEM = 1048576
 # recorded attempt (see Family.reject_rules for why not the last).
 DENIED_MAXELEM = 65536
 DENIED_TIMEOUT = 3600
+# The learn sets hold what og-dns learned from DNS answers (docs/kernel-interface.md): every add gives its own
+# timeout, this is only the default; at most the gateway cap of og-dns per family.
+LEARN_TIMEOUT = 3600
+LEARN_MAXELEM = 100000
+DOT_PORT = 853  # DNS over TLS: refused for clients unless the policy allows it (allow_dns_over_tls)
 CHECK_MAX = 20000  # members check_update() tests one by one at most
 CHAIN = "OG-FORWARD"
 REJECT_CHAIN = "OG-REJECT"
@@ -137,11 +142,21 @@ class Family(object):
         self.allowp = SetSpec("og-allowp%d" % version, "hash:net,port", fam)
         self.allowp_in = SetSpec("og-allowp%d-in" % version, "hash:net,port", fam)
         self.denied = SetSpec("og-denied%d" % version, "hash:ip", fam, maxelem=DENIED_MAXELEM, timeout=DENIED_TIMEOUT)
+        # Filled by og-dns (og_learn.LearnSets) and emptied by the kernel's timeouts: never flushed or swapped.
+        self.learn = SetSpec("og-learn%d" % version, "hash:ip", fam, maxelem=LEARN_MAXELEM, timeout=LEARN_TIMEOUT)
+        self.learnp = SetSpec("og-learnp%d" % version, "hash:ip,port", fam, maxelem=LEARN_MAXELEM,
+                              timeout=LEARN_TIMEOUT)
         self.reject_with = "icmp-admin-prohibited" if version == 4 else "icmp6-adm-prohibited"
 
     @property
     def sets(self):
-        return [self.clients, self.allow, self.allow_in, self.allowp, self.allowp_in, self.denied]
+        return [self.clients, self.allow, self.allow_in, self.allowp, self.allowp_in, self.denied, self.learn,
+                self.learnp]
+
+    @property
+    def learn_sets(self):
+        """The sets og-dns fills; created with the policy, their contents are never touched by replace/update."""
+        return [self.learn, self.learnp]
 
     @property
     def element_sets(self):
@@ -151,12 +166,17 @@ class Family(object):
         """(out set, in set) that hold an element."""
         return (self.allow, self.allow_in) if element.port is None else (self.allowp, self.allowp_in)
 
-    def forward_rules(self, out):
+    def forward_rules(self, out, allow_dns_over_tls=False):
         """OG-FORWARD as `iptables -S` prints it; anything not client <-> outside falls through (RETURN)."""
         c = self.clients.name
+        # DNS over TLS would get names past og-dns, so it is refused first, even to an allowed address.
+        dot = [] if allow_dns_over_tls else [
+            "-A %s -o %s -p tcp -m set --match-set %s src -m tcp --dport %d -j %s"
+            % (CHAIN, out, c, DOT_PORT, REJECT_CHAIN)]
         # Port-scoped sets first: a packet is counted by the first set that matches, so an address that is also
         # allowed plainly leaves its scoped ports' traffic to the port-scoped element (docs/kernel-interface.md).
-        return [
+        # The learned sets after the allowlist, so traffic to an allowed address is counted by its element.
+        return dot + [
             "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst,dst -j ACCEPT"
             % (CHAIN, out, c, self.allowp.name),
             "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst -j ACCEPT"
@@ -165,6 +185,10 @@ class Family(object):
             "-m set --match-set %s src,src -j ACCEPT" % (CHAIN, out, c, self.allowp_in.name),
             "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED "
             "-m set --match-set %s src -j ACCEPT" % (CHAIN, out, c, self.allow_in.name),
+            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst,dst -j ACCEPT"
+            % (CHAIN, out, c, self.learnp.name),
+            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst -j ACCEPT"
+            % (CHAIN, out, c, self.learn.name),
             # Flows whose address left the allowlist stay up; scoped to clients so other forwarding is untouched.
             "-A %s -o %s -m set --match-set %s src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
             % (CHAIN, out, c),
@@ -228,10 +252,13 @@ def parse_client_networks(raw, ipv6):
 class EgressPolicy(object):
     """What the gateway enforces: which networks are clients, which interface leads out, whether IPv6 too."""
 
-    def __init__(self, client_networks, outside_interface, ipv6=False, internal_networks=DEFAULT_INTERNAL_NETWORKS):
+    def __init__(self, client_networks, outside_interface, ipv6=False, internal_networks=DEFAULT_INTERNAL_NETWORKS,
+                 allow_dns_over_tls=False):
         self.raw_client_networks = list(client_networks or [])
         self.outside_interface = outside_interface
         self.ipv6 = bool(ipv6)
+        # False: clients' TCP to port 853 is refused, so names are resolved through og-dns (docs/dns.md).
+        self.allow_dns_over_tls = bool(allow_dns_over_tls)
         # Prefix length limits are the server's business; here only internal destinations are refused.
         self.address_policy = AddressPolicy(internal_networks, min_prefix_v4=0, min_prefix_v6=0)
 
@@ -536,7 +563,8 @@ class Firewall(object):
             "sets": {spec.name: spec.describe() for spec in fam.sets},
             "clients": sorted(self._clients(fam)),
             "jumps": {jump: [1] for jump in JUMPS},
-            "chains": {("filter", CHAIN): fam.forward_rules(out), ("filter", REJECT_CHAIN): fam.reject_rules(),
+            "chains": {("filter", CHAIN): fam.forward_rules(out, self.policy.allow_dns_over_tls),
+                       ("filter", REJECT_CHAIN): fam.reject_rules(),
                        ("nat", NAT_CHAIN): fam.nat_rules(out)},
         }
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.support import TOP
 from tests.support.gwtopo import CLIENT_NET, GatewayTopology
 from tests.support.nslib import tcp_probe, wait_until
 
@@ -26,7 +27,8 @@ import json, sys
 from og_kernel.og_firewall import EgressPolicy, Firewall, FirewallError
 policy, op = json.loads(sys.argv[1]), sys.argv[2]
 args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
-fw = Firewall(EgressPolicy(policy["client_networks"], policy["outside_interface"], policy["ipv6"]))
+fw = Firewall(EgressPolicy(policy["client_networks"], policy["outside_interface"], policy["ipv6"],
+                           allow_dns_over_tls=policy.get("allow_dns_over_tls", False)))
 try:
     if op == "apply":
         fw.preflight(); out = fw.apply()
@@ -145,7 +147,8 @@ def test_replace_is_exact_atomic_and_skips_internal_elements(topo):
     assert refused_fast(topo, "198.51.100.10", 80)
     # No temporary set is left behind and the out and in sets hold the same members.
     assert sorted(topo.gw.run(["ipset", "list", "-n"]).stdout.split()) == [
-        "og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-clients4", "og-denied4"]
+        "og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-clients4", "og-denied4", "og-learn4",
+        "og-learnp4"]
     save = topo.gw.run(["ipset", "save"]).stdout.splitlines()
     for out_set, in_set in (("og-allow4", "og-allow4-in"), ("og-allowp4", "og-allowp4-in")):
         outs = sorted(line.split()[2] for line in save if line.startswith("add %s " % out_set))
@@ -191,6 +194,57 @@ def test_denied_attempts_are_counted_per_destination_and_go_with_the_policy(topo
     assert fw(topo, "remove") is True
     assert og_objects(topo) == []
     assert fw(topo, "denied") == {}
+
+
+def test_dns_over_tls_is_refused_even_to_an_allowed_address_unless_the_policy_allows_it(topo):
+    topo.inet.popen([sys.executable, os.path.join(TOP, "scripts", "lab_http.py"), "198.51.100.10:853"])
+    wait_until(lambda: tcp_probe(topo.inet, "198.51.100.10", 853) == "ok", what="a service on port 853")
+    fw(topo, "apply")
+    fw(topo, "replace", ["198.51.100.10/32"])
+    assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
+    assert refused_fast(topo, "198.51.100.10", 853)
+    # Refused through OG-REJECT, so the attempt is counted like any other refused destination.
+    assert fw(topo, "denied") == {"198.51.100.10": [1, 60]}
+    allowed = dict(V4, allow_dns_over_tls=True)
+    assert fw(topo, "plan", policy=allowed)["steps"] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
+    assert fw(topo, "apply", policy=allowed) is True
+    assert tcp_probe(topo.client, "198.51.100.10", 853) == "ok"
+    assert fw(topo, "elements") == ["198.51.100.10/32"]  # reloading the chains left the allowlist alone
+    assert fw(topo, "apply") is True
+    assert refused_fast(topo, "198.51.100.10", 853)
+
+
+def learned(topo, name, member):
+    """Seconds left of a member of a learn set, or None when it is not (or no longer) there."""
+    for line in topo.gw.run(["ipset", "list", "-o", "save", name]).stdout.splitlines():
+        words = line.split()
+        if words[:3] == ["add", name, member]:
+            return int(words[words.index("timeout") + 1])
+    return None
+
+
+def test_a_learned_address_passes_until_its_timeout_expires(topo):
+    fw(topo, "apply")
+    assert refused_fast(topo, "198.51.100.20", 80)
+    # What og-dns does through netlink (og_learn), done here with the ipset tool: two members for 2 seconds each,
+    # added right before the connection they let through, and one for ten minutes.
+    topo.gw.run(["ipset", "add", "og-learn4", "198.51.100.99", "timeout", "600"])
+    topo.gw.run(["ipset", "add", "og-learn4", "198.51.100.20", "timeout", "2"])
+    assert tcp_probe(topo.client, "198.51.100.20", 80) == "ok"
+    topo.gw.run(["ipset", "add", "og-learnp4", "198.51.100.10,tcp:8443", "timeout", "2"])
+    assert tcp_probe(topo.client, "198.51.100.10", 8443) == "ok"
+    assert refused_fast(topo, "198.51.100.10", 80)  # a learned port is only that port
+    # replace() and re-applying the policy leave what og-dns learned alone.
+    fw(topo, "replace", ["203.0.113.10/32"])
+    assert fw(topo, "apply") is False
+    assert learned(topo, "og-learn4", "198.51.100.99") > 500
+    wait_until(lambda: learned(topo, "og-learn4", "198.51.100.20") is None
+               and learned(topo, "og-learnp4", "198.51.100.10,tcp:8443") is None, timeout=10,
+               what="the learned members to expire")
+    assert refused_fast(topo, "198.51.100.20", 80)
+    assert refused_fast(topo, "198.51.100.10", 8443)
+    assert fw(topo, "remove") is True
+    assert og_objects(topo) == []
 
 
 def test_counters_count_each_direction(topo):
@@ -257,7 +311,7 @@ def test_plan_shows_a_readable_diff_changes_nothing_and_apply_repairs_drift(topo
     drift = fw(topo, "plan")
     assert drift["steps"] == ["load iptables filter: OG-FORWARD, OG-REJECT",
                               "iptables: jump from FORWARD to OG-FORWARD at position 1"]
-    assert "iptables -t filter OG-FORWARD rule 8: -j ACCEPT" in drift["diff"]["before"].splitlines()
+    assert "iptables -t filter OG-FORWARD rule 11: -j ACCEPT" in drift["diff"]["before"].splitlines()
     assert fw(topo, "apply") is True
     assert fw(topo, "plan")["changed"] is False
     assert topo.gw.run(["iptables", "-S", "FORWARD"]).stdout.splitlines() == [
@@ -363,7 +417,7 @@ def test_an_address_both_plain_and_port_scoped_counts_each_packet_once_on_the_mo
     assert counters["198.51.100.10/32 80/tcp"] == zero
     assert counters["198.51.100.10/32"]["in_bytes"] >= size
     # Each packet counted once: the sets' sum equals what the rules accepted, element by element.
-    rules = topo.gw.run(["iptables", "-L", "OG-FORWARD", "-v", "-x", "-n"]).stdout.splitlines()[2:6]
+    rules = topo.gw.run(["iptables", "-L", "OG-FORWARD", "-v", "-x", "-n"]).stdout.splitlines()[3:7]  # after DoT
     accepted = sum(int(line.split()[1]) for line in rules)
     assert accepted == sum(c["out_bytes"] + c["in_bytes"] for c in counters.values())
 

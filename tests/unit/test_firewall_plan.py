@@ -56,13 +56,32 @@ Header: family inet hashsize 1024 maxelem 65536 timeout 3600 counters bucketsize
 Size in memory: 216
 References: 2
 Number of entries: 0
+
+Name: og-learn4
+Type: hash:ip
+Revision: 6
+Header: family inet hashsize 1024 maxelem 100000 timeout 3600 counters bucketsize 12 initval 0x1e20f72e
+Size in memory: 216
+References: 1
+Number of entries: 0
+
+Name: og-learnp4
+Type: hash:ip,port
+Revision: 7
+Header: family inet hashsize 1024 maxelem 100000 timeout 3600 counters bucketsize 12 initval 0xded99e81
+Size in memory: 216
+References: 1
+Number of entries: 0
 """
 
 OG_FORWARD = """-N OG-FORWARD
+-A OG-FORWARD -o og-out -p tcp -m set --match-set og-clients4 src -m tcp --dport 853 -j OG-REJECT
 -A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j ACCEPT
 -A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j ACCEPT
 -A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allowp4-in src,src -j ACCEPT
 -A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j ACCEPT
+-A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-learnp4 dst,dst -j ACCEPT
+-A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-learn4 dst -j ACCEPT
 -A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A OG-FORWARD -o og-out -m set --match-set og-clients4 src -j OG-REJECT
@@ -116,14 +135,19 @@ ipset og-allowp4 hash:net,port family inet counters
 ipset og-allowp4-in hash:net,port family inet counters
 ipset og-clients4 hash:net family inet: 10.88.0.0/24
 ipset og-denied4 hash:ip family inet timeout 3600 counters
+ipset og-learn4 hash:ip family inet timeout 3600 counters
+ipset og-learnp4 hash:ip,port family inet timeout 3600 counters
 iptables -t filter FORWARD rule 1: -j OG-FORWARD
-iptables -t filter OG-FORWARD rule 1: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j ACCEPT
-iptables -t filter OG-FORWARD rule 2: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j ACCEPT
-iptables -t filter OG-FORWARD rule 3: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allowp4-in src,src -j ACCEPT
-iptables -t filter OG-FORWARD rule 4: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j ACCEPT
-iptables -t filter OG-FORWARD rule 5: -o og-out -m set --match-set og-clients4 src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
-iptables -t filter OG-FORWARD rule 6: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
-iptables -t filter OG-FORWARD rule 7: -o og-out -m set --match-set og-clients4 src -j OG-REJECT
+iptables -t filter OG-FORWARD rule 10: -o og-out -m set --match-set og-clients4 src -j OG-REJECT
+iptables -t filter OG-FORWARD rule 1: -o og-out -p tcp -m set --match-set og-clients4 src -m tcp --dport 853 -j OG-REJECT
+iptables -t filter OG-FORWARD rule 2: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j ACCEPT
+iptables -t filter OG-FORWARD rule 3: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j ACCEPT
+iptables -t filter OG-FORWARD rule 4: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allowp4-in src,src -j ACCEPT
+iptables -t filter OG-FORWARD rule 5: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j ACCEPT
+iptables -t filter OG-FORWARD rule 6: -o og-out -m set --match-set og-clients4 src -m set --match-set og-learnp4 dst,dst -j ACCEPT
+iptables -t filter OG-FORWARD rule 7: -o og-out -m set --match-set og-clients4 src -m set --match-set og-learn4 dst -j ACCEPT
+iptables -t filter OG-FORWARD rule 8: -o og-out -m set --match-set og-clients4 src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+iptables -t filter OG-FORWARD rule 9: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 iptables -t filter OG-REJECT rule 1: -m conntrack --ctstate NEW -m set --match-set og-denied4 dst
 iptables -t filter OG-REJECT rule 2: -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst
 iptables -t filter OG-REJECT rule 3: -p tcp -j REJECT --reject-with tcp-reset
@@ -172,7 +196,7 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
     plan = fw.plan()
     assert plan.changed is True
     assert [str(s) for s in plan.steps] == [
-        "create ipsets og-allow4, og-allow4-in, og-allowp4, og-allowp4-in, og-denied4",
+        "create ipsets og-allow4, og-allow4-in, og-allowp4, og-allowp4-in, og-denied4, og-learn4, og-learnp4",
         "set og-clients4 to 10.88.0.0/24",
         "load iptables filter: OG-FORWARD, OG-REJECT",
         "load iptables nat: OG-POSTROUTING",
@@ -185,7 +209,10 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
                                        "create og-allow4-in hash:net family inet maxelem 1048576 counters\n"
                                        "create og-allowp4 hash:net,port family inet maxelem 1048576 counters\n"
                                        "create og-allowp4-in hash:net,port family inet maxelem 1048576 counters\n"
-                                       "create og-denied4 hash:ip family inet maxelem 65536 timeout 3600 counters\n")]
+                                       "create og-denied4 hash:ip family inet maxelem 65536 timeout 3600 counters\n"
+                                       "create og-learn4 hash:ip family inet maxelem 100000 timeout 3600 counters\n"
+                                       "create og-learnp4 hash:ip,port family inet maxelem 100000 timeout 3600 "
+                                       "counters\n")]
     assert plan.steps[1].commands == [(["ipset", "restore", "-exist"],
                                        "create og-clients4 hash:net family inet maxelem 1048576\n"
                                        "create og-clients4-t hash:net family inet maxelem 1048576\n"
@@ -254,7 +281,7 @@ def test_rules_in_another_order_or_a_foreign_rule_in_our_chain_reload_the_chain(
     fw, dummy = firewall(answers)
     plan = fw.plan()
     assert [str(s) for s in plan.steps] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
-    assert "iptables -t filter OG-FORWARD rule 8: -j ACCEPT\n" in plan.before
+    assert "iptables -t filter OG-FORWARD rule 11: -j ACCEPT\n" in plan.before
 
 
 def test_changed_client_networks_are_swapped_in():
@@ -269,7 +296,7 @@ def test_ipv6_uses_ip6tables_and_inet6_sets():
     fw, dummy = firewall(EMPTY, ipv6=True, clients=["10.88.0.0/24", "fd00:88::/64"])
     plan = fw.plan()
     assert [str(s) for s in plan.steps][6:] == [
-        "create ipsets og-allow6, og-allow6-in, og-allowp6, og-allowp6-in, og-denied6",
+        "create ipsets og-allow6, og-allow6-in, og-allowp6, og-allowp6-in, og-denied6, og-learn6, og-learnp6",
         "set og-clients6 to fd00:88::/64",
         "load ip6tables filter: OG-FORWARD, OG-REJECT",
         "load ip6tables nat: OG-POSTROUTING",
@@ -280,6 +307,9 @@ def test_ipv6_uses_ip6tables_and_inet6_sets():
         "create og-allow6 hash:net family inet6 maxelem 1048576 counters"
     assert "ip6tables -t filter OG-REJECT rule 4: -j REJECT --reject-with icmp6-adm-prohibited\n" in plan.after
     assert "ipset og-denied6 hash:ip family inet6 timeout 3600 counters\n" in plan.after
+    assert "ipset og-learnp6 hash:ip,port family inet6 timeout 3600 counters\n" in plan.after
+    assert ("ip6tables -t filter OG-FORWARD rule 1: -o og-out -p tcp -m set --match-set og-clients6 src -m tcp "
+            "--dport 853 -j OG-REJECT\n") in plan.after
     assert plan.steps[8].commands[0][0] == ["ip6tables-restore", "--noflush"]
 
 
@@ -292,7 +322,7 @@ def test_parse_save_and_headers():
     assert parse_save("create og-allow4 hash:net family inet counters\n") == {"og-allow4": {}}
     headers = parse_headers(HEADERS)
     assert sorted(headers) == ["og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-clients4",
-                               "og-denied4"]
+                               "og-denied4", "og-learn4", "og-learnp4"]
     assert headers["og-allowp4"] == (
         "hash:net,port", "family inet hashsize 1024 maxelem 1048576 counters bucketsize 12 initval 0x2562a472")
 
@@ -406,6 +436,8 @@ def test_remove_deletes_only_owned_objects_in_order():
         ["ipset", "destroy", "og-allowp4"],
         ["ipset", "destroy", "og-allowp4-in"],
         ["ipset", "destroy", "og-denied4"],
+        ["ipset", "destroy", "og-learn4"],
+        ["ipset", "destroy", "og-learnp4"],
     ]
     fw, runner = firewall(EMPTY)
     assert fw.remove() is False
@@ -558,3 +590,22 @@ def test_a_denied_set_without_timeout_is_in_the_way():
                                     "counters ")
     assert exc.value.msg.endswith(") but must be hash:ip family inet timeout 3600 with counters; it is in the way: "
                                   "remove it with `ipset destroy og-denied4` (after removing the rules that use it)")
+
+
+def test_allow_dns_over_tls_drops_the_dot_rule_and_only_reloads_the_filter_chains():
+    runner = FakeRunner(APPLIED)
+    fw = Firewall(EgressPolicy(["10.88.0.0/24"], "og-out", allow_dns_over_tls=True), runner=runner)
+    plan = fw.plan()
+    assert [str(s) for s in plan.steps] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
+    assert "--dport 853" not in plan.after and "--dport 853" in plan.before
+    assert plan.steps[0].commands[0][1].count("-A OG-FORWARD ") == 9
+    assert EgressPolicy(["10.88.0.0/24"], "og-out").allow_dns_over_tls is False
+
+
+def test_replace_and_update_never_touch_the_learn_sets():
+    fw, runner = firewall(APPLIED)
+    runner.calls.clear()
+    fw.replace(["198.51.100.10", "203.0.113.0/24 443/tcp"])
+    fw.update(add=["198.51.100.11"], remove=["198.51.100.10"])
+    batches = "".join(stdin or "" for _argv, stdin in runner.calls)
+    assert "og-allow4" in batches and "og-learn" not in batches
