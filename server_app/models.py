@@ -42,6 +42,12 @@ class Entry(db.Model):
     addresses: Mapped[list["EntryAddress"]] = relationship(
         back_populates="entry", cascade="all, delete-orphan", order_by="EntryAddress.address")
 
+    @property
+    def wildcard(self):
+        """A wildcard domain ('*.example.com'): the target keeps its star, so no column is needed. Learned
+        through the gateways' DNS forwarder only; the central resolver never resolves it."""
+        return self.kind == "domain" and self.target.startswith("*.")
+
 
 class EntryAddress(db.Model):
     """An address an entry currently contributes, and where it came from (typed or resolved)."""

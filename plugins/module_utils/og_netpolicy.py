@@ -109,14 +109,59 @@ def normalise_domain(text):
     return name
 
 
+def normalise_wildcard(text):
+    """Canonical form of a wildcard domain '*.example.com' (lower case, IDNA, no trailing dot) or TargetError.
+
+    The star stands for one or more whole labels and must be the first label on its own; what follows must
+    be a name of at least two labels (so '*' and '*.com' are refused: a whole top-level domain is no entry).
+    """
+    raw = text.strip()
+    fix = "write the star as the whole first label of a name of at least two labels, e.g. *.example.com"
+    if raw.rstrip(".") in ("*", ""):
+        raise TargetError("%r would allow every name; %s" % (text, fix))
+    labels = raw.split(".")
+    if labels[0] != "*" or any("*" in label for label in labels[1:]):
+        where = ("shares a label with other characters" if any("*" in label and label != "*" for label in labels)
+                 else "is not the first label, or appears more than once")
+        raise TargetError("%r: the star %s; %s" % (text, where, fix))
+    rest = raw[2:]
+    if len(rest.rstrip(".").split(".")) < 2:
+        raise TargetError("%r would allow a whole top-level domain; %s" % (text, fix))
+    try:
+        base = normalise_domain(rest)
+    except TargetError:
+        raise TargetError("%r: %r after the star is not a valid domain name; %s" % (text, rest, fix))
+    if len(base) + 2 > 253:
+        raise TargetError("%r is longer than 253 characters" % text)
+    return "*." + base
+
+
+def matches(pattern, name):
+    """True if the DNS name `name` is covered by the entry `pattern`, both in any case, trailing dot or not.
+
+    An exact pattern 'example.com' matches only itself; '*.example.com' matches one or more labels before
+    example.com ('a.example.com', 'a.b.example.com') and never example.com itself.
+    """
+    pattern = pattern.rstrip(".").lower()
+    name = name.rstrip(".").lower()
+    if pattern.startswith("*."):
+        suffix = pattern[1:]  # '.example.com'
+        return len(name) > len(suffix) and name.endswith(suffix) and not name[:-len(suffix)].endswith(".")
+    return name == pattern
+
+
 class Target(object):
-    """A parsed allowlist target: kind is 'ip', 'cidr' or 'domain'; value is canonical."""
+    """A parsed allowlist target: kind is 'ip', 'cidr' or 'domain'; value is canonical.
 
-    __slots__ = ("kind", "value")
+    A wildcard domain ('*.example.com') has kind 'domain' and wildcard True; its value keeps the star.
+    """
 
-    def __init__(self, kind, value):
+    __slots__ = ("kind", "value", "wildcard")
+
+    def __init__(self, kind, value, wildcard=False):
         self.kind = kind
         self.value = value
+        self.wildcard = bool(wildcard)
 
     @property
     def network(self):
@@ -130,6 +175,8 @@ class Target(object):
         return hash((self.kind, self.value))
 
     def __repr__(self):
+        if self.wildcard:
+            return "Target(%r, %r, wildcard=True)" % (self.kind, self.value)
         return "Target(%r, %r)" % (self.kind, self.value)
 
 
@@ -195,12 +242,14 @@ class AddressPolicy(object):
             raise TargetError("%s %s; internal addresses are never allowed through the gateway" % (text, reason))
 
     def parse_target(self, text):
-        """Parse and check an operator's target: an IPv4/IPv6 address, a CIDR or a domain name."""
+        """Parse and check an operator's target: an IPv4/IPv6 address, a CIDR, a domain name or '*.domain'."""
         if not isinstance(text, str) or not text.strip():
             raise TargetError("target must be a non-empty string: an IP address, a CIDR or a domain name")
         raw = text.strip()
         if len(raw) > 253:
             raise TargetError("target %r... is longer than 253 characters" % raw[:40])
+        if "*" in raw:
+            return Target("domain", normalise_wildcard(raw), wildcard=True)
         try:
             net = ipaddress.ip_network(raw, strict=False)
         except ValueError:

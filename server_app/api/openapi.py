@@ -50,6 +50,8 @@ SCHEMAS = {
         "refused": NULLABLE_S}),
     "Entry": obj({
         "id": {"type": "integer"}, "target": {"type": S}, "kind": {"type": S, "enum": ["ip", "cidr", "domain"]},
+        "wildcard": {"type": "boolean", "description": "a wildcard domain (*.example.com): learned through the "
+                     "gateways' DNS forwarder only, never resolved by the central resolver"},
         "ports": {"type": "array", "items": {"type": S}}, "deletable": {"type": "boolean"},
         "expires_at": TIME, "comment": {"type": S}, "created_by": {"type": S}, "created_at": TIME,
         "grace_seconds": {"type": ["integer", "null"]}, "resolved_at": TIME, "resolve_error": NULLABLE_S,
@@ -58,10 +60,15 @@ SCHEMAS = {
         "elements": {"type": "array", "description": "GET /entries/{id} only: the published elements",
                      "items": obj({"element": {"type": S}, "not_enforced": NOT_ENFORCED})},
         "revision": {"type": ["integer", "null"]}},
-        required=["id", "target", "kind", "ports", "deletable", "expires_at", "comment", "created_by",
+        required=["id", "target", "kind", "wildcard", "ports", "deletable", "expires_at", "comment", "created_by",
                   "created_at", "addresses"]),
     "EntryInput": {"type": "object", "required": ["target"], "additionalProperties": False, "properties": {
-        "target": {"type": S, "description": "IPv4/IPv6 address, CIDR or domain name", "examples": ["198.51.100.10"]},
+        "target": {"type": S, "description": "IPv4/IPv6 address, CIDR, domain name, or wildcard domain: *.example.com "
+                   "matches one or more labels before example.com, never example.com itself (add that separately); "
+                   "the star is the whole first label and a name of at least two labels follows it (*, *.com, "
+                   "a.*.example.com, *x.example.com and **.example.com are refused). A wildcard is enforced by the "
+                   "gateways' DNS forwarder only (docs/dns.md)",
+                   "examples": ["198.51.100.10", "198.51.100.0/24", "api.example.com", "*.example.com"]},
         "ports": {"type": "array", "items": {"type": S, "examples": ["443/tcp", "8000-8100/tcp", "53/udp"]}},
         "deletable": {"type": "boolean", "default": True},
         "expires_at": {"type": [S, "null"], "format": "date-time"},
@@ -69,12 +76,24 @@ SCHEMAS = {
         "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 604800}}},
     # An item of an import: an entry's fields, plus the read-only fields of an export, which are ignored.
     "ImportItem": {"type": "object", "required": ["target"], "additionalProperties": False, "properties": dict(
-        {"id": {}, "kind": {}, "created_by": {}, "created_at": {}, "addresses": {}, "revision": {},
+        {"id": {}, "kind": {}, "wildcard": {}, "created_by": {}, "created_at": {}, "addresses": {}, "revision": {},
          "grace_seconds": {}, "resolved_at": {}, "resolve_error": {}, "capped": {}},
-        target={"type": S}, ports={"type": "array", "items": {"type": S}}, deletable={"type": "boolean"},
+        target={"type": S, "description": "as in EntryInput, a wildcard such as *.example.com too"}, ports={"type": "array", "items": {"type": S}}, deletable={"type": "boolean"},
         expires_at={"type": [S, "null"], "format": "date-time"}, comment={"type": S, "maxLength": 2000})},
     "EntryPage": dict(page_of("Entry"), required=["items", "total", "page", "per_page", "revision"]),
-    "Why": obj({
+    "Why": {"oneOf": [ref("WhyAddress"), ref("WhyName")]},
+    "WhyName": obj({
+        "name": {"type": S, "description": "the name asked about, normalised"},
+        "allowed": {"type": "boolean", "description": "an entry covers the name"},
+        "internal": {"type": "array", "items": {"type": S}, "maxItems": 0},
+        "entries": {"type": "array", "items": obj({
+            "entry_id": {"type": "integer"}, "target": {"type": S}, "kind": {"type": S, "enum": ["domain"]},
+            "wildcard": {"type": "boolean"}, "ports": {"type": "array", "items": {"type": S}},
+            "match": {"type": S, "enum": ["exact", "wildcard"]},
+            "resolved_by": {"type": S, "description": "who learns the entry's addresses: the central resolver "
+                            "and the gateways' DNS forwarder, or (a wildcard) the forwarder only"},
+            "until": TIME, "deletable": {"type": "boolean"}})}}),
+    "WhyAddress": obj({
         "address": {"type": S}, "allowed": {"type": "boolean"},
         "internal": {"type": "array", "items": {"type": S}},
         "entries": {"type": "array", "items": obj({
@@ -198,10 +217,13 @@ PATHS = {
                                       "413": _err("too many items")}, **COMMON)}},
     "/addresses/{address}": {
         "parameters": [{"name": "address", "in": "path", "required": True,
-                        "schema": {"type": S, "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}}],
-        "get": {"summary": "Why is this address allowed: every entry that allows it, since and until when",
+                        "description": "an IP address, or a domain name (then the exact entry of the name and "
+                                       "every wildcard entry covering it: api.example.com shows *.example.com)",
+                        "schema": {"type": S, "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}, {"format": "hostname"}]}}],
+        "get": {"summary": "Why is this address or name allowed: every entry that allows it (an address: since and "
+                           "until when)",
                 "operationId": "whyAllowed",
-                "responses": dict(_ok("Why"), **{"400": _err("not an IP address")}, **COMMON)}},
+                "responses": dict(_ok("Why"), **{"400": _err("neither an IP address nor a domain name")}, **COMMON)}},
     "/gateways": {
         "get": {"summary": "The gateway fleet: connection, applied revision, lag, digest match",
                 "operationId": "listGateways", "responses": dict(_ok("GatewayList"), **COMMON)}},

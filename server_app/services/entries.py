@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from og_kernel.og_elements import Element
-from og_kernel.og_netpolicy import AddressPolicy, TargetError, format_port_spec, parse_port_spec
+from og_kernel.og_netpolicy import (
+    AddressPolicy, TargetError, format_port_spec, matches, normalise_domain, parse_port_spec)
 
 from ..errors import RequestError
 from ..extensions import db, resolver as current_resolver
@@ -111,7 +112,8 @@ def validate(data, config):
         raise EntryError(400, "unknown_field", "unknown field(s) %s; known fields are %s"
                          % (", ".join(unknown), ", ".join(FIELDS)))
     if "target" not in data or data["target"] in (None, ""):
-        raise EntryError(400, "missing_target", "target is required: an IP address, a CIDR or a domain name")
+        raise EntryError(400, "missing_target",
+                         "target is required: an IP address, a CIDR, a domain name or a wildcard such as *.example.com")
     if not isinstance(data["target"], str):
         raise EntryError(400, "invalid_target", "target must be a string such as \"198.51.100.10\"")
     try:
@@ -156,7 +158,9 @@ def _insert(spec, creator, check=True, flush=True):
     entry = Entry(target=target.value, kind=target.kind, ports=ports, ports_key=ports_key,
                   deletable=spec["deletable"], expires_at=spec["expires_at"], comment=spec["comment"],
                   created_by=creator, grace_seconds=spec["grace_seconds"])
-    if target.kind == "domain":
+    if target.wildcard:
+        entry.next_resolve_at = None   # learned through the gateways' DNS forwarder only; never resolved here
+    elif target.kind == "domain":
         entry.next_resolve_at = utcnow()
     else:
         entry.addresses.append(EntryAddress(address=str(target.network), source="typed"))
@@ -182,9 +186,14 @@ def create(data, config, creator):
         db.session.rollback()
         raise
     hub.wake(revision)
-    if entry.kind == "domain" and config["resolver_enabled"]:
+    if entry.kind == "domain" and not is_wildcard(entry) and config["resolver_enabled"]:
         _resolve_at_once(entry)
     return entry, revision
+
+
+def is_wildcard(entry):
+    """True for a wildcard domain entry ('*.example.com'), see Entry.wildcard."""
+    return entry.wildcard
 
 
 def _resolve_at_once(entry):
@@ -280,12 +289,41 @@ def query(q=None, kind=None, page=1, per_page=50, creator=None, deletable=None, 
     return list(rows), total
 
 
+def name_candidates(name):
+    """The targets that can match the DNS name `name`: itself and '*.' + each parent of at least two labels."""
+    labels = name.split(".")
+    return [name] + ["*." + ".".join(labels[i:]) for i in range(1, len(labels) - 1)]
+
+
+def why_name(name):
+    """Every domain entry whose target matches the name: the exact entry and each wildcard covering it."""
+    candidates = name_candidates(name)
+    rows = db.session.execute(select(Entry).where(Entry.target.in_(candidates)).order_by(Entry.id)).scalars().all()
+    items = []
+    for entry in rows:
+        if entry.kind != "domain" or not matches(entry.target, name):
+            continue
+        wildcard = is_wildcard(entry)
+        items.append({"entry_id": entry.id, "target": entry.target, "kind": entry.kind, "wildcard": wildcard,
+                      "ports": entry.ports or [], "match": "wildcard" if wildcard else "exact",
+                      "resolved_by": "the gateways' DNS forwarder" if wildcard
+                      else "the central resolver and the gateways' DNS forwarder",
+                      "until": _iso(entry.expires_at), "deletable": entry.deletable})
+    return {"name": name, "allowed": bool(items), "internal": [], "entries": items}
+
+
 def why(address, config):
-    """Every entry that allows `address`, with since and until; raises EntryError for a non-address."""
+    """Every entry that allows `address` (an IP address: with since and until) or a domain name (the exact
+    entry and the wildcards that cover it); raises EntryError for anything else."""
     try:
         ip = ipaddress.ip_address(str(address).strip())
     except ValueError:
-        raise EntryError(400, "invalid_address", "%r is not an IP address; give one such as 198.51.100.10" % address)
+        try:
+            name = normalise_domain(str(address))
+        except TargetError:
+            raise EntryError(400, "invalid_address", "%r is neither an IP address nor a domain name; give one such "
+                             "as 198.51.100.10 or api.example.com" % address)
+        return why_name(name)
     # An address is in a network exactly when the network is one of its supernets: at most 33 (129) keys,
     # each an index lookup, whatever the number of entries.
     candidates = [str(ipaddress.ip_network("%s/%d" % (ip, n), strict=False)) for n in range(ip.max_prefixlen + 1)]
@@ -332,7 +370,7 @@ def import_entries(items, config, creator, on_duplicate="skip"):
         try:
             if isinstance(item, dict):
                 item = {k: v for k, v in item.items()
-                        if k not in ("id", "kind", "created_by", "created_at", "addresses", "revision", "resolved_at",
+                        if k not in ("id", "kind", "wildcard", "created_by", "created_at", "addresses", "revision", "resolved_at",
                                      "resolve_error", "capped")}
             spec = validate(item, config)
         except EntryError as exc:
@@ -376,7 +414,8 @@ def import_entries(items, config, creator, on_duplicate="skip"):
                          "ports_key": ",".join(spec["ports"]), "deletable": spec["deletable"],
                          "expires_at": spec["expires_at"], "comment": spec["comment"], "created_by": creator,
                          "created_at": now, "grace_seconds": spec["grace_seconds"],
-                         "next_resolve_at": now if target.kind == "domain" else None, "resolve_error": "",
+                         "next_resolve_at": now if target.kind == "domain" and not target.wildcard else None,
+                         "resolve_error": "",
                          "capped": False, "_network": None if target.kind == "domain" else str(target.network)})
         address_rows, element_rows = [], []
         for i in range(0, len(rows), 5000):
@@ -426,6 +465,7 @@ def to_json(entry):
         "id": entry.id,
         "target": entry.target,
         "kind": entry.kind,
+        "wildcard": is_wildcard(entry),
         "ports": entry.ports or [],
         "deletable": entry.deletable,
         "expires_at": iso(entry.expires_at),

@@ -103,6 +103,8 @@ def gateway_state(gw, head, memo):
 def why(address, config):
     """entries.why(), each published network with the gateways that do not enforce it and why."""
     result = entries.why(address, config)
+    if "name" in result:   # a domain name: its entries, no networks to check against the gateways
+        return result
     gaps = not_enforced({item["network"] for item in result["entries"] if item["published"]})
     for item in result["entries"]:
         item["not_enforced"] = gaps.get(item["network"], [])

@@ -207,8 +207,11 @@ class Resolver:
             self._wake.clear()
 
     def due(self, now, limit=20000):
+        # Wildcard entries ('*.example.com') are never due: nobody can list a zone's names, so they are learned
+        # through the gateways' DNS forwarder only (their next_resolve_at stays NULL; the filter is the guard).
         return list(db.session.execute(
-            select(Entry.id, Entry.target).where(Entry.kind == "domain", Entry.next_resolve_at <= now)
+            select(Entry.id, Entry.target).where(Entry.kind == "domain", Entry.next_resolve_at <= now,
+                                                 Entry.target.not_like("*.%"))
             .order_by(Entry.next_resolve_at).limit(limit)).all())
 
     def run_once(self, now=None):
@@ -292,6 +295,8 @@ class Resolver:
 
     def resolve_entry_now(self, entry_id, name):
         """Resolve a new domain at once (from the API request), so the answer already shows its addresses."""
+        if name.startswith("*."):
+            return None   # a wildcard is learned through the gateways' DNS forwarder only
         answer = self.lookup(name)
         changed = self.apply(entry_id, answer)
         if changed:
@@ -304,7 +309,7 @@ class Resolver:
         now = now or utcnow()
         cfg = self.cfg
         entry = db.session.get(Entry, entry_id)
-        if entry is None or entry.kind != "domain":
+        if entry is None or entry.kind != "domain" or entries.is_wildcard(entry):
             db.session.rollback()
             return False
         grace = dt.timedelta(seconds=entry.grace_seconds if entry.grace_seconds is not None else cfg["resolve_grace"])

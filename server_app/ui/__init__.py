@@ -299,7 +299,7 @@ def traffic_page():
 @bp.get("/addresses")
 @page("read")
 def why_page():
-    address = request.args.get("address", "").strip()
+    address = (request.args.get("address") or request.args.get("q") or "").strip()
     result = error = None
     if address:
         try:

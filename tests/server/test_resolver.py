@@ -6,6 +6,7 @@ and the whole pass are tested against a real dnsmasq on loopback whose records t
 import datetime as dt
 import ipaddress
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -200,11 +201,13 @@ class Dnsmasq:
     def __init__(self, tmp):
         self.port = free_udp_port()
         self.hosts = os.path.join(tmp, "hosts")
+        self.log = os.path.join(tmp, "queries.log")   # every query it got (--log-queries)
         self.write({})
         self.proc = subprocess.Popen(
             ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
              "--addn-hosts=" + self.hosts, "--listen-address=127.0.0.1", "--bind-interfaces",
              "--port=%d" % self.port, "--local=/test/", "--local-ttl=7", "--user=root", "--group=root",
+             "--log-queries", "--log-facility=" + self.log,
              "--pid-file="], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_ready(lambda: resolve(self.resolver(), "probe.test", False).status == "nxdomain", self.proc,
                    "dnsmasq on 127.0.0.1:%d answering" % self.port)
@@ -222,6 +225,13 @@ class Dnsmasq:
         self.write(records)
         self.proc.send_signal(signal.SIGHUP)
         time.sleep(0.05)
+
+    def queries(self):
+        """The names asked so far, in order (from the query log)."""
+        if not os.path.exists(self.log):
+            return []
+        with open(self.log) as fh:
+            return re.findall(r" query\[\w+\] (\S+) from ", fh.read())
 
     def stop(self):
         self.proc.terminate()
@@ -269,6 +279,31 @@ def test_a_full_pass_follows_record_changes_and_survives_an_outage(app, dnsmasq)
         r.run_once(now=later + dt.timedelta(minutes=20 * (i + 1)))
     assert changelog.published() == {"203.0.113.10/32", "203.0.113.11/32"}
     assert "saas.test" in db.session.get(Entry, eid).resolve_error
+
+
+def test_the_resolver_never_asks_dns_for_a_wildcard_entry(app, dnsmasq):
+    app.config["OG"]["dns_servers"] = ["127.0.0.1:%d" % dnsmasq.port]
+    app.config["OG"]["dns_timeout"] = 0.5
+    app.config["OG"]["dns_tries"] = 1
+    r = Resolver(app)
+    dnsmasq.set({"saas.test": ["203.0.113.10"], "api.saas.test": ["203.0.113.20"]})
+    wild = domain("*.saas.test")
+    exact = domain("saas.test")
+    assert r.due(utcnow()) == [(exact, "saas.test")]
+    assert r.run_once() == 1
+    assert r.resolve_entry_now(wild, "*.saas.test") is None
+    # Even a wildcard row made due by hand (an older server, a restore) is not taken.
+    db.session.get(Entry, wild).next_resolve_at = utcnow() - dt.timedelta(seconds=1)
+    db.session.commit()
+    assert r.run_once(now=utcnow() + dt.timedelta(seconds=61)) == 1
+    assert r.apply(wild, Answer("ok", ips("203.0.113.30"), ttl=60)) is False
+    # The exact name was asked (dnsmasq logged it), the wildcard never.
+    wait_until(lambda: dnsmasq.queries().count("saas.test") >= 2, what="dnsmasq logging both passes' queries")
+    assert not [q for q in dnsmasq.queries() if "*" in q or q.endswith(".saas.test")]
+    entry = db.session.get(Entry, wild)
+    assert (entry.resolved_at, entry.resolve_error, entry.addresses) == (None, "", [])
+    assert changelog.published() == {"203.0.113.10/32"}
+    assert entries.to_json(entry)["wildcard"] is True
 
 
 def test_resolver_removals_are_published_as_aged_and_operator_deletions_are_not(app):

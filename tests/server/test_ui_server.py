@@ -267,3 +267,26 @@ def test_the_entry_why_and_fleet_pages_say_which_gateway_does_not_enforce_what_a
     assert '<span class="badge ok" title="2001:db8::1/128: IPv6 is off on this gateway&#10;">in sync, 1 element ' \
            'not enforced (IPv6 off)</span>' in fleet
     assert '<span class="badge warn">differs: its kernel does not hold what it should at revision 1</span>' in fleet
+
+
+def test_a_wildcard_added_through_the_form_shows_it_is_learned_by_the_forwarder_only(app):
+    c = app.test_client()
+    login(c, "eve")
+    token = csrf(c, "/entries")
+    r = c.post("/entries", data={"target": "*.com", "csrf_token": token, "deletable": "on"})
+    assert r.status_code == 400 and "&#39;*.com&#39; would allow a whole top-level domain" in r.text
+    r = c.post("/entries", data={"target": "*.Partner.Example", "ports": "443/tcp", "csrf_token": token,
+                                 "deletable": "on"})
+    assert r.status_code == 302
+    with app.app_context():
+        entry = entries.query()[0][0]
+        assert (entry.target, entry.kind, entry.wildcard, entry.next_resolve_at) == (
+            "*.partner.example", "domain", True, None)
+    page = c.get(r.headers["Location"]).text
+    assert ("learned through the gateways' DNS forwarder only; the central resolver does not resolve "
+            "wildcards") in page
+    assert "never partner.example itself" in page and "Resolved</dt><dd>not yet" not in page
+    assert "domain (wildcard)" in c.get("/entries").text
+    why = c.get("/addresses?q=api.partner.example").text
+    assert 'id="why-name"' in why and "*.partner.example" in why and "wildcard" in why
+    assert "No entry covers the name partner.example" in c.get("/addresses?address=partner.example").text

@@ -6,7 +6,7 @@ import pytest
 
 from og_kernel.og_elements import Element, digest
 from og_kernel.og_netpolicy import (
-    DEFAULT_INTERNAL_NETWORKS, AddressPolicy, Target, TargetError, parse_port_spec, public_networks)
+    DEFAULT_INTERNAL_NETWORKS, AddressPolicy, Target, TargetError, matches, parse_port_spec, public_networks)
 
 
 @pytest.fixture
@@ -53,6 +53,59 @@ def test_bad_targets_name_the_problem(policy, text, words):
     with pytest.raises(TargetError) as err:
         policy.parse_target(text)
     assert words in str(err.value)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("*.example.com", "*.example.com"),
+    ("*.API.Example.COM.", "*.api.example.com"),
+    (" *.bücher.example ", "*.xn--bcher-kva.example"),
+])
+def test_wildcard_targets_are_domains_marked_wildcard(policy, text, value):
+    target = policy.parse_target(text)
+    assert (target.kind, target.value, target.wildcard) == ("domain", value, True)
+
+
+def test_exact_names_are_not_wildcards_and_differ_from_the_wildcard_of_the_same_zone(policy):
+    exact = policy.parse_target("example.com")
+    assert exact.wildcard is False
+    assert exact != policy.parse_target("*.example.com")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("*", "'*' would allow every name"),
+    ("*.", "'*.' would allow every name"),
+    ("*.com", "'*.com' would allow a whole top-level domain"),
+    ("*.com.", "'*.com.' would allow a whole top-level domain"),
+    ("a.*.example.com", "'a.*.example.com': the star is not the first label"),
+    ("*.*.example.com", "'*.*.example.com': the star is not the first label, or appears more than once"),
+    ("*x.example.com", "'*x.example.com': the star shares a label with other characters"),
+    ("**.example.com", "'**.example.com': the star shares a label"),
+    ("*.exa mple.com", "'exa mple.com' after the star is not a valid domain name"),
+    ("*.192.0.2.1", "after the star is not a valid domain name"),
+])
+def test_bad_wildcards_name_the_value_and_the_fix(policy, text, words):
+    with pytest.raises(TargetError) as err:
+        policy.parse_target(text)
+    assert words in str(err.value)
+    assert "e.g. *.example.com" in str(err.value)
+
+
+@pytest.mark.parametrize("pattern, name, expected", [
+    ("example.com", "example.com", True),
+    ("example.com", "EXAMPLE.com.", True),
+    ("example.com", "www.example.com", False),
+    ("example.com", "example.org", False),
+    ("*.example.com", "api.example.com", True),
+    ("*.example.com", "a.b.example.com", True),
+    ("*.Example.COM.", "API.example.com.", True),
+    ("*.example.com", "example.com", False),
+    ("*.example.com", "badexample.com", False),
+    ("*.example.com", ".example.com", False),
+    ("*.example.com", "example.com.evil.org", False),
+    ("*.example.com", "com", False),
+])
+def test_matches_exact_and_wildcard_names(pattern, name, expected):
+    assert matches(pattern, name) is expected
 
 
 def test_cidr_overlapping_an_internal_network_is_refused():
