@@ -25,6 +25,10 @@ HEARTBEAT_EVERY = 10.0     # seconds between heartbeats, both ways
 DEAD_AFTER = 30.0          # seconds of silence after which a peer is considered dead
 MAX_NAME = 128             # characters of a gateway name
 MAX_NAMES = 20             # entry names kept per element from a names map
+MAX_FEATURES = 32          # feature names in a hello, snapshot or delta
+MAX_DOMAINS = 20000        # entries in a domains frame (each at most a few hundred bytes: under MAX_MESSAGE)
+MAX_DOMAIN = 255           # characters of a domain entry's name (a DNS name, or "*." and one)
+MAX_PORTS = 64             # port specs of one domain entry
 
 # Frame types.
 HELLO = "hello"
@@ -33,9 +37,14 @@ HEARTBEAT = "heartbeat"
 COUNTERS = "counters"
 SNAPSHOT = "snapshot"
 DELTA = "delta"
+DOMAINS = "domains"
 ERROR = "error"
-AGENT_FRAMES = (HELLO, ACK, HEARTBEAT, COUNTERS, ERROR)   # what an agent sends
-SERVER_FRAMES = (SNAPSHOT, DELTA, HEARTBEAT, ERROR)       # what a server sends
+AGENT_FRAMES = (HELLO, ACK, HEARTBEAT, COUNTERS, ERROR)            # what an agent sends
+SERVER_FRAMES = (SNAPSHOT, DELTA, DOMAINS, HEARTBEAT, ERROR)       # what a server sends
+
+# Features a peer announces (hello: the agent's; snapshot and delta: the server's). A server sends a domains
+# frame only to an agent that announced FEATURE_DOMAINS: an agent from before it would refuse the frame type.
+FEATURE_DOMAINS = "domains"
 
 # Error codes of an error frame.
 BAD_MESSAGE = "bad_message"
@@ -70,6 +79,7 @@ class Hello:
     revision: int
     digest: Optional[str] = None
     holding: Optional[Holding] = None
+    features: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,7 @@ class Snapshot:
     chunks: int
     elements: Tuple[Element, ...]
     names: Dict[str, List[str]] = field(default_factory=dict)
+    features: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,34 @@ class Delta:
     remove: Tuple[Element, ...]
     aged: Tuple[Element, ...] = ()
     names: Dict[str, List[str]] = field(default_factory=dict)
+    features: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One domain entry of a domains frame: its id, its name ("example.com" or "*.example.com"), its ports."""
+
+    entry: int
+    name: str
+    ports: Tuple[str, ...] = ()
+
+    def to_wire(self):
+        return {"entry": self.entry, "name": self.name, "ports": list(self.ports)}
+
+
+@dataclass(frozen=True)
+class Domains:
+    """server -> agent (only to an agent that announced FEATURE_DOMAINS): every domain entry at `revision`,
+    for the gateway's DNS forwarder (og-dns), which the agent hands them to through its domains file."""
+
+    TYPE: ClassVar[str] = DOMAINS
+
+    revision: int
+    domains: Tuple[Domain, ...]
+
+    def to_file(self):
+        """The domains file's content (docs/dns.md): {"revision": int, "domains": [{entry, name, ports}]}."""
+        return {"revision": self.revision, "domains": [d.to_wire() for d in self.domains]}
 
 
 # ---- parsing ------------------------------------------------------------------------------------------------
@@ -204,6 +243,48 @@ def _names(msg):
             if isinstance(k, str) and isinstance(v, list)}
 
 
+def _features(msg):
+    """The optional features list: strings naming what the sender speaks beyond the base protocol."""
+    if "features" not in msg:
+        return ()
+    value = msg["features"]
+    if (not isinstance(value, list) or len(value) > MAX_FEATURES
+            or not all(isinstance(f, str) and 0 < len(f) <= 64 for f in value)):
+        raise ProtocolError("%s features must be a list of at most %d feature names (strings of 1-64 characters) "
+                            "such as [\"domains\"], not %r" % (msg["type"], MAX_FEATURES, value))
+    return tuple(dict.fromkeys(value))
+
+
+def _domains(msg):
+    """A domains frame's list of {entry, name, ports}, each checked."""
+    value = msg.get("domains")
+    if not isinstance(value, list) or len(value) > MAX_DOMAINS:
+        raise ProtocolError("domains domains must be a list of at most %d {entry, name, ports} objects, not %r"
+                            % (MAX_DOMAINS, value if not isinstance(value, list) else "%d items" % len(value)))
+    result, seen = [], set()
+    for item in value:
+        if not isinstance(item, dict):
+            raise ProtocolError("domains domains item must be an object {entry, name, ports}, not %r" % (item,))
+        entry = item.get("entry")
+        if not isinstance(entry, int) or isinstance(entry, bool) or entry < 1:
+            raise ProtocolError("domains entry must be a positive integer entry id, not %r" % (entry,))
+        if entry in seen:
+            raise ProtocolError("domains entry %d is listed twice" % entry)
+        seen.add(entry)
+        name = item.get("name")
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_DOMAIN or name != name.strip():
+            raise ProtocolError("domains name of entry %d must be a domain name of 1-%d characters such as "
+                                "\"example.com\" or \"*.example.com\", not %r"
+                                % (entry, MAX_DOMAIN, name if not isinstance(name, str) else name[:260]))
+        ports = item.get("ports", [])
+        if (not isinstance(ports, list) or len(ports) > MAX_PORTS
+                or not all(isinstance(p, str) and 0 < len(p) <= 32 for p in ports)):
+            raise ProtocolError("domains ports of entry %d must be a list of port specs such as [\"443/tcp\"], "
+                                "not %r" % (entry, ports))
+        result.append(Domain(entry, name, tuple(ports)))
+    return tuple(result)
+
+
 def _error(msg):
     return Error(str(msg.get("code")), str(msg.get("message"))[:500])
 
@@ -224,7 +305,7 @@ def parse_agent_frame(raw):
             except TargetError as exc:
                 raise ProtocolError("hello %s" % exc) from None
         return Hello(name, str(msg.get("agent_version", ""))[:32], _int(msg, "revision"),
-                     _digest(msg, required=False), holding)
+                     _digest(msg, required=False), holding, _features(msg))
     if kind == ACK:
         return Ack(_int(msg, "revision"), _digest(msg), _int(msg, "count"))
     if kind == HEARTBEAT:
@@ -236,14 +317,14 @@ def parse_agent_frame(raw):
 
 
 def parse_server_frame(raw):
-    """A frame the agent received (snapshot, delta, heartbeat, error) as its typed frame, elements parsed."""
+    """A frame the agent received (snapshot, delta, domains, heartbeat, error) as its typed frame, elements parsed."""
     msg = decode(raw, SERVER_FRAMES, "agent")
     kind = msg["type"]
     if kind == SNAPSHOT:
         revision, chunk, chunks = _int(msg, "revision"), _int(msg, "chunk"), _int(msg, "chunks")
         if not chunk < chunks:
             raise ProtocolError("snapshot chunk %d of %d is out of range" % (chunk, chunks))
-        return Snapshot(revision, chunk, chunks, _elements(msg, "elements"), _names(msg))
+        return Snapshot(revision, chunk, chunks, _elements(msg, "elements"), _names(msg), _features(msg))
     if kind == DELTA:
         base, revision = _int(msg, "base"), _int(msg, "revision")
         if revision < base:
@@ -253,7 +334,9 @@ def parse_server_frame(raw):
         if not set(aged) <= set(remove):
             raise ProtocolError("delta aged lists elements that are not in its remove list: %s"
                                 % " ".join(sorted(e.text for e in set(aged) - set(remove))[:10]))
-        return Delta(base, revision, add, remove, aged, _names(msg))
+        return Delta(base, revision, add, remove, aged, _names(msg), _features(msg))
+    if kind == DOMAINS:
+        return Domains(_int(msg, "revision"), _domains(msg))
     if kind == HEARTBEAT:
         return Heartbeat(msg.get("ts"))
     return _error(msg)
@@ -268,11 +351,14 @@ def encode(kind, **fields):
     return json.dumps(msg, separators=(",", ":"))
 
 
-def hello(name, agent_version, revision, digest, holding=None):
-    """The agent's hello; `holding` (an og_elements.Holding) says what it holds of the published set."""
+def hello(name, agent_version, revision, digest, holding=None, features=()):
+    """The agent's hello; `holding` (an og_elements.Holding) says what it holds of the published set, `features`
+    what it speaks beyond the base protocol (FEATURE_DOMAINS: send it domains frames)."""
     fields = {"name": name, "agent_version": agent_version, "revision": revision, "digest": digest}
     if holding is not None:
         fields["holds"] = holding.to_wire()
+    if features:
+        fields["features"] = list(features)
     return encode(HELLO, **fields)
 
 
@@ -293,19 +379,33 @@ def error(code, message):
     return encode(ERROR, code=code, message=message[:500])
 
 
-def delta(base, revision, add, remove, aged=(), names=None):
-    """A delta frame; element lists are canonical texts, `names` {element: [entry name, ...]}."""
+def delta(base, revision, add, remove, aged=(), names=None, features=()):
+    """A delta frame; element lists are canonical texts, `names` {element: [entry name, ...]}, `features` what
+    the server speaks beyond the base protocol."""
+    fields = {"features": list(features)} if features else {}
     return encode(DELTA, base=base, revision=revision, add=list(add), remove=list(remove), aged=list(aged),
-                  names=names or {})
+                  names=names or {}, **fields)
 
 
-def snapshot(revision, elements, names=None):
+def snapshot(revision, elements, names=None, features=()):
     """The chunks of a snapshot of `elements` (canonical texts, in order), each chunk's frame as JSON text."""
     names = names or {}
     chunks = max(1, -(-len(elements) // CHUNK))
     frames = []
+    fields = {"features": list(features)} if features else {}
     for i in range(chunks):
         part = elements[i * CHUNK:(i + 1) * CHUNK]
         frames.append(encode(SNAPSHOT, revision=revision, chunk=i, chunks=chunks, elements=list(part),
-                             names={e: names[e] for e in part if e in names}))
+                             names={e: names[e] for e in part if e in names}, **fields))
     return frames
+
+
+def domains(revision, items):
+    """A domains frame: `items` an iterable of Domain, or of {"entry", "name", "ports"} dicts (checked by the
+    same rules the parser applies, so a server never sends what an agent would refuse)."""
+    wire = [d.to_wire() if isinstance(d, Domain) else {"entry": d["entry"], "name": d["name"],
+                                                        "ports": list(d.get("ports") or [])} for d in items]
+    msg = {"type": DOMAINS, "revision": revision, "domains": wire}
+    _int(msg, "revision")
+    _domains(msg)
+    return encode(DOMAINS, revision=revision, domains=wire)

@@ -6,7 +6,9 @@ Every change that commits a revision wakes the hub (hub.wake), so this replica's
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
+import json
 import logging
 
 from sqlalchemy import func, insert, or_, select
@@ -206,6 +208,17 @@ def _resolve_at_once(entry):
     except Exception:  # the resolver's loop resolves it at its next pass
         log.exception("could not resolve %s at once", entry.target)
         db.session.rollback()
+
+
+def domains_view():
+    """(digest, [{"entry", "name", "ports"}, ...]) of every domain entry, by id: what the gateways' DNS forwarders
+    match answers against (the domains frame, docs/protocol.md). One query of three columns; the digest changes
+    exactly when an entry is added or deleted or its name or ports change (caller commits)."""
+    rows = db.session.execute(select(Entry.id, Entry.target, Entry.ports).where(Entry.kind == "domain")
+                              .order_by(Entry.id)).all()
+    items = [{"entry": entry_id, "name": target, "ports": sorted(ports or [])} for entry_id, target, ports in rows]
+    text = json.dumps(items, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest(), items
 
 
 def describe(entry):

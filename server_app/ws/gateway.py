@@ -17,13 +17,19 @@ from og_kernel.og_protocol import ProtocolError
 
 from ..errors import error
 from ..models import db, utcnow
-from ..services import changelog, gateways, tokens
+from ..services import changelog, entries, gateways, tokens
 from ..services.traffic import Traffic, TrafficError
 
 log = logging.getLogger(__name__)
 
 DEAD_AFTER = gateways.DEAD_AFTER
 CLOSE_WAIT = 1.0           # seconds a stopping server waits for the agent to answer its close frame
+# What this server speaks beyond the base protocol, announced in every snapshot chunk and delta.
+FEATURES = (og_protocol.FEATURE_DOMAINS,)
+# Seconds a replica reuses its read of the domain entries. A new domain entry need not take a revision (it has
+# no address before it resolves) and may be committed by another replica, so sessions that follow domains
+# re-read them this often (one query per replica, shared by all its sessions) as well as at every revision.
+DOMAINS_EVERY = 1.0
 
 
 _frames = collections.OrderedDict()
@@ -43,7 +49,7 @@ def snapshot_frames():
         cached = _snapshots.get(key)
         if cached is None or cached[0] != head:
             revision, elements = changelog.snapshot()
-            frames = og_protocol.snapshot(revision, elements, changelog.names())
+            frames = og_protocol.snapshot(revision, elements, changelog.names(), FEATURES)
             cached = _snapshots[key] = (revision, frames, len(elements))
         db.session.commit()
         return cached
@@ -56,7 +62,30 @@ def _delta(base, head):
         return None
     add, remove, aged = answer
     named = sorted(set(add) | set(changelog.renamed(base, head)))
-    return og_protocol.delta(base, head, add, remove, aged, changelog.names(named) if named else {})
+    return og_protocol.delta(base, head, add, remove, aged, changelog.names(named) if named else {}, FEATURES)
+
+
+_domains = {}
+_domains_lock = threading.Lock()
+
+
+def domains_frame():
+    """(digest, JSON text) of the domains frame now: the domain entries read at most once per revision and per
+    DOMAINS_EVERY seconds per database, however many sessions ask; a session compares the digest with the one it
+    sent last and sends the frame only when they differ."""
+    key = str(db.engine.url)
+    with _domains_lock:
+        now = time.monotonic()
+        head = changelog.head_revision()
+        cached = _domains.get(key)
+        if cached is None or cached[1] != head or now - cached[0] >= DOMAINS_EVERY:
+            digest, items = entries.domains_view()
+            if cached is not None and cached[2] == digest:
+                cached = _domains[key] = (now, head, digest, cached[3])   # unchanged: keep its revision
+            else:
+                cached = _domains[key] = (now, head, digest, og_protocol.domains(head, items))
+        db.session.commit()
+        return cached[2], cached[3]
 
 
 def delta_frame(base, head):
@@ -89,6 +118,9 @@ class GatewaySession:
         self.resent_at = None  # the revision a snapshot was resent at because of a digest mismatch
         self.acked = 0         # the newest revision acknowledged in this session
         self.holding = None    # what the gateway said it holds (None: it did not say; compared with everything)
+        self.features = ()     # what the agent's hello said it speaks (FEATURE_DOMAINS: send it domains frames)
+        self.domains_sent = None   # the digest of the domain entries this session sent last
+        self.domains_checked = 0.0
         self.last_heard = time.monotonic()
         self.last_beat = time.monotonic()
 
@@ -156,6 +188,7 @@ class GatewaySession:
     def hello(self, frame):
         """The first hello: open the gateway's session and answer with a delta or a snapshot."""
         self.holding = frame.holding
+        self.features = frame.features
         self.name = frame.name
         address = request.remote_addr or ""
         holds = json.dumps(self.holding.to_wire(), separators=(",", ":")) if self.holding else ""
@@ -179,6 +212,19 @@ class GatewaySession:
             self.sent = head
         else:
             self.send_snapshot(reason)
+        self.send_domains()
+
+    def send_domains(self):
+        """To an agent that announced FEATURE_DOMAINS: the domain entries, when they differ from what it was sent
+        last in this session (a new session sends them once, after its snapshot or first delta)."""
+        if og_protocol.FEATURE_DOMAINS not in self.features:
+            return
+        self.domains_checked = time.monotonic()
+        digest, frame = domains_frame()
+        if digest != self.domains_sent:
+            self.ws.send(frame)
+            self.domains_sent = digest
+            log.info("gateway %s sent domains digest=%s", self.name, digest[:12])
 
     def send_snapshot(self, reason):
         """Send the whole published set; reason (first, log, digest_differs, ack_mismatch) is counted."""
@@ -210,6 +256,9 @@ class GatewaySession:
                 else:
                     self.ws.send(frame)
                     self.sent = head
+                self.send_domains()
+            elif time.monotonic() - self.domains_checked >= DOMAINS_EVERY:
+                self.send_domains()
             while self.ws.input_buffer:
                 raw = self.ws.receive(timeout=0)
                 if raw is None:
@@ -230,6 +279,8 @@ class GatewaySession:
     def handle(self, frame):
         """One frame after the first hello, parsed by og_protocol."""
         if isinstance(frame, og_protocol.Hello):
+            if frame.features:
+                self.features = frame.features
             if frame.holding is not None:
                 self.holding = frame.holding
                 self.hub.record_gateway(self.name, holds=json.dumps(self.holding.to_wire(), separators=(",", ":")))

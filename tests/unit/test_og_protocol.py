@@ -115,3 +115,75 @@ def test_a_malformed_names_map_is_dropped_not_refused():
     raw = json.dumps({"v": 1, "type": "delta", "base": 1, "revision": 2, "add": [A], "remove": [],
                       "names": {A: ["ok", 3] + ["n%d" % i for i in range(30)], B: "not a list"}})
     assert p.parse_server_frame(raw).names == {A: ["ok"] + ["n%d" % i for i in range(19)]}
+
+
+# ---- features and the domains frame (og-dns, docs/dns.md) ------------------------------------------------------
+def test_features_ride_in_hello_snapshot_and_delta_and_are_absent_when_none():
+    hello = p.hello("gw1", "1.2.3", 0, None, features=[p.FEATURE_DOMAINS])
+    assert json.loads(hello)["features"] == ["domains"]
+    assert p.parse_agent_frame(hello).features == ("domains",)
+    assert "features" not in json.loads(p.hello("gw1", "1.2.3", 0, None))
+    assert p.parse_agent_frame(p.hello("gw1", "1.2.3", 0, None)).features == ()
+    (chunk,) = p.snapshot(3, [A], features=["domains"])
+    assert p.parse_server_frame(chunk).features == ("domains",)
+    assert p.parse_server_frame(p.delta(3, 4, [A], [], features=["domains"])).features == ("domains",)
+    assert "features" not in json.loads(p.delta(3, 4, [A], []))
+    # A feature this side does not know is kept as a name, not refused: the peer acts only on what it knows.
+    assert p.parse_agent_frame(p.hello("gw1", "1", 0, None, features=["domains", "later"])).features == (
+        "domains", "later")
+
+
+def test_a_domains_frame_built_here_parses_back_into_its_entries_and_its_file_content():
+    raw = p.domains(7, [{"entry": 3, "name": "example.com", "ports": ["443/tcp"]},
+                        p.Domain(9, "*.cdn.example", ())])
+    assert json.loads(raw) == {"type": "domains", "revision": 7, "v": 1, "domains": [
+        {"entry": 3, "name": "example.com", "ports": ["443/tcp"]}, {"entry": 9, "name": "*.cdn.example", "ports": []}]}
+    frame = p.parse_server_frame(raw)
+    assert frame == p.Domains(7, (p.Domain(3, "example.com", ("443/tcp",)), p.Domain(9, "*.cdn.example", ())))
+    assert frame.to_file() == {"revision": 7, "domains": [
+        {"entry": 3, "name": "example.com", "ports": ["443/tcp"]}, {"entry": 9, "name": "*.cdn.example", "ports": []}]}
+    assert p.parse_server_frame(p.domains(0, [])) == p.Domains(0, ())
+    # Unknown keys of a later server are ignored, as everywhere in version 1.
+    later = json.dumps({"v": 1, "type": "domains", "revision": 1, "extra": 1,
+                        "domains": [{"entry": 1, "name": "a.example", "ports": [], "wildcard": False}]})
+    assert p.parse_server_frame(later) == p.Domains(1, (p.Domain(1, "a.example"),))
+
+
+@pytest.mark.parametrize("raw, message", [
+    ('{"v":1,"type":"domains","domains":[]}', "domains revision must be a non-negative integer, not None"),
+    ('{"v":1,"type":"domains","revision":1,"domains":{}}',
+     "domains domains must be a list of at most 20000 {entry, name, ports} objects, not {}"),
+    ('{"v":1,"type":"domains","revision":1,"domains":["a.example"]}',
+     "domains domains item must be an object {entry, name, ports}, not 'a.example'"),
+    ('{"v":1,"type":"domains","revision":1,"domains":[{"entry":0,"name":"a.example"}]}',
+     "domains entry must be a positive integer entry id, not 0"),
+    ('{"v":1,"type":"domains","revision":1,"domains":[{"entry":true,"name":"a.example"}]}',
+     "domains entry must be a positive integer entry id, not True"),
+    ('{"v":1,"type":"domains","revision":1,"domains":[{"entry":2,"name":"a.example"},{"entry":2,"name":"b.example"}]}',
+     "domains entry 2 is listed twice"),
+    ('{"v":1,"type":"domains","revision":1,"domains":[{"entry":2,"name":""}]}',
+     "domains name of entry 2 must be a domain name of 1-255 characters"),
+    ('{"v":1,"type":"domains","revision":1,"domains":[{"entry":2,"name":"a.example","ports":"443/tcp"}]}',
+     "domains ports of entry 2 must be a list of port specs such as [\"443/tcp\"], not '443/tcp'"),
+    ('{"v":1,"type":"delta","base":1,"revision":2,"add":[],"remove":[],"features":"domains"}',
+     "delta features must be a list of at most 32 feature names"),
+])
+def test_a_broken_domains_frame_or_features_list_names_the_field_and_the_value(raw, message):
+    with pytest.raises(p.ProtocolError) as info:
+        p.parse_server_frame(raw)
+    assert (info.value.code, info.value.message[:len(message)]) == (p.BAD_MESSAGE, message)
+
+
+def test_the_domains_builder_refuses_what_an_agent_would_refuse():
+    with pytest.raises(p.ProtocolError, match="domains entry 4 is listed twice"):
+        p.domains(1, [{"entry": 4, "name": "a.example"}, {"entry": 4, "name": "b.example"}])
+
+
+def test_the_server_refuses_a_hello_with_a_malformed_features_list():
+    with pytest.raises(p.ProtocolError, match=r"hello features must be a list .* not \[3\]"):
+        p.parse_agent_frame('{"v":1,"type":"hello","name":"gw","revision":0,"features":[3]}')
+
+
+def test_an_agent_frame_of_type_domains_is_refused_by_the_server():
+    with pytest.raises(p.ProtocolError, match="unknown message type 'domains'"):
+        p.parse_agent_frame(p.domains(1, []))
