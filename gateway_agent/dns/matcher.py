@@ -30,7 +30,7 @@ class Matcher(object):
                 ports = tuple(str(p) for p in item.get("ports") or ())
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise DomainsError("domain %r: give {\"entry\": int, \"name\": str, \"ports\": [...]}" % (item,))
-            if pattern.startswith("*."):
+            if pattern.startswith("*.") and "*" not in pattern[2:] and pattern[2:]:
                 self.wild.setdefault(pattern[2:], []).append((entry, pattern, ports))
             elif "*" in pattern or not pattern:
                 raise DomainsError("domain %r: a wildcard is allowed only as the whole first label (*.example.com)"

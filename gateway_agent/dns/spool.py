@@ -32,6 +32,8 @@ class Spool(object):
             os.makedirs(directory, exist_ok=True)
 
     def note_learned(self, entry, name, address, ports, ttl, expires, now):
+        if not self.directory:
+            return
         key = (entry, name, address)
         last = self.reported.get(key)
         if last is not None and abs(expires - last) < REPORT_MOVE:
@@ -43,6 +45,8 @@ class Spool(object):
         self.reported.pop(key, None)
 
     def note_unlisted(self, name, now):
+        if not self.directory:
+            return
         item = self.unlisted.get(name)
         if item is None:
             if len(self.unlisted) >= self.unlisted_table:
@@ -53,6 +57,8 @@ class Spool(object):
         item["last"] = int(now)
 
     def note_cap(self, entry, name, kind):
+        if not self.directory:
+            return
         key = (entry, name, kind)
         self.caps[key] = self.caps.get(key, 0) + 1
 
