@@ -1,0 +1,57 @@
+"""og-dns's entry point: read the settings, open the learn sets, serve metrics and DNS until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from .config import ConfigError, load
+from .forwarder import Forwarder, serve
+from .learner import LearnError, open_learner
+from .metrics import Metrics
+from .spool import Spool
+
+LOG = logging.getLogger("og-dns")
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="og-dns: %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        config = load(argv)
+        learner = open_learner(ipv6=config.ipv6)
+    except (ConfigError, LearnError) as exc:
+        print("og-dns: %s" % exc, file=sys.stderr)
+        return 2
+    metrics = Metrics()
+    spool = Spool(config.spool_dir, config.name, config.spool_max_files, config.unlisted_table, metrics)
+    forwarder = Forwarder(config, learner, metrics, spool)
+    if config.metrics_listen:
+        metrics.serve(*config.metrics_listen)
+
+    def ready():
+        print("og-dns: ready listen=%s port=%d upstreams=%s metrics=%s" % (
+            ",".join(config.listen), config.port, ",".join("%s:%d" % u for u in config.upstreams),
+            "%s:%d" % config.metrics_listen if config.metrics_listen else "off"), file=sys.stderr, flush=True)
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(serve(forwarder, ready))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        pass
+    except OSError as exc:
+        print("og-dns: cannot listen: %s" % exc, file=sys.stderr)
+        return 2
+    finally:
+        spool.flush()
+        learner.close()
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

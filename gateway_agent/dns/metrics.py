@@ -1,0 +1,38 @@
+"""og-dns's Prometheus metrics, in a registry of its own, served on metrics_listen."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics(object):
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.queries = Counter("og_dns_queries", "Queries received from clients", ["transport"], registry=r)
+        self.responses = Counter("og_dns_responses", "Responses sent to clients", ["rcode"], registry=r)
+        self.learned = Counter("og_dns_learned", "Addresses learned or refreshed (one per address, entry and "
+                               "name of an answer)", registry=r)
+        self.learned_addresses = Gauge("og_dns_learned_addresses", "Learned addresses still live", registry=r)
+        self.expired = Counter("og_dns_expired", "Learned addresses whose timeout passed", registry=r)
+        self.added_latency = Histogram("og_dns_added_latency_seconds", "Time og-dns adds to a query: its whole "
+                                       "handling minus the upstream round trip", buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_duration = Histogram("og_dns_upstream_duration_seconds", "Upstream round trip",
+                                           buckets=UPSTREAM_BUCKETS, registry=r)
+        self.upstream_errors = Counter("og_dns_upstream_errors", "Upstream failures and timeouts", ["upstream"],
+                                       registry=r)
+        self.caps_hit = Counter("og_dns_caps_hit", "Addresses not learned because a cap was reached", ["kind"],
+                                registry=r)
+        self.refused_internal = Counter("og_dns_refused_internal", "Answer addresses not learned because they "
+                                        "are internal", registry=r)
+        self.unlisted = Counter("og_dns_unlisted", "Queries for names of no domain entry", registry=r)
+        self.learn_errors = Counter("og_dns_learn_errors", "Adds the kernel learn sets refused", registry=r)
+        self.spool_files = Counter("og_dns_spool_files", "Spool files written", registry=r)
+        self.spool_dropped = Counter("og_dns_spool_dropped", "Oldest spool files removed beyond spool_max_files",
+                                     registry=r)
+        self.domains = Gauge("og_dns_domains", "Domain patterns loaded from the domains file", registry=r)
+
+    def serve(self, host, port):
+        return start_http_server(port, addr=host, registry=self.registry)

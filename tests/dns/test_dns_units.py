@@ -1,0 +1,74 @@
+"""og-dns's pure parts: matching, settings, the spool's rules (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import dns.message
+import pytest
+
+from gateway_agent.dns.config import Config, ConfigError, split_hostport
+from gateway_agent.dns.forwarder import chain_of
+from gateway_agent.dns.learner import element
+from gateway_agent.dns.matcher import DomainsError, Matcher
+from gateway_agent.dns.spool import Spool
+
+
+def test_exact_and_wildcard_matching():
+    m = Matcher([{"entry": 1, "name": "Example.com.", "ports": []},
+                 {"entry": 2, "name": "*.example.com", "ports": ["443/tcp"]}])
+    assert [e for e, _, _ in m.match("EXAMPLE.COM")] == [1]
+    assert [e for e, _, _ in m.match("a.example.com.")] == [2]
+    assert [e for e, _, _ in m.match("a.b.example.com")] == [2]
+    assert m.match("badexample.com") == [] and m.match("com") == [] and m.match("example.org") == []
+
+
+@pytest.mark.parametrize("name", ["a.*.b", "**.x", "*x.com", "*.*.x", "*.", ""])
+def test_malformed_domains_are_refused(name):
+    with pytest.raises(DomainsError):
+        Matcher([{"entry": 1, "name": name}])
+
+
+def test_settings_are_checked():
+    cfg = Config({"upstreams": ["192.0.2.53", "192.0.2.54:5353", "[2001:db8::53]:53"]})
+    assert cfg.upstreams == [("192.0.2.53", 53), ("192.0.2.54", 5353), ("2001:db8::53", 53)]
+    assert (cfg.min_ttl, cfg.max_ttl, cfg.grace, cfg.name_cap, cfg.gateway_cap) == (5, 3600, 900, 64, 100000)
+    assert cfg.metrics_listen == ("0.0.0.0", 9901) and cfg.unlisted == "forward"
+    for bad in ({}, {"upstreams": ["x"]}, {"upstreams": ["192.0.2.1"], "unlisted": "drop"},
+                {"upstreams": ["192.0.2.1"], "min_ttl": 10, "max_ttl": 5}, {"upstreams": ["192.0.2.1"], "typo": 1},
+                {"upstreams": ["192.0.2.1"], "internal_networks": ["nonsense"]}):
+        with pytest.raises(ConfigError):
+            Config(bad)
+    assert split_hostport("2001:db8::1", 53, "x") == ("2001:db8::1", 53)
+
+
+def test_learn_elements():
+    assert element("192.0.2.1", None) == ("og-learn4", "192.0.2.1")
+    assert element("192.0.2.1", "443/tcp") == ("og-learnp4", "192.0.2.1,tcp:443")
+    assert element("2001:db8::1", "8000-8010/udp") == ("og-learnp6", "2001:db8::1,udp:8000-8010")
+
+
+def test_cname_chain():
+    response = dns.message.from_text(
+        "id 1\nflags QR\n;QUESTION\na.test. IN A\n;ANSWER\na.test. 30 IN CNAME b.test.\n"
+        "b.test. 30 IN CNAME c.test.\nc.test. 20 IN A 192.0.2.7\nother.test. 20 IN A 192.0.2.8\n")
+    assert chain_of("a.test", response) == (["a.test", "b.test", "c.test"], [("192.0.2.7", 20)])
+
+
+def test_spool_reports_moves_of_a_minute_and_bounds_its_files(tmp_path):
+    spool = Spool(str(tmp_path), "gw", max_files=2)
+    assert spool.flush(now=1000.0) is None
+    spool.note_learned(1, "a.test", "192.0.2.1", [], 30, 2000, now=1000)
+    first = spool.flush(now=1000.0)
+    assert json.load(open(first))["learned"][0]["expires"] == 2000
+    spool.note_learned(1, "a.test", "192.0.2.1", [], 30, 2059, now=1029)
+    assert spool.flush(now=1029.0) is None
+    spool.note_learned(1, "a.test", "192.0.2.1", [], 30, 2060, now=1030)
+    spool.note_unlisted("x.test", 1030)
+    spool.note_cap(1, "a.test", "name")
+    assert spool.flush(now=1030.0) is not None
+    spool.note_unlisted("y.test", 1031)
+    spool.flush(now=1031.0)
+    names = sorted(os.listdir(str(tmp_path)))
+    assert len(names) == 2 and os.path.basename(first) not in names
