@@ -32,11 +32,13 @@ DEFAULTS = {
     "allow_insecure_transport": False,
     "internal_networks": list(DEFAULT_INTERNAL_NETWORKS),
     "cut_on_remove": True,
+    # False: clients' TCP to port 853 (DNS over TLS) is refused, so names go through og-dns (docs/dns.md).
+    "allow_dns_over_tls": False,
     "drift_interval": 30.0,
     "log_level": "INFO",
 }
 LIST_KEYS = ("servers", "client_networks", "internal_networks")
-BOOL_KEYS = ("ipv6", "cut_on_remove", "allow_insecure_transport")
+BOOL_KEYS = ("ipv6", "cut_on_remove", "allow_insecure_transport", "allow_dns_over_tls")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -73,6 +75,8 @@ def parser():
                    "system's CAs)")
     p.add_argument("--allow-insecure-transport", action="store_true", default=None,
                    help="allow ws:// (clear text) to hosts other than loopback")
+    p.add_argument("--allow-dns-over-tls", action="store_true", default=None,
+                   help="let clients connect to TCP port 853 (DNS over TLS); refused by default")
     p.add_argument("--internal-network", dest="internal_networks", action="append", metavar="CIDR")
     p.add_argument("--no-cut-on-remove", dest="cut_on_remove", action="store_false", default=None,
                    help="keep established connections to removed destinations")

@@ -42,6 +42,13 @@ options:
       - With O(state=absent), IPv6 objects are removed whenever C(ip6tables) is installed.
     type: bool
     default: false
+  allow_dns_over_tls:
+    description:
+      - Let clients connect to TCP port 853 (DNS over TLS) of allowed or learned destinations.
+      - When V(false), the first rule of C(OG-FORWARD) refuses clients' TCP to port 853, so names are resolved
+        through the gateway's DNS forwarder (og-dns), which learns their addresses.
+    type: bool
+    default: false
   allowed:
     description:
       - Allowed destinations as elements, for example V(198.51.100.10), V(198.51.100.0/24), V(2001:db8::/64),
@@ -261,6 +268,7 @@ def main():
             client_networks=dict(type="list", elements="str"),
             outside_interface=dict(type="str"),
             ipv6=dict(type="bool", default=False),
+            allow_dns_over_tls=dict(type="bool", default=False),
             allowed=dict(type="list", elements="str"),
             exclusive=dict(type="bool", default=False),
             state=dict(type="str", choices=["present", "absent"], default="present"),
@@ -275,7 +283,8 @@ def main():
     if params["state"] == "absent" and runner.which("ip6tables") is not None:
         ipv6 = True  # absent leaves no owned object behind, whichever families were in use
     try:
-        fw = Firewall(EgressPolicy(params["client_networks"] or [], params["outside_interface"], ipv6=ipv6), runner)
+        fw = Firewall(EgressPolicy(params["client_networks"] or [], params["outside_interface"], ipv6=ipv6,
+                                   allow_dns_over_tls=params["allow_dns_over_tls"]), runner)
         if params["state"] == "present":
             present(module, fw, out)
         else:

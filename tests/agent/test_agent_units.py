@@ -50,18 +50,32 @@ def test_config_lists_every_problem_of_a_config_file(tmp_path):
     path = tmp_path / "agent.yml"
     path.write_text(json.dumps({"servers": "ws://10.0.0.5:8080/ws/gateway", "token_file": str(token),
                                 "client_networks": ["10.88.0.1/24"], "outside_interface": "og-out",
-                                "ipv6": "yes", "drift_interval": -1, "log_level": "loud"}))
+                                "ipv6": "yes", "allow_dns_over_tls": "no", "drift_interval": -1,
+                                "log_level": "loud"}))
     with pytest.raises(config.ConfigError) as info:
         config.load(["--config", str(path)])
     assert info.value.problems == [
         "servers must be a list, not 'ws://10.0.0.5:8080/ws/gateway'",
         "ipv6 must be true or false, not 'yes'",
+        "allow_dns_over_tls must be true or false, not 'no'",
         "no server: give --server ws://HOST:PORT/ws/gateway (or servers: in the config file)",
         "token_file %s is empty: put the gateway token in it" % token,
         "client network '10.88.0.1/24' has host bits set; did you mean 10.88.0.0/24?",
         "drift_interval -1 must be a number of seconds above 0, e.g. 30",
         "log_level 'loud' must be one of DEBUG, INFO, WARNING, ERROR",
     ]
+
+
+def test_dns_over_tls_is_refused_unless_the_config_or_the_flag_allows_it(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    base = ["--server", "ws://127.0.0.1:8080/ws/gateway", "--token-file", str(token), "--client-network",
+            "10.88.0.0/24", "--outside-interface", "og-out"]
+    assert config.load(base)["allow_dns_over_tls"] is False
+    assert config.load(base + ["--allow-dns-over-tls"])["allow_dns_over_tls"] is True
+    path = tmp_path / "agent.yml"
+    path.write_text(json.dumps({"allow_dns_over_tls": True}))
+    assert config.load(base + ["--config", str(path)])["allow_dns_over_tls"] is True
 
 
 class MemoryFirewall:

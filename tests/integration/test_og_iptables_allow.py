@@ -135,3 +135,20 @@ def test_errors_name_the_problem_and_change_nothing(topo, ansible):
     assert (status, result["msg"]) == ("FAILED!", "client network '10.88.0.1/24' has host bits set; did you mean "
                                                   "10.88.0.0/24?")
     assert og_objects(topo) == []
+
+
+def test_dns_over_tls_is_refused_unless_allowed_and_the_learn_sets_come_with_the_policy(topo, ansible):
+    dot = "-A OG-FORWARD -o og-out -p tcp -m set --match-set og-clients4 src -m tcp --dport 853 -j OG-REJECT"
+    status, result, printed = ansible(POLICY, "--diff")
+    assert status == "CHANGED"
+    assert "+ipset og-learn4 hash:ip family inet timeout 3600 counters" in printed.splitlines()
+    assert "+ipset og-learnp4 hash:ip,port family inet timeout 3600 counters" in printed.splitlines()
+    rules = topo.gw.run(["iptables", "-S", "OG-FORWARD"]).stdout.splitlines()
+    assert rules[1] == dot
+    status, result, printed = ansible(dict(POLICY, allow_dns_over_tls=True), "--diff")
+    assert status == "CHANGED"
+    assert "-iptables -t filter OG-FORWARD rule 1: " + dot[len("-A OG-FORWARD "):] in printed.splitlines()
+    assert dot not in topo.gw.run(["iptables", "-S", "OG-FORWARD"]).stdout.splitlines()
+    assert ansible(dict(POLICY, allow_dns_over_tls=True))[0] == "SUCCESS"
+    assert ansible({"state": "absent"})[0] == "CHANGED"
+    assert og_objects(topo) == []

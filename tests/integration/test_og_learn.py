@@ -130,3 +130,14 @@ def test_bad_values_are_named(ns):
     assert got[1]["error"].startswith("learned port '443/icmp' is not of the form '443/tcp' or '8000-8010/tcp'")
     assert "'198.51.100.0/24' is not an IPv4 or IPv6 address" in got[2]["error"]
     assert saved(ns, "og-learn4") == {} and saved(ns, "og-learnp4") == {}
+
+
+def test_a_full_set_is_named_with_the_fix(ns):
+    ns.run(["ipset", "create", "og-learn4", "hash:ip", "timeout", "3600", "counters", "maxelem", "1"])
+    create(ns, skip=("og-learn4",))
+    got = learn(ns, [["add", [["198.51.100.10", None, 60]]], ["add", [["198.51.100.11", None, 60]]],
+                     ["add", [["198.51.100.10", None, 90]]]])
+    assert got[0] == 1 and got[2] == 1  # a refresh of a member that is there still works in a full set
+    assert got[1] == {"error": "ipset og-learn4 is full (adding 198.51.100.11): its maxelem is the gateway cap; "
+                               "lower the names' TTLs or raise the cap"}
+    assert sorted(saved(ns, "og-learn4")) == ["198.51.100.10"]
