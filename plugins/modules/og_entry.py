@@ -26,7 +26,13 @@ description:
 options:
   target:
     description:
-      - An IPv4 or IPv6 address, a network in CIDR notation (without host bits) or a domain name.
+      - An IPv4 or IPv6 address, a network in CIDR notation (without host bits), a domain name, or a wildcard
+        domain such as V(*.partner.example.com).
+      - A wildcard matches one or more labels before the name (V(api.partner.example.com),
+        V(a.b.partner.example.com)), never the name itself; add V(partner.example.com) as an entry of its own.
+        The star must be the whole first label, followed by a name of at least two labels (V(*), V(*.com),
+        V(a.*.example.com), V(*x.example.com) and V(**.example.com) are refused). A wildcard is enforced by the
+        gateways' DNS forwarder only; the server's central resolver does not resolve it.
       - The server refuses internal targets (RFC 1918, loopback, ...) and too broad networks; its message is
         returned as the module's failure.
     type: str
@@ -98,6 +104,12 @@ EXAMPLES = r"""
     ports: [443/tcp]
     comment: partner API (ticket 4711)
 
+- name: Every name under the CDN's zone, learned through the gateways' DNS forwarder (the zone itself not)
+  outputguard.egress.og_entry:
+    target: "*.cdn.partner.example.com"
+    ports: [443/tcp]
+    comment: partner CDN
+
 - name: A temporary vendor network, token and URL from OG_TOKEN and OG_SERVER_URL
   outputguard.egress.og_entry:
     target: 203.0.113.0/24
@@ -128,6 +140,7 @@ entry:
     id: 12
     target: api.partner.example.com
     kind: domain
+    wildcard: false
     ports: [443/tcp]
     deletable: true
     expires_at: null
@@ -205,7 +218,8 @@ def diff_text(entry):
 def wanted_fields(params):
     """The normalised wanted values of the options that were given; raises TargetError or ValueError."""
     target = parse_target(params['target'])
-    wanted = {'target': target.value, 'kind': target.kind, 'ports': normalise_ports(params['ports'])}
+    wanted = {'target': target.value, 'kind': target.kind, 'wildcard': target.wildcard,
+              'ports': normalise_ports(params['ports'])}
     if params['deletable'] is not None:
         wanted['deletable'] = params['deletable']
     if params['expires_at'] is not None:
@@ -238,7 +252,8 @@ def request_body(params, keep=None):
 
 def predicted(wanted, keep=None):
     """The entry a creation would make, for check mode (id unknown)."""
-    entry = {'id': None, 'target': wanted['target'], 'kind': wanted['kind'], 'ports': wanted['ports'],
+    entry = {'id': None, 'target': wanted['target'], 'kind': wanted['kind'], 'wildcard': wanted['wildcard'],
+             'ports': wanted['ports'],
              'deletable': True, 'expires_at': None, 'comment': ''}
     if keep is not None:
         entry.update((f, keep.get(f)) for f in COMPARED)

@@ -25,6 +25,8 @@ options:
     description:
       - Only the entry or entries with exactly this target, compared in the server's normal form
         (V(Partner.Example.COM.) finds V(partner.example.com)).
+      - A wildcard target (V(*.example.com)) finds the wildcard entry only, not the entries of the names it
+        covers; the API's C(/addresses/{name}) tells which entries cover a name.
     type: str
   ports:
     description:
@@ -99,6 +101,7 @@ entries:
     - id: 12
       target: api.partner.example.com
       kind: domain
+      wildcard: false
       ports: [443/tcp]
       deletable: true
       expires_at: null

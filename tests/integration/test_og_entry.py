@@ -96,12 +96,38 @@ def test_check_mode_creates_nothing_and_shows_the_diff(server, ansible):
     status, result, printed = ansible.module("og_entry", {"target": "198.51.100.12", "comment": "dry run"},
                                              "--check", "--diff")
     assert status == "CHANGED"
-    assert result["entry"] == {"id": None, "target": "198.51.100.12", "kind": "ip", "ports": [], "deletable": True,
-                               "expires_at": None, "comment": "dry run"}
+    assert result["entry"] == {"id": None, "target": "198.51.100.12", "kind": "ip", "wildcard": False, "ports": [],
+                               "deletable": True, "expires_at": None, "comment": "dry run"}
     assert [line for line in printed.splitlines() if line.startswith(("+", "-"))] == [
         "--- before", "+++ after", '+comment: "dry run"', "+deletable: true", "+expires_at: null", "+id: null",
         "+ports: []", '+target: "198.51.100.12"']
     assert listed(server, q="198.51.100.12") == ({}, before)
+
+
+def test_a_wildcard_entry_is_created_once_found_again_and_kept_apart_from_its_zone(server, ansible):
+    status, result, dummy = ansible.module("og_entry", {"target": "*.CDN.Wild.Example.", "ports": ["443/tcp"]},
+                                           "--check")
+    assert status == "CHANGED" and result["entry"]["wildcard"] is True and result["entry"]["id"] is None
+    assert listed(server, q="cdn.wild.example")[0] == {}
+    status, result, dummy = ansible.module("og_entry", {"target": "*.CDN.Wild.Example.", "ports": ["443/tcp"],
+                                                        "comment": "partner CDN"})
+    assert status == "CHANGED"
+    entries, head = listed(server, q="cdn.wild.example")
+    stored = entries[("*.cdn.wild.example", "443/tcp")]
+    assert (stored["kind"], stored["wildcard"], stored["addresses"]) == ("domain", True, [])
+    assert result["entry"]["id"] == stored["id"] and result["entry"]["wildcard"] is True
+    # Written differently (case, trailing dot): the same entry, nothing changes.
+    status, result, dummy = ansible.module("og_entry", {"target": "*.cdn.wild.example", "ports": ["443/TCP"],
+                                                        "comment": "partner CDN"})
+    assert status == "SUCCESS" and result["changed"] is False and result["entry"]["id"] == stored["id"]
+    # The zone itself is another entry, not the wildcard.
+    status, result, dummy = ansible.module("og_entry", {"target": "cdn.wild.example", "ports": ["443/tcp"]})
+    assert status == "CHANGED" and result["entry"]["wildcard"] is False and result["entry"]["id"] != stored["id"]
+    status, result, dummy = ansible.module("og_entry_info", {"target": "*.CDN.wild.example"}, "--check")
+    assert status == "SUCCESS" and [e["id"] for e in result["entries"]] == [stored["id"]]
+    status, result, dummy = ansible.module("og_entry", {"target": "*.cdn.wild.example", "ports": ["443/tcp"],
+                                                        "state": "absent"})
+    assert status == "CHANGED" and ("*.cdn.wild.example", "443/tcp") not in listed(server, q="wild.example")[0]
 
 
 def test_a_different_entry_fails_unless_replaced_and_the_diff_shows_the_change(server, ansible):
@@ -166,6 +192,8 @@ def test_absent_on_an_undeletable_entry_fails_before_trying_and_leaves_it(server
     {"target": "10.1.2.3"},
     {"target": "not an address"},
     {"target": "198.51.100.16", "ports": ["443"]},
+    {"target": "*.com"},
+    {"target": "a.*.example.com"},
     {"target": "198.51.100.16", "expires_at": "2001-01-01T00:00:00Z"},
 ])
 def test_bad_input_fails_with_the_servers_message_and_the_value(server, ansible, args):
