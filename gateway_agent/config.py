@@ -24,6 +24,8 @@ DEFAULTS = {
     "outside_interface": "",
     "ipv6": False,
     "state_file": "/var/lib/outputguard/gateway/state.json",
+    # The server's domain entries for og-dns (docs/dns.md); "" to neither ask for nor write them.
+    "dns_domains_file": "/var/lib/outputguard/gateway/domains.json",
     "metrics_listen": "0.0.0.0:9900",
     "metrics_address_limit": 1000,
     "metrics_entry_limit": 1000,
@@ -64,6 +66,9 @@ def parser():
     p.add_argument("--outside-interface", metavar="IF")
     p.add_argument("--ipv6", action="store_true", default=None)
     p.add_argument("--state-file", metavar="PATH")
+    p.add_argument("--dns-domains-file", metavar="PATH",
+                   help="where the server's domain entries are written for og-dns (default "
+                        "/var/lib/outputguard/gateway/domains.json; \"\" to not ask the server for them)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT")
     p.add_argument("--metrics-address-limit", type=int, metavar="N",
                    help="addresses with /metrics series of their own, the busiest first; the others are summed "
@@ -167,6 +172,10 @@ def load(argv=None):
         cfg["drift_interval"] = interval
     except (TypeError, ValueError):
         problems.append("drift_interval %r must be a number of seconds above 0, e.g. 30" % (cfg["drift_interval"],))
+    if not isinstance(cfg["dns_domains_file"], str) or (cfg["dns_domains_file"]
+                                                          and not os.path.isabs(cfg["dns_domains_file"])):
+        problems.append("dns_domains_file %r must be an absolute path such as /var/lib/outputguard/gateway/"
+                        "domains.json, or \"\" to not ask the server for domain entries" % (cfg["dns_domains_file"],))
     if str(cfg["log_level"]).upper() not in LOG_LEVELS:
         problems.append("log_level %r must be one of %s" % (cfg["log_level"], ", ".join(LOG_LEVELS)))
     if cfg["ca_file"] and not os.path.isfile(cfg["ca_file"]):

@@ -9,6 +9,7 @@ from og_kernel import og_protocol
 from og_kernel.og_elements import Holding
 
 from . import __version__
+from .domains import DomainsFile
 
 log = logging.getLogger("og.agent")
 
@@ -21,6 +22,11 @@ class Follower:
         self.cfg = cfg
         self.kernel = kernel
         self._chunks = None   # ((revision, chunks), {chunk: elements}, names) of a snapshot being received
+        # The domains file for og-dns; with none configured the agent does not announce FEATURE_DOMAINS, and the
+        # server sends it no domains frames.
+        path = cfg.get("dns_domains_file")
+        self.domains = DomainsFile(path) if path else None
+        self.features = (og_protocol.FEATURE_DOMAINS,) if self.domains else ()
 
     def reset(self):
         """A new connection: chunks of a snapshot never span connections."""
@@ -34,7 +40,8 @@ class Follower:
     def hello(self):
         digest, _count = self.kernel.kernel_digest()
         # holds: the server filters the published set the same way, so an element we skip costs no snapshot.
-        return og_protocol.hello(self.cfg["name"], __version__, self.kernel.revision, digest, self.holding())
+        return og_protocol.hello(self.cfg["name"], __version__, self.kernel.revision, digest, self.holding(),
+                                 self.features)
 
     def ack(self, result=None):
         digest, count = result or self.kernel.kernel_digest()
@@ -52,9 +59,24 @@ class Follower:
         if isinstance(frame, og_protocol.Delta):
             stats.server_revision = max(stats.server_revision, frame.revision)
             return self._delta(frame)
+        if isinstance(frame, og_protocol.Domains):
+            self._domains(frame)
+            return []
         if isinstance(frame, og_protocol.Error):
             log.error("server refused us: %s: %s", frame.code, frame.message[:300])
         return []
+
+    def _domains(self, frame):
+        if self.domains is None:
+            # The server sent what we did not ask for: nothing to write it to; the session goes on.
+            log.warning("domains frame at revision %d ignored: no dns_domains_file configured", frame.revision)
+            return
+        try:
+            self.domains.write(frame)
+        except OSError as exc:
+            # og-dns keeps the file it has; the next domains frame (or the next session's) tries again.
+            log.error("domains file %s not written: %s; og-dns keeps the previous one", self.domains.path, exc)
+            self.domains.written = None
 
     def _snapshot(self, frame):
         key = (frame.revision, frame.chunks)

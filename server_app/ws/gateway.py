@@ -69,22 +69,22 @@ _domains = {}
 _domains_lock = threading.Lock()
 
 
-def domains_frame():
-    """(digest, JSON text) of the domains frame now: the domain entries read at most once per revision and per
-    DOMAINS_EVERY seconds per database, however many sessions ask; a session compares the digest with the one it
-    sent last and sends the frame only when they differ."""
+def domains_frame(head):
+    """(digest, JSON text) of the domains frame at revision `head` (the caller's, from the hub: no query): the
+    domain entries read at most once per revision and per DOMAINS_EVERY seconds per database, however many
+    sessions ask; a session compares the digest with the one it sent last and sends the frame only when they
+    differ."""
     key = str(db.engine.url)
     with _domains_lock:
         now = time.monotonic()
-        head = changelog.head_revision()
         cached = _domains.get(key)
         if cached is None or cached[1] != head or now - cached[0] >= DOMAINS_EVERY:
             digest, items = entries.domains_view()
+            db.session.commit()
             if cached is not None and cached[2] == digest:
                 cached = _domains[key] = (now, head, digest, cached[3])   # unchanged: keep its revision
             else:
                 cached = _domains[key] = (now, head, digest, og_protocol.domains(head, items))
-        db.session.commit()
         return cached[2], cached[3]
 
 
@@ -212,15 +212,15 @@ class GatewaySession:
             self.sent = head
         else:
             self.send_snapshot(reason)
-        self.send_domains()
+        self.send_domains(max(head, self.sent))
 
-    def send_domains(self):
+    def send_domains(self, head):
         """To an agent that announced FEATURE_DOMAINS: the domain entries, when they differ from what it was sent
         last in this session (a new session sends them once, after its snapshot or first delta)."""
         if og_protocol.FEATURE_DOMAINS not in self.features:
             return
         self.domains_checked = time.monotonic()
-        digest, frame = domains_frame()
+        digest, frame = domains_frame(head)
         if digest != self.domains_sent:
             self.ws.send(frame)
             self.domains_sent = digest
@@ -256,9 +256,9 @@ class GatewaySession:
                 else:
                     self.ws.send(frame)
                     self.sent = head
-                self.send_domains()
+                self.send_domains(head)
             elif time.monotonic() - self.domains_checked >= DOMAINS_EVERY:
-                self.send_domains()
+                self.send_domains(head)
             while self.ws.input_buffer:
                 raw = self.ws.receive(timeout=0)
                 if raw is None:

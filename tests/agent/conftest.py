@@ -43,9 +43,9 @@ def start_agent(gwns, scripted, tmp_path):
 class Stack:
     """The real thing: client, gateway (agent), internet and server namespaces, og-server and og-gateway-agent."""
 
-    def __init__(self, netns_factory, workdir):
+    def __init__(self, netns_factory, workdir, settings=None):
         self.topo = Topology(netns_factory, unique_tag())
-        self.server = ServerProcess(self.topo.srv, workdir / "server").start()
+        self.server = ServerProcess(self.topo.srv, workdir / "server", settings=settings).start()
         self.workdir = workdir
         self.agent = None
 
@@ -62,14 +62,24 @@ class Stack:
                    what="gateway acknowledging the server's head revision with its digest")
 
 
-@pytest.fixture
-def stack(netns_factory, tmp_path, monkeypatch):
+def _stack(netns_factory, tmp_path, monkeypatch, settings=None):
     if os.geteuid() != 0:
         pytest.skip("needs root for namespaces")
     monkeypatch.setenv("OG_REFUSE_ROOT_NETNS", "1")
-    s = Stack(netns_factory, tmp_path)
+    s = Stack(netns_factory, tmp_path, settings)
     yield s
     for proc in (s.agent.proc if s.agent else None, s.server.proc):
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def stack(netns_factory, tmp_path, monkeypatch):
+    yield from _stack(netns_factory, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def quiet_stack(netns_factory, tmp_path, monkeypatch):
+    """The stack with the server's resolver off: domain entries stay without addresses, no DNS server is asked."""
+    yield from _stack(netns_factory, tmp_path, monkeypatch, {"resolver_enabled": False})

@@ -231,12 +231,15 @@ class AgentProcess:
         os.makedirs(self.workdir, exist_ok=True)
         self.state_file = os.path.join(self.workdir, "state", "state.json")
         self.log_file = os.path.join(self.workdir, "agent.log")
+        # Never the default under /var/lib: a test's agent writes the server's domain entries beside its state.
+        self.domains_file = os.path.join(self.workdir, "state", "domains.json")
         token_file = os.path.join(self.workdir, "gateway.token")
         with open(token_file, "w") as fh:
             fh.write(token + "\n")
         self.argv = [os.path.join(BIN, "og-gateway-agent"), "--name", name, "--token-file", token_file,
                      "--client-network", CLIENT_NET, "--outside-interface", "og-out",
-                     "--state-file", self.state_file, "--metrics-listen", "0.0.0.0:9900"]
+                     "--state-file", self.state_file, "--dns-domains-file", self.domains_file,
+                     "--metrics-listen", "0.0.0.0:9900"]
         for url in servers:
             self.argv += ["--server", url]
         # These tests' servers speak plain ws:// beyond loopback; TLS has tests of its own (test_agent_tls.py).
@@ -292,7 +295,7 @@ class ServerProcess:
     With its own SQLite database by default, or on `database_url`; the first replica of a database makes the
     schema, an admin and a gateway token, and a replica given `first` shares them (and the secret key)."""
 
-    def __init__(self, ns, workdir, port=8080, database_url=None, first=None, address=SERVER_ADDR):
+    def __init__(self, ns, workdir, port=8080, database_url=None, first=None, address=SERVER_ADDR, settings=None):
         self.ns = ns
         self.port = port
         os.makedirs(str(workdir), exist_ok=True)
@@ -303,7 +306,7 @@ class ServerProcess:
         with open(self.config, "w") as fh:
             yaml.safe_dump({"listen": "0.0.0.0:%d" % port, "data_dir": data, "secret_key": self.secret,
                             "database_url": database_url or "sqlite:///%s" % os.path.join(data, "og.db"),
-                            "threads": 16}, fh)
+                            "threads": 16, **(settings or {})}, fh)
         if first is None:
             self._cli("db", "upgrade")
             self.admin = self._cli("token", "create", "--role", "admin").strip()
