@@ -68,7 +68,7 @@ async def flood(server, name, seconds, inflight):
             except Exception:  # a lost query counts as failed, the run goes on
                 failed += 1
     t0 = time.monotonic()
-    await asyncio.gather(*(one() for _ in range(inflight)))
+    await asyncio.gather(*(one() for dummy in range(inflight)))
     return done / (time.monotonic() - t0), failed
 
 

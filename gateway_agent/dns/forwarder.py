@@ -331,7 +331,8 @@ async def serve(forwarder, ready=None):
     cfg = forwarder.config
     servers = []
     for address in cfg.listen:
-        transport, _ = await loop.create_datagram_endpoint(lambda: UdpServer(forwarder), local_addr=(address, cfg.port))
+        transport, dummy = await loop.create_datagram_endpoint(lambda: UdpServer(forwarder),
+                                                               local_addr=(address, cfg.port))
         servers.append(transport)
         servers.append(await asyncio.start_server(lambda r, w: tcp_client(forwarder, r, w), address, cfg.port))
     if ready is not None:

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 
 import pytest
 import yaml
@@ -285,7 +284,7 @@ def test_unlisted_names_forwarded_or_refused_and_counted_in_the_spool(dnsd):
 def test_spool_file_reports_each_learned_address_once(dnsd):
     dnsd.dig("exact.test")
     dnsd.dig("port.test")
-    nslib.wait_until(lambda: dnsd.spooled(), timeout=30, what="a spool file")
+    nslib.wait_until(dnsd.spooled, timeout=30, what="a spool file")
     dnsd.dig("exact.test")   # the same expiry within 60 s: not reported again
     dnsd.stop()              # the last flush at exit
     learned = [r for body in dnsd.spooled() for r in body["learned"]]
