@@ -42,7 +42,7 @@ def split_hostport(text, default_port, what):
     text = str(text).strip()
     host, port = text, default_port
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, dummy, rest = text[1:].partition("]")
         if rest:
             port = rest.lstrip(":")
     elif text.count(":") == 1:

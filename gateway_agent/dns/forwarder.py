@@ -55,9 +55,15 @@ class _UdpExchange(asyncio.DatagramProtocol):
 
 async def udp_exchange(wire, host, port, timeout):
     loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    transport, proto = await loop.create_datagram_endpoint(lambda: _UdpExchange(wire), remote_addr=(host, port),
-                                                           family=family)
+    # A socket of our own (a fresh source port per query), connected here: no getaddrinfo in the executor.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect((host, port))
+    except OSError:
+        sock.close()
+        raise
+    transport, proto = await loop.create_datagram_endpoint(lambda: _UdpExchange(wire), sock=sock)
     try:
         return await asyncio.wait_for(proto.done, timeout)
     finally:
@@ -325,7 +331,8 @@ async def serve(forwarder, ready=None):
     cfg = forwarder.config
     servers = []
     for address in cfg.listen:
-        transport, _ = await loop.create_datagram_endpoint(lambda: UdpServer(forwarder), local_addr=(address, cfg.port))
+        transport, dummy = await loop.create_datagram_endpoint(lambda: UdpServer(forwarder),
+                                                               local_addr=(address, cfg.port))
         servers.append(transport)
         servers.append(await asyncio.start_server(lambda r, w: tcp_client(forwarder, r, w), address, cfg.port))
     if ready is not None:

@@ -24,7 +24,7 @@ def element(address, port):
     family = ipaddress.ip_address(address).version
     if port is None:
         return "og-learn%d" % family, address
-    number, _, proto = str(port).partition("/")
+    number, dummy, proto = str(port).partition("/")
     return "og-learnp%d" % family, "%s,%s:%s" % (address, proto or "tcp", number)
 
 

@@ -18,9 +18,9 @@ from gateway_agent.dns.spool import Spool
 def test_exact_and_wildcard_matching():
     m = Matcher([{"entry": 1, "name": "Example.com.", "ports": []},
                  {"entry": 2, "name": "*.example.com", "ports": ["443/tcp"]}])
-    assert [e for e, _, _ in m.match("EXAMPLE.COM")] == [1]
-    assert [e for e, _, _ in m.match("a.example.com.")] == [2]
-    assert [e for e, _, _ in m.match("a.b.example.com")] == [2]
+    assert [found[0] for found in m.match("EXAMPLE.COM")] == [1]
+    assert [found[0] for found in m.match("a.example.com.")] == [2]
+    assert [found[0] for found in m.match("a.b.example.com")] == [2]
     assert m.match("badexample.com") == [] and m.match("com") == [] and m.match("example.org") == []
 
 

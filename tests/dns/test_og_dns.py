@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 
 import pytest
 import yaml
@@ -42,6 +41,7 @@ ZONE = {
     "other.test": {"A": {"ttl": 30, "values": ["203.0.113.20"]}},
     "pool.cap.test": {"A": {"ttl": 30, "pool": ["203.0.113.%d" % n for n in range(30, 34)], "pick": 4}},
     "more.cap.test": {"A": {"ttl": 30, "values": ["203.0.113.40", "203.0.113.41"]}},
+    "rot.test": {"A": {"ttl": 5, "pool": ["203.0.113.%d" % n for n in range(50, 54)], "pick": 2}},
 }
 DOMAINS = [
     {"entry": 1, "name": "exact.test", "ports": []},
@@ -54,6 +54,7 @@ DOMAINS = [
     {"entry": 8, "name": "big.test", "ports": []},
     {"entry": 9, "name": "six.test", "ports": []},
     {"entry": 10, "name": "*.cap.test", "ports": []},
+    {"entry": 12, "name": "rot.test", "ports": []},
 ]
 
 
@@ -73,6 +74,8 @@ class Lab(object):
         nslib.link(self.gw, "g1", "203.0.113.1/24", self.up, "u0", UPSTREAM + "/24")
         for name, kind in (("og-learn4", "hash:ip"), ("og-learnp4", "hash:ip,port")):
             self.gw.run(["ipset", "create", name, kind, "timeout", "3600", "counters"])
+            self.gw.run(["ipset", "create", name.replace("4", "6"), kind, "family", "inet6", "timeout", "3600",
+                         "counters"])
         self.auth = None
         self.start_upstream()
         self.dns = None
@@ -102,7 +105,7 @@ class Lab(object):
         self.stop()
         self.spool = os.path.join(self.dir, "spool")
         shutil.rmtree(self.spool, ignore_errors=True)
-        for name in ("og-learn4", "og-learnp4"):
+        for name in ("og-learn4", "og-learnp4", "og-learn6", "og-learnp6"):
             self.gw.run(["ipset", "flush", name])
         with open(self.domains, "w") as fh:
             json.dump({"revision": 1, "domains": DOMAINS}, fh)
@@ -281,7 +284,7 @@ def test_unlisted_names_forwarded_or_refused_and_counted_in_the_spool(dnsd):
 def test_spool_file_reports_each_learned_address_once(dnsd):
     dnsd.dig("exact.test")
     dnsd.dig("port.test")
-    nslib.wait_until(lambda: dnsd.spooled(), timeout=30, what="a spool file")
+    nslib.wait_until(dnsd.spooled, timeout=30, what="a spool file")
     dnsd.dig("exact.test")   # the same expiry within 60 s: not reported again
     dnsd.stop()              # the last flush at exit
     learned = [r for body in dnsd.spooled() for r in body["learned"]]
@@ -339,3 +342,26 @@ def test_metrics_scrape_passes_promtool(dnsd):
     done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_rotating_answers_accumulate_in_the_set(dnsd):
+    first, second = answers(dnsd.dig("rot.test")), answers(dnsd.dig("rot.test"))
+    assert len(first) == 2 and len(second) == 2 and first != second
+    learned = dnsd.members("og-learn4")
+    assert set(learned) == set(first) | set(second)
+    assert all(100 < t <= 105 for t in learned.values())   # ttl 5 + grace 100
+
+
+def test_ipv6_answers_learned_into_the_v6_set_when_enabled(dnsd):
+    dnsd.start(ipv6=True)
+    out = dnsd.dig("six.test", qtype="AAAA")
+    assert "2001:db8::6" in out, out
+    assert set(dnsd.members("og-learn6")) == {"2001:db8::6"}
+    assert dnsd.members("og-learn4") == {}
+
+
+def test_a_dead_first_upstream_is_skipped(dnsd):
+    dnsd.start(upstreams=["203.0.113.99", UPSTREAM], upstream_timeout=0.5)
+    assert answers(dnsd.dig("exact.test")) == ["203.0.113.10"]
+    assert set(dnsd.members("og-learn4")) == {"203.0.113.10"}
+    assert metric(dnsd.scrape(), "og_dns_upstream_errors_total", '{upstream="203.0.113.99:53"}') == 1

@@ -112,7 +112,7 @@ def main():
     threading.Thread(target=serve_udp, args=(udp, args.zone), daemon=True).start()
     print("dnsauth: ready", file=sys.stderr, flush=True)
     while True:
-        conn, _ = tcp.accept()
+        conn, dummy = tcp.accept()
         threading.Thread(target=serve_tcp_client, args=(conn, args.zone), daemon=True).start()
 
 
