@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import dns.message
 import pytest
@@ -13,6 +14,7 @@ from gateway_agent.dns.forwarder import chain_of
 from gateway_agent.dns.learner import element
 from gateway_agent.dns.matcher import DomainsError, Matcher
 from gateway_agent.dns.spool import Spool
+from tests.support import BIN
 
 
 def test_exact_and_wildcard_matching():
@@ -72,3 +74,14 @@ def test_spool_reports_moves_of_a_minute_and_bounds_its_files(tmp_path):
     spool.flush(now=1031.0)
     names = sorted(os.listdir(str(tmp_path)))
     assert len(names) == 2 and os.path.basename(first) not in names
+
+
+def test_og_dns_exits_2_naming_the_bad_setting(tmp_path):
+    path = tmp_path / "dns.yml"
+    path.write_text("upstreams: [192.0.2.53]\nunlisted: drop\n")
+    done = subprocess.run([os.path.join(BIN, "og-dns"), "--config", str(path)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2 and "unlisted must be forward or refuse" in done.stderr, done.stderr
+    done = subprocess.run([os.path.join(BIN, "og-dns"), "--upstream", "nonsense"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2 and "upstream 'nonsense'" in done.stderr, done.stderr
