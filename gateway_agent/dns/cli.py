@@ -7,9 +7,10 @@ import logging
 import signal
 import sys
 
+from og_kernel.og_learn import LearnError, LearnSets
+
 from .config import ConfigError, load
 from .forwarder import Forwarder, serve
-from .learner import LearnError, open_learner
 from .metrics import Metrics
 from .spool import Spool
 
@@ -20,7 +21,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="og-dns: %(levelname)s %(message)s", stream=sys.stderr)
     try:
         config = load(argv)
-        learner = open_learner(ipv6=config.ipv6)
+        learner = LearnSets(ipv6=config.ipv6)
     except (ConfigError, LearnError) as exc:
         print("og-dns: %s" % exc, file=sys.stderr)
         return 2

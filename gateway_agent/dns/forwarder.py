@@ -17,9 +17,9 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
+from og_kernel.og_learn import LearnError
 from og_kernel.og_netpolicy import AddressPolicy
 
-from .learner import LearnError
 from .matcher import DomainsError, Matcher, load_domains, normal
 
 LOG = logging.getLogger("og-dns")

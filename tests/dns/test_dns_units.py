@@ -11,7 +11,6 @@ import pytest
 
 from gateway_agent.dns.config import Config, ConfigError, split_hostport
 from gateway_agent.dns.forwarder import chain_of
-from gateway_agent.dns.learner import element
 from gateway_agent.dns.matcher import DomainsError, Matcher
 from gateway_agent.dns.spool import Spool
 from tests.support import BIN
@@ -43,12 +42,6 @@ def test_settings_are_checked():
         with pytest.raises(ConfigError):
             Config(bad)
     assert split_hostport("2001:db8::1", 53, "x") == ("2001:db8::1", 53)
-
-
-def test_learn_elements():
-    assert element("192.0.2.1", None) == ("og-learn4", "192.0.2.1")
-    assert element("192.0.2.1", "443/tcp") == ("og-learnp4", "192.0.2.1,tcp:443")
-    assert element("2001:db8::1", "8000-8010/udp") == ("og-learnp6", "2001:db8::1,udp:8000-8010")
 
 
 def test_cname_chain():
