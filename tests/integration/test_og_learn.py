@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from og_kernel.og_firewall import Family
-from tests.support import TOP
+from og_kernel.og_learn import LearnSets
+from tests.support import TOP, nslib
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 
@@ -141,3 +142,17 @@ def test_a_full_set_is_named_with_the_fix(ns):
     assert got[1] == {"error": "ipset og-learn4 is full (adding 198.51.100.11): its maxelem is the gateway cap; "
                                "lower the names' TTLs or raise the cap"}
     assert sorted(saved(ns, "og-learn4")) == ["198.51.100.10"]
+
+
+def test_a_thread_that_entered_the_namespace_fills_that_namespaces_sets(ns):
+    """og-dns may enter the gateway's namespace with setns itself: the socket opened after it is the namespace's."""
+    create(ns)
+
+    def fill():
+        with LearnSets() as sets:
+            return sets.add([("198.51.100.10", None, 60), ("198.51.100.10", "443/tcp", 60)])
+
+    # Were the socket the machine's, the sets would be missing there (LearnError) and nothing would change.
+    assert nslib.in_netns(ns.name, fill) == 2
+    assert sorted(saved(ns, "og-learn4")) == ["198.51.100.10"]
+    assert sorted(saved(ns, "og-learnp4")) == ["198.51.100.10,tcp:443"]
