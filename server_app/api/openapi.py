@@ -78,7 +78,8 @@ SCHEMAS = {
     "ImportItem": {"type": "object", "required": ["target"], "additionalProperties": False, "properties": dict(
         {"id": {}, "kind": {}, "wildcard": {}, "created_by": {}, "created_at": {}, "addresses": {}, "revision": {},
          "grace_seconds": {}, "resolved_at": {}, "resolve_error": {}, "capped": {}},
-        target={"type": S, "description": "as in EntryInput, a wildcard such as *.example.com too"}, ports={"type": "array", "items": {"type": S}}, deletable={"type": "boolean"},
+        target={"type": S, "description": "as in EntryInput, a wildcard such as *.example.com too"},
+        ports={"type": "array", "items": {"type": S}}, deletable={"type": "boolean"},
         expires_at={"type": [S, "null"], "format": "date-time"}, comment={"type": S, "maxLength": 2000})},
     "EntryPage": dict(page_of("Entry"), required=["items", "total", "page", "per_page", "revision"]),
     "Why": {"oneOf": [ref("WhyAddress"), ref("WhyName")]},
@@ -219,7 +220,8 @@ PATHS = {
         "parameters": [{"name": "address", "in": "path", "required": True,
                         "description": "an IP address, or a domain name (then the exact entry of the name and "
                                        "every wildcard entry covering it: api.example.com shows *.example.com)",
-                        "schema": {"type": S, "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}, {"format": "hostname"}]}}],
+                        "schema": {"type": S,
+                                   "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}, {"format": "hostname"}]}}],
         "get": {"summary": "Why is this address or name allowed: every entry that allows it (an address: since and "
                            "until when)",
                 "operationId": "whyAllowed",
