@@ -172,8 +172,8 @@ def load(argv=None):
         cfg["drift_interval"] = interval
     except (TypeError, ValueError):
         problems.append("drift_interval %r must be a number of seconds above 0, e.g. 30" % (cfg["drift_interval"],))
-    if not isinstance(cfg["dns_domains_file"], str) or (cfg["dns_domains_file"]
-                                                          and not os.path.isabs(cfg["dns_domains_file"])):
+    domains_file = cfg["dns_domains_file"]
+    if not isinstance(domains_file, str) or (domains_file and not os.path.isabs(domains_file)):
         problems.append("dns_domains_file %r must be an absolute path such as /var/lib/outputguard/gateway/"
                         "domains.json, or \"\" to not ask the server for domain entries" % (cfg["dns_domains_file"],))
     if str(cfg["log_level"]).upper() not in LOG_LEVELS:

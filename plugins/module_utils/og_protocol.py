@@ -403,8 +403,8 @@ def snapshot(revision, elements, names=None, features=()):
 def domains(revision, items):
     """A domains frame: `items` an iterable of Domain, or of {"entry", "name", "ports"} dicts (checked by the
     same rules the parser applies, so a server never sends what an agent would refuse)."""
-    wire = [d.to_wire() if isinstance(d, Domain) else {"entry": d["entry"], "name": d["name"],
-                                                        "ports": list(d.get("ports") or [])} for d in items]
+    wire = [d.to_wire() if isinstance(d, Domain)
+            else {"entry": d["entry"], "name": d["name"], "ports": list(d.get("ports") or [])} for d in items]
     msg = {"type": DOMAINS, "revision": revision, "domains": wire}
     _int(msg, "revision")
     _domains(msg)

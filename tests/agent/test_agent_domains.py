@@ -34,8 +34,8 @@ def test_the_domains_file_follows_the_servers_domain_entries_and_survives_a_rest
 
     first = stack.server.add("partner.example")
     wait_until(lambda: names(path) == [("partner.example", [])], timeout=20, what="the new domain entry in the file")
-    status, second = stack.server.api("POST", "/api/v1/entries", {"target": "api.partner.example",
-                                                                   "ports": ["443/tcp", "8443/tcp"]})
+    body = {"target": "api.partner.example", "ports": ["443/tcp", "8443/tcp"]}
+    status, second = stack.server.api("POST", "/api/v1/entries", body)
     assert status == 201, second
     wait_until(lambda: names(path) == [("partner.example", []), ("api.partner.example", ["443/tcp", "8443/tcp"])],
                timeout=20, what="the second domain entry, with its ports")
