@@ -7,10 +7,11 @@ import logging
 import signal
 import sys
 
-from og_kernel.og_learn import LearnError, LearnSets
+from og_kernel.og_learn import LearnError
 
 from .config import ConfigError, load
 from .forwarder import Forwarder, serve
+from .learner import Learner
 from .metrics import Metrics
 from .spool import Spool
 
@@ -21,7 +22,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="og-dns: %(levelname)s %(message)s", stream=sys.stderr)
     try:
         config = load(argv)
-        learner = LearnSets(ipv6=config.ipv6)
+        learner = Learner(ipv6=config.ipv6)
     except (ConfigError, LearnError) as exc:
         print("og-dns: %s" % exc, file=sys.stderr)
         return 2

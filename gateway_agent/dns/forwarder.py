@@ -181,7 +181,7 @@ class Forwarder(object):
         return True
 
     # ---- one answer -------------------------------------------------------------------------------------------
-    def learn(self, qname, response):
+    async def learn(self, qname, response):
         """Add the matched answer's addresses to the learn sets; True if any name of the chain matched."""
         chain, addresses = chain_of(qname, response)
         matches = []
@@ -209,7 +209,7 @@ class Forwarder(object):
                 notes.append((entry, name, address, ports, ttl, expires))
         if items:
             try:
-                self.learner.add([(a, p, t) for (a, p), t in items.items()])
+                await self.learner.add([(a, p, t) for (a, p), t in items.items()])
             except (LearnError, OSError) as exc:
                 self.metrics.learn_errors.inc()
                 LOG.error("learning %s failed: %s", qname, exc)
@@ -270,7 +270,7 @@ class Forwarder(object):
             LOG.warning("upstream answer for %s unreadable: %s", qname, exc)
             return self.finish(self.reply(query, dns.rcode.SERVFAIL).to_wire(), dns.rcode.SERVFAIL, start,
                                upstream_time)
-        if self.learn(qname, response):
+        if await self.learn(qname, response):
             answer = response.to_wire(max_size=65535)
         elif not listed:
             self.count_unlisted(qname)

@@ -1,0 +1,37 @@
+"""og-dns's learn sets on a thread of their own.
+
+pyroute2's synchronous IPSet drives an asyncio loop of its own for every call, and that loop cannot run inside
+og-dns's (RuntimeError: Cannot run the event loop while another loop is running). So the netlink socket lives on
+one worker thread: made there, used there, closed there. Adds run one at a time and in order, and the answer
+waits for its add (answer after allow) while the event loop goes on serving other queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from og_kernel.og_learn import LearnSets
+
+
+class Learner(object):
+    """LearnSets(ipv6) behind one worker thread; LearnError from the constructor as from LearnSets itself."""
+
+    def __init__(self, ipv6=False, factory=LearnSets):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="og-dns-learn")
+        try:
+            self.sets = self.executor.submit(factory, ipv6=ipv6).result()
+        except BaseException:
+            self.executor.shutdown(wait=True)
+            raise
+
+    async def add(self, items):
+        """LearnSets.add(items) on the worker thread; returns how many were added, raises its LearnError."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.sets.add, list(items))
+
+    def close(self):
+        if self.executor is None:
+            return
+        self.executor.submit(self.sets.close).result()
+        self.executor.shutdown(wait=True)
+        self.executor = None
