@@ -276,6 +276,7 @@ def test_dns_alerts_fire_for_the_gateway_that_fails_and_only_for_it(tmp_path):
         pytest.skip("promtool (Debian package prometheus) is not installed; scripts/setup installs it for tests")
     with open(ALERTS) as fh:
         rules = {r["alert"]: r for g in yaml.safe_load(fh)["groups"] for r in g["rules"]}
+
     def described(name):
         return rules[name]["annotations"]["description"].replace("\\", "\\\\").replace('"', '\\"')
     test = tmp_path / "dns-rules-test.yml"
