@@ -5,12 +5,10 @@ Every page visited is saved as a screenshot in tests/output/ui/.
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.support import TOP
+from tests.support import TOP, serverlib
 from tests.support.lablib import LabHost, probe
 from tests.support.nslib import wait_until
 
@@ -27,8 +25,7 @@ HOSTILE = '<script>window.__owned = 1</script><img src=x onerror="window.__owned
 
 def og_server(lab, *args, env=None):
     conf = os.path.join(lab.dir, "hosts", "server", "etc", "outputguard", "server.yml")
-    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "og-server"), "--config", conf] + list(args),
-                          capture_output=True, text=True, timeout=60, env=dict(os.environ, **(env or {})), check=False)
+    return serverlib.og_server(conf, *args, env=env, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,14 @@ The browser tests (tests/e2e/test_ui.py) drive the same pages in chromium agains
 """
 
 import datetime as dt
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from server_app import create_app, init_db
 from server_app.models import Gateway, TrafficSample, db
 from server_app.services import entries, traffic, users
+from tests.support.serverlib import og_server
 
 PW = "a-long-enough-password"
 
@@ -171,17 +169,16 @@ def test_counters_frames_become_minutes_of_traffic(app):
 def test_the_cli_makes_users_and_refuses_weak_passwords(tmp_path):
     conf = tmp_path / "server.yml"
     conf.write_text("data_dir: %s\nsecret_key: %s\n" % (tmp_path, "k" * 32))
-    og = [os.path.join(os.path.dirname(sys.executable), "og-server"), "--config", str(conf), "user"]
-    env = dict(os.environ, PW="short")
-    weak = subprocess.run(og + ["ensure", "--username", "ops", "--role", "admin", "--password-env", "PW"],
-                          capture_output=True, text=True, env=env, check=False)
+
+    def user(*args, pw):
+        return og_server(conf, "user", *args, "--password-env", "PW", env={"PW": pw}, check=False)
+
+    weak = user("ensure", "--username", "ops", "--role", "admin", pw="short")
     assert weak.returncode == 2 and "the password must have at least 10 characters" in weak.stderr
-    env["PW"] = PW
-    runs = [subprocess.run(og + ["ensure", "--username", "ops", "--role", "admin", "--password-env", "PW"],
-                           capture_output=True, text=True, env=env, check=False).stdout.strip() for dummy in range(2)]
+    runs = [user("ensure", "--username", "ops", "--role", "admin", pw=PW).stdout.strip() for dummy in range(2)]
     assert runs == ["created", "unchanged"]
-    missing = subprocess.run(og + ["create", "--username", "x", "--role", "viewer", "--password-env", "NOPE"],
-                             capture_output=True, text=True, env=env, check=False)
+    missing = og_server(conf, "user", "create", "--username", "x", "--role", "viewer", "--password-env", "NOPE",
+                        check=False)
     assert missing.returncode == 2 and "the environment variable NOPE is not set" in missing.stderr
 
 

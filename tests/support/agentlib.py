@@ -27,6 +27,7 @@ from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Pin
 from gateway_agent.tls import url_problems
 from tests.support import BIN, TOP
 from tests.support.nslib import READY_TIMEOUT, in_netns, link, wait_ready, wait_until
+from tests.support.serverlib import ServerBase
 
 HTTP = os.path.join(TOP, "scripts", "lab_http.py")
 CLIENT_NET = "10.88.0.0/24"
@@ -289,80 +290,34 @@ class AgentProcess:
 
 
 # ---- the real server ------------------------------------------------------------------------------------------
-class ServerProcess:
-    """og-server on SERVER_ADDR:port inside the topology's server namespace, its log in workdir.
+class ServerProcess(ServerBase):
+    """og-server on SERVER_ADDR:port inside the topology's server namespace, its log in workdir (start() starts it).
 
     With its own SQLite database by default, or on `database_url`; the first replica of a database makes the
     schema, an admin and a gateway token, and a replica given `first` shares them (and the secret key)."""
 
     def __init__(self, ns, workdir, port=8080, database_url=None, first=None, address=SERVER_ADDR, settings=None):
-        self.ns = ns
         self.port = port
-        os.makedirs(str(workdir), exist_ok=True)
         data = os.path.join(str(workdir), "data")
-        self.config = os.path.join(str(workdir), "server.yml")
-        self.log_file = os.path.join(str(workdir), "server.log")
         self.secret = first.secret if first else secrets.token_hex(16)
-        with open(self.config, "w") as fh:
-            yaml.safe_dump({"listen": "0.0.0.0:%d" % port, "data_dir": data, "secret_key": self.secret,
-                            "database_url": database_url or "sqlite:///%s" % os.path.join(data, "og.db"),
-                            "threads": 16, **(settings or {})}, fh)
-        if first is None:
-            self._cli("db", "upgrade")
-            self.admin = self._cli("token", "create", "--role", "admin").strip()
-            self.gateway_token = self._cli("token", "create", "--role", "gateway", "--name", "gw1").strip()
-        else:
-            self.admin, self.gateway_token = first.admin, first.gateway_token
+        super().__init__(workdir, {"listen": "0.0.0.0:%d" % port, "data_dir": data, "secret_key": self.secret,
+                                   "database_url": database_url or "sqlite:///%s" % os.path.join(data, "og.db"),
+                                   "threads": 16, **(settings or {})},
+                         first=first, ns=ns, gateway_name="gw1", roles=("admin", "gateway"))
+        self.config = self.conf
+        self.gateway_token = self.tokens["gateway"]
         self.url = "http://%s:%d" % (address, port)
         self.ws_url = "ws://%s:%d/ws/gateway" % (address, port)
-        self.proc = None
-
-    def _cli(self, *args):
-        # Only files (or PostgreSQL's Unix socket) are touched: the CLI runs in the root namespace, no network.
-        done = subprocess.run([os.path.join(BIN, "og-server"), "--config", self.config] + list(args),
-                              capture_output=True, text=True, timeout=120, check=False)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
 
     def start(self, timeout=READY_TIMEOUT):
-        with open(self.log_file, "a") as log:
-            log.write("---- start %s\n" % time.strftime("%H:%M:%S"))
-            log.flush()
-            self.proc = self.ns.popen([os.path.join(BIN, "og-server"), "--config", self.config],
-                                      stdout=log, stderr=subprocess.STDOUT)
-        wait_ready(self.ready, self.proc, "og-server on port %d ready" % self.port, log=self.log_file, timeout=timeout)
-        return self
+        return self.spawn(timeout=timeout)
 
     def log(self):
-        with open(self.log_file) as fh:
-            return fh.read()
-
-    def pids(self):
-        """The gunicorn master and its worker(s): the whole server."""
-        found = [self.proc.pid]
-        try:
-            with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as fh:
-                found += [int(p) for p in fh.read().split()]
-        except OSError:
-            pass
-        return found
+        return self.log_text()
 
     def kill9(self):
         """A crash: SIGKILL to the master and its worker at once (nothing runs any clean-up)."""
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait(timeout=20)
-
-    def stop(self):
-        """A graceful stop: SIGTERM, and wait for the exit."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill9()
+        self.crash()
 
     def call(self, method, path, timeout=10, **kw):
         """One REST call from inside the server namespace: requests.Response (or the exception raised)."""

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 import requests
 import websocket
@@ -13,7 +14,7 @@ import yaml
 
 from og_kernel.og_elements import digest
 from tests.support import BIN, free_port
-from tests.support.nslib import wait_ready, wait_until
+from tests.support.nslib import READY_TIMEOUT, wait_ready, wait_until
 
 # Every og-server a test started and has not stopped: the session's end stops them (tests/conftest.py), so a
 # test that fails half-way leaves no server behind.
@@ -26,64 +27,138 @@ def stop_all():
         try:
             server.stop()
         except Exception:  # noqa: BLE001 - the clean-up goes on with the others
-            server.proc.kill()
+            if server.proc is not None:
+                server.proc.kill()
 
 
-class Server:
-    """og-server on 127.0.0.1 with a free port. A replica of another Server shares its database and tokens."""
+def og_server(config, *args, env=None, timeout=120, check=True):
+    """og-server's CLI on a config file: the CompletedProcess (asserted to succeed unless check=False).
+
+    The CLI touches only files (or PostgreSQL's Unix socket), so it runs in the root namespace for every test,
+    the namespaced servers' included."""
+    done = subprocess.run([os.path.join(BIN, "og-server"), "--config", str(config)] + list(args),
+                          capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **(env or {})),
+                          check=False)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+class ServerBase:
+    """What every og-server process of the tests shares: its config file, the CLI on it, the tokens the first
+    replica of a database makes, the process (in the root namespace, or inside `ns`), its log, a stop and a crash.
+
+    Subclasses add the REST client of their side: Server (root namespace, on loopback) and
+    agentlib.ServerProcess (inside a topology's server namespace)."""
+
+    def __init__(self, workdir, config, first=None, ns=None, gateway_name=None, roles=("admin", "gateway", "viewer")):
+        os.makedirs(str(workdir), exist_ok=True)
+        self.workdir = str(workdir)
+        self.ns = ns
+        self.conf = os.path.join(self.workdir, "server.yml")
+        self.log_file = os.path.join(self.workdir, "server.log")
+        with open(self.conf, "w") as fh:
+            yaml.safe_dump(config, fh)
+        if first is None:
+            self.cli("db", "upgrade")
+            named = {"gateway": ["--name", gateway_name]} if gateway_name else {}
+            self.tokens = {role: self.cli("token", "create", "--role", role, *named.get(role, [])).strip()
+                           for role in roles}
+        else:
+            self.tokens = dict(first.tokens)
+        self.admin = self.tokens["admin"]
+        self.proc = None
+
+    def cli(self, *args):
+        """og-server's CLI on this server's config: its stdout (asserted to succeed)."""
+        return og_server(self.conf, *args).stdout
+
+    def ready(self):
+        raise NotImplementedError
+
+    def spawn(self, timeout=READY_TIMEOUT):
+        """Start og-server and wait until /readyz answers 200."""
+        RUNNING.add(self)
+        argv = [os.path.join(BIN, "og-server"), "--config", self.conf]
+        with open(self.log_file, "a") as log:
+            log.write("---- start %s\n" % time.strftime("%H:%M:%S"))
+            log.flush()
+            if self.ns is None:
+                self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            else:
+                self.proc = self.ns.popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        wait_ready(self.ready, self.proc, "og-server %s ready" % self.conf, log=self.log_file, timeout=timeout)
+        return self
+
+    def pids(self):
+        """The gunicorn master and its worker(s): the whole server."""
+        found = [self.proc.pid]
+        try:
+            with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as fh:
+                found += [int(p) for p in fh.read().split()]
+        except OSError:
+            pass
+        return found
+
+    def crash(self):
+        """kill -9 of the master and its workers at once: the whole server gone without a goodbye."""
+        RUNNING.discard(self)
+        pids = self.pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=20)
+        wait_until(lambda: not any(os.path.exists("/proc/%d" % pid) for pid in pids[1:]), timeout=20,
+                   what="the server's workers gone")
+
+    def stop(self):
+        """SIGTERM (a graceful stop) and wait for the exit (a crash if it does not come); returns the exit code."""
+        RUNNING.discard(self)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.crash()
+        return None if self.proc is None else self.proc.returncode
+
+    def log_text(self):
+        with open(self.log_file) as fh:
+            return fh.read()
+
+
+class Server(ServerBase):
+    """og-server on 127.0.0.1 with a free port, started at once. A replica of another Server shares its database
+    and tokens."""
 
     def __init__(self, tmp, database_url=None, replica_of=None, **settings):
-        os.makedirs(tmp, exist_ok=True)
         self.tmp = tmp
         self.port = free_port()
-        self.conf = os.path.join(tmp, "server.yml")
         config = {"listen": "127.0.0.1:%d" % self.port, "data_dir": tmp, "secret_key": "s" * 32,
                   "database_url": database_url or "sqlite:///%s/og.db" % tmp, "threads": 16}
         config.update(settings)
-        with open(self.conf, "w") as fh:
-            yaml.safe_dump(config, fh)
-        if replica_of is None:
-            self.og("db", "upgrade")
-            self.admin = self.og("token", "create", "--role", "admin").strip()
-            self.gateway = self.og("token", "create", "--role", "gateway").strip()
-            self.viewer = self.og("token", "create", "--role", "viewer").strip()
-        else:
-            self.admin, self.gateway, self.viewer = replica_of.admin, replica_of.gateway, replica_of.viewer
+        super().__init__(tmp, config, first=replica_of)
+        self.gateway, self.viewer = self.tokens["gateway"], self.tokens["viewer"]
         self.url = "http://127.0.0.1:%d" % self.port
         self.ws_url = "ws://127.0.0.1:%d/ws/gateway" % self.port
-        self.proc = None
-        self.start()
+        self.spawn()
 
     def start(self):
-        self.log = open(os.path.join(self.tmp, "server.log"), "a")
-        RUNNING.add(self)
-        self.proc = subprocess.Popen([os.path.join(BIN, "og-server"), "--config", self.conf],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_ready(self.ready, self.proc, "og-server on port %d ready" % self.port, log=self.log.name)
+        return self.spawn()
 
     def kill9(self):
+        """kill -9 of the master only (its worker follows it)."""
+        RUNNING.discard(self)
         self.proc.kill()
         self.proc.wait(timeout=20)
-        self.log.close()
-
-    def crash(self):
-        """kill -9 of the master and its worker: the whole server is gone at once, without a goodbye."""
-        with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as fh:
-            workers = [int(pid) for pid in fh.read().split()]
-        self.kill9()
-        for pid in workers:
-            os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not any(os.path.exists("/proc/%d" % pid) for pid in workers), timeout=20,
-                   what="the server's worker gone")
 
     def readyz(self):
         return requests.get(self.url + "/readyz", timeout=5).json()
 
     def og(self, *args):
-        done = subprocess.run([os.path.join(BIN, "og-server"), "--config", self.conf] + list(args),
-                              capture_output=True, text=True, timeout=60, check=False)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return self.cli(*args)
 
     def ready(self):
         try:
@@ -105,19 +180,6 @@ class Server:
 
     def gateways(self):
         return {g["name"]: g for g in self.api("GET", "/api/v1/gateways").json()["items"]}
-
-    def stop(self):
-        """SIGTERM (a graceful stop) and wait for the exit; returns the exit code."""
-        RUNNING.discard(self)
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-        self.log.close()
-        return self.proc.returncode
-
-    def log_text(self):
-        with open(os.path.join(self.tmp, "server.log")) as fh:
-            return fh.read()
 
 
 class Gateway:
