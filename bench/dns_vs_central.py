@@ -282,6 +282,10 @@ def measure(a, tmp):
     return results
 
 
+def ms(seconds):
+    return "-" if seconds is None else "%.3f" % (seconds * 1000)
+
+
 def render(a, results, load_start, load_end):
     commit = subprocess.run(["git", "-C", benchlib.TOP, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
@@ -294,7 +298,6 @@ def render(a, results, load_start, load_end):
     for r in results:
         tried = r["connected"] + r["refused"] + r["timeout"] + r["other"]
         failed = r["refused"] + r["timeout"] + r["other"]
-        ms = lambda s: "-" if s is None else "%.3f" % (s * 1000)  # noqa: E731
         base = direct.get(r["pool"])
         if r["mode"] == "forwarder" and base and base["dns_p50"] is not None and r["dns_p50"] is not None:
             added = "%s / %s" % (ms(r["dns_p50"] - base["dns_p50"]), ms(r["dns_p99"] - base["dns_p99"]))
@@ -315,7 +318,7 @@ def render(a, results, load_start, load_end):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--connections", type=int, default=10000)
     parser.add_argument("--seconds", type=float, default=60.0, help="spread each mode's connections over this")
     parser.add_argument("--concurrency", type=int, default=32)

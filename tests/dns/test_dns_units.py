@@ -85,7 +85,7 @@ def test_dnsauth_random_pool_answers_a_fresh_sample_per_query_and_rotation_stays
     pool per query, drawn anew each time; without "random" the pool still rotates one step per query."""
     pool = ["192.0.2.%d" % n for n in range(8)]
     seen, answers = set(), set()
-    for _ in range(400):
+    for dummy in range(400):
         picked = dnsauth.values_of("cdn.test", "A", {"pool": pool, "pick": 2, "random": True})
         assert len(picked) == 2 and len(set(picked)) == 2 and set(picked) <= set(pool)
         seen |= set(picked)
@@ -93,4 +93,4 @@ def test_dnsauth_random_pool_answers_a_fresh_sample_per_query_and_rotation_stays
     # 400 draws of 2 out of 8: every member turns up, and many different pairs (28 exist).
     assert seen == set(pool) and len(answers) > 10
     spec = {"pool": pool, "pick": 2}
-    assert [dnsauth.values_of("rot.units.test", "A", spec) for _ in range(3)] == [pool[0:2], pool[1:3], pool[2:4]]
+    assert [dnsauth.values_of("rot.units.test", "A", spec) for dummy in range(3)] == [pool[0:2], pool[1:3], pool[2:4]]
