@@ -13,7 +13,7 @@ from gateway_agent.dns.config import Config, ConfigError, split_hostport
 from gateway_agent.dns.forwarder import chain_of
 from gateway_agent.dns.matcher import DomainsError, Matcher
 from gateway_agent.dns.spool import Spool
-from tests.support import BIN
+from tests.support import BIN, dnsauth
 
 
 def test_exact_and_wildcard_matching():
@@ -78,3 +78,19 @@ def test_og_dns_exits_2_naming_the_bad_setting(tmp_path):
     done = subprocess.run([os.path.join(BIN, "og-dns"), "--upstream", "nonsense"], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 2 and "upstream 'nonsense'" in done.stderr, done.stderr
+
+
+def test_dnsauth_random_pool_answers_a_fresh_sample_per_query_and_rotation_stays_as_it_was():
+    """tests/support/dnsauth.py's "random" pool (bench/dns_vs_central.py's CDN name): n distinct members of the
+    pool per query, drawn anew each time; without "random" the pool still rotates one step per query."""
+    pool = ["192.0.2.%d" % n for n in range(8)]
+    seen, answers = set(), set()
+    for dummy in range(400):
+        picked = dnsauth.values_of("cdn.test", "A", {"pool": pool, "pick": 2, "random": True})
+        assert len(picked) == 2 and len(set(picked)) == 2 and set(picked) <= set(pool)
+        seen |= set(picked)
+        answers.add(tuple(sorted(picked)))
+    # 400 draws of 2 out of 8: every member turns up, and many different pairs (28 exist).
+    assert seen == set(pool) and len(answers) > 10
+    spec = {"pool": pool, "pick": 2}
+    assert [dnsauth.values_of("rot.units.test", "A", spec) for dummy in range(3)] == [pool[0:2], pool[1:3], pool[2:4]]

@@ -5,7 +5,8 @@
 The zone file is read again on every query, so a test changes the answers by rewriting it:
 {"name": {"A": {"ttl": 30, "values": [...]}, "AAAA": {...}, "CNAME": {"ttl": 30, "values": ["target"]}}};
 a record set may instead give "pool": [...] and "pick": n, answered as a subset of n that rotates one step per
-query. A CNAME is followed inside the zone. Over UDP an answer larger than 512 bytes (or the query's EDNS size)
+query, or with "random": true a fresh random sample of n on every query (a name behind a CDN, whose every
+asker gets an answer of its own). A CNAME is followed inside the zone. Over UDP an answer larger than 512 bytes (or the query's EDNS size)
 goes out with TC set and no records, so the client retries over TCP. Prints "dnsauth: ready" on stderr.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import socket
 import struct
 import sys
@@ -34,6 +36,8 @@ def values_of(name, rtype, spec):
     if "pool" not in spec:
         return list(spec.get("values", []))
     pool, pick = spec["pool"], int(spec.get("pick", 1))
+    if spec.get("random"):
+        return random.sample(pool, min(pick, len(pool)))
     with LOCK:
         step = ROTATION.get((name, rtype), 0)
         ROTATION[(name, rtype)] = step + 1
