@@ -71,6 +71,9 @@ def parser():
     p.add_argument("--dns-domains-file", metavar="PATH",
                    help="where the server's domain entries are written for og-dns (default "
                         "/var/lib/outputguard/gateway/domains.json; \"\" to not ask the server for them)")
+    p.add_argument("--dns-spool-dir", metavar="PATH",
+                   help="og-dns's spool_dir, whose files go to the server as learned frames (default "
+                        "/var/lib/outputguard/gateway/dns-spool; \"\" to not send them)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT")
     p.add_argument("--metrics-address-limit", type=int, metavar="N",
                    help="addresses with /metrics series of their own, the busiest first; the others are summed "

@@ -80,3 +80,6 @@ def test_the_spool_dir_must_be_absolute_or_empty(tmp_path):
     with pytest.raises(config.ConfigError) as info:
         config.load(["--config", str(path)])
     assert any(p.startswith("dns_spool_dir 'spool' must be an absolute path") for p in info.value.problems)
+    with pytest.raises(config.ConfigError) as info:
+        config.load(["--config", str(path), "--dns-spool-dir", "rel"])
+    assert any(p.startswith("dns_spool_dir 'rel' must be an absolute path") for p in info.value.problems)
