@@ -224,8 +224,8 @@ def test_a_learned_frame_of_a_spool_file_parses_back_on_the_server_side_and_its_
     ({"caps": [dict(SPOOL["caps"][0], kind="zone")]}, "learned caps kind must be \"name\" or \"gateway\""),
 ])
 def test_a_broken_learned_frame_names_the_field_and_the_value(change, message):
-    msg = dict({"type": "learned", "v": 1, "batch": "learned-1-2-3.json"}, **{k: SPOOL[k] for k in
-                                                                           ("learned", "unlisted", "caps")})
+    msg = {"type": "learned", "v": 1, "batch": "learned-1-2-3.json"}
+    msg.update({k: SPOOL[k] for k in ("learned", "unlisted", "caps")})
     msg.update(change)
     with pytest.raises(p.ProtocolError) as err:
         p.parse_agent_frame(json.dumps(msg))
