@@ -145,6 +145,8 @@ class Agent:
                         self.ws.send(reply)
                 except websocket.WebSocketTimeoutException:
                     pass
+                for frame in self.frames.learned():
+                    self.ws.send(frame)
                 now = time.monotonic()
                 if now - last_beat >= og_protocol.HEARTBEAT_EVERY:
                     self.ws.send(og_protocol.heartbeat(time.time()))

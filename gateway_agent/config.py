@@ -26,6 +26,8 @@ DEFAULTS = {
     "state_file": "/var/lib/outputguard/gateway/state.json",
     # The server's domain entries for og-dns (docs/dns.md); "" to neither ask for nor write them.
     "dns_domains_file": "/var/lib/outputguard/gateway/domains.json",
+    # og-dns's spool_dir: what it learned goes from here to a server that speaks "learned"; "" to not send it.
+    "dns_spool_dir": "/var/lib/outputguard/gateway/dns-spool",
     "metrics_listen": "0.0.0.0:9900",
     "metrics_address_limit": 1000,
     "metrics_entry_limit": 1000,
@@ -69,6 +71,9 @@ def parser():
     p.add_argument("--dns-domains-file", metavar="PATH",
                    help="where the server's domain entries are written for og-dns (default "
                         "/var/lib/outputguard/gateway/domains.json; \"\" to not ask the server for them)")
+    p.add_argument("--dns-spool-dir", metavar="PATH",
+                   help="og-dns's spool_dir, whose files go to the server as learned frames (default "
+                        "/var/lib/outputguard/gateway/dns-spool; \"\" to not send them)")
     p.add_argument("--metrics-listen", metavar="HOST:PORT")
     p.add_argument("--metrics-address-limit", type=int, metavar="N",
                    help="addresses with /metrics series of their own, the busiest first; the others are summed "
@@ -176,6 +181,11 @@ def load(argv=None):
     if not isinstance(domains_file, str) or (domains_file and not os.path.isabs(domains_file)):
         problems.append("dns_domains_file %r must be an absolute path such as /var/lib/outputguard/gateway/"
                         "domains.json, or \"\" to not ask the server for domain entries" % (cfg["dns_domains_file"],))
+    spool_dir = cfg["dns_spool_dir"]
+    if not isinstance(spool_dir, str) or (spool_dir and not os.path.isabs(spool_dir)):
+        problems.append("dns_spool_dir %r must be an absolute path such as /var/lib/outputguard/gateway/"
+                        "dns-spool (og-dns's spool_dir), or \"\" to not send what og-dns learned"
+                        % (cfg["dns_spool_dir"],))
     if str(cfg["log_level"]).upper() not in LOG_LEVELS:
         problems.append("log_level %r must be one of %s" % (cfg["log_level"], ", ".join(LOG_LEVELS)))
     if cfg["ca_file"] and not os.path.isfile(cfg["ca_file"]):

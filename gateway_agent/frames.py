@@ -10,6 +10,7 @@ from og_kernel.og_elements import Holding
 
 from . import __version__
 from .domains import DomainsFile
+from .spool import SpoolSender
 
 log = logging.getLogger("og.agent")
 
@@ -27,10 +28,23 @@ class Follower:
         path = cfg.get("dns_domains_file")
         self.domains = DomainsFile(path) if path else None
         self.features = (og_protocol.FEATURE_DOMAINS,) if self.domains else ()
+        # og-dns's spool: sent as learned frames to a server that announced FEATURE_LEARNED.
+        spool_dir = cfg.get("dns_spool_dir")
+        self.spool = SpoolSender(spool_dir) if spool_dir else None
+        self.server_features = ()
 
     def reset(self):
-        """A new connection: chunks of a snapshot never span connections."""
+        """A new connection: chunks of a snapshot never span connections, nor do unacknowledged spool files."""
         self._chunks = None
+        self.server_features = ()
+        if self.spool is not None:
+            self.spool.reset()
+
+    def learned(self):
+        """The learned frames to send now: none until the server announced FEATURE_LEARNED in this session."""
+        if self.spool is None or og_protocol.FEATURE_LEARNED not in self.server_features:
+            return []
+        return self.spool.frames()
 
     def holding(self):
         """What this gateway holds of the published set: its families, outside its own internal networks."""
@@ -53,6 +67,12 @@ class Follower:
         frame = og_protocol.parse_server_frame(raw)
         stats = self.kernel.stats
         stats.last_contact = time.time()
+        if isinstance(frame, (og_protocol.Snapshot, og_protocol.Delta)):
+            self.server_features = frame.features
+        if isinstance(frame, og_protocol.LearnedAck):
+            if self.spool is not None:
+                self.spool.ack(frame.batch)
+            return []
         if isinstance(frame, og_protocol.Snapshot):
             stats.server_revision = max(stats.server_revision, frame.revision)
             return self._snapshot(frame)

@@ -29,6 +29,8 @@ MAX_FEATURES = 32          # feature names in a hello, snapshot or delta
 MAX_DOMAINS = 20000        # entries in a domains frame (each at most a few hundred bytes: under MAX_MESSAGE)
 MAX_DOMAIN = 255           # characters of a domain entry's name (a DNS name, or "*." and one)
 MAX_PORTS = 64             # port specs of one domain entry
+MAX_LEARNED = 5000         # items of each list of a learned frame
+MAX_BATCH = 128            # characters of a learned frame's batch (the spool file's name)
 
 # Frame types.
 HELLO = "hello"
@@ -38,13 +40,18 @@ COUNTERS = "counters"
 SNAPSHOT = "snapshot"
 DELTA = "delta"
 DOMAINS = "domains"
+LEARNED = "learned"
+LEARNED_ACK = "learned_ack"
 ERROR = "error"
-AGENT_FRAMES = (HELLO, ACK, HEARTBEAT, COUNTERS, ERROR)            # what an agent sends
-SERVER_FRAMES = (SNAPSHOT, DELTA, DOMAINS, HEARTBEAT, ERROR)       # what a server sends
+AGENT_FRAMES = (HELLO, ACK, HEARTBEAT, COUNTERS, LEARNED, ERROR)                # what an agent sends
+SERVER_FRAMES = (SNAPSHOT, DELTA, DOMAINS, LEARNED_ACK, HEARTBEAT, ERROR)       # what a server sends
 
 # Features a peer announces (hello: the agent's; snapshot and delta: the server's). A server sends a domains
 # frame only to an agent that announced FEATURE_DOMAINS: an agent from before it would refuse the frame type.
 FEATURE_DOMAINS = "domains"
+# An agent sends learned frames (what its og-dns learned, one spool file each) only to a server that announced
+# FEATURE_LEARNED; the server answers each with a learned_ack naming the batch, and the agent then deletes it.
+FEATURE_LEARNED = "learned"
 
 # Error codes of an error frame.
 BAD_MESSAGE = "bad_message"
@@ -180,6 +187,71 @@ class Domains:
         return {"revision": self.revision, "domains": [d.to_wire() for d in self.domains]}
 
 
+@dataclass(frozen=True)
+class LearnedItem:
+    """One address og-dns learned for a domain entry: the name it answered, until `expires` (epoch s)."""
+
+    entry: int
+    name: str
+    address: str
+    ports: Tuple[str, ...] = ()
+    ttl: int = 0
+    expires: int = 0
+    seen: int = 0
+
+    def to_wire(self):
+        return {"entry": self.entry, "name": self.name, "address": self.address, "ports": list(self.ports),
+                "ttl": self.ttl, "expires": self.expires, "seen": self.seen}
+
+
+@dataclass(frozen=True)
+class Unlisted:
+    """A name no entry allows, asked `count` times between `first` and `last` (epoch s)."""
+
+    name: str
+    count: int
+    first: int
+    last: int
+
+    def to_wire(self):
+        return {"name": self.name, "count": self.count, "first": self.first, "last": self.last}
+
+
+@dataclass(frozen=True)
+class Cap:
+    """A cap og-dns hit: `kind` "name" (addresses of one name) or "gateway" (the learn sets), `hits` times."""
+
+    entry: int
+    name: str
+    kind: str
+    hits: int = 1
+
+    def to_wire(self):
+        return {"entry": self.entry, "name": self.name, "kind": self.kind, "hits": self.hits}
+
+
+@dataclass(frozen=True)
+class Learned:
+    """agent -> server (only to a server that announced FEATURE_LEARNED): one spool file of og-dns, `batch` its
+    file name; the server answers with a learned_ack of the same batch."""
+
+    TYPE: ClassVar[str] = LEARNED
+
+    batch: str
+    learned: Tuple[LearnedItem, ...] = ()
+    unlisted: Tuple[Unlisted, ...] = ()
+    caps: Tuple[Cap, ...] = ()
+
+
+@dataclass(frozen=True)
+class LearnedAck:
+    """server -> agent: the learned frame of `batch` is stored; the agent deletes that spool file."""
+
+    TYPE: ClassVar[str] = LEARNED_ACK
+
+    batch: str
+
+
 # ---- parsing ------------------------------------------------------------------------------------------------
 def decode(raw, types, speaker):
     """A frame's JSON object after the checks every frame passes (text, size, JSON, version, one of `types`)."""
@@ -285,12 +357,89 @@ def _domains(msg):
     return tuple(result)
 
 
+def _batch(msg):
+    value = msg.get("batch")
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_BATCH or "/" in value or value != value.strip():
+        raise ProtocolError("%s batch must be a spool file name of 1-%d characters without \"/\" such as "
+                            "\"learned-1767225600000-812-3.json\", not %r"
+                            % (msg["type"], MAX_BATCH, value if not isinstance(value, str) else value[:140]))
+    return value
+
+
+def _epoch(kind, key, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError("learned %s %s must be a non-negative integer (epoch seconds), not %r"
+                            % (kind, key, value))
+    return value
+
+
+def _list(msg, key):
+    value = msg.get(key, [])
+    if not isinstance(value, list) or len(value) > MAX_LEARNED:
+        raise ProtocolError("learned %s must be a list of at most %d objects, not %r"
+                            % (key, MAX_LEARNED, value if not isinstance(value, list) else "%d items" % len(value)))
+    for item in value:
+        if not isinstance(item, dict):
+            raise ProtocolError("learned %s item must be an object, not %r" % (key, item))
+    return value
+
+
+def _dname(kind, value):
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_DOMAIN or value != value.strip():
+        raise ProtocolError("learned %s name must be a domain name of 1-%d characters such as \"example.com\", "
+                            "not %r" % (kind, MAX_DOMAIN, value if not isinstance(value, str) else value[:260]))
+    return value
+
+
+def _entry_id(kind, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ProtocolError("learned %s entry must be a positive integer entry id, not %r" % (kind, value))
+    return value
+
+
+def _learned(msg):
+    """A learned frame's three lists, each item checked (addresses are checked by the server's rules)."""
+    items = []
+    for item in _list(msg, "learned"):
+        address = item.get("address")
+        if not isinstance(address, str) or not 0 < len(address) <= 64:
+            raise ProtocolError("learned learned address must be an IP address such as \"203.0.113.7\", not %r"
+                                % (address,))
+        ports = item.get("ports", [])
+        if (not isinstance(ports, list) or len(ports) > MAX_PORTS
+                or not all(isinstance(p, str) and 0 < len(p) <= 32 for p in ports)):
+            raise ProtocolError("learned learned ports must be a list of port specs such as [\"443/tcp\"], not %r"
+                                % (ports,))
+        items.append(LearnedItem(_entry_id("learned", item.get("entry")), _dname("learned", item.get("name")),
+                                 address, tuple(ports), _epoch("learned", "ttl", item.get("ttl", 0)),
+                                 _epoch("learned", "expires", item.get("expires")),
+                                 _epoch("learned", "seen", item.get("seen", 0))))
+    unlisted = []
+    for item in _list(msg, "unlisted"):
+        count = item.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ProtocolError("learned unlisted count must be a positive integer, not %r" % (count,))
+        unlisted.append(Unlisted(_dname("unlisted", item.get("name")), count,
+                                 _epoch("unlisted", "first", item.get("first")),
+                                 _epoch("unlisted", "last", item.get("last"))))
+    caps = []
+    for item in _list(msg, "caps"):
+        kind = item.get("kind")
+        if kind not in ("name", "gateway"):
+            raise ProtocolError("learned caps kind must be \"name\" or \"gateway\", not %r" % (kind,))
+        hits = item.get("hits", 1)
+        if not isinstance(hits, int) or isinstance(hits, bool) or hits < 1:
+            raise ProtocolError("learned caps hits must be a positive integer, not %r" % (hits,))
+        caps.append(Cap(_entry_id("caps", item.get("entry")), _dname("caps", item.get("name")), kind, hits))
+    return Learned(_batch(msg), tuple(items), tuple(unlisted), tuple(caps))
+
+
 def _error(msg):
     return Error(str(msg.get("code")), str(msg.get("message"))[:500])
 
 
 def parse_agent_frame(raw):
-    """A frame the server received (hello, ack, heartbeat, counters, error) as its typed frame."""
+    """A frame the server received (hello, ack, heartbeat, counters, learned, error) as its typed frame."""
     msg = decode(raw, AGENT_FRAMES, "server")
     kind = msg["type"]
     if kind == HELLO:
@@ -313,11 +462,13 @@ def parse_agent_frame(raw):
     if kind == COUNTERS:
         return Counters(msg.get("counters"), str(msg.get("boot", "")), msg.get("increments") is True,
                         msg.get("ts"))
+    if kind == LEARNED:
+        return _learned(msg)
     return _error(msg)
 
 
 def parse_server_frame(raw):
-    """A frame the agent received (snapshot, delta, domains, heartbeat, error) as its typed frame, elements parsed."""
+    """A frame the agent received (snapshot, delta, domains, learned_ack, heartbeat, error) as its typed frame, elements parsed."""
     msg = decode(raw, SERVER_FRAMES, "agent")
     kind = msg["type"]
     if kind == SNAPSHOT:
@@ -337,6 +488,8 @@ def parse_server_frame(raw):
         return Delta(base, revision, add, remove, aged, _names(msg), _features(msg))
     if kind == DOMAINS:
         return Domains(_int(msg, "revision"), _domains(msg))
+    if kind == LEARNED_ACK:
+        return LearnedAck(_batch(msg))
     if kind == HEARTBEAT:
         return Heartbeat(msg.get("ts"))
     return _error(msg)
@@ -409,3 +562,19 @@ def domains(revision, items):
     _int(msg, "revision")
     _domains(msg)
     return encode(DOMAINS, revision=revision, domains=wire)
+
+
+def learned(batch, spool):
+    """A learned frame of one og-dns spool file: `batch` its file name, `spool` its parsed JSON (docs/dns.md);
+    checked by the rules the parser applies, so an agent never sends what a server would refuse."""
+    fields = {"batch": batch, "learned": list(spool.get("learned") or []),
+              "unlisted": list(spool.get("unlisted") or []), "caps": list(spool.get("caps") or [])}
+    text = encode(LEARNED, **fields)
+    _learned(dict(fields, type=LEARNED))
+    return text
+
+
+def learned_ack(batch):
+    """The server's answer to the learned frame of `batch`: stored, the agent may delete its spool file."""
+    _batch({"type": LEARNED_ACK, "batch": batch})
+    return encode(LEARNED_ACK, batch=batch)

@@ -187,3 +187,53 @@ def test_the_server_refuses_a_hello_with_a_malformed_features_list():
 def test_an_agent_frame_of_type_domains_is_refused_by_the_server():
     with pytest.raises(p.ProtocolError, match="unknown message type 'domains'"):
         p.parse_agent_frame(p.domains(1, []))
+
+
+# ---- the learned frame and its ack (fleet-wide learning, docs/dns.md) -------------------------------------------
+SPOOL = {"gateway": "gw1",
+         "learned": [{"entry": 3, "name": "api.example.com", "address": "203.0.113.7", "ports": ["443/tcp"],
+                      "ttl": 300, "expires": 1767229200, "seen": 1767228900}],
+         "unlisted": [{"name": "other.example.net", "count": 4, "first": 1767228800, "last": 1767228900}],
+         "caps": [{"entry": 3, "name": "api.example.com", "kind": "name", "hits": 2}]}
+
+
+def test_a_learned_frame_of_a_spool_file_parses_back_on_the_server_side_and_its_ack_on_the_agent_side():
+    raw = p.learned("learned-1767228900000-81-1.json", SPOOL)
+    frame = p.parse_agent_frame(raw)
+    assert isinstance(frame, p.Learned)
+    assert frame.batch == "learned-1767228900000-81-1.json"
+    assert frame.learned == (p.LearnedItem(3, "api.example.com", "203.0.113.7", ("443/tcp",), 300, 1767229200,
+                                           1767228900),)
+    assert frame.unlisted == (p.Unlisted("other.example.net", 4, 1767228800, 1767228900),)
+    assert frame.caps == (p.Cap(3, "api.example.com", "name", 2),)
+    assert [i.to_wire() for i in frame.learned] == SPOOL["learned"]
+    ack = p.parse_server_frame(p.learned_ack(frame.batch))
+    assert ack == p.LearnedAck("learned-1767228900000-81-1.json")
+    assert p.FEATURE_LEARNED == "learned"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"batch": "../etc/passwd"}, "batch must be a spool file name"),
+    ({"batch": ""}, "batch must be a spool file name"),
+    ({"learned": [dict(SPOOL["learned"][0], entry=0)]}, "learned learned entry must be a positive integer"),
+    ({"learned": [dict(SPOOL["learned"][0], address=7)]}, "learned learned address must be an IP address"),
+    ({"learned": [dict(SPOOL["learned"][0], expires="soon")]}, "learned learned expires must be a non-negative"),
+    ({"learned": [dict(SPOOL["learned"][0], ports="443/tcp")]}, "learned learned ports must be a list"),
+    ({"unlisted": [dict(SPOOL["unlisted"][0], count=0)]}, "learned unlisted count must be a positive integer"),
+    ({"unlisted": "x"}, "learned unlisted must be a list"),
+    ({"caps": [dict(SPOOL["caps"][0], kind="zone")]}, "learned caps kind must be \"name\" or \"gateway\""),
+])
+def test_a_broken_learned_frame_names_the_field_and_the_value(change, message):
+    msg = {"type": "learned", "v": 1, "batch": "learned-1-2-3.json"}
+    msg.update({k: SPOOL[k] for k in ("learned", "unlisted", "caps")})
+    msg.update(change)
+    with pytest.raises(p.ProtocolError) as err:
+        p.parse_agent_frame(json.dumps(msg))
+    assert message in err.value.message
+
+
+def test_the_learned_builder_refuses_what_the_parser_would():
+    with pytest.raises(p.ProtocolError, match="learned learned address"):
+        p.learned("learned-1-2-3.json", dict(SPOOL, learned=[dict(SPOOL["learned"][0], address=None)]))
+    with pytest.raises(p.ProtocolError, match="learned_ack batch"):
+        p.learned_ack("a/b")
