@@ -87,8 +87,8 @@ class WebConfig(object):
                 context.load_verify_locations(cafile=self.tls["client_ca_file"])
             except (OSError, ssl.SSLError) as exc:
                 raise WebConfigError("%s: tls_server_config: cannot load client_ca_file %s: %s; give the PEM CA "
-                                     "that signs the scrapers' certificates" % (self.path, self.tls["client_ca_file"],
-                                                                               exc))
+                                     "that signs the scrapers' certificates"
+                                     % (self.path, self.tls["client_ca_file"], exc))
             context.verify_mode = ssl.CERT_REQUIRED
         return context
 
