@@ -12,6 +12,8 @@ import yaml
 
 from og_kernel.og_firewall import FirewallError, parse_client_networks
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS, TargetError, parse_networks
+from og_kernel.og_webconfig import WebConfigError
+from og_kernel.og_webconfig import load as load_web_config
 
 from . import tls
 
@@ -29,6 +31,8 @@ DEFAULTS = {
     # og-dns's spool_dir: what it learned goes from here to a server that speaks "learned"; "" to not send it.
     "dns_spool_dir": "/var/lib/outputguard/gateway/dns-spool",
     "metrics_listen": "0.0.0.0:9900",
+    # A web config file in node_exporter's shape (TLS, basic auth) for the metrics endpoint; "" = plain HTTP.
+    "metrics_web_config_file": "",
     "metrics_address_limit": 1000,
     "metrics_entry_limit": 1000,
     "ca_file": "",
@@ -177,6 +181,12 @@ def load(argv=None):
         cfg["drift_interval"] = interval
     except (TypeError, ValueError):
         problems.append("drift_interval %r must be a number of seconds above 0, e.g. 30" % (cfg["drift_interval"],))
+    web_config = cfg["metrics_web_config_file"]
+    if web_config:
+        try:
+            load_web_config(str(web_config))
+        except WebConfigError as exc:
+            problems.append("metrics_web_config_file: %s" % exc)
     domains_file = cfg["dns_domains_file"]
     if not isinstance(domains_file, str) or (domains_file and not os.path.isabs(domains_file)):
         problems.append("dns_domains_file %r must be an absolute path such as /var/lib/outputguard/gateway/"

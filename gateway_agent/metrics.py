@@ -27,6 +27,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from og_kernel.og_command import CommandError
 from og_kernel.og_elements import Element
 from og_kernel.og_firewall import Counters
+from og_kernel.og_webconfig import load as load_web_config
+from og_kernel.og_webconfig import wrap_server
 
 # Joins the names of the entries that share an element into one `entry` label (no entry name contains it).
 SHARED_JOIN = " + "
@@ -371,8 +373,11 @@ class _Families:
         return iter(self.families)
 
 
-def serve(agent, listen, hostname):
-    """Serve /metrics and /healthz on a background thread; return the server."""
+def serve(agent, listen, hostname, web_config_file=""):
+    """Serve /metrics and /healthz on a background thread; return the server.
+
+    web_config_file: a web config in node_exporter's shape (TLS, basic auth; og_webconfig), "" for plain HTTP.
+    """
     metrics = AgentMetrics(agent, hostname)
     scrape_lock = threading.Lock()  # one scrape at a time: they share AgentMetrics' caches and histogram
 
@@ -409,6 +414,8 @@ def serve(agent, listen, hostname):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     server = Server((host, int(port)), Handler)
+    if web_config_file:
+        wrap_server(server, Handler, load_web_config(web_config_file))
     threading.Thread(target=server.serve_forever, name="og-metrics", daemon=True).start()
     server.reader_stop = threading.Event()  # set to stop the background reader (the agent's threads are daemons)
     threading.Thread(target=metrics.refresh_loop, args=(server.reader_stop,), name="og-metrics-reader",

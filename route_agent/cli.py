@@ -27,6 +27,9 @@ def parser():
                    help="port of the gateways' health endpoint (/healthz of og-gateway-agent); 0 disables checks")
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve /healthz and /metrics here (default: off)")
+    p.add_argument("--metrics-web-config-file", default="", metavar="PATH",
+                   help="web config in node_exporter's shape (TLS, basic auth) for --metrics-listen (docs/tls.md); "
+                        "default: plain HTTP")
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="health-check interval")
     p.add_argument("--fall", type=int, default=2, metavar="N",
                    help="failed health checks in a row before a gateway counts as down (default 2)")
@@ -89,7 +92,16 @@ def main(argv=None):
     logging.getLogger("og").setLevel(args.log_level.upper())
     from og_kernel.og_command import CommandError
     from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS
+    from og_kernel.og_webconfig import WebConfigError
+    from og_kernel.og_webconfig import load as load_web_config
 
+    web_config = None
+    if args.metrics_web_config_file:
+        try:
+            web_config = load_web_config(args.metrics_web_config_file)
+        except WebConfigError as exc:
+            print("og-route: --metrics-web-config-file: %s" % exc, file=sys.stderr)
+            return 2
     from .daemon import RouteDaemon
 
     try:
@@ -110,7 +122,7 @@ def main(argv=None):
             return 0
         if args.metrics_listen:
             try:
-                daemon.serve_metrics(args.metrics_listen)
+                daemon.serve_metrics(args.metrics_listen, web_config)
             except OSError as exc:
                 print("og-route: cannot listen on --metrics-listen %s: %s; choose a free address and port"
                       % (args.metrics_listen, exc.strerror or exc), file=sys.stderr)

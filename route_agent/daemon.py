@@ -21,6 +21,7 @@ import time
 import urllib.request
 
 from og_kernel.og_routes import RouteTable, desired_routes, plan, route_line
+from og_kernel.og_webconfig import wrap_server
 
 log = logging.getLogger("og.route")
 
@@ -254,8 +255,9 @@ class RouteDaemon(object):
 
         return Collector()
 
-    def serve_metrics(self, listen):
-        """Serve /metrics and /healthz on HOST:PORT in a background thread."""
+    def serve_metrics(self, listen, web_config=None):
+        """Serve /metrics and /healthz on HOST:PORT in a background thread; web_config (og_webconfig.WebConfig):
+        TLS and basic auth, None for plain HTTP."""
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
         registry = CollectorRegistry()
@@ -288,5 +290,7 @@ class RouteDaemon(object):
             daemon_threads = True
 
         self._http = Server((host, int(port)), Handler)
+        if web_config is not None:
+            wrap_server(self._http, Handler, web_config)
         threading.Thread(target=self._http.serve_forever, name="og-route-metrics", daemon=True).start()
         log.info("serving /metrics and /healthz on %s", listen)

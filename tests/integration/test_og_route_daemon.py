@@ -9,9 +9,12 @@ import signal
 import subprocess
 import sys
 
+import bcrypt
 import pytest
+import yaml
 
 from tests.support.nslib import link, wait_until
+from tests.support.tlslib import CA
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces")]
 
@@ -198,3 +201,37 @@ def test_once_installs_and_exits_and_bad_input_exits_with_the_reason(lan):
     done = run_og_route(lan, "--gateway", GW_A, "--no-such-flag")
     assert done.returncode == 2 and "unrecognized arguments: --no-such-flag" in done.stderr
     assert subprocess.run([OG_ROUTE, "--help"], capture_output=True, text=True, check=False).returncode == 0
+
+
+def test_metrics_behind_a_web_config_need_tls_and_the_right_user_and_a_bad_one_exits_2(lan, tmp_path):
+    ca = CA(tmp_path / "pki")
+    cert, key, _serial = ca.issue(["og-route.test", "127.0.0.1"], "metrics")
+    web = tmp_path / "web.yml"
+    web.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": cert, "key_file": key},
+                                   "basic_auth_users": {"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()}}))
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump({"basic_auth_users": {"prom": "pw"}}))
+    done = run_og_route(lan, "--gateway", GW_A, "--metrics-listen", METRICS, "--metrics-web-config-file", str(bad))
+    assert done.returncode == 2 and "og-route: --metrics-web-config-file: %s: basic_auth_users: prom" % bad \
+        in done.stderr, done.stderr
+    with open(tmp_path / "og-route.log", "w") as log:
+        daemon = lan.client.popen([OG_ROUTE, "--gateway", GW_A, "--metrics-listen", METRICS,
+                                   "--metrics-web-config-file", str(web)],
+                                  stderr=log, env=dict(os.environ, OG_REFUSE_ROOT_NETNS="1"))
+    url = "https://%s/metrics" % METRICS
+
+    def status(*args):
+        res = lan.client.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"] + list(args) + [url],
+                             check=False)
+        return res.returncode, res.stdout.strip()
+
+    try:
+        wait_until(lambda: status("-k")[0] == 0 or daemon.poll() is not None, timeout=30, what="og-route's metrics")
+        assert daemon.poll() is None
+        assert status("--cacert", ca.path, "-u", "prom:pw") == (0, "200")
+        assert status("--cacert", ca.path) == (0, "401")
+        assert status("--cacert", ca.path, "-u", "prom:wrong") == (0, "401")
+        assert status("-u", "prom:pw")[0] != 0   # the CA not trusted
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)

@@ -54,17 +54,18 @@ class CA:
         self.path = _write_pem(os.path.join(self.folder, "%s-ca.crt" % label),
                                self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, names, stem, days=(-1, 30)):
-        """Write stem.crt and stem.key, a server certificate for names valid from days[0] to days[1] from now;
-        return (cert path, key path, serial number)."""
+    def issue(self, names, stem, days=(-1, 30), client=False):
+        """Write stem.crt and stem.key, a server certificate (client=True: a client one) for names valid from
+        days[0] to days[1] from now; return (cert path, key path, serial number)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
         serial = x509.random_serial_number()
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
         cert = (x509.CertificateBuilder().subject_name(_name(names[0])).issuer_name(self.cert.subject)
                 .public_key(key.public_key()).serial_number(serial)
                 .not_valid_before(now + dt.timedelta(days=days[0])).not_valid_after(now + dt.timedelta(days=days[1]))
                 .add_extension(_san(names), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
                 .sign(self.key, hashes.SHA256()))
         base = os.path.join(self.folder, stem)
         cert_path = _write_pem(base + ".crt", cert.public_bytes(serialization.Encoding.PEM))
