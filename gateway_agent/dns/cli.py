@@ -30,7 +30,7 @@ def main(argv=None):
     spool = Spool(config.spool_dir, config.name, config.spool_max_files, config.unlisted_table, metrics)
     forwarder = Forwarder(config, learner, metrics, spool)
     if config.metrics_listen:
-        metrics.serve(*config.metrics_listen)
+        metrics.serve(*config.metrics_listen, web_config=config.metrics_web_config)
 
     def ready():
         print("og-dns: ready listen=%s port=%d upstreams=%s metrics=%s" % (

@@ -9,6 +9,8 @@ import socket
 import yaml
 
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS, TargetError, parse_networks
+from og_kernel.og_webconfig import WebConfigError
+from og_kernel.og_webconfig import load as load_web_config
 
 DEFAULTS = {
     "listen": ["127.0.0.1"],
@@ -28,6 +30,7 @@ DEFAULTS = {
     "ipv6": False,
     "upstream_timeout": 2.0,
     "metrics_listen": "0.0.0.0:9901",
+    "metrics_web_config_file": "",
     "name": None,
 }
 INTEGERS = ("port", "spool_max_files", "min_ttl", "max_ttl", "grace", "name_cap", "gateway_cap", "unlisted_table")
@@ -94,6 +97,12 @@ class Config(object):
         merged["upstreams"] = [split_hostport(u, 53, "upstream") for u in merged["upstreams"]]
         merged["metrics_listen"] = split_hostport(merged["metrics_listen"], 9901, "metrics_listen") \
             if merged["metrics_listen"] else None
+        merged["metrics_web_config"] = None
+        if merged["metrics_web_config_file"]:
+            try:
+                merged["metrics_web_config"] = load_web_config(str(merged["metrics_web_config_file"]))
+            except WebConfigError as exc:
+                raise ConfigError("metrics_web_config_file: %s" % exc) from None
         try:
             merged["upstream_timeout"] = float(merged["upstream_timeout"])
         except (TypeError, ValueError):
@@ -119,6 +128,8 @@ def parser():
     p.add_argument("--domains-file", dest="domains_file")
     p.add_argument("--spool-dir", dest="spool_dir")
     p.add_argument("--metrics-listen", dest="metrics_listen")
+    p.add_argument("--metrics-web-config-file", dest="metrics_web_config_file",
+                   help="TLS and basic auth for /metrics, a web config in node_exporter's shape (docs/tls.md)")
     p.add_argument("--unlisted", choices=("forward", "refuse"))
     p.add_argument("--name")
     return p
@@ -136,7 +147,8 @@ def load(argv=None):
             raise ConfigError("cannot read the config file %s: %s" % (args.config, exc)) from None
         if not isinstance(values, dict):
             raise ConfigError("the config file %s must hold a mapping of settings" % args.config)
-    for key in ("listen", "port", "upstreams", "domains_file", "spool_dir", "metrics_listen", "unlisted", "name"):
+    for key in ("listen", "port", "upstreams", "domains_file", "spool_dir", "metrics_listen",
+                "metrics_web_config_file", "unlisted", "name"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     return Config(values)

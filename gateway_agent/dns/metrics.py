@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import http.server
+import socket
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, MetricsHandler
+
+from og_kernel.og_webconfig import wrap_server
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -34,5 +40,18 @@ class Metrics(object):
                                      registry=r)
         self.domains = Gauge("og_dns_domains", "Domain patterns loaded from the domains file", registry=r)
 
-    def serve(self, host, port):
-        return start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host, port, web_config=None):
+        """/metrics on host:port from a daemon thread; with web_config (og_webconfig.WebConfig) over TLS and/or
+        behind basic auth, as the agent's and og-route's."""
+        handler = MetricsHandler.factory(self.registry)
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        server = Server((host, port), handler)
+        if web_config is not None:
+            wrap_server(server, handler, web_config)
+        threading.Thread(target=server.serve_forever, name="og-dns-metrics", daemon=True).start()
+        return server

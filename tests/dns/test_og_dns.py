@@ -12,10 +12,12 @@ import subprocess
 import sys
 import tempfile
 
+import bcrypt
 import pytest
 import yaml
 
 from tests.support import BIN, TOP, nslib
+from tests.support.tlslib import CA
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
@@ -365,3 +367,35 @@ def test_a_dead_first_upstream_is_skipped(dnsd):
     assert answers(dnsd.dig("exact.test")) == ["203.0.113.10"]
     assert set(dnsd.members("og-learn4")) == {"203.0.113.10"}
     assert metric(dnsd.scrape(), "og_dns_upstream_errors_total", '{upstream="203.0.113.99:53"}') == 1
+
+
+def test_metrics_behind_tls_and_basic_auth_with_a_web_config(dnsd):
+    """og-dns's /metrics with the agent's web config (node_exporter's shape, og_webconfig): the right user over
+    https 200, none or a wrong password 401, plain http refused; a bad web config stops og-dns at start (exit 2)."""
+    ca = CA(os.path.join(dnsd.dir, "pki"))
+    cert, key, _serial = ca.issue(["og-dns.test", "127.0.0.1"], "og-dns")
+    hashed = bcrypt.hashpw(b"scrape-password", bcrypt.gensalt(4)).decode()
+    web = os.path.join(dnsd.dir, "web-config.yml")
+    with open(web, "w") as fh:
+        yaml.safe_dump({"tls_server_config": {"cert_file": cert, "key_file": key},
+                        "basic_auth_users": {"prometheus": hashed}}, fh)
+    dnsd.start(metrics_web_config_file=web)
+    dnsd.dig("exact.test")
+
+    def curl(url, *args):
+        done = dnsd.gw.run(["curl", "-s", "-m", "5", "-w", "\n%{http_code}"] + list(args) + [url], check=False)
+        return done.returncode, done.stdout.rsplit("\n", 1)[-1], done.stdout
+
+    url = "https://127.0.0.1:9901/metrics"
+    code, status, body = curl(url, "--cacert", ca.path, "-u", "prometheus:scrape-password")
+    assert (code, status) == (0, "200") and metric(body.rsplit("\n", 1)[0], "og_dns_learned_total") == 1
+    assert curl(url, "--cacert", ca.path)[:2] == (0, "401")
+    assert curl(url, "--cacert", ca.path, "-u", "prometheus:wrong")[:2] == (0, "401")
+    assert curl("http://127.0.0.1:9901/metrics", "-u", "prometheus:scrape-password")[1] != "200"
+    dnsd.stop()
+    with open(web, "w") as fh:
+        yaml.safe_dump({"basic_auth_users": {"prometheus": "plain-text-password"}}, fh)
+    config = os.path.join(dnsd.dir, "dns.yml")
+    bad = dnsd.gw.run([os.path.join(BIN, "og-dns"), "--config", config], check=False)
+    assert bad.returncode == 2, bad.stderr
+    assert "metrics_web_config_file" in bad.stderr and web in bad.stderr, bad.stderr
