@@ -19,14 +19,13 @@ import threading
 import time
 
 import requests
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage)
 
 from gateway_agent.tls import url_problems
 from tests.support import BIN, TOP
-from tests.support.nslib import READY_TIMEOUT, in_netns, link, wait_ready, wait_until
+from tests.support.nslib import READY_TIMEOUT, in_netns, link, wait_until
 from tests.support.serverlib import ServerBase
 
 HTTP = os.path.join(TOP, "scripts", "lab_http.py")
