@@ -118,8 +118,8 @@ def apply(gateway, frame, config, now=None):
     if revision is not None or refused:
         parts = []
         if stored:
-            parts.append("learned " + ", ".join(stored[:20]) + (" and %d more" % (len(stored) - 20)
-                                                                  if len(stored) > 20 else ""))
+            more = " and %d more" % (len(stored) - 20) if len(stored) > 20 else ""
+            parts.append("learned " + ", ".join(stored[:20]) + more)
         if refused:
             parts.append("refused " + ", ".join(refused[:20]))
         audit.record("entry.learn", "gateway", gateway, "through %s's DNS: %s" % (gateway, "; ".join(parts)),

@@ -24,9 +24,9 @@ def test_a_frame_stores_what_matches_in_one_revision_and_again_changes_nothing(a
     cfg = app.config["OG"]
     later = int(time.time()) + 3600
     with app.app_context():
-        wild, _ = entries.create({"target": "*.learn.example"}, cfg, "test")
-        exact, _ = entries.create({"target": "exact.example", "ports": ["443/tcp"]}, cfg, "test")
-        typed, _ = entries.create({"target": "198.51.100.9"}, cfg, "test")
+        wild = entries.create({"target": "*.learn.example"}, cfg, "test")[0]
+        exact = entries.create({"target": "exact.example", "ports": ["443/tcp"]}, cfg, "test")[0]
+        typed = entries.create({"target": "198.51.100.9"}, cfg, "test")[0]
         head = changelog.head_revision()
         items = [
             {"entry": wild.id, "name": "a.learn.example", "address": "203.0.113.50", "expires": later},
@@ -64,7 +64,7 @@ def test_a_frame_stores_what_matches_in_one_revision_and_again_changes_nothing(a
 def test_an_address_the_entry_holds_keeps_its_source_and_expiry_removes_learned_ones_only(app):
     cfg = app.config["OG"]
     with app.app_context():
-        entry, _ = entries.create({"target": "api.learn.example"}, cfg, "test")
+        entry = entries.create({"target": "api.learn.example"}, cfg, "test")[0]
         db.session.add(EntryAddress(entry_id=entry.id, address="203.0.113.70/32", source="resolved"))
         db.session.commit()
         soon = int(time.time()) + 60
@@ -87,7 +87,7 @@ def test_an_address_the_entry_holds_keeps_its_source_and_expiry_removes_learned_
 def test_a_frames_caps_flag_the_entry(app):
     cfg = app.config["OG"]
     with app.app_context():
-        entry, _ = entries.create({"target": "*.many.example"}, cfg, "test")
+        entry = entries.create({"target": "*.many.example"}, cfg, "test")[0]
         learned.apply("gw1", frame([], caps=[{"entry": entry.id, "name": "x.many.example", "kind": "name",
                                               "hits": 3}]), cfg)
         assert db.session.get(Entry, entry.id).capped is True
