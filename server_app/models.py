@@ -50,7 +50,7 @@ class Entry(db.Model):
 
 
 class EntryAddress(db.Model):
-    """An address an entry currently contributes, and where it came from (typed or resolved)."""
+    """An address an entry currently contributes, and where it came from (typed, resolved or learned)."""
 
     __tablename__ = "entry_addresses"
     __table_args__ = (UniqueConstraint("entry_id", "address", name="uq_entry_address"),)
@@ -65,6 +65,10 @@ class EntryAddress(db.Model):
     grace_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     # Non-empty: the address is recorded but never published (e.g. it lies in an internal network).
     refused: Mapped[str] = mapped_column(String(255), default="")
+    # Source "learned": the gateway whose DNS forwarder learned the address (services/learned.py), else "".
+    learned_via: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    # Source "learned": when the learned answer ends; housekeeping removes the row then.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
     entry: Mapped[Entry] = relationship(back_populates="addresses")
 

@@ -43,11 +43,15 @@ SCHEMAS = {
     "Error": obj({"error": obj({"code": {"type": S}, "message": {"type": S}})}),
     "Address": obj({
         "address": {"type": S, "description": "a network in CIDR notation"},
-        "source": {"type": S, "enum": ["typed", "resolved"]},
+        "source": {"type": S, "enum": ["typed", "resolved", "learned"],
+                   "description": "learned: through a gateway's DNS forwarder (og-dns), see learned_via"},
         "first_seen": TIME, "last_seen": TIME,
         "grace_until": TIME,
         "published": {"type": "boolean"},
-        "refused": NULLABLE_S}),
+        "refused": NULLABLE_S,
+        "learned_via": dict(NULLABLE_S, description="source learned: the gateway whose DNS learned the address"),
+        "expires_at": dict(TIME, description="source learned: when the learned answer ends and the address is "
+                           "removed (unless learned again)")}),
     "Entry": obj({
         "id": {"type": "integer"}, "target": {"type": S}, "kind": {"type": S, "enum": ["ip", "cidr", "domain"]},
         "wildcard": {"type": "boolean", "description": "a wildcard domain (*.example.com): learned through the "

@@ -491,5 +491,7 @@ def to_json(entry):
         "capped": bool(entry.capped),
         "addresses": [{"address": a.address, "source": a.source, "first_seen": iso(a.first_seen),
                        "last_seen": iso(a.last_seen), "grace_until": iso(a.grace_until),
-                       "published": not a.refused, "refused": a.refused or None} for a in entry.addresses],
+                       "published": not a.refused, "refused": a.refused or None,
+                       "learned_via": a.learned_via or None, "expires_at": iso(a.expires_at)}
+                      for a in entry.addresses],
     }

@@ -1,6 +1,7 @@
 """The housekeeper: the server's periodic chores, each on its own schedule in one thread of its own.
 
-Every second it deletes the entries whose expiry has passed (waking the hub when that made revisions), every
+Every second it deletes the entries whose expiry has passed and the learned addresses whose learned answer
+ended (services/learned.py), waking the hub when that made revisions; every
 5 seconds it writes the gateways' traffic counters gathered in memory, and every hour it deletes traffic
 older than traffic_retention_days.
 """
@@ -12,7 +13,7 @@ import threading
 import time
 
 from ..extensions import db
-from . import entries
+from . import entries, learned
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class Housekeeper:
         if self._due("expire", EXPIRE_EVERY, now):
             for revision in entries.expire():    # entries.delete wakes the hub
                 log.info("entry expired revision=%s", revision)
+            revision = learned.expire()
+            if revision is not None:
+                log.info("learned addresses expired revision=%s", revision)
         traffic = self.app.extensions.get("og_traffic")
         if traffic is not None and self._due("flush", TRAFFIC_FLUSH_EVERY, now):
             traffic.flush()

@@ -349,6 +349,9 @@ class Resolver:
                 row.last_seen = now
                 row.grace_until = None
                 row.refused = reason
+                if row.source == "learned":
+                    row.source = "resolved"   # DNS answers it here too: it ages out by grace, not by its expiry
+                    row.expires_at = None
         for key, row in list(current.items()):
             if key in returned or row.source != "resolved":
                 continue

@@ -17,7 +17,7 @@ from og_kernel.og_protocol import ProtocolError
 
 from ..errors import error
 from ..models import db, utcnow
-from ..services import changelog, entries, gateways, tokens
+from ..services import changelog, entries, gateways, learned, tokens
 from ..services.traffic import Traffic, TrafficError
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 DEAD_AFTER = gateways.DEAD_AFTER
 CLOSE_WAIT = 1.0           # seconds a stopping server waits for the agent to answer its close frame
 # What this server speaks beyond the base protocol, announced in every snapshot chunk and delta.
-FEATURES = (og_protocol.FEATURE_DOMAINS,)
+FEATURES = (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED)
 # Seconds a replica reuses its read of the domain entries. A new domain entry need not take a revision (it has
 # no address before it resolves) and may be committed by another replica, so sessions that follow domains
 # re-read them this often (one query per replica, shared by all its sessions) as well as at every revision.
@@ -294,6 +294,12 @@ class GatewaySession:
                 current_app.extensions["og_traffic"].ingest(self.name, vars(frame))
             except TrafficError as exc:
                 raise ProtocolError(str(exc)) from None
+        elif isinstance(frame, og_protocol.Learned):
+            # Stored in one transaction (idempotent: a resent batch only moves last_seen), then acknowledged.
+            result = learned.apply(self.name, frame, current_app.config["OG"])
+            self.ws.send(og_protocol.learned_ack(frame.batch))
+            log.info("gateway %s learned batch %s: %d stored, %d refused, %d skipped, revision %s", self.name,
+                     frame.batch, result["stored"], result["refused"], result["skipped"], result["revision"])
         else:
             # The agent refused a frame of ours and closes the connection (1008) after this one.
             log.warning("gateway %s refused a frame: %s: %s", self.name, frame.code, frame.message)

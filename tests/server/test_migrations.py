@@ -16,19 +16,42 @@ from server_app.services import entries, gateways
 HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
 
 
+def _old_entry(target):
+    """An address entry with its address and element, as SQL that every revision's schema takes."""
+    network = target if "/" in target else target + "/32"
+    now = dt.datetime(2026, 12, 3)
+    db.session.execute(text("INSERT INTO entries (target, kind, ports, ports_key, deletable, comment, created_by, "
+                            "created_at, capped, resolve_error) VALUES (:t, :k, '[]', '', :y, '', 'test', :now, :n, "
+                            "'')"), {"t": target, "k": "cidr" if "/" in target else "ip", "y": True, "n": False,
+                                     "now": now})
+    entry_id = db.session.execute(text("SELECT max(id) FROM entries")).scalar()
+    db.session.execute(text("INSERT INTO entry_addresses (entry_id, address, source, first_seen, last_seen, refused) "
+                            "VALUES (:e, :a, 'typed', :now, :now, '')"), {"e": entry_id, "a": network, "now": now})
+    db.session.execute(text("INSERT INTO entry_elements (entry_id, element) VALUES (:e, :a)"),
+                       {"e": entry_id, "a": network})
+    db.session.commit()
+    return entry_id
+
+
+def _old_delete(entry_id):
+    for table, column in (("entry_elements", "entry_id"), ("entry_addresses", "entry_id"), ("entries", "id")):
+        db.session.execute(text("DELETE FROM %s WHERE %s = :e" % (table, column)), {"e": entry_id})
+    db.session.commit()
+
+
 def test_migration_0002_keeps_every_row_and_sqlite_no_longer_reuses_ids(tmp_path):
     app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False})
     with app.app_context():
         flask_migrate.upgrade(directory=MIGRATIONS, revision="0001")
         db.session.execute(text("INSERT INTO log_head (id, revision) VALUES (1, 0)"))
         db.session.commit()
-        cfg = app.config["OG"]
+        # Written as SQL: the models have columns later revisions add (0006's entry_addresses.learned_via).
         targets = ("198.51.100.10", "198.51.100.0/28", "203.0.113.7")
-        ids = [entries.create({"target": t}, cfg, "test")[0].id for t in targets]
-        entries.delete(ids[-1])           # the newest: at 0001 its id is handed out again ...
-        again = entries.create({"target": "203.0.113.9"}, cfg, "test")[0].id
+        ids = [_old_entry(t) for t in targets]
+        _old_delete(ids[-1])              # the newest: at 0001 its id is handed out again ...
+        again = _old_entry("203.0.113.9")
         assert again == ids[-1]           # ... as this shows (what 0002 stops)
-        entries.delete(again)
+        _old_delete(again)
         counts = {t: db.session.execute(text("SELECT count(*) FROM %s" % t)).scalar()
                   for t in ("entries", "entry_addresses", "entry_elements", "changes", "audit_events")}
         assert counts["entry_addresses"] == 2 and counts["entry_elements"] == 2
@@ -134,5 +157,49 @@ def test_migration_0005_adds_the_session_holder_and_keeps_every_gateway(tmp_path
         if db.engine.dialect.name == "sqlite":
             sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'gateways'")).scalar()
             assert "AUTOINCREMENT" in sql and "session_id" not in sql and "holds" in sql
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_migration_0006_adds_learned_via_and_expiry_and_keeps_every_address(tmp_path, database_url):
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
+                      "database_url": database_url})
+    columns = "entry_id, address, source, refused"
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision="0005")
+        # Written as SQL: the models already have the columns 0006 adds.
+        db.session.execute(text("INSERT INTO entries (target, kind, ports, ports_key, deletable, comment, "
+                                "created_by, created_at, capped, resolve_error) VALUES ('a.example.com', 'domain', '[]', '', "
+                                ":t, '', 'test', :now, :f, '')"), {"t": True, "f": False, "now": dt.datetime(2026, 12, 3)})
+        entry_id = db.session.execute(text("SELECT id FROM entries")).scalar()
+        for address, source in (("198.51.100.10/32", "resolved"), ("203.0.113.0/28", "typed")):
+            db.session.execute(text("INSERT INTO entry_addresses (entry_id, address, source, first_seen, last_seen, "
+                                    "refused) VALUES (:e, :a, :s, :now, :now, '')"),
+                               {"e": entry_id, "a": address, "s": source, "now": dt.datetime(2026, 12, 3)})
+        db.session.commit()
+        before = [tuple(r) for r in db.session.execute(text("SELECT %s FROM entry_addresses ORDER BY address"
+                                                            % columns))]
+        assert len(before) == 2
+        db.session.remove()
+    init_db(app)
+    with app.app_context():
+        assert schema_revision() == HEAD
+        rows = db.session.execute(text("SELECT %s, learned_via, expires_at FROM entry_addresses ORDER BY address"
+                                       % columns)).all()
+        assert [tuple(r)[:4] for r in rows] == before
+        assert [(r.learned_via, r.expires_at) for r in rows] == [("", None), ("", None)]
+        # A row written without the new columns (an older replica during a rolling upgrade) gets "" from the server.
+        db.session.execute(text("INSERT INTO entry_addresses (entry_id, address, source, first_seen, last_seen, "
+                                "refused) VALUES (:e, '198.51.100.11/32', 'typed', :t, :t, '')"),
+                           {"e": before[0][0], "t": dt.datetime(2026, 12, 3)})
+        db.session.commit()
+        assert db.session.execute(text("SELECT learned_via FROM entry_addresses WHERE address = "
+                                       "'198.51.100.11/32'")).scalar() == ""
+        db.session.execute(text("DELETE FROM entry_addresses WHERE address = '198.51.100.11/32'"))
+        db.session.commit()
+        flask_migrate.downgrade(directory=MIGRATIONS, revision="0005")
+        assert "learned_via" not in {c["name"] for c in inspect(db.engine).get_columns("entry_addresses")}
+        assert [tuple(r) for r in db.session.execute(text("SELECT %s FROM entry_addresses ORDER BY address"
+                                                          % columns))] == before
         db.session.remove()
         db.engine.dispose()

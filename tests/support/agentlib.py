@@ -233,12 +233,15 @@ class AgentProcess:
         self.log_file = os.path.join(self.workdir, "agent.log")
         # Never the default under /var/lib: a test's agent writes the server's domain entries beside its state.
         self.domains_file = os.path.join(self.workdir, "state", "domains.json")
+        # Nor og-dns's spool: the agent sends what a test writes there (tests/agent/test_agent_learned.py).
+        self.spool_dir = os.path.join(self.workdir, "state", "dns-spool")
         token_file = os.path.join(self.workdir, "gateway.token")
         with open(token_file, "w") as fh:
             fh.write(token + "\n")
         self.argv = [os.path.join(BIN, "og-gateway-agent"), "--name", name, "--token-file", token_file,
                      "--client-network", CLIENT_NET, "--outside-interface", "og-out",
                      "--state-file", self.state_file, "--dns-domains-file", self.domains_file,
+                     "--dns-spool-dir", self.spool_dir,
                      "--metrics-listen", "0.0.0.0:9900"]
         for url in servers:
             self.argv += ["--server", url]
