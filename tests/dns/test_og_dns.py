@@ -113,7 +113,7 @@ class Lab(object):
             json.dump({"revision": 1, "domains": DOMAINS}, fh)
         config = {"listen": [GW], "port": 53, "upstreams": [UPSTREAM], "domains_file": self.domains,
                   "spool_dir": self.spool, "metrics_listen": "127.0.0.1:9901", "name": "gw-test",
-                  "upstream_timeout": 1.0, "grace": 100}
+                  "upstream_timeout": 4.0, "grace": 100}
         config.update(settings)
         path = os.path.join(self.dir, "dns.yml")
         with open(path, "w") as fh:
@@ -129,7 +129,7 @@ class Lab(object):
         self.dns = None
 
     def dig(self, name, *options, qtype="A"):
-        out = self.client.run(["dig", "@" + GW, name, qtype, "+tries=1", "+time=5"] + list(options), check=False)
+        out = self.client.run(["dig", "@" + GW, name, qtype, "+tries=1", "+time=10"] + list(options), check=False)
         return out.stdout
 
     def members(self, name):
