@@ -131,6 +131,14 @@ class Namespaces:
         self.made = []
 
 
+def stop_processes(procs):
+    """SIGTERM each process a bench started that still runs, and wait for it (each by its own pid)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 def gateway_only(spaces, suffix):
     """One namespace with the outside interface og-out (a veth whose peer stays in the same namespace)."""
     gw = spaces.make(suffix)

@@ -121,10 +121,7 @@ def main():
         learned = ns.run(["ipset", "list", "og-learn4"]).stdout
         assert "203.0.113.9 " in learned, learned
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=30)
+        benchlib.stop_processes(procs)
         spaces.close()
     rows = []
     for name in NAMES:

@@ -274,10 +274,7 @@ def measure(a, tmp):
                 results.append(row)
                 benchlib.log("  %r" % row)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=30)
+        benchlib.stop_processes(procs)
         spaces.close()
     return results
 
