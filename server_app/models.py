@@ -68,7 +68,7 @@ class EntryAddress(db.Model):
     # Source "learned": the gateway whose DNS forwarder learned the address (services/learned.py), else "".
     learned_via: Mapped[str] = mapped_column(String(128), default="", server_default="")
     # Source "learned": when the learned answer ends; housekeeping removes the row then.
-    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
 
     entry: Mapped[Entry] = relationship(back_populates="addresses")
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import selectinload
 
 from og_kernel.og_elements import Element
 from og_kernel.og_netpolicy import (
-    AddressPolicy, TargetError, format_port_spec, matches, normalise_domain, parse_port_spec)
+    AddressPolicy, TargetError, format_port_spec, normalise_domain, parse_port_spec)
 
 from ..errors import RequestError
 from ..extensions import db, resolver as current_resolver
@@ -83,23 +83,31 @@ def elements_of(entry):
     return result
 
 
-def _sync_elements(entry, wanted, aged=False):
-    """Make entry_elements of this entry equal `wanted`; log the change of the union. Caller commits."""
+def sync_elements(wanted, aged=False):
+    """Make entry_elements of each entry of `wanted` ({entry: its element texts}) equal its set; log the change
+    of the union in one revision (None: the published set did not change). Caller commits."""
     db.session.flush()
-    have = set(db.session.execute(select(EntryElement.element).where(EntryElement.entry_id == entry.id)).scalars())
-    add, remove = wanted - have, have - wanted
-    others = set()
-    touched = add | remove
+    wanted = {entry.id: elements for entry, elements in wanted.items()}
+    have = {entry_id: set() for entry_id in wanted}
+    for entry_id, element in db.session.execute(
+            select(EntryElement.entry_id, EntryElement.element).where(EntryElement.entry_id.in_(list(wanted)))):
+        have[entry_id].add(element)
+    touched = set().union(*(wanted[i] ^ have[i] for i in wanted))
+    elsewhere = set()
     if touched:
-        others = set(db.session.execute(
-            select(EntryElement.element).where(EntryElement.element.in_(touched), EntryElement.entry_id != entry.id)
-        ).scalars())
-    for element in add:
-        db.session.add(EntryElement(entry_id=entry.id, element=element))
-    if remove:
-        db.session.execute(EntryElement.__table__.delete().where(
-            EntryElement.entry_id == entry.id, EntryElement.element.in_(remove)))
-    return changelog.record(add - others, remove - others, aged=aged, renamed=touched & others)
+        elsewhere = set(db.session.execute(
+            select(EntryElement.element).where(EntryElement.element.in_(touched),
+                                               EntryElement.entry_id.not_in(list(wanted)))).scalars())
+    before = elsewhere.union(*(have[i] & touched for i in wanted))
+    after = elsewhere.union(*(wanted[i] & touched for i in wanted))
+    for entry_id in wanted:
+        for element in wanted[entry_id] - have[entry_id]:
+            db.session.add(EntryElement(entry_id=entry_id, element=element))
+        gone = have[entry_id] - wanted[entry_id]
+        if gone:
+            db.session.execute(EntryElement.__table__.delete().where(
+                EntryElement.entry_id == entry_id, EntryElement.element.in_(gone)))
+    return changelog.record(after - before, before - after, aged=aged, renamed=before & after)
 
 
 FIELDS = ("target", "ports", "deletable", "expires_at", "comment", "grace_seconds")
@@ -160,11 +168,11 @@ def _insert(spec, creator, check=True, flush=True):
     entry = Entry(target=target.value, kind=target.kind, ports=ports, ports_key=ports_key,
                   deletable=spec["deletable"], expires_at=spec["expires_at"], comment=spec["comment"],
                   created_by=creator, grace_seconds=spec["grace_seconds"])
-    if target.wildcard:
-        entry.next_resolve_at = None   # learned through the gateways' DNS forwarder only; never resolved here
-    elif target.kind == "domain":
+    if target.kind == "domain" and not target.wildcard:
+        # A wildcard keeps next_resolve_at NULL, so it is never due: it is learned through the gateways' DNS
+        # forwarder only (nobody can list a zone's names).
         entry.next_resolve_at = utcnow()
-    else:
+    elif target.kind != "domain":
         entry.addresses.append(EntryAddress(address=str(target.network), source="typed"))
     db.session.add(entry)
     if flush:
@@ -177,7 +185,7 @@ def create(data, config, creator):
     spec = validate(data, config)
     try:
         entry = _insert(spec, creator)
-        revision = _sync_elements(entry, elements_of(entry))
+        revision = sync_elements({entry: elements_of(entry)})
         audit.record("entry.create", "entry", entry.id, "created %s" % describe(entry), after=to_json(entry),
                      revision=revision)
         db.session.commit()
@@ -188,14 +196,9 @@ def create(data, config, creator):
         db.session.rollback()
         raise
     hub.wake(revision)
-    if entry.kind == "domain" and not is_wildcard(entry) and config["resolver_enabled"]:
+    if entry.kind == "domain" and not entry.wildcard and config["resolver_enabled"]:
         _resolve_at_once(entry)
     return entry, revision
-
-
-def is_wildcard(entry):
-    """True for a wildcard domain entry ('*.example.com'), see Entry.wildcard."""
-    return entry.wildcard
 
 
 def _resolve_at_once(entry):
@@ -234,7 +237,7 @@ def delete(entry_id, force=False, reason="deleted"):
         raise EntryError(403, "undeletable", "entry %d (%s) was created as undeletable and cannot be deleted"
                          % (entry.id, entry.target))
     before = to_json(entry)
-    revision = _sync_elements(entry, set())
+    revision = sync_elements({entry: set()})
     action = "entry.expire" if reason == "expired" else "entry.delete"
     audit.record(action, "entry", entry.id, "%s %s" % (reason, describe(entry)), before=before, revision=revision,
                  who=("system", "system", "") if reason == "expired" else None)
@@ -313,10 +316,8 @@ def why_name(name):
     candidates = name_candidates(name)
     rows = db.session.execute(select(Entry).where(Entry.target.in_(candidates)).order_by(Entry.id)).scalars().all()
     items = []
-    for entry in rows:
-        if entry.kind != "domain" or not matches(entry.target, name):
-            continue
-        wildcard = is_wildcard(entry)
+    for entry in rows:   # every candidate target matches the name (name_candidates), only domains are names
+        wildcard = entry.wildcard
         items.append({"entry_id": entry.id, "target": entry.target, "kind": entry.kind, "wildcard": wildcard,
                       "ports": entry.ports or [], "match": "wildcard" if wildcard else "exact",
                       "resolved_by": "the gateways' DNS forwarder" if wildcard
@@ -346,7 +347,8 @@ def why(address, config):
     internal = [str(n) for n in policy_from(config).internal if ip in n]
     items = []
     for addr, entry in rows:
-        until = min([t for t in (entry.expires_at, addr.grace_until) if t is not None], default=None)
+        until = min([t for t in (entry.expires_at, addr.grace_until, addr.expires_at) if t is not None],
+                    default=None)
         items.append({"entry_id": entry.id, "target": entry.target, "kind": entry.kind, "ports": entry.ports or [],
                       "network": addr.address, "source": addr.source, "since": _iso(addr.first_seen),
                       "until": _iso(until), "published": not addr.refused, "refused": addr.refused or None,
@@ -478,7 +480,7 @@ def to_json(entry):
         "id": entry.id,
         "target": entry.target,
         "kind": entry.kind,
-        "wildcard": is_wildcard(entry),
+        "wildcard": entry.wildcard,
         "ports": entry.ports or [],
         "deletable": entry.deletable,
         "expires_at": iso(entry.expires_at),

@@ -5,7 +5,7 @@ one transaction: an item is taken only if its entry exists, is a domain entry an
 (og_netpolicy.matches, wildcards included), and its address passes the same internal-network and overlap rules
 (AddressPolicy.refusal) the resolver applies. A taken address becomes an EntryAddress of source "learned" with
 `learned_via` the gateway's name and `expires_at` the end of the learned answer; an address the entry already
-holds from the resolver or a typed target keeps its source (only last_seen and expires_at move). The elements
+holds from the resolver keeps its source and its grace (only last_seen moves). The elements
 this adds go out through the change log like a resolved answer's, in one revision per frame. `expire` (the
 housekeeper) removes learned rows whose expiry has passed, as aged-out elements. docs/dns.md, "Fleet-wide
 learning", has the rules.
@@ -17,13 +17,15 @@ import datetime as dt
 import ipaddress
 import logging
 
+from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from og_kernel.og_netpolicy import matches
 
 from ..extensions import db
-from ..models import Entry, EntryAddress, EntryElement, utcnow
-from . import audit, changelog, entries, hub
+from ..models import Entry, EntryAddress, utcnow
+from . import audit, entries, hub
 
 log = logging.getLogger(__name__)
 
@@ -34,48 +36,43 @@ def _when(epoch):
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).replace(tzinfo=None)
 
 
-def _publish(touched_entries, aged):
-    """Bring entry_elements of `touched_entries` in line with their addresses and log the union's change in one
-    revision (None: the published set did not change). Caller commits."""
-    db.session.flush()
-    wanted = {entry.id: entries.elements_of(entry) for entry in touched_entries}
-    have = {entry.id: set() for entry in touched_entries}
-    for entry_id, element in db.session.execute(
-            select(EntryElement.entry_id, EntryElement.element).where(EntryElement.entry_id.in_(list(have)))):
-        have[entry_id].add(element)
-    touched = set()
-    for entry_id in have:
-        touched |= wanted[entry_id] ^ have[entry_id]
-    if not touched:
-        return None
-    before = set(db.session.execute(select(EntryElement.element).where(EntryElement.element.in_(touched)))
-                 .scalars())
-    for entry_id in have:
-        for element in wanted[entry_id] - have[entry_id]:
-            db.session.add(EntryElement(entry_id=entry_id, element=element))
-        gone = have[entry_id] - wanted[entry_id]
-        if gone:
-            db.session.execute(EntryElement.__table__.delete().where(
-                EntryElement.entry_id == entry_id, EntryElement.element.in_(gone)))
-    db.session.flush()
-    after = set(db.session.execute(select(EntryElement.element).where(EntryElement.element.in_(touched)))
-                .scalars())
-    return changelog.record(after - before, before - after, aged=aged, renamed=before & after)
-
-
 def apply(gateway, frame, config, now=None):
     """Store one learned frame of `gateway` in one transaction; return a summary dict (stored, refused,
-    skipped, revision)."""
-    now = now or utcnow()
+    skipped, revision).
+
+    Two writers adding the same new address at once (two gateways learning a popular name, or the resolver)
+    collide on the unique constraints: the loser rolls back and applies the frame again, which then finds the
+    winner's row. IntegrityError only if that happens twice in a row."""
+    try:
+        return _apply(gateway, frame, config, now or utcnow())
+    except IntegrityError:
+        db.session.rollback()
+        return _apply(gateway, frame, config, now or utcnow())
+
+
+def _apply(gateway, frame, config, now):
     policy = entries.policy_from(config)
     cap = config["resolve_cap"]
+    held = {}   # entry id -> (entry or None, {address: row}, [active rows]), read once per entry of the frame
+
+    def entry_of(entry_id):
+        if entry_id not in held:
+            entry = db.session.get(Entry, entry_id)
+            if entry is None or entry.kind != "domain":
+                held[entry_id] = None
+            else:
+                held[entry_id] = (entry, {a.address: a for a in entry.addresses},
+                                  [sum(1 for a in entry.addresses if not a.refused)])
+        return held[entry_id]
+
     touched = {}
     stored, refused, skipped = [], [], []
     for item in frame.learned:
-        entry = touched.get(item.entry) or db.session.get(Entry, item.entry)
-        if entry is None or entry.kind != "domain" or not matches(entry.target, item.name):
+        found = entry_of(item.entry)
+        if found is None or not matches(found[0].target, item.name):
             skipped.append("%s %s" % (item.name, item.address))
             continue
+        entry, rows, active = found
         expires = _when(item.expires)
         if expires <= now:
             skipped.append("%s %s (expired)" % (item.name, item.address))
@@ -90,31 +87,32 @@ def apply(gateway, frame, config, now=None):
             refused.append("%s %s (%s)" % (item.name, item.address, reason))
             continue
         key = str(network)
-        row = next((a for a in entry.addresses if a.address == key), None)
+        row = rows.get(key)
         if row is None:
-            if sum(1 for a in entry.addresses if not a.refused) >= cap:
-                entry.capped = True
-                touched[entry.id] = entry
+            if active[0] >= cap:
                 skipped.append("%s %s (entry capped at %d)" % (item.name, item.address, cap))
                 continue
-            row = EntryAddress(address=key, source=SOURCE, first_seen=now, last_seen=now, learned_via=gateway,
-                               expires_at=expires)
+            row = rows[key] = EntryAddress(address=key, source=SOURCE, first_seen=now, last_seen=now,
+                                           learned_via=gateway, expires_at=expires)
             entry.addresses.append(row)
+            active[0] += 1
             stored.append("%s %s" % (item.name, key))
+        elif row.refused:
+            continue   # recorded refused by the resolver: it stays unpublished
         else:
-            if row.refused:
-                continue   # recorded refused by the resolver: it stays unpublished
             row.last_seen = now
-            row.expires_at = expires if row.expires_at is None else max(row.expires_at, expires)
-            if row.source == SOURCE:
+            if row.source == SOURCE:   # the resolver's rows age out by its grace, not by a learned expiry
+                row.expires_at = max(row.expires_at or expires, expires)
                 row.learned_via = gateway
         touched[entry.id] = entry
     for cap_hit in frame.caps:
-        entry = touched.get(cap_hit.entry) or db.session.get(Entry, cap_hit.entry)
-        if entry is not None and entry.kind == "domain":
-            entry.capped = True
-            touched[entry.id] = entry
-    revision = _publish(list(touched.values()), aged=False) if touched else None
+        # og-dns's cap of addresses per name is the entry's; its gateway cap (the learn sets full) is the
+        # gateway's, shown by og-dns's metrics and alert (og_dns_caps_hit_total{kind="gateway"}).
+        found = entry_of(cap_hit.entry) if cap_hit.kind == "name" else None
+        if found is not None:
+            found[0].capped = True
+            touched[found[0].id] = found[0]
+    revision = entries.sync_elements({e: entries.elements_of(e) for e in touched.values()}) if touched else None
     if revision is not None or refused:
         parts = []
         if stored:
@@ -127,9 +125,8 @@ def apply(gateway, frame, config, now=None):
     db.session.commit()
     if revision is not None:
         hub.wake(revision)
-    if refused or skipped:
-        log.info("gateway %s learned batch %s: %d stored, refused %s, skipped %s", gateway, frame.batch,
-                 len(stored), refused[:5], skipped[:5])
+    log.info("gateway %s learned batch %s: %d stored, revision %s, refused %s, skipped %s", gateway, frame.batch,
+             len(stored), revision, refused[:5], skipped[:5])
     return {"stored": len(stored), "refused": len(refused), "skipped": len(skipped), "revision": revision}
 
 
@@ -146,7 +143,11 @@ def expire(now=None):
     for row in rows:
         touched[row.entry_id] = row.entry
         row.entry.addresses.remove(row)
-    revision = _publish(list(touched.values()), aged=True)
+    cap = current_app.config["OG"]["resolve_cap"]
+    for entry in touched.values():
+        if entry.wildcard and entry.capped and sum(1 for a in entry.addresses if not a.refused) < cap:
+            entry.capped = False   # no resolver pass recomputes a wildcard's flag: its expiry does
+    revision = entries.sync_elements({e: entries.elements_of(e) for e in touched.values()}, aged=True)
     if revision is not None:
         audit.record("entry.learn_expired", "entry", ",".join(str(i) for i in sorted(touched))[:60],
                      "learned addresses expired: %s" % ", ".join(sorted(r.address for r in rows)[:20]),

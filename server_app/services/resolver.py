@@ -208,7 +208,8 @@ class Resolver:
 
     def due(self, now, limit=20000):
         # Wildcard entries ('*.example.com') are never due: nobody can list a zone's names, so they are learned
-        # through the gateways' DNS forwarder only (their next_resolve_at stays NULL; the filter is the guard).
+        # through the gateways' DNS forwarder only (their next_resolve_at stays NULL; the filter is the guard
+        # for a row made due by other means: an older server, a restore).
         return list(db.session.execute(
             select(Entry.id, Entry.target).where(Entry.kind == "domain", Entry.next_resolve_at <= now,
                                                  Entry.target.not_like("*.%"))
@@ -257,9 +258,12 @@ class Resolver:
         current, flagged = {}, set()
         for i in range(0, len(ids), 5000):
             part = ids[i:i + 5000]
+            # Learned rows are not the resolver's: an answer that also holds one is a change (apply makes it
+            # resolved), and one the answer lacks is left to its own expiry.
             for entry_id, address, grace_until, refused in db.session.execute(
                     select(EntryAddress.entry_id, EntryAddress.address, EntryAddress.grace_until,
-                           EntryAddress.refused).where(EntryAddress.entry_id.in_(part))):
+                           EntryAddress.refused).where(EntryAddress.entry_id.in_(part),
+                                                       EntryAddress.source != "learned")):
                 current.setdefault(entry_id, set()).add(address)
                 if grace_until is not None or refused:
                     flagged.add(entry_id)
@@ -280,7 +284,8 @@ class Resolver:
                 db.session.execute(update(Entry).where(Entry.id.in_(part)).values(
                     resolved_at=now, next_resolve_at=now + dt.timedelta(seconds=delay)),
                     execution_options={"synchronize_session": False})
-                db.session.execute(update(EntryAddress).where(EntryAddress.entry_id.in_(part)).values(
+                db.session.execute(update(EntryAddress).where(EntryAddress.entry_id.in_(part),
+                                                              EntryAddress.source != "learned").values(
                     last_seen=now), execution_options={"synchronize_session": False})
         db.session.commit()
         return rest
@@ -309,7 +314,7 @@ class Resolver:
         now = now or utcnow()
         cfg = self.cfg
         entry = db.session.get(Entry, entry_id)
-        if entry is None or entry.kind != "domain" or entries.is_wildcard(entry):
+        if entry is None or entry.kind != "domain" or entry.wildcard:
             db.session.rollback()
             return False
         grace = dt.timedelta(seconds=entry.grace_seconds if entry.grace_seconds is not None else cfg["resolve_grace"])
@@ -351,7 +356,7 @@ class Resolver:
                 row.refused = reason
                 if row.source == "learned":
                     row.source = "resolved"   # DNS answers it here too: it ages out by grace, not by its expiry
-                    row.expires_at = None
+                    row.expires_at, row.learned_via = None, ""
         for key, row in list(current.items()):
             if key in returned or row.source != "resolved":
                 continue
@@ -374,7 +379,7 @@ class Resolver:
         entry.resolve_error = answer.error if answer.status == "nxdomain" else ""
         db.session.flush()
         # Everything the resolver removes has aged out: gateways keep the live connections.
-        revision = entries._sync_elements(entry, entries.elements_of(entry), aged=True)
+        revision = entries.sync_elements({entry: entries.elements_of(entry)}, aged=True)
         after = entries.elements_of(entry)
         if revision is not None or refused:
             parts = []

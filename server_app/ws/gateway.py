@@ -11,6 +11,7 @@ import time
 
 from flask import current_app, g, request
 from simple_websocket import ConnectionClosed
+from sqlalchemy.exc import IntegrityError
 
 from og_kernel import og_protocol
 from og_kernel.og_protocol import ProtocolError
@@ -295,11 +296,16 @@ class GatewaySession:
             except TrafficError as exc:
                 raise ProtocolError(str(exc)) from None
         elif isinstance(frame, og_protocol.Learned):
-            # Stored in one transaction (idempotent: a resent batch only moves last_seen), then acknowledged.
-            result = learned.apply(self.name, frame, current_app.config["OG"])
-            self.ws.send(og_protocol.learned_ack(frame.batch))
-            log.info("gateway %s learned batch %s: %d stored, %d refused, %d skipped, revision %s", self.name,
-                     frame.batch, result["stored"], result["refused"], result["skipped"], result["revision"])
+            # Stored in one transaction (a resent batch adds no revision), then acknowledged. A write race lost
+            # twice leaves it unacknowledged: the agent sends it again in its next session.
+            try:
+                learned.apply(self.name, frame, current_app.config["OG"])
+            except IntegrityError as exc:
+                db.session.rollback()
+                log.warning("gateway %s learned batch %s not stored (write race): %s", self.name, frame.batch,
+                            exc.orig)
+            else:
+                self.ws.send(og_protocol.learned_ack(frame.batch))
         else:
             # The agent refused a frame of ours and closes the connection (1008) after this one.
             log.warning("gateway %s refused a frame: %s: %s", self.name, frame.code, frame.message)

@@ -3,11 +3,13 @@ revision, that a batch sent twice changes nothing, that an address another sourc
 that expiry removes learned addresses only (docs/dns.md, "Fleet-wide learning")."""
 
 import datetime as dt
+import ipaddress
 import time
 
 from og_kernel import og_protocol
 from server_app.models import Entry, EntryAddress, db, utcnow
 from server_app.services import changelog, entries, learned
+from server_app.services.resolver import Answer, Resolver
 
 
 def frame(items, caps=()):
@@ -73,6 +75,7 @@ def test_an_address_the_entry_holds_keeps_its_source_and_expiry_removes_learned_
             {"entry": entry.id, "name": "api.learn.example", "address": "203.0.113.71", "expires": soon}]), cfg)
         have = rows(entry.id)
         assert (have["203.0.113.70/32"].source, have["203.0.113.70/32"].learned_via) == ("resolved", "")
+        assert have["203.0.113.70/32"].expires_at is None   # the resolver's row ages out by its grace only
         assert have["203.0.113.71/32"].source == "learned"
         assert learned.expire(now=utcnow()) is None              # not yet
         head = changelog.head_revision()
@@ -91,4 +94,36 @@ def test_a_frames_caps_flag_the_entry(app):
         learned.apply("gw1", frame([], caps=[{"entry": entry.id, "name": "x.many.example", "kind": "name",
                                               "hits": 3}]), cfg)
         assert db.session.get(Entry, entry.id).capped is True
+        # A gateway cap (that gateway's learn sets are full) is the gateway's, not the entry's.
+        other = entries.create({"target": "*.few.example"}, cfg, "test")[0]
+        learned.apply("gw1", frame([], caps=[{"entry": other.id, "name": "x.few.example", "kind": "gateway"}]), cfg)
+        assert db.session.get(Entry, other.id).capped is False
+        # No resolver pass recomputes a wildcard's flag: the expiry of its learned addresses clears it.
+        soon = int(time.time()) + 60
+        learned.apply("gw1", frame([{"entry": entry.id, "name": "x.many.example", "address": "203.0.113.80",
+                                     "expires": soon}]), cfg)
+        learned.expire(now=utcnow() + dt.timedelta(seconds=120))
+        assert db.session.get(Entry, entry.id).capped is False
+        db.session.remove()
+
+
+def test_the_resolver_takes_over_a_learned_address_dns_returns_and_why_shows_a_learned_expiry(app):
+    cfg = app.config["OG"]
+    with app.app_context():
+        entry = entries.create({"target": "cdn.learn.example"}, cfg, "test")[0]
+        later = int(time.time()) + 600
+        learned.apply("gw2", frame([{"entry": entry.id, "name": "cdn.learn.example", "address": "203.0.113.90",
+                                     "expires": later}]), cfg)
+        why = entries.why("203.0.113.90", cfg)["entries"][0]
+        assert (why["source"], why["until"]) == ("learned", entries.to_json(db.session.get(Entry, entry.id))[
+            "addresses"][0]["expires_at"])
+        # DNS answers the learned address: not the resolver's fast path of "nothing changed", but a change that
+        # makes the row the resolver's (it then ages out by grace, and names no gateway).
+        resolver = Resolver(app)
+        answer = Answer("ok", [ipaddress.ip_address("203.0.113.90")], ttl=60)
+        assert resolver.apply_unchanged([((entry.id, "cdn.learn.example"), answer)], utcnow()) == [
+            ((entry.id, "cdn.learn.example"), answer)]
+        resolver.apply(entry.id, answer)
+        row = rows(entry.id)["203.0.113.90/32"]
+        assert (row.source, row.learned_via, row.expires_at) == ("resolved", "", None)
         db.session.remove()

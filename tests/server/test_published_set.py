@@ -78,7 +78,7 @@ def test_incremental_digests_equal_the_database_sets_after_adds_removes_agings_a
 
     def age_out():                                                     # the resolver's path when a grace ends
         entry = db.session.get(entries.Entry, made["c"])
-        entries._sync_elements(entry, set(), aged=True)
+        entries.sync_elements({entry: set()}, aged=True)
     step(age_out)
     with app.app_context():
         aged = changelog.delta(max(history) - 1, max(history))
@@ -86,7 +86,7 @@ def test_incremental_digests_equal_the_database_sets_after_adds_removes_agings_a
 
     def back():                                                        # the address is answered again
         entry = db.session.get(entries.Entry, made["c"])
-        entries._sync_elements(entry, entries.elements_of(entry))
+        entries.sync_elements({entry: entries.elements_of(entry)})
     step(back)
     step(lambda: entries.delete(made["f"]))
 
