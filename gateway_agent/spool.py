@@ -11,45 +11,40 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 from og_kernel import og_protocol
+
+from .dns.spool import spool_files
 
 log = logging.getLogger("og.agent")
 
 IN_FLIGHT = 8     # learned frames sent and not yet acknowledged, at most
-
-
-def _order(name):
-    """learned-<ms>-<pid>-<seq>.json sorts by its numbers (oldest first); any other name sorts last."""
-    try:
-        return (0, [int(x) for x in name[len("learned-"):-len(".json")].split("-")])
-    except ValueError:
-        return (1, [name])
+LOOK_EVERY = 1.0  # seconds between two listings of the spool (og-dns writes at most a file a second)
 
 
 class SpoolSender(object):
-    def __init__(self, directory):
+    def __init__(self, directory, clock=time.monotonic):
         self.directory = directory
+        self.clock = clock
+        self.next_look = 0.0   # the agent asks after every frame it receives: the directory is listed at most
+        #                        once a second, or at once when an ack or a new session freed a slot
         self.in_flight = set()
-        self.sent = 0
-        self.acked = 0
-        self.refused = 0
+        self.refused = 0   # files removed unsent because no server would accept them
 
     def reset(self):
         """A new session: what was in flight is sent again."""
         self.in_flight = set()
-
-    def files(self):
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return []
-        return sorted((n for n in names if n.startswith("learned-") and n.endswith(".json")), key=_order)
+        self.next_look = 0.0
 
     def frames(self):
         """The learned frames to send now (oldest files first, at most IN_FLIGHT unacknowledged)."""
+        now = self.clock()
+        if now < self.next_look or len(self.in_flight) >= IN_FLIGHT:
+            return []
+        self.next_look = now + LOOK_EVERY
         out = []
-        for name in self.files():
+        for name in spool_files(self.directory):
             if len(self.in_flight) >= IN_FLIGHT:
                 break
             if name in self.in_flight:
@@ -70,14 +65,13 @@ class SpoolSender(object):
                 self._remove(name)
                 continue
             self.in_flight.add(name)
-            self.sent += 1
             out.append(frame)
         return out
 
     def ack(self, batch):
         """The server stored `batch`: delete its file (an ack of a file already gone is fine)."""
         self.in_flight.discard(batch)
-        self.acked += 1
+        self.next_look = 0.0
         self._remove(batch)
 
     def _remove(self, name):

@@ -27,10 +27,17 @@ def main(argv=None):
         print("og-dns: %s" % exc, file=sys.stderr)
         return 2
     metrics = Metrics()
-    spool = Spool(config.spool_dir, config.name, config.spool_max_files, config.unlisted_table, metrics)
-    forwarder = Forwarder(config, learner, metrics, spool)
-    if config.metrics_listen:
-        metrics.serve(*config.metrics_listen, web_config=config.metrics_web_config)
+    try:
+        spool = Spool(config.spool_dir, config.name, config.spool_max_files, config.unlisted_table, metrics)
+        forwarder = Forwarder(config, learner, metrics, spool)
+        if config.metrics_listen:
+            metrics.serve(*config.metrics_listen, web_config=config.metrics_web_config)
+    except OSError as exc:
+        learner.close()
+        print("og-dns: cannot start (spool_dir %s, metrics_listen %s): %s" % (
+            config.spool_dir, "%s:%d" % config.metrics_listen if config.metrics_listen else "off", exc),
+            file=sys.stderr)
+        return 2
 
     def ready():
         print("og-dns: ready listen=%s port=%d upstreams=%s metrics=%s" % (
@@ -49,7 +56,10 @@ def main(argv=None):
         print("og-dns: cannot listen: %s" % exc, file=sys.stderr)
         return 2
     finally:
-        spool.flush()
+        try:
+            spool.flush()
+        except OSError as exc:
+            LOG.error("cannot write the spool in %s at exit: %s", config.spool_dir, exc)
         learner.close()
         loop.close()
     return 0

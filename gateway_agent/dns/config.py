@@ -8,6 +8,7 @@ import socket
 
 import yaml
 
+from og_kernel.og_firewall import LEARN_MAXELEM
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS, TargetError, parse_networks
 from og_kernel.og_webconfig import WebConfigError
 from og_kernel.og_webconfig import load as load_web_config
@@ -78,6 +79,11 @@ class Config(object):
                 raise ConfigError("%s must be an integer, not %r" % (key, merged[key])) from None
             if merged[key] < 0:
                 raise ConfigError("%s must not be negative, not %r" % (key, merged[key]))
+        if not 0 < merged["port"] <= 65535:
+            raise ConfigError("port must be 1-65535 (53 for DNS), not %r" % (merged["port"],))
+        if merged["gateway_cap"] > LEARN_MAXELEM:
+            raise ConfigError("gateway_cap %d is more than the learn sets hold (maxelem %d, og_firewall.LEARN_MAXELEM):"
+                              " give at most %d" % (merged["gateway_cap"], LEARN_MAXELEM, LEARN_MAXELEM))
         if merged["min_ttl"] > merged["max_ttl"]:
             raise ConfigError("min_ttl (%d) is above max_ttl (%d); give min_ttl <= max_ttl"
                               % (merged["min_ttl"], merged["max_ttl"]))
@@ -108,6 +114,9 @@ class Config(object):
         except (TypeError, ValueError):
             raise ConfigError("upstream_timeout must be a number of seconds, not %r"
                               % (merged["upstream_timeout"],)) from None
+        if merged["upstream_timeout"] <= 0:
+            raise ConfigError("upstream_timeout must be more than 0 seconds (e.g. 2.0), not %r"
+                              % (merged["upstream_timeout"],))
         try:
             parse_networks(merged["internal_networks"])
         except TargetError as exc:

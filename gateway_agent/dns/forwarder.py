@@ -30,7 +30,8 @@ class UpstreamError(Exception):
 
 
 class _UdpExchange(asyncio.DatagramProtocol):
-    """One query to one upstream over UDP: the first datagram whose id and question match."""
+    """One query to one upstream over UDP: the first datagram with the query's id (the socket is connected
+    to the upstream, so nothing else reaches it)."""
 
     def __init__(self, wire):
         self.wire = wire
@@ -121,6 +122,9 @@ class Forwarder(object):
         # (entry, name) -> {address: expires}; address -> number of (entry, name) holding it
         self.live = {}
         self.address_users = {}
+        # (address, port or None) -> when its kernel member times out: an add sets the member's timeout, so a
+        # shorter answer (another name of the same address) must not cut a longer one short.
+        self.kernel_expires = {}
         self.reload_domains()
 
     # ---- domains ----------------------------------------------------------------------------------------------
@@ -160,6 +164,8 @@ class Forwarder(object):
                     self.metrics.expired.inc()
             if not held:
                 del self.live[key]
+        for key in [k for k, exp in self.kernel_expires.items() if exp <= now]:
+            del self.kernel_expires[key]
         self.metrics.learned_addresses.set(len(self.address_users))
 
     def admit(self, entry, name, address, expires):
@@ -208,6 +214,9 @@ class Forwarder(object):
                     items[(address, port)] = max(items.get((address, port), 0), timeout)
                 notes.append((entry, name, address, ports, ttl, expires))
         if items:
+            for key, timeout in items.items():
+                items[key] = timeout = max(timeout, int(self.kernel_expires.get(key, 0) - now))
+                self.kernel_expires[key] = now + timeout
             try:
                 await self.learner.add([(a, p, t) for (a, p), t in items.items()])
             except (LearnError, OSError) as exc:
@@ -342,7 +351,11 @@ async def serve(forwarder, ready=None):
             await asyncio.sleep(1.0)
             forwarder.expire()
             forwarder.reload_domains()
-            forwarder.spool.flush()
+            try:
+                forwarder.spool.flush()
+            except OSError as exc:   # disk full or the like: kept in memory, tried again next second
+                forwarder.metrics.spool_errors.inc()
+                LOG.error("cannot write the spool in %s: %s", forwarder.config.spool_dir, exc)
     finally:
         for server in servers:
             server.close()

@@ -46,7 +46,8 @@ class Matcher(object):
         found = list(self.exact.get(name, ()))
         labels = name.split(".")
         for i in range(1, len(labels)):
-            found.extend(self.wild.get(".".join(labels[i:]), ()))
+            if labels[i - 1]:   # what comes before the suffix ends in a label (as og_netpolicy.matches says)
+                found.extend(self.wild.get(".".join(labels[i:]), ()))
         return found
 
 

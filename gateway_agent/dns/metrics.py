@@ -36,6 +36,8 @@ class Metrics(object):
         self.unlisted = Counter("og_dns_unlisted", "Queries for names of no domain entry", registry=r)
         self.learn_errors = Counter("og_dns_learn_errors", "Adds the kernel learn sets refused", registry=r)
         self.spool_files = Counter("og_dns_spool_files", "Spool files written", registry=r)
+        self.spool_errors = Counter("og_dns_spool_errors", "Spool writes that failed (kept, tried again)",
+                                    registry=r)
         self.spool_dropped = Counter("og_dns_spool_dropped", "Oldest spool files removed beyond spool_max_files",
                                      registry=r)
         self.domains = Gauge("og_dns_domains", "Domain patterns loaded from the domains file", registry=r)

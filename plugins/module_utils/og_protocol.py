@@ -359,9 +359,10 @@ def _domains(msg):
 
 def _batch(msg):
     value = msg.get("batch")
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_BATCH or "/" in value or value != value.strip():
-        raise ProtocolError("%s batch must be a spool file name of 1-%d characters without \"/\" such as "
-                            "\"learned-1767225600000-812-3.json\", not %r"
+    if (not isinstance(value, str) or not 0 < len(value) <= MAX_BATCH or "/" in value or value.startswith(".")
+            or value != value.strip()):
+        raise ProtocolError("%s batch must be a spool file name of 1-%d characters without \"/\" or a leading "
+                            "\".\", such as \"learned-1767225600000-812-3.json\", not %r"
                             % (msg["type"], MAX_BATCH, value if not isinstance(value, str) else value[:140]))
     return value
 
@@ -571,6 +572,9 @@ def learned(batch, spool):
               "unlisted": list(spool.get("unlisted") or []), "caps": list(spool.get("caps") or [])}
     text = encode(LEARNED, **fields)
     _learned(dict(fields, type=LEARNED))
+    if len(text.encode("utf-8")) > MAX_MESSAGE:
+        raise ProtocolError("learned frame of spool file %s is %d bytes, over the %d-byte limit; og-dns writes "
+                            "smaller files (docs/dns.md, \"Spool\")" % (batch, len(text.encode("utf-8")), MAX_MESSAGE))
     return text
 
 

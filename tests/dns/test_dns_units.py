@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 
 import dns.message
+import dns.rrset
 import pytest
 
 from gateway_agent.dns.config import Config, ConfigError, split_hostport
-from gateway_agent.dns.forwarder import chain_of
+from gateway_agent.dns.forwarder import Forwarder, chain_of
+from gateway_agent.dns.learner import Learner
 from gateway_agent.dns.matcher import DomainsError, Matcher
-from gateway_agent.dns.spool import Spool
+from gateway_agent.dns.metrics import Metrics
+from gateway_agent.dns.spool import Spool, spool_files
+from og_kernel import og_protocol
 from tests.support import BIN, dnsauth
+from tests.unit.test_netpolicy import MATCH_CASES
 
 
 def test_exact_and_wildcard_matching():
@@ -94,3 +100,63 @@ def test_dnsauth_random_pool_answers_a_fresh_sample_per_query_and_rotation_stays
     assert seen == set(pool) and len(answers) > 10
     spec = {"pool": pool, "pick": 2}
     assert [dnsauth.values_of("rot.units.test", "A", spec) for dummy in range(3)] == [pool[0:2], pool[1:3], pool[2:4]]
+
+
+@pytest.mark.parametrize("pattern, name, expected", MATCH_CASES)
+def test_the_matcher_agrees_with_og_netpolicy_matches(pattern, name, expected):
+    """og-dns's indexed Matcher decides as og_netpolicy.matches, which the server applies to learned names."""
+    matcher = Matcher([{"entry": 1, "name": pattern, "ports": []}])
+    assert bool(matcher.match(name)) is expected
+
+
+def test_an_address_answered_for_two_names_keeps_the_longer_kernel_timeout(tmp_path):
+    """A later, shorter answer for the same address (another name) must not cut the kernel member short: the
+    client holding the longer answer would be refused. The learn sets stand in by a recorder of adds (the kernel
+    side is tests/dns/test_og_dns.py's)."""
+    class Recorder:
+        def __init__(self, ipv6=False):
+            self.adds = []
+
+        def add(self, items):
+            self.adds.append(list(items))
+            return len(items)
+
+        def close(self):
+            pass
+
+    domains = tmp_path / "domains.json"
+    domains.write_text(json.dumps({"revision": 1, "domains": [{"entry": 1, "name": "long.example", "ports": []},
+                                                              {"entry": 2, "name": "short.example", "ports": []}]}))
+    learner = Learner(factory=Recorder)
+    try:
+        config = Config({"upstreams": ["192.0.2.53"], "domains_file": str(domains), "grace": 0})
+        forwarder = Forwarder(config, learner, Metrics(), Spool("", "gw1"), clock=lambda: 1000.0)
+
+        def response(name, ttl):
+            made = dns.message.make_response(dns.message.make_query(name, "A"))
+            made.answer.append(dns.rrset.from_text(name + ".", ttl, "IN", "A", "203.0.113.5"))
+            return made
+
+        asyncio.run(forwarder.learn("long.example", response("long.example", 3600)))
+        asyncio.run(forwarder.learn("short.example", response("short.example", 5)))
+        assert learner.sets.adds == [[("203.0.113.5", None, 3600)], [("203.0.113.5", None, 3600)]]
+    finally:
+        learner.close()
+
+
+def test_a_spool_file_is_what_one_learned_frame_takes(tmp_path):
+    """2,500 addresses in one second go to three files of at most 1,000 items; the root name is '.', a name
+    longer than the protocol takes is counted as dropped; the agent's builder accepts every file."""
+    spool = Spool(str(tmp_path), "gw1")
+    for i in range(2500):
+        spool.note_learned(1, "a.example", "2001:db8::%x" % i, [], 60, 2000000000, now=1767225600)
+    spool.note_unlisted("", 1767225600)
+    spool.note_unlisted("x" * 300, 1767225600)
+    spool.flush(now=1767225600)
+    names = spool_files(str(tmp_path))
+    bodies = [json.loads((tmp_path / n).read_text()) for n in names]
+    assert [len(b["learned"]) for b in bodies] == [1000, 1000, 500]
+    assert bodies[0]["unlisted"] == [{"name": ".", "count": 1, "first": 1767225600, "last": 1767225600}]
+    assert bodies[0]["unlisted_dropped"] == 1
+    for name, body in zip(names, bodies):
+        assert og_protocol.parse_agent_frame(og_protocol.learned(name, body)).batch == name

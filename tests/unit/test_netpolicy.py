@@ -90,7 +90,9 @@ def test_bad_wildcards_name_the_value_and_the_fix(policy, text, words):
     assert "e.g. *.example.com" in str(err.value)
 
 
-@pytest.mark.parametrize("pattern, name, expected", [
+# The matching rule of exact and wildcard names; og-dns's indexed Matcher is held to the same table
+# (tests/dns/test_dns_units.py).
+MATCH_CASES = [
     ("example.com", "example.com", True),
     ("example.com", "EXAMPLE.com.", True),
     ("example.com", "www.example.com", False),
@@ -103,7 +105,12 @@ def test_bad_wildcards_name_the_value_and_the_fix(policy, text, words):
     ("*.example.com", ".example.com", False),
     ("*.example.com", "example.com.evil.org", False),
     ("*.example.com", "com", False),
-])
+    ("*.example.com", "a..example.com", False),
+    ("*.example.com", ".a.example.com", True),
+]
+
+
+@pytest.mark.parametrize("pattern, name, expected", MATCH_CASES)
 def test_matches_exact_and_wildcard_names(pattern, name, expected):
     assert matches(pattern, name) is expected
 
