@@ -34,7 +34,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        metrics.serve(agent, cfg["metrics_listen"], cfg["name"], cfg["metrics_web_config_file"])
+        metrics.serve(agent, cfg["metrics_listen"], cfg["name"], cfg["metrics_web_config"])
     except OSError as exc:
         print("og-gateway-agent: cannot listen on %s for metrics: %s; set metrics_listen to a free ADDRESS:PORT"
               % (cfg["metrics_listen"], exc.strerror), file=sys.stderr)

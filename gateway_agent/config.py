@@ -181,10 +181,11 @@ def load(argv=None):
         cfg["drift_interval"] = interval
     except (TypeError, ValueError):
         problems.append("drift_interval %r must be a number of seconds above 0, e.g. 30" % (cfg["drift_interval"],))
-    web_config = cfg["metrics_web_config_file"]
-    if web_config:
+    # Loaded once, here: metrics.serve takes the checked WebConfig (or None for plain HTTP).
+    cfg["metrics_web_config"] = None
+    if cfg["metrics_web_config_file"]:
         try:
-            load_web_config(str(web_config))
+            cfg["metrics_web_config"] = load_web_config(str(cfg["metrics_web_config_file"]))
         except WebConfigError as exc:
             problems.append("metrics_web_config_file: %s" % exc)
     domains_file = cfg["dns_domains_file"]

@@ -15,8 +15,6 @@ import heapq
 import http.server
 import logging
 import operator
-import socket
-import socketserver
 import threading
 import time
 
@@ -27,8 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from og_kernel.og_command import CommandError
 from og_kernel.og_elements import Element
 from og_kernel.og_firewall import Counters
-from og_kernel.og_webconfig import load as load_web_config
-from og_kernel.og_webconfig import wrap_server
+from og_kernel import og_webconfig
 
 # Joins the names of the entries that share an element into one `entry` label (no entry name contains it).
 SHARED_JOIN = " + "
@@ -373,10 +370,10 @@ class _Families:
         return iter(self.families)
 
 
-def serve(agent, listen, hostname, web_config_file=""):
+def serve(agent, listen, hostname, web_config=None):
     """Serve /metrics and /healthz on a background thread; return the server.
 
-    web_config_file: a web config in node_exporter's shape (TLS, basic auth; og_webconfig), "" for plain HTTP.
+    web_config: an og_webconfig.WebConfig (node_exporter's shape: TLS, basic auth), None for plain HTTP.
     """
     metrics = AgentMetrics(agent, hostname)
     scrape_lock = threading.Lock()  # one scrape at a time: they share AgentMetrics' caches and histogram
@@ -405,18 +402,7 @@ def serve(agent, listen, hostname, web_config_file=""):
             pass
 
     host, _colon, port = listen.rpartition(":")
-    host = host.strip("[]")
-
-    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-        # "[::]:9900" listens on IPv6 (and IPv4-mapped) so og-route can probe IPv6 gateways.
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    server = Server((host, int(port)), Handler)
-    if web_config_file:
-        wrap_server(server, Handler, load_web_config(web_config_file))
-    threading.Thread(target=server.serve_forever, name="og-metrics", daemon=True).start()
+    server = og_webconfig.serve(host.strip("[]"), port, Handler, web_config, name="og-metrics")
     server.reader_stop = threading.Event()  # set to stop the background reader (the agent's threads are daemons)
     threading.Thread(target=metrics.refresh_loop, args=(server.reader_stop,), name="og-metrics-reader",
                      daemon=True).start()

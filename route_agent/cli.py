@@ -66,6 +66,9 @@ def validate(args):
     if not 0 <= args.health_port <= 65535:
         problems.append("--health-port %d is not a port; use 1-65535, or 0 to disable health checks"
                         % args.health_port)
+    if args.metrics_web_config_file and not args.metrics_listen:
+        problems.append("--metrics-web-config-file needs --metrics-listen (it secures that endpoint); add "
+                        "--metrics-listen ADDRESS:PORT or drop the web config")
     if args.interval <= 0:
         problems.append("--interval %s must be positive" % args.interval)
     for flag, value in (("--fall", args.fall), ("--rise", args.rise)):

@@ -15,13 +15,12 @@ import ipaddress
 import logging
 import os
 import select
-import socket
 import threading
 import time
 import urllib.request
 
 from og_kernel.og_routes import RouteTable, desired_routes, plan, route_line
-from og_kernel.og_webconfig import wrap_server
+from og_kernel import og_webconfig
 
 log = logging.getLogger("og.route")
 
@@ -283,14 +282,6 @@ class RouteDaemon(object):
                 pass
 
         host, _colon, port = listen.rpartition(":")
-        host = host.strip("[]") or "0.0.0.0"
-
-        class Server(http.server.ThreadingHTTPServer):
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            daemon_threads = True
-
-        self._http = Server((host, int(port)), Handler)
-        if web_config is not None:
-            wrap_server(self._http, Handler, web_config)
-        threading.Thread(target=self._http.serve_forever, name="og-route-metrics", daemon=True).start()
+        self._http = og_webconfig.serve(host.strip("[]") or "0.0.0.0", port, Handler, web_config,
+                                        name="og-route-metrics")
         log.info("serving /metrics and /healthz on %s", listen)

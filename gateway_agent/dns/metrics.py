@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import http.server
-import socket
-import threading
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, MetricsHandler
 
-from og_kernel.og_webconfig import wrap_server
+from og_kernel import og_webconfig
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 UPSTREAM_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -45,15 +41,5 @@ class Metrics(object):
     def serve(self, host, port, web_config=None):
         """/metrics on host:port from a daemon thread; with web_config (og_webconfig.WebConfig) over TLS and/or
         behind basic auth, as the agent's and og-route's."""
-        handler = MetricsHandler.factory(self.registry)
-
-        class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-        server = Server((host, port), handler)
-        if web_config is not None:
-            wrap_server(server, handler, web_config)
-        threading.Thread(target=server.serve_forever, name="og-dns-metrics", daemon=True).start()
-        return server
+        return og_webconfig.serve(host, port, MetricsHandler.factory(self.registry), web_config,
+                                  name="og-dns-metrics")

@@ -18,7 +18,8 @@ Only the keys above are taken; any other key, or a value this module cannot hono
 type it does not build), is refused with a message naming the key and the fix, rather than silently ignored.
 load() reads and checks the file; WebConfig.ssl_context() builds the server's context; WebConfig.check_auth()
 checks an Authorization header against the hashes (successful checks cached, as exporter-toolkit does, since
-bcrypt is slow on purpose); wrap_server() puts both on an http.server server.
+bcrypt is slow on purpose); serve() runs an http.server handler with both. /healthz stays open to anyone who can
+connect (og-route probes the gateways' /healthz without credentials), as it is behind TLS when TLS is on.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -27,7 +28,10 @@ __metaclass__ = type
 import base64
 import hashlib
 import hmac
+import http.server
 import os
+import re
+import socket
 import ssl
 import threading
 
@@ -48,6 +52,8 @@ TLS_KEYS = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_
 CLIENT_AUTH_TYPES = ("NoClientCert", "RequireAndVerifyClientCert")
 MIN_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 REALM = "outputguard metrics"
+BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+OPEN_PATHS = ("/healthz",)   # answered without credentials: og-route's probe of the gateways
 
 
 class WebConfigError(Exception):
@@ -63,12 +69,7 @@ class WebConfig(object):
         self.users = users
         self._cache = set()
         self._cache_lock = threading.Lock()
-        # A hash to check unknown users against, so an unknown user costs what a known one does.
-        self._dummy = bcrypt.hashpw(b"unknown user", bcrypt.gensalt(12)) if users else None
-
-    @property
-    def auth_required(self):
-        return bool(self.users)
+        self.context = self.ssl_context()   # the certificate and key load now, not at the first scrape
 
     def ssl_context(self):
         """The server's SSLContext (TLS 1.2 or newer), or None when the file has no tls_server_config."""
@@ -103,13 +104,17 @@ class WebConfig(object):
         except (ValueError, UnicodeDecodeError):
             return False
         known = user in self.users
-        hashed = self.users[user].encode() if known else self._dummy
+        # An unknown user is checked against a configured hash, so it costs what a known one does.
+        hashed = (self.users[user] if known else next(iter(self.users.values()))).encode()
         key = hashlib.sha256(b"%s\0%s\0%s" % (user.encode(), password.encode(), hashed)).digest()
         with self._cache_lock:
             cached = any(hmac.compare_digest(key, seen) for seen in self._cache)
         if cached:
             return known
-        ok = bcrypt.checkpw(password.encode(), hashed)
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed)
+        except ValueError:   # bcrypt 5 refuses passwords over 72 bytes: not a configured user's password
+            return False
         if ok and known:
             with self._cache_lock:
                 self._cache.add(key)
@@ -165,14 +170,12 @@ def parse(data, path="web config"):
     for name, hashed in users.items():
         if not isinstance(name, str) or not name or ":" in name:
             _fail(path, "basic_auth_users: user name %r must be a non-empty string without ':'" % (name,))
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")) or len(hashed) != 60:
+        if not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed):
             _fail(path, "basic_auth_users: %s: the value must be a bcrypt hash ($2b$..., 60 characters), e.g. from "
                   "htpasswd -nBC 12 %s, not a plain password" % (name, name))
     if users and not HAS_BCRYPT:
         _fail(path, "basic_auth_users needs the bcrypt Python package; install it")
-    config = WebConfig(path, tls, dict(users))
-    config.ssl_context()  # the certificate and key load now, not at the first scrape
-    return config
+    return WebConfig(path, tls, dict(users))
 
 
 def load(path):
@@ -189,15 +192,27 @@ def load(path):
     return parse(data, path)
 
 
-def wrap_server(server, handler_class, config):
-    """Put config's TLS on server's socket; return handler_class wrapped to answer 401 without valid credentials.
+def serve(host, port, handler_class, config=None, name="og-metrics"):
+    """Serve handler_class (an http.server handler) on host:port from a daemon thread; with config (a WebConfig)
+    over its TLS and behind its basic auth (OPEN_PATHS excepted). Returns the server (shutdown() stops it)."""
 
-    Call it before the server's thread starts; build the server with the returned handler class, or assign it to
-    server.RequestHandlerClass.
-    """
-    context = config.ssl_context()
-    if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        # "[::]" listens on IPv6 (and IPv4-mapped), so og-route can probe IPv6 gateways.
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = Server((host, int(port)), handler_class)
+    if config is not None:
+        _wrap(server, handler_class, config)
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    return server
+
+
+def _wrap(server, handler_class, config):
+    """Put config's TLS on server's socket and its basic auth in front of handler_class."""
+    if config.context is not None:
+        server.socket = config.context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         # The handshake runs on the request's thread (finish_request below), not in accept(), so a slow or
         # plain-HTTP client cannot hold up the listener.
         base_finish = server.finish_request
@@ -213,7 +228,7 @@ def wrap_server(server, handler_class, config):
 
     class AuthHandler(handler_class):
         def do_GET(self):
-            if not config.check_auth(self.headers.get("Authorization")):
+            if self.path not in OPEN_PATHS and not config.check_auth(self.headers.get("Authorization")):
                 body = b"unauthorized\n"
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="%s", charset="UTF-8"' % REALM)
@@ -225,4 +240,3 @@ def wrap_server(server, handler_class, config):
             handler_class.do_GET(self)
 
     server.RequestHandlerClass = AuthHandler
-    return AuthHandler

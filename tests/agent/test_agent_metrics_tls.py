@@ -112,3 +112,20 @@ def test_a_bad_web_config_is_refused_at_start_with_exit_2_naming_the_file(tmp_pa
     assert "metrics_web_config_file: %s" % path in res.stderr
     for word in words:
         assert word in res.stderr
+
+
+def test_healthz_stays_open_and_an_overlong_password_is_a_401_not_a_crash(gwns, start_agent, tmp_path):
+    """Basic auth alone: og-route's probe of /healthz (no credentials) still gets its answer; a password longer
+    than bcrypt takes (72 bytes) is refused like any wrong one, and the endpoint keeps serving."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    web = write_web_config(tmp_path, basic_auth_users={USER: hashed})
+    config = tmp_path / "agent.yml"
+    config.write_text(yaml.safe_dump({"metrics_web_config_file": web}))
+    agent = start_agent(extra=["--config", str(config)])
+    url = "http://127.0.0.1:9900/metrics"
+    wait_until(lambda: curl(gwns, url)[1] == "401" or not agent.alive(), timeout=20, interval=0.1,
+               what="the agent's metrics endpoint asking for credentials")
+    assert agent.alive(), agent.log()
+    assert curl(gwns, "http://127.0.0.1:9900/healthz")[1] in ("200", "503")   # an answer, not 401
+    assert curl(gwns, url, "-u", "%s:%s" % (USER, "p" * 100)) == (0, "401")
+    assert curl(gwns, url, "-u", "%s:%s" % (USER, PASSWORD)) == (0, "200")
