@@ -70,6 +70,14 @@ def median(values):
     return statistics.median(values)
 
 
+def percentile(values, q):
+    """The q-quantile (0.99: p99) of values by the nearest rank, None for no values."""
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
 def fmt_s(seconds):
     """Seconds with a sensible number of digits."""
     if seconds is None:

@@ -34,11 +34,6 @@ UPSTREAM, FORWARDER = "127.0.0.53", "127.0.0.1"
 NAMES = ("plain.bench", "learn.bench")
 
 
-def percentile(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
 def latency(args):
     """{name: {direct: [s], via: [s]}}: sequential queries, direct and through og-dns in turn."""
     out = {}
@@ -128,7 +123,7 @@ def main():
         t = result["latency"][name]
         row = [name]
         for q in (0.5, 0.99):
-            direct, via = percentile(t["direct"], q), percentile(t["via"], q)
+            direct, via = benchlib.percentile(t["direct"], q), benchlib.percentile(t["via"], q)
             row += ["%.3f" % (direct * 1000), "%.3f" % (via * 1000), "%.3f" % ((via - direct) * 1000)]
         qd, qv = result["qps"]["%s direct" % name], result["qps"]["%s via" % name]
         row += ["%.0f" % qd[0], "%.0f (%d lost)" % (qv[0], qv[1])]

@@ -67,13 +67,6 @@ def zone(pools):
     return {name_of(p): {"A": {"ttl": TTL, "pool": POOL[:p], "pick": 2, "random": True}} for p in pools}
 
 
-def percentile(values, q):
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
 # ---- workers (inside a namespace) -------------------------------------------------------------------------
 def op_firewall():
     """Gateway: the product's policy, the allow set holding only the DNS server."""
@@ -188,8 +181,8 @@ def op_clients(server, name, count, seconds, concurrency):
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(count)))
     counts["wall"] = time.monotonic() - t0
-    counts["dns_p50"] = percentile(dns_times, 0.5)
-    counts["dns_p99"] = percentile(dns_times, 0.99)
+    counts["dns_p50"] = benchlib.percentile(dns_times, 0.5)
+    counts["dns_p99"] = benchlib.percentile(dns_times, 0.99)
     return counts
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import socket
 import struct
@@ -44,12 +45,24 @@ def values_of(name, rtype, spec):
     return [pool[(step + i) % len(pool)] for i in range(pick)]
 
 
+ZONES = {}   # zone path -> (stat stamp, zone): read again only when the test rewrites the file
+
+
+def zone_of(zone_path):
+    st = os.stat(zone_path)
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    cached = ZONES.get(zone_path)
+    if cached is None or cached[0] != stamp:
+        with open(zone_path) as fh:
+            cached = ZONES[zone_path] = (stamp, {k.lower().rstrip("."): v for k, v in json.load(fh).items()})
+    return cached[1]
+
+
 def answer(zone_path, wire, udp):
     query = dns.message.from_wire(wire)
     response = dns.message.make_response(query)
     response.flags |= dns.flags.AA
-    with open(zone_path) as fh:
-        zone = {k.lower().rstrip("."): v for k, v in json.load(fh).items()}
+    zone = zone_of(zone_path)
     question = query.question[0]
     name, qtype = question.name.to_text().lower().rstrip("."), dns.rdatatype.to_text(question.rdtype)
     if name not in zone:
