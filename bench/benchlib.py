@@ -172,10 +172,12 @@ class NamespaceLost(RuntimeError):
     """A namespace vanished under a running worker (another session's test cleanup deletes every ogt-*)."""
 
 
-def worker(ns, script, op, args=None, timeout=900):
-    """Run `script --inside op ARGS_JSON` in namespace ns; progress passes through, the JSON result is returned."""
+def worker(ns, script, op, args=None, timeout=900, cpus=None):
+    """Run `script --inside op ARGS_JSON` in namespace ns (on the CPUs `cpus`, a taskset list, when given); progress
+    passes through, the JSON result is returned."""
     env = dict(os.environ, OG_REFUSE_ROOT_NETNS="1", PYTHONPATH=TOP + os.pathsep + BENCH)
-    argv = ["ip", "netns", "exec", ns.name, sys.executable, script, "--inside", op, json.dumps(args or {})]
+    pin = ["taskset", "-c", cpus] if cpus else []
+    argv = ["ip", "netns", "exec", ns.name] + pin + [sys.executable, script, "--inside", op, json.dumps(args or {})]
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout, env=env, check=False)
     if proc.returncode != 0:
         what = "worker %s %s in %s" % (os.path.basename(script), op, ns.name)

@@ -24,7 +24,7 @@ Each mode: N connections (--connections, default 10,000) spread over --seconds, 
 time; each resolves the name (UDP, dnspython) and connects at once to the first address of its answer.
 Counted: connected, refused (RST from OG-REJECT), timed out, DNS failures; and the DNS time of every query
 (central: the upstream directly; forwarder: through og-dns, so the difference is og-dns's added latency, its
-learning included).
+learning included). og-dns runs on CPU 0 by itself, everything else of the benchmark on CPU 1 (taskset).
 
     sudo .venv/bin/python bench/dns_vs_central.py [--connections 10000] [--seconds 60] [--pools 8,32] [--json]
 """
@@ -55,6 +55,11 @@ GATEWAY = "10.88.0.1"
 PORT = 8080
 TTL = 20
 POOL = ["192.0.2.%d" % n for n in range(100, 132)]
+# og-dns on a core of its own, everything else (clients, dnsauth, listener, central resolver) on the other, so
+# that the added latency is og-dns's and not its neighbours' (on one CPU nothing is pinned).
+PINNED = (os.cpu_count() or 1) >= 2
+OG_DNS_CPU = ["taskset", "-c", "0"] if PINNED else []
+OTHERS = ["taskset", "-c", "1"] if PINNED else []
 CENTRAL_CFG = {"dns_servers": [UPSTREAM], "dns_timeout": 2.0, "dns_tries": 2, "resolve_interval": 60,
                "resolve_min_interval": 5, "resolve_grace": 900}
 
@@ -207,11 +212,12 @@ def build(spaces, tmp, pools):
     with open(zone_path, "w") as fh:
         json.dump(zone(pools), fh)
     log = os.path.join(tmp, "dnsauth.log")
-    auth = inet.popen([sys.executable, "-m", "tests.support.dnsauth", "--zone", zone_path, "--listen", UPSTREAM],
+    auth = inet.popen(OTHERS + [sys.executable, "-m", "tests.support.dnsauth", "--zone", zone_path,
+                                "--listen", UPSTREAM],
                       cwd=benchlib.TOP, stderr=open(log, "w"))
     procs.append(auth)
     nslib.wait_ready(lambda: "dnsauth: ready" in open(log).read(), auth, "dnsauth", log)
-    procs.append(inet.popen([sys.executable, "-c", LISTENER]))
+    procs.append(inet.popen(OTHERS + [sys.executable, "-c", LISTENER]))
     benchlib.worker(gw, __file__, "firewall")
     with open(os.path.join(tmp, "domains.json"), "w") as fh:
         json.dump({"revision": 1, "domains": [{"entry": i + 1, "name": name_of(p), "ports": []}
@@ -221,7 +227,8 @@ def build(spaces, tmp, pools):
                    "spool_dir": os.path.join(tmp, "spool"), "metrics_listen": "127.0.0.1:9901",
                    "name": "bench"}, fh)
     log = os.path.join(tmp, "og-dns.log")
-    dnsd = gw.popen([os.path.join(benchlib.TOP, ".venv", "bin", "og-dns"), "--config", os.path.join(tmp, "dns.yml")],
+    dnsd = gw.popen(OG_DNS_CPU + [os.path.join(benchlib.TOP, ".venv", "bin", "og-dns"),
+                                  "--config", os.path.join(tmp, "dns.yml")],
                     stderr=open(log, "w"))
     procs.append(dnsd)
     nslib.wait_ready(lambda: "og-dns: ready" in open(log).read(), dnsd, "og-dns", log)
@@ -232,8 +239,9 @@ def central_process(gw, name, seconds, tmp):
     """The central resolver loop, started in the gateway namespace; returns (process, its log path)."""
     env = dict(os.environ, OG_REFUSE_ROOT_NETNS="1", PYTHONPATH=benchlib.TOP + os.pathsep + benchlib.BENCH)
     log = os.path.join(tmp, "central-%s.log" % name)
-    proc = subprocess.Popen(["ip", "netns", "exec", gw.name, sys.executable, os.path.abspath(__file__), "--inside",
-                             "central", json.dumps({"name": name, "seconds": seconds})],
+    argv = OTHERS + [sys.executable, os.path.abspath(__file__), "--inside", "central",
+                     json.dumps({"name": name, "seconds": seconds})]
+    proc = subprocess.Popen(["ip", "netns", "exec", gw.name] + argv,
                             stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, env=env)
     nslib.wait_ready(lambda: "central: ready" in open(log).read(), proc, "central resolver", log)
     return proc, log
@@ -256,7 +264,8 @@ def measure(a, tmp):
                 benchlib.log("%s, %s: %d connections over %g s" % (name, mode, a.connections, a.seconds))
                 row = benchlib.worker(client, __file__, "clients",
                                       {"server": server, "name": name, "count": a.connections,
-                                       "seconds": a.seconds, "concurrency": a.concurrency}, timeout=a.seconds + 600)
+                                       "seconds": a.seconds, "concurrency": a.concurrency}, timeout=a.seconds + 600,
+                                      cpus=OTHERS[-1] if OTHERS else None)
                 row.update(benchlib.worker(gw, __file__, "count"))
                 if central is not None:
                     out, dummy = central.communicate(timeout=a.seconds + 120)
@@ -280,9 +289,10 @@ def render(a, results, load_start, load_end):
     commit = subprocess.run(["git", "-C", benchlib.TOP, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
     head = ("`bench/dns_vs_central.py --connections %d --seconds %g --concurrency %d --pools %s` at %s on %s CPUs "
-            "(nproc), kernel %s, Python %s; load average %s at the start, %s at the end (a shared machine).\n"
+            "(nproc), kernel %s, Python %s; load average %s at the start, %s at the end (a shared machine); %s.\n"
             % (a.connections, a.seconds, a.concurrency, ",".join(map(str, a.pools)), commit, os.cpu_count(),
-               platform.release(), platform.python_version(), " ".join(load_start), " ".join(load_end)))
+               platform.release(), platform.python_version(), " ".join(load_start), " ".join(load_end),
+               "og-dns pinned to CPU 0, the rest to CPU 1" if PINNED else "nothing pinned (one CPU)"))
     rows = []
     direct = {r["pool"]: r for r in results if r["mode"] == "central"}
     for r in results:
