@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import ipaddress
 import logging
 import os
@@ -125,6 +126,10 @@ class Forwarder(object):
         # (address, port or None) -> when its kernel member times out: an add sets the member's timeout, so a
         # shorter answer (another name of the same address) must not cut a longer one short.
         self.kernel_expires = {}
+        # Heaps of (expires, key...) so that the once-a-second expiry pops what is due instead of walking every
+        # learned address on the event loop; an entry whose time has moved on since it was pushed is skipped.
+        self._live_due = []
+        self._kernel_due = []
         self.reload_domains()
 
     # ---- domains ----------------------------------------------------------------------------------------------
@@ -153,26 +158,45 @@ class Forwarder(object):
     # ---- expiry and caps --------------------------------------------------------------------------------------
     def expire(self, now=None):
         now = self.clock() if now is None else now
-        for key in list(self.live):
-            held = self.live[key]
-            for address in [a for a, exp in held.items() if exp <= now]:
-                del held[address]
-                self.spool.forget(key + (address,))
-                self.address_users[address] -= 1
-                if not self.address_users[address]:
-                    del self.address_users[address]
-                    self.metrics.expired.inc()
+        due = self._live_due
+        while due and due[0][0] <= now:
+            expires, key, address = heapq.heappop(due)
+            held = self.live.get(key)
+            if held is None or held.get(address) != expires:
+                continue       # refreshed (a later heap entry holds its new time), or undone
+            del held[address]
+            self.spool.forget(key + (address,))
+            self._release(address)
             if not held:
                 del self.live[key]
-        for key in [k for k, exp in self.kernel_expires.items() if exp <= now]:
-            del self.kernel_expires[key]
+        due = self._kernel_due
+        while due and due[0][0] <= now:
+            expires, key = heapq.heappop(due)
+            if self.kernel_expires.get(key) == expires:
+                del self.kernel_expires[key]
         self.metrics.learned_addresses.set(len(self.address_users))
 
-    def admit(self, entry, name, address, expires):
-        """True if (entry, name, address) may be learned now (cap bookkeeping done), False when a cap is hit."""
-        held = self.live.get((entry, name))
+    def _release(self, address):
+        self.address_users[address] -= 1
+        if not self.address_users[address]:
+            del self.address_users[address]
+            self.metrics.expired.inc()
+
+    def _hold(self, key, address, expires):
+        self.live.setdefault(key, {})[address] = expires
+        heapq.heappush(self._live_due, (expires, key, address))
+
+    def admit(self, entry, name, address, expires, undo=None):
+        """True if (entry, name, address) may be learned now (cap bookkeeping done), False when a cap is hit.
+
+        undo, a list, gets what was changed, so that a failed kernel add can be taken back (unadmit)."""
+        key = (entry, name)
+        held = self.live.get(key)
         if held is not None and address in held:
-            held[address] = max(held[address], expires)
+            if expires > held[address]:
+                if undo is not None:
+                    undo.append((key, address, held[address], expires))
+                self._hold(key, address, expires)
             return True
         if held is not None and len(held) >= self.config.name_cap:
             self.metrics.caps_hit.labels("name").inc()
@@ -182,22 +206,43 @@ class Forwarder(object):
             self.metrics.caps_hit.labels("gateway").inc()
             self.spool.note_cap(entry, name, "gateway")
             return False
-        self.live.setdefault((entry, name), {})[address] = expires
+        if undo is not None:
+            undo.append((key, address, None, expires))
+        self._hold(key, address, expires)
         self.address_users[address] = self.address_users.get(address, 0) + 1
         return True
 
+    def unadmit(self, undo):
+        """Take back admit()'s changes (newest first): the kernel refused the add, so nothing is held."""
+        for key, address, before, after in reversed(undo):
+            held = self.live.get(key, {})
+            if held.get(address) != after:
+                continue       # another answer moved it on while the kernel was asked: that one holds it
+            if before is not None:
+                held[address] = before
+                heapq.heappush(self._live_due, (before, key, address))
+                continue
+            del held[address]
+            if not held:
+                del self.live[key]
+            self.address_users[address] -= 1
+            if not self.address_users[address]:
+                del self.address_users[address]
+
     # ---- one answer -------------------------------------------------------------------------------------------
-    async def learn(self, qname, response):
-        """Add the matched answer's addresses to the learn sets; True if any name of the chain matched."""
+    async def learn(self, qname, response, qmatches=None):
+        """Add the matched answer's addresses to the learn sets; True if any name of the chain matched.
+
+        qmatches: the matcher's answer for qname when the caller has it already."""
         chain, addresses = chain_of(qname, response)
-        matches = []
-        for name in chain:
+        matches = [(m, qname) for m in (self.matcher.match(qname) if qmatches is None else qmatches)]
+        for name in chain[1:]:
             matches.extend((m, name) for m in self.matcher.match(name))
         if not matches:
             return False
         now = self.clock()
         cfg = self.config
-        items, notes = {}, []
+        items, notes, undo = {}, [], []
         for address, ttl in addresses:
             if ipaddress.ip_address(address).version == 6 and not cfg.ipv6:
                 continue
@@ -208,29 +253,39 @@ class Forwarder(object):
             timeout = min(max(ttl, cfg.min_ttl), cfg.max_ttl) + cfg.grace
             expires = now + timeout
             for (entry, _pattern, ports), name in matches:
-                if not self.admit(entry, name, address, expires):
+                if not self.admit(entry, name, address, expires, undo):
                     continue
                 for port in (ports or (None,)):
                     items[(address, port)] = max(items.get((address, port), 0), timeout)
                 notes.append((entry, name, address, ports, ttl, expires))
         if items:
+            # Recorded before the await: a concurrent answer of another name with a shorter TTL must see it.
             for key, timeout in items.items():
                 items[key] = timeout = max(timeout, int(self.kernel_expires.get(key, 0) - now))
-                self.kernel_expires[key] = now + timeout
+                if self.kernel_expires.get(key) != now + timeout:
+                    self.kernel_expires[key] = now + timeout
+                    heapq.heappush(self._kernel_due, (now + timeout, key))
             try:
                 await self.learner.add([(a, p, t) for (a, p), t in items.items()])
             except (LearnError, OSError) as exc:
                 self.metrics.learn_errors.inc()
+                self.unadmit(undo)
                 LOG.error("learning %s failed: %s", qname, exc)
             else:
                 self.metrics.learned.inc(len(notes))
                 for note in notes:
                     self.spool.note_learned(*note, now=now)
         self.metrics.learned_addresses.set(len(self.address_users))
-        for rrset in response.answer:
-            if rrset.ttl > cfg.max_ttl:
-                rrset.ttl = cfg.max_ttl
         return True
+
+    def clamp(self, response):
+        """Cut the answer's TTLs to max_ttl (what the learn sets hold at most); True if any was cut."""
+        cut = False
+        for rrset in response.answer:
+            if rrset.ttl > self.config.max_ttl:
+                rrset.ttl = self.config.max_ttl
+                cut = True
+        return cut
 
     def reply(self, query, rcode):
         response = dns.message.make_response(query)
@@ -248,7 +303,8 @@ class Forwarder(object):
         if len(query.question) != 1:
             return self.finish(self.reply(query, dns.rcode.FORMERR).to_wire(), dns.rcode.FORMERR, start, 0.0)
         qname = normal(query.question[0].name)
-        listed = bool(self.matcher.match(qname))
+        qmatches = self.matcher.match(qname)
+        listed = bool(qmatches)
         if not listed and self.config.unlisted == "refuse":
             self.count_unlisted(qname)
             return self.finish(self.reply(query, dns.rcode.REFUSED).to_wire(), dns.rcode.REFUSED, start, 0.0)
@@ -279,8 +335,9 @@ class Forwarder(object):
             LOG.warning("upstream answer for %s unreadable: %s", qname, exc)
             return self.finish(self.reply(query, dns.rcode.SERVFAIL).to_wire(), dns.rcode.SERVFAIL, start,
                                upstream_time)
-        if await self.learn(qname, response):
-            answer = response.to_wire(max_size=65535)
+        if await self.learn(qname, response, qmatches):
+            if self.clamp(response):      # the upstream's bytes go out as they came unless a TTL was cut
+                answer = response.to_wire(max_size=65535)
         elif not listed:
             self.count_unlisted(qname)
         return self.finish(answer, response.rcode(), start, upstream_time)

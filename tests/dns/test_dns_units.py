@@ -18,6 +18,7 @@ from gateway_agent.dns.matcher import DomainsError, Matcher
 from gateway_agent.dns.metrics import Metrics
 from gateway_agent.dns.spool import Spool, spool_files
 from og_kernel import og_protocol
+from og_kernel.og_learn import LearnError
 from tests.support import BIN, dnsauth
 from tests.unit.test_netpolicy import MATCH_CASES
 
@@ -141,6 +142,77 @@ def test_an_address_answered_for_two_names_keeps_the_longer_kernel_timeout(tmp_p
         asyncio.run(forwarder.learn("short.example", response("short.example", 5)))
         assert learner.sets.adds == [[("203.0.113.5", None, 3600)], [("203.0.113.5", None, 3600)]]
     finally:
+        learner.close()
+
+
+class FlakySets:
+    """The learn sets' stand-in: records adds, refuses them while `refuse` is set (a full set, netlink gone)."""
+    refuse = False
+
+    def __init__(self, ipv6=False):
+        self.adds = []
+
+    def add(self, items):
+        if FlakySets.refuse:
+            raise LearnError("og-learn4 is full: raise maxelem")
+        self.adds.append(list(items))
+        return len(items)
+
+    def close(self):
+        pass
+
+
+def a_forwarder(tmp_path, clock, name_cap=64):
+    domains = tmp_path / "domains.json"
+    domains.write_text(json.dumps({"revision": 1, "domains": [{"entry": 1, "name": "cdn.example", "ports": []}]}))
+    learner = Learner(factory=FlakySets)
+    config = Config({"upstreams": ["192.0.2.53"], "domains_file": str(domains), "grace": 0, "min_ttl": 5,
+                     "name_cap": name_cap})
+    return Forwarder(config, learner, Metrics(), Spool("", "gw1"), clock=clock), learner
+
+
+def answer_of(name, ttl, *addresses):
+    made = dns.message.make_response(dns.message.make_query(name, "A"))
+    made.answer.append(dns.rrset.from_text_list(name + ".", ttl, "IN", "A", list(addresses)))
+    return made
+
+
+def test_expiry_drops_what_is_due_and_keeps_what_a_later_answer_refreshed(tmp_path):
+    now = [1000.0]
+    forwarder, learner = a_forwarder(tmp_path, lambda: now[0])
+    try:
+        asyncio.run(forwarder.learn("cdn.example", answer_of("cdn.example", 10, "203.0.113.1", "203.0.113.2")))
+        now[0] = 1005.0     # a second answer: .2 again (refreshed to 1025), .3 new
+        asyncio.run(forwarder.learn("cdn.example", answer_of("cdn.example", 20, "203.0.113.2", "203.0.113.3")))
+        forwarder.expire(now=1010.0)
+        assert sorted(forwarder.live[(1, "cdn.example")]) == ["203.0.113.2", "203.0.113.3"]
+        assert sorted(forwarder.address_users) == ["203.0.113.2", "203.0.113.3"]
+        forwarder.expire(now=1025.0)
+        assert forwarder.live == {} and forwarder.address_users == {} and forwarder.kernel_expires == {}
+        assert forwarder.metrics.expired._value.get() == 3
+    finally:
+        learner.close()
+
+
+def test_a_failed_kernel_add_holds_nothing_so_the_caps_stay_free(tmp_path):
+    """admit() books an address before the kernel is asked; when the kernel refuses, the booking is taken back:
+    a name at its cap would otherwise refuse addresses the gateway never let through."""
+    now = [1000.0]
+    forwarder, learner = a_forwarder(tmp_path, lambda: now[0], name_cap=2)
+    try:
+        asyncio.run(forwarder.learn("cdn.example", answer_of("cdn.example", 30, "203.0.113.1")))
+        FlakySets.refuse = True
+        asyncio.run(forwarder.learn("cdn.example", answer_of("cdn.example", 60, "203.0.113.1", "203.0.113.2")))
+        FlakySets.refuse = False
+        assert forwarder.live == {(1, "cdn.example"): {"203.0.113.1": 1030.0}}   # the refresh taken back too
+        assert forwarder.metrics.learn_errors._value.get() == 1
+        asyncio.run(forwarder.learn("cdn.example", answer_of("cdn.example", 30, "203.0.113.3")))
+        assert sorted(forwarder.live[(1, "cdn.example")]) == ["203.0.113.1", "203.0.113.3"]   # not capped
+        assert learner.sets.adds == [[("203.0.113.1", None, 30)], [("203.0.113.3", None, 30)]]
+        forwarder.expire(now=1030.0)
+        assert forwarder.live == {}
+    finally:
+        FlakySets.refuse = False
         learner.close()
 
 
