@@ -144,15 +144,6 @@ def test_the_unlisted_endpoint_sorts_filters_pages_and_refuses_bad_values(app, a
     assert api.get("/api/v1/dns/unlisted", token=None).status_code == 401
 
 
-def test_unlisted_queries_counted_per_gateway_in_the_metrics(app):
-    with app.app_context():
-        assert unlisted.count_rows() == 0
-    text = app.test_client().get("/metrics").get_data(as_text=True)
-    assert "og_server_dns_unlisted_names 0.0" in text
-    # Per gateway only: the counter has no name label (the names are in the API).
-    assert "# TYPE og_server_dns_unlisted_queries counter" in text
-
-
 def test_why_names_the_gateway_that_learned_an_address(app, api):
     cfg = app.config["OG"]
     entry = api.post("/api/v1/entries", json={"target": "*.cdn.example"}).get_json()
