@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, func, or_, and_, select
+from sqlalchemy import and_, delete, func, or_, select
 
 from ..extensions import db
 from ..models import UnlistedBatch, UnlistedName
