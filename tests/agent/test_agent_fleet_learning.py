@@ -137,7 +137,7 @@ def test_an_address_learned_by_gw1s_dns_reaches_gw2_and_expires_from_both(fleet)
     fleet.stack.wait_converged()
 
     assert fleet.dig("short.fleet.example") == ["203.0.113.77"]
-    # In gw1's kernel before the answer left og-dns (docs/dns.md), nothing of it on gw2 yet from DNS.
+    # In gw1's kernel learn set before the answer left og-dns (docs/dns.md).
     assert fleet.learn_set() == ["203.0.113.77"]
     # spool -> gw1's agent -> server -> change log -> gw2's agent -> gw2's kernel set.
     wait_until(lambda: kernel_elements(fleet.gw2) == ["203.0.113.77/32"], timeout=30,
@@ -148,8 +148,9 @@ def test_an_address_learned_by_gw1s_dns_reaches_gw2_and_expires_from_both(fleet)
     assert status == 200, why
     assert [(i["entry_id"], i["through"], i["expires_at"]) for i in why["entries"]] == [
         (wild["id"], "learned through gw1's DNS", row["expires_at"])]
-    assert kernel_elements(fleet.stack.topo.gw) == ["203.0.113.77/32"]   # gw1's allow set, from the change log
-    assert not fleet.spool()
+    wait_until(lambda: kernel_elements(fleet.stack.topo.gw) == ["203.0.113.77/32"], timeout=30,
+               what="the address in gw1's allow set too, from the change log")
+    wait_until(lambda: not fleet.spool(), timeout=30, what="the spool file acknowledged and deleted")
 
     # By itself: gw1's learn set element times out in its kernel (TTL 10 + grace 10), the server's housekeeper
     # removes the row at its expiry, and both gateways' allow sets lose it through the change log.
@@ -209,14 +210,16 @@ def test_unlisted_names_from_a_real_agent_are_listed_and_bounded_by_the_cap(flee
         for _ in range(4 if i == 7 else 1):
             assert fleet.dig("n%d.unlisted.example" % i) == ["203.0.113.%d" % (100 + i)]
     fleet.dig("short.fleet.example")
-    wait_until(lambda: fleet.unlisted()["total"] >= CAP and not fleet.spool(), timeout=30,
-               what="the other unlisted counts stored and the spool empty")
-    # The housekeeper (every 10 s) keeps the CAP newest last seen: n3-n7, the oldest (n0-n2) dropped first.
-    wait_until(lambda: fleet.unlisted()["total"] == CAP, timeout=60, what="the unlisted table pruned to its cap")
+    newest = [("n%d.unlisted.example" % i, 1) for i in range(3, 7)] + [("n7.unlisted.example", 4)]
+
+    def listed():
+        return sorted((i["name"], i["count"]) for i in fleet.unlisted()["items"])
+    # Stored (they may come in two frames), and the housekeeper (every 10 s) keeps the CAP newest last seen:
+    # n3-n7; the oldest, n0-n2, are dropped first.
+    wait_until(lambda: listed() == newest, timeout=60, what="n3-n7 stored and the table pruned to its cap")
+    wait_until(lambda: not fleet.spool(), timeout=30, what="the last spool file acknowledged")
     body = fleet.unlisted("?sort=busiest&gateway=gw1")
-    got = [(i["name"], i["count"]) for i in body["items"]]
-    assert got[0] == ("n7.unlisted.example", 4) and body["max_rows"] == CAP
-    assert sorted(got[1:]) == [("n%d.unlisted.example" % i, 1) for i in range(3, 7)]
+    assert (body["items"][0]["name"], body["total"], body["max_rows"]) == ("n7.unlisted.example", CAP, CAP)
     assert fleet.unlisted("?name=*.unlisted.example&per_page=2")["total"] == CAP
     assert fleet.unlisted("?gateway=gw2")["total"] == 0
     status, body = server.api("GET", "/api/v1/dns/unlisted?sort=loudest")
