@@ -242,7 +242,8 @@ class UnlistedName(db.Model):
 
     __tablename__ = "dns_unlisted"
     __table_args__ = (UniqueConstraint("gateway", "name", name="uq_dns_unlisted_name"),
-                      Index("ix_dns_unlisted_last_seen", "last_seen"),
+                      # The API's newest-first order and the housekeeper's cut at the cap walk this index.
+                      Index("ix_dns_unlisted_last_seen", "last_seen", "id"),
                       Index("ix_dns_unlisted_count", "count"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -32,7 +32,7 @@ def upgrade():
         sa.UniqueConstraint('gateway', 'name', name='uq_dns_unlisted_name')
     )
     with op.batch_alter_table('dns_unlisted', schema=None) as batch_op:
-        batch_op.create_index('ix_dns_unlisted_last_seen', ['last_seen'], unique=False)
+        batch_op.create_index('ix_dns_unlisted_last_seen', ['last_seen', 'id'], unique=False)
         batch_op.create_index('ix_dns_unlisted_count', ['count'], unique=False)
     op.create_table(
         'dns_unlisted_batches',
