@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, bindparam, delete, func, or_, select
 
 from ..extensions import db
 from ..models import UnlistedBatch, UnlistedName
 
+TABLE = UnlistedName.__table__
+# The count is added in SQL, so two writers of one row (a gateway's frames on two replicas) lose no queries.
+UPDATE = TABLE.update().where(TABLE.c.id == bindparam("b_id")).values(
+    count=TABLE.c.count + bindparam("b_count"), first_seen=bindparam("b_first"), last_seen=bindparam("b_last"))
 # A resent frame is one of the (at most 8) the agent had in flight when its session ended: 64 covers them.
 KEEP_BATCHES = 64
 CHUNK = 500
@@ -55,18 +59,24 @@ def record(gateway, batch, items, now):
     names = sorted(merged)
     for start in range(0, len(names), CHUNK):
         chunk = names[start:start + CHUNK]
-        existing = {row.name: row for row in db.session.execute(select(UnlistedName).where(
-            UnlistedName.gateway == gateway, UnlistedName.name.in_(chunk))).scalars()}
+        existing = {row.name: row for row in db.session.execute(
+            select(TABLE.c.id, TABLE.c.name, TABLE.c.first_seen, TABLE.c.last_seen).where(
+                TABLE.c.gateway == gateway, TABLE.c.name.in_(chunk)))}
+        inserts, updates = [], []
         for name in chunk:
             count, first, last = merged[name]
             row = existing.get(name)
             if row is None:
-                db.session.add(UnlistedName(gateway=gateway, name=name, count=count, first_seen=first,
-                                            last_seen=last))
+                inserts.append({"gateway": gateway, "name": name, "count": count, "first_seen": first,
+                                "last_seen": last})
             else:
-                row.count += count
-                row.first_seen = min(row.first_seen, first)
-                row.last_seen = max(row.last_seen, last)
+                updates.append({"b_id": row.id, "b_count": count, "b_first": min(row.first_seen, first),
+                                "b_last": max(row.last_seen, last)})
+        # One executemany each: a statement per name through the ORM's unit of work cost 5-10 times as much.
+        if inserts:
+            db.session.execute(TABLE.insert(), inserts)
+        if updates:
+            db.session.execute(UPDATE, updates)
     cutoff = db.session.execute(select(UnlistedBatch.id).where(UnlistedBatch.gateway == gateway)
                                 .order_by(UnlistedBatch.id.desc()).offset(KEEP_BATCHES).limit(1)).scalar()
     if cutoff is not None:
