@@ -106,7 +106,8 @@ SCHEMAS = {
             "ports": {"type": "array", "items": {"type": S}}, "network": {"type": S}, "source": {"type": S},
             "since": TIME, "until": TIME, "published": {"type": "boolean"}, "refused": NULLABLE_S,
             "deletable": {"type": "boolean"}, "not_enforced": NOT_ENFORCED,
-            "last_seen": dict(TIME, description="when DNS (the resolver's or a gateway's) last gave the address"),
+            "last_seen": dict(TIME, description="resolved: the resolver's last answer holding it; learned: the "
+                              "gateway's last report of it; typed: when the entry was made"),
             "learned_via": dict(NULLABLE_S, description="source learned: the gateway whose DNS learned it last"),
             "expires_at": dict(TIME, description="source learned: when the learned answer ends (then until)"),
             "through": {"type": S, "description": "where it came from, as a sentence",
