@@ -72,7 +72,7 @@ def record(gateway, batch, items, now):
             else:
                 updates.append({"b_id": row.id, "b_count": count, "b_first": min(row.first_seen, first),
                                 "b_last": max(row.last_seen, last)})
-        # One executemany each: a statement per name through the ORM's unit of work cost 5-10 times as much.
+        # One executemany each: an ORM object per name cost 3-4 times as much (bench/results/unlisted.md).
         if inserts:
             db.session.execute(TABLE.insert(), inserts)
         if updates:
