@@ -1,4 +1,5 @@
-"""/metrics for the server itself: entries, revision, gateways connected and lagging, publish latency."""
+"""/metrics for the server itself: entries, revision, gateways connected and lagging, publish latency, the DNS
+forwarders' unlisted names."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy import func, select
 
 from .extensions import db
 from .models import Entry, Gateway, utcnow
-from .services import changelog, gateways as gateway_sessions
+from .services import changelog, gateways as gateway_sessions, unlisted
 
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -27,6 +28,7 @@ class ServerCollector:
                 head = changelog.head_revision()
                 gws = db.session.execute(select(Gateway.connected, Gateway.last_seen, Gateway.applied_revision,
                                                 Gateway.digest_match)).all()
+                unlisted_rows = unlisted.count_rows()
             finally:
                 db.session.remove()
         entries = GaugeMetricFamily("og_server_entries", "Allowlist entries by kind", labels=["kind"])
@@ -47,6 +49,9 @@ class ServerCollector:
         yield GaugeMetricFamily("og_server_gateways_digest_mismatch",
                                 "Connected gateways at the head whose digest differs from the desired set",
                                 value=sum(1 for g in connected if g.applied_revision == head and not g.digest_match))
+        yield GaugeMetricFamily("og_server_dns_unlisted_names",
+                                "Rows of (gateway, name) no entry allows in the unlisted table (docs/dns.md)",
+                                value=unlisted_rows)
         stats = self.app.extensions.get("og_resolver_stats") or {}
         yield CounterMetricFamily("og_server_resolver_runs", "Resolver passes", value=stats.get("runs", 0))
         yield CounterMetricFamily("og_server_resolver_errors", "Failed resolutions and failed passes",
@@ -74,6 +79,13 @@ def install(app):
     app.extensions["og_snapshots_sent"] = Counter(
         "og_server_snapshots_sent", "Full snapshots sent to a gateway by this replica, by why (docs/protocol.md)",
         ["gateway", "reason"], registry=registry)
+    # Per gateway, never per name: the names are in GET /api/v1/dns/unlisted.
+    app.extensions["og_unlisted_queries"] = Counter(
+        "og_server_dns_unlisted_queries", "Queries for names no entry allows, reported by each gateway's og-dns and "
+        "stored by this replica", ["gateway"], registry=registry)
+    app.extensions["og_unlisted_pruned"] = Counter(
+        "og_server_dns_unlisted_pruned", "Unlisted-name rows deleted by this replica's housekeeper, by why "
+        "(retention, cap)", ["reason"], registry=registry)
 
     @app.get("/metrics")
     def metrics():

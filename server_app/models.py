@@ -233,3 +233,36 @@ class Gateway(db.Model):
     # The replica (its replica_name) holding the gateway's session, and that session's id (services/gateways.py).
     session_replica: Mapped[str] = mapped_column(String(128), default="", server_default="")
     session_id: Mapped[str] = mapped_column(String(32), default="", server_default="")
+
+
+class UnlistedName(db.Model):
+    """A name no entry allows that clients of one gateway asked its DNS forwarder for (og-dns's spool, the
+    learned frame's "unlisted"): how often, first and last seen. Bounded by dns_unlisted_max_rows (the
+    oldest last_seen dropped first) and dns_unlisted_retention_days (services/unlisted.py)."""
+
+    __tablename__ = "dns_unlisted"
+    __table_args__ = (UniqueConstraint("gateway", "name", name="uq_dns_unlisted_name"),
+                      # The API's newest-first order and the housekeeper's cut at the cap walk this index.
+                      Index("ix_dns_unlisted_last_seen", "last_seen", "id"),
+                      Index("ix_dns_unlisted_count", "count"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(255))
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class UnlistedBatch(db.Model):
+    """The newest learned frames (batches) of each gateway whose unlisted counts were added: a frame sent again
+    because its ack was lost adds nothing a second time. services/unlisted.py keeps KEEP_BATCHES per gateway."""
+
+    __tablename__ = "dns_unlisted_batches"
+    __table_args__ = (UniqueConstraint("gateway", "batch", name="uq_dns_unlisted_batch"),
+                      Index("ix_dns_unlisted_batches_gateway_id", "gateway", "id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(128))
+    batch: Mapped[str] = mapped_column(String(128))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

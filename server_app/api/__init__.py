@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from ..errors import BodyError, PageError, QueryError, TimeError, error
 from ..extensions import db
 from ..models import Entry
-from ..services import audit, changelog, entries, fleet, tokens, traffic
+from ..services import audit, changelog, entries, fleet, tokens, traffic, unlisted
 from ..version import __version__
 from .openapi import document
 
@@ -46,6 +46,7 @@ QUERY = {
     "api.import_entries": {"on_duplicate"},
     "api.traffic_summary": {"window", "gateway"},
     "api.entry_traffic": {"window", "gateway"},
+    "api.list_unlisted": {"page", "per_page", "sort", "gateway", "name", "since"},
 }
 
 
@@ -215,6 +216,28 @@ def _time_arg(name):
     if when.tzinfo is not None:
         when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return when
+
+
+@bp.get("/dns/unlisted")
+@requires("read")
+def list_unlisted():
+    """Names no entry allows that the gateways' DNS forwarders were asked for (docs/dns.md, "Unlisted names")."""
+    page, per_page = _page_args()
+    sort = request.args.get("sort", "newest")
+    if sort not in unlisted.SORTS:
+        raise QueryError(400, "invalid_sort", "sort=%s must be newest (last seen first) or busiest (most queries "
+                         "first)" % sort)
+    name = request.args.get("name") or None
+    if name is not None and (len(name) > 255 or not name.strip() or name.strip() != name):
+        raise QueryError(400, "invalid_name", "name=%r must be 1-255 characters without surrounding spaces: a part "
+                         "of a name (partner) or *.example.com for the names under example.com" % name[:300])
+    since = _time_arg("since")
+    rows, total = unlisted.query(gateway=request.args.get("gateway") or None, name=name, since=since, sort=sort,
+                                 page=page, per_page=per_page)
+    cfg = current_app.config["OG"]
+    return jsonify({"items": [unlisted.to_json(r) for r in rows], "total": total, "page": page,
+                    "per_page": per_page, "sort": sort, "max_rows": cfg["dns_unlisted_max_rows"],
+                    "retention_days": cfg["dns_unlisted_retention_days"]})
 
 
 @bp.get("/tokens")

@@ -105,7 +105,23 @@ SCHEMAS = {
             "entry_id": {"type": "integer"}, "target": {"type": S}, "kind": {"type": S},
             "ports": {"type": "array", "items": {"type": S}}, "network": {"type": S}, "source": {"type": S},
             "since": TIME, "until": TIME, "published": {"type": "boolean"}, "refused": NULLABLE_S,
-            "deletable": {"type": "boolean"}, "not_enforced": NOT_ENFORCED})}}),
+            "deletable": {"type": "boolean"}, "not_enforced": NOT_ENFORCED,
+            "last_seen": dict(TIME, description="resolved: the resolver's last answer holding it; learned: the "
+                              "gateway's last report of it; typed: when the entry was made"),
+            "learned_via": dict(NULLABLE_S, description="source learned: the gateway whose DNS learned it last"),
+            "expires_at": dict(TIME, description="source learned: when the learned answer ends (then until)"),
+            "through": {"type": S, "description": "where it came from, as a sentence",
+                        "examples": ["learned through gw1's DNS", "resolved by the central resolver",
+                                     "the entry's own address"]}},
+            required=["entry_id", "target", "kind", "ports", "network", "source", "since", "until", "published",
+                      "refused", "deletable", "last_seen", "learned_via", "expires_at", "through"])}}),
+    "Unlisted": obj({
+        "gateway": {"type": S, "description": "the gateway whose DNS forwarder was asked"},
+        "name": {"type": S, "description": "the name asked for, lower case without its final dot (the root: .)"},
+        "count": {"type": "integer", "minimum": 1, "description": "queries for it on that gateway"},
+        "first_seen": TIME, "last_seen": TIME}),
+    "UnlistedPage": dict(page_of("Unlisted"), required=["items", "total", "page", "per_page", "sort", "max_rows",
+                                                        "retention_days"]),
     "ImportResult": obj({"created": {"type": "array", "items": {"type": "integer"}},
                          "skipped": {"type": "array", "items": obj({"item": {"type": "integer"},
                                                                     "id": {"type": "integer"},
@@ -230,6 +246,20 @@ PATHS = {
                            "until when)",
                 "operationId": "whyAllowed",
                 "responses": dict(_ok("Why"), **{"400": _err("neither an IP address nor a domain name")}, **COMMON)}},
+    "/dns/unlisted": {
+        "get": {"summary": "Names no entry allows that clients asked the gateways' DNS forwarders (og-dns) for, per "
+                           "gateway: count, first and last seen (at most max_rows rows, kept retention_days days)",
+                "operationId": "listUnlisted",
+                "parameters": PAGE_PARAMS + [
+                    _q("sort", {"type": S, "enum": ["newest", "busiest"], "default": "newest"},
+                       "newest: last seen first; busiest: most queries first"),
+                    _q("gateway", description="one gateway's names only"),
+                    _q("name", {"type": S, "minLength": 1, "maxLength": 255},
+                       "a part of the name (partner), or *.example.com: the names under example.com (not "
+                       "example.com itself); case-insensitive"),
+                    _q("since", {"type": S, "format": "date-time"}, "last seen at or after this time")],
+                "responses": dict(_ok("UnlistedPage"), **{"400": _err("bad sort, name, since, page or per_page")},
+                                  **COMMON)}},
     "/gateways": {
         "get": {"summary": "The gateway fleet: connection, applied revision, lag, digest match",
                 "operationId": "listGateways", "responses": dict(_ok("GatewayList"), **COMMON)}},

@@ -326,6 +326,14 @@ def why_name(name):
     return {"name": name, "allowed": bool(items), "internal": [], "entries": items}
 
 
+def _through(addr):
+    """Where an entry's address came from, as "why is this allowed" says it."""
+    if addr.source == "learned":
+        return "learned through %s's DNS" % (addr.learned_via or "a gateway")
+    return {"typed": "the entry's own address", "resolved": "resolved by the central resolver"}.get(
+        addr.source, addr.source)
+
+
 def why(address, config):
     """Every entry that allows `address` (an IP address: with since and until) or a domain name (the exact
     entry and the wildcards that cover it); raises EntryError for anything else."""
@@ -349,10 +357,14 @@ def why(address, config):
     for addr, entry in rows:
         until = min([t for t in (entry.expires_at, addr.grace_until, addr.expires_at) if t is not None],
                     default=None)
+        learned = addr.source == "learned"
         items.append({"entry_id": entry.id, "target": entry.target, "kind": entry.kind, "ports": entry.ports or [],
                       "network": addr.address, "source": addr.source, "since": _iso(addr.first_seen),
                       "until": _iso(until), "published": not addr.refused, "refused": addr.refused or None,
-                      "deletable": entry.deletable})
+                      "deletable": entry.deletable, "last_seen": _iso(addr.last_seen),
+                      "learned_via": addr.learned_via or None if learned else None,
+                      "expires_at": _iso(addr.expires_at) if learned else None,
+                      "through": _through(addr)})
     return {"address": str(ip), "allowed": any(i["published"] for i in items), "internal": internal,
             "entries": items}
 

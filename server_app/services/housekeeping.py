@@ -2,8 +2,9 @@
 
 Every second it deletes the entries whose expiry has passed and the learned addresses whose learned answer
 ended (services/learned.py), waking the hub when that made revisions; every
-5 seconds it writes the gateways' traffic counters gathered in memory, and every hour it deletes traffic
-older than traffic_retention_days.
+5 seconds it writes the gateways' traffic counters gathered in memory, every 10 seconds it bounds the unlisted
+names (services/unlisted.py: dns_unlisted_retention_days, then dns_unlisted_max_rows), and every hour it deletes
+traffic older than traffic_retention_days.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import threading
 import time
 
 from ..extensions import db
-from . import entries, learned
+from ..models import utcnow
+from . import entries, learned, unlisted
 
 log = logging.getLogger(__name__)
 
 EXPIRE_EVERY = 1.0
 TRAFFIC_FLUSH_EVERY = 5.0
 TRAFFIC_PRUNE_EVERY = 3600.0
+# The unlisted table may hold more than dns_unlisted_max_rows for up to this long (og-dns writes at most one
+# frame a second per gateway, with at most 1,000 names each).
+UNLISTED_PRUNE_EVERY = 10.0
 
 
 class Housekeeper:
@@ -30,7 +35,7 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
-        self._last = {"expire": 0.0, "flush": 0.0, "prune": 0.0}
+        self._last = {"expire": 0.0, "flush": 0.0, "prune": 0.0, "unlisted": 0.0}
 
     def start(self):
         with self._lock:
@@ -59,6 +64,15 @@ class Housekeeper:
             revision = learned.expire()
             if revision is not None:
                 log.info("learned addresses expired revision=%s", revision)
+        if self._due("unlisted", UNLISTED_PRUNE_EVERY, now):
+            cfg = self.app.config["OG"]
+            gone = unlisted.prune(cfg["dns_unlisted_max_rows"], cfg["dns_unlisted_retention_days"], utcnow())
+            counter = self.app.extensions.get("og_unlisted_pruned")
+            for reason, count in gone.items():
+                if count:
+                    log.info("unlisted names pruned reason=%s rows=%d", reason, count)
+                    if counter is not None:
+                        counter.labels(reason=reason).inc(count)
         traffic = self.app.extensions.get("og_traffic")
         if traffic is not None and self._due("flush", TRAFFIC_FLUSH_EVERY, now):
             traffic.flush()

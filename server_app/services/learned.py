@@ -7,8 +7,8 @@ one transaction: an item is taken only if its entry exists, is a domain entry an
 `learned_via` the gateway's name and `expires_at` the end of the learned answer; an address the entry already
 holds from the resolver keeps its source and its grace (only last_seen moves). The elements
 this adds go out through the change log like a resolved answer's, in one revision per frame. `expire` (the
-housekeeper) removes learned rows whose expiry has passed, as aged-out elements. docs/dns.md, "Fleet-wide
-learning", has the rules.
+housekeeper) removes learned rows whose expiry has passed, as aged-out elements. The frame's unlisted names
+are counted in the same transaction (services/unlisted.py). docs/dns.md, "Fleet-wide learning", has the rules.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from og_kernel.og_netpolicy import matches
 
 from ..extensions import db
 from ..models import Entry, EntryAddress, utcnow
-from . import audit, entries, hub
+from . import audit, entries, hub, unlisted
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ def _apply(gateway, frame, config, now):
             found[0].capped = True
             touched[found[0].id] = found[0]
     revision = entries.sync_elements({e: entries.elements_of(e) for e in touched.values()}) if touched else None
+    queries = unlisted.record(gateway, frame.batch, frame.unlisted, now)   # same transaction, once per batch
     if revision is not None or refused:
         parts = []
         if stored:
@@ -125,9 +126,10 @@ def _apply(gateway, frame, config, now):
     db.session.commit()
     if revision is not None:
         hub.wake(revision)
-    log.info("gateway %s learned batch %s: %d stored, revision %s, refused %s, skipped %s", gateway, frame.batch,
-             len(stored), revision, refused[:5], skipped[:5])
-    return {"stored": len(stored), "refused": len(refused), "skipped": len(skipped), "revision": revision}
+    log.info("gateway %s learned batch %s: %d stored, revision %s, refused %s, skipped %s, %d unlisted queries",
+             gateway, frame.batch, len(stored), revision, refused[:5], skipped[:5], queries)
+    return {"stored": len(stored), "refused": len(refused), "skipped": len(skipped), "revision": revision,
+            "unlisted": queries}
 
 
 def expire(now=None):

@@ -299,12 +299,15 @@ class GatewaySession:
             # Stored in one transaction (a resent batch adds no revision), then acknowledged. A write race lost
             # twice leaves it unacknowledged: the agent sends it again in its next session.
             try:
-                learned.apply(self.name, frame, current_app.config["OG"])
+                result = learned.apply(self.name, frame, current_app.config["OG"])
             except IntegrityError as exc:
                 db.session.rollback()
                 log.warning("gateway %s learned batch %s not stored (write race): %s", self.name, frame.batch,
                             exc.orig)
             else:
+                counter = current_app.extensions.get("og_unlisted_queries")
+                if counter is not None and result["unlisted"]:
+                    counter.labels(gateway=self.name).inc(result["unlisted"])
                 self.ws.send(og_protocol.learned_ack(frame.batch))
         else:
             # The agent refused a frame of ours and closes the connection (1008) after this one.

@@ -10,7 +10,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from server_app import MIGRATIONS, create_app, init_db, schema_revision
-from server_app.models import EntryTraffic, db
+from server_app.models import EntryTraffic, UnlistedName, db
 from server_app.services import entries, gateways
 
 HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
@@ -201,5 +201,37 @@ def test_migration_0006_adds_learned_via_and_expiry_and_keeps_every_address(tmp_
         assert "learned_via" not in {c["name"] for c in inspect(db.engine).get_columns("entry_addresses")}
         assert [tuple(r) for r in db.session.execute(text("SELECT %s FROM entry_addresses ORDER BY address"
                                                           % columns))] == before
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_migration_0007_adds_the_unlisted_tables_and_keeps_every_address(tmp_path, database_url):
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
+                      "database_url": database_url})
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision="0006")
+        entry_id = _old_entry("198.51.100.10")
+        assert not {"dns_unlisted", "dns_unlisted_batches"} & set(inspect(db.engine).get_table_names())
+        db.session.remove()
+    init_db(app)
+    with app.app_context():
+        assert schema_revision() == HEAD
+        tables = set(inspect(db.engine).get_table_names())
+        assert {"dns_unlisted", "dns_unlisted_batches"} <= tables
+        indexes = {i["name"] for i in inspect(db.engine).get_indexes("dns_unlisted")}
+        assert {"ix_dns_unlisted_last_seen", "ix_dns_unlisted_count"} <= indexes
+        now = dt.datetime(2026, 12, 3, 12)
+        db.session.add(UnlistedName(gateway="gw1", name="a.example", count=1, first_seen=now, last_seen=now))
+        db.session.commit()
+        db.session.add(UnlistedName(gateway="gw1", name="a.example", count=1, first_seen=now, last_seen=now))
+        with pytest.raises(IntegrityError):      # one row per gateway and name
+            db.session.commit()
+        db.session.rollback()
+        db.session.add(UnlistedName(gateway="gw2", name="a.example", count=1, first_seen=now, last_seen=now))
+        db.session.commit()
+        flask_migrate.downgrade(directory=MIGRATIONS, revision="0006")
+        assert not {"dns_unlisted", "dns_unlisted_batches"} & set(inspect(db.engine).get_table_names())
+        assert db.session.execute(text("SELECT address FROM entry_addresses WHERE entry_id = :e"),
+                                  {"e": entry_id}).scalars().all() == ["198.51.100.10/32"]
         db.session.remove()
         db.engine.dispose()
