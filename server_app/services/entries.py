@@ -295,7 +295,7 @@ def _lock(entry_id):
     locked = db.session.execute(sql_update(Entry).where(Entry.id == entry_id).values(comment=Entry.comment)).rowcount
     if not locked:
         db.session.rollback()
-        raise EntryError(404, "not_found", "entry %s does not exist (it may have been deleted or expired)" % entry_id)
+        raise EntryError(404, "not_found", "entry %s does not exist" % entry_id)
     return db.session.execute(select(Entry).where(Entry.id == entry_id).with_for_update()
                               .execution_options(populate_existing=True)).scalar_one()
 
