@@ -18,8 +18,8 @@ description:
     and lower-cased).
   - When the entry exists but differs in O(comment), O(expires_at) or O(deletable), the module changes it in place
     (C(PATCH /api/v1/entries/{id}) with C(If-Match), so a change someone made since the module read the entry fails
-    the task instead of being overwritten). The entry keeps its id and creator, and no connection is refused: a
-    comment or expiry change does not touch what the gateways enforce.
+    the task instead of being overwritten). The entry keeps its id and creator, and no connection is refused (a
+    comment or expiry change does not touch what the gateways enforce).
   - To change the ports of an existing entry in place, give its current ports in O(match_ports) and the wanted ones
     in O(ports); for a widening such as V([80/tcp]) to V([80/tcp, 8443/tcp]) the gateways add the new elements and
     keep the old, so open and new connections continue.
@@ -194,7 +194,7 @@ status:
 code:
   description: The server's error code, such as V(invalid_target), V(unauthorized) or V(undeletable), or the
     module's own (V(invalid_input), V(undeletable)) when it refused before any request; V(null) when the server
-    gave none. V(precondition_failed): someone changed the entry between the module's read and its change.
+    gave none. V(precondition_failed) means someone changed the entry between the module's read and its change.
   returned: failure
   type: str
 url:

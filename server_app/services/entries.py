@@ -247,6 +247,7 @@ def update(entry_id, data, config, if_match=None, admin=False):
     event carries before and after. Commits and wakes the hub; returns (entry, revision or None)."""
     _check_patch(data)
     entry = _lock(entry_id)
+    target = entry.target
     try:
         if if_match is not None and not if_match(etag(entry)):
             raise EntryError(412, "precondition_failed", "entry %d changed since it was read (If-Match does not "
@@ -273,7 +274,8 @@ def update(entry_id, data, config, if_match=None, admin=False):
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        raise EntryError(409, "duplicate", "an entry for %s with these ports exists already" % data.get("ports"))
+        raise EntryError(409, "duplicate", "an entry for %s with the ports %s exists already"
+                         % (target, ", ".join(data.get("ports") or []) or "(all)"))
     except Exception:
         db.session.rollback()
         raise
