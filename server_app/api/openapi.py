@@ -78,20 +78,20 @@ SCHEMAS = {
         "expires_at": {"type": [S, "null"], "format": "date-time"},
         "comment": {"type": S, "maxLength": 2000},
         "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 604800}}},
-    "EntryPatch": {"type": "object", "additionalProperties": False,
-                   "description": "a JSON merge patch (RFC 7396): the fields given are set, null resets one to what "
-                   "a creation without it gives; target and the other read-only fields are refused (400); {} "
-                   "changes nothing",
-                   "properties": {
-        "ports": {"type": ["array", "null"], "items": {"type": S}, "description": "null or []: every port; widening "
-                  "adds elements before anything is removed (one revision), so open connections continue"},
-        "deletable": {"type": "boolean", "description": "admin only, one way: true -> false (undeletable never "
-                      "becomes deletable again)"},
-        "expires_at": {"type": [S, "null"], "format": "date-time", "description": "null: never; of an "
-                       "undeletable entry admin only"},
-        "comment": {"type": [S, "null"], "maxLength": 2000},
-        "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 604800,
-                          "description": "domain entries only; null: the server's default"}}},
+    "EntryPatch": {
+        "type": "object", "additionalProperties": False,
+        "description": "a JSON merge patch (RFC 7396): the fields given are set, null resets one to what a creation "
+                       "without it gives; target and the other read-only fields are refused (400); {} changes nothing",
+        "properties": {
+            "ports": {"type": ["array", "null"], "items": {"type": S},
+                      "description": "null or []: every port; a change of ports is one revision"},
+            "deletable": {"type": "boolean", "description": "admin only, one way: true -> false (undeletable never "
+                          "becomes deletable again)"},
+            "expires_at": {"type": [S, "null"], "format": "date-time", "description": "null: never; of an "
+                           "undeletable entry admin only"},
+            "comment": {"type": [S, "null"], "maxLength": 2000},
+            "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 604800,
+                              "description": "domain entries only; null: the server's default"}}},
     # An item of an import: an entry's fields, plus the read-only fields of an export, which are ignored.
     "ImportItem": {"type": "object", "required": ["target"], "additionalProperties": False, "properties": dict(
         {"id": {}, "kind": {}, "wildcard": {}, "created_by": {}, "created_at": {}, "addresses": {}, "revision": {},

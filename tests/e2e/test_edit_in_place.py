@@ -25,8 +25,8 @@ def ansible(deployed, tmp_path):
                                              "OG_TOKEN": lab.secret("og_server_admin_token")})
 
 
-def test_og_entry_changes_the_comment_and_widens_the_ports_without_refusing_a_connection(deployed, ansible,
-                                                                                        tmp_path):
+def test_og_entry_changes_the_comment_and_widens_the_ports_without_refusing_a_connection(
+        deployed, ansible, tmp_path):
     lab = deployed[0]
     status, result, dummy = ansible.module("og_entry", {"target": TARGET, "ports": ["80/tcp"], "comment": "web"})
     assert status == "CHANGED", result
