@@ -111,21 +111,26 @@ class Client:
         return cls(params['server_url'], params['token'], params['validate_certs'], params['ca_path'],
                    params['timeout'])
 
-    def request(self, method, path, body=None, query=None):
+    def request(self, method, path, body=None, query=None, headers=None):
         """Send one request; return (status, decoded JSON or None). Raises ApiError for errors and 4xx/5xx."""
+        return self.exchange(method, path, body, query, headers)[:2]
+
+    def exchange(self, method, path, body=None, query=None, headers=None, content_type='application/json'):
+        """request(), also returning the answer's headers: (status, decoded JSON or None, headers)."""
         url = self.base + path
         if query:
             url += '?' + urlencode(query)
-        headers = {'Authorization': 'Bearer %s' % self.token, 'Accept': 'application/json'}
+        sent = {'Authorization': 'Bearer %s' % self.token, 'Accept': 'application/json'}
+        sent.update(headers or {})
         data = None
         if body is not None:
             data = json.dumps(body)
-            headers['Content-Type'] = 'application/json'
+            sent['Content-Type'] = content_type
         try:
-            response = open_url(url, data=data, headers=headers, method=method, validate_certs=self.validate_certs,
+            response = open_url(url, data=data, headers=sent, method=method, validate_certs=self.validate_certs,
                                 ca_path=self.ca_path, timeout=self.timeout, http_agent='outputguard.egress',
                                 follow_redirects='safe', use_netrc=False)
-            status, raw = response.getcode(), response.read()
+            status, raw, answered = response.getcode(), response.read(), response.headers
         except HTTPError as exc:
             raise self._http_error(method, url, exc.code, exc.read() if exc.fp is not None else b'')
         except SSLValidationError as exc:
@@ -141,9 +146,9 @@ class Client:
                            "OG_SERVER_URL) and that og-server is running"
                            % (self.base, method, path, to_native(reason)), url=url)
         if not raw:
-            return status, None
+            return status, None, answered
         try:
-            return status, json.loads(to_native(raw))
+            return status, json.loads(to_native(raw)), answered
         except ValueError:
             raise ApiError("%s %s answered %d with a body that is not JSON (%r...); is server_url an outputguard "
                            "server?" % (method, url, status, to_native(raw)[:200]), status=status, url=url)
@@ -200,6 +205,18 @@ class Client:
 
     def create_entry(self, fields):
         return self.request('POST', '/entries', body=fields)[1]
+
+    def read_entry(self, entry_id):
+        """(entry, its ETag) by id; raises ApiError (404 when it does not exist)."""
+        status, entry, headers = self.exchange('GET', '/entries/%d' % int(entry_id))
+        return entry, headers.get('ETag')
+
+    def update_entry(self, entry_id, fields, etag=None):
+        """Change an entry in place (PATCH with a JSON merge patch) and return it. With the ETag of the read the
+        change was planned on (If-Match), a change someone made since fails (412) instead of being overwritten."""
+        return self.exchange('PATCH', '/entries/%d' % int(entry_id), body=fields,
+                             headers={'If-Match': etag} if etag else None,
+                             content_type='application/merge-patch+json')[1]
 
     def delete_entry(self, entry_id):
         self.request('DELETE', '/entries/%d' % int(entry_id))

@@ -16,13 +16,15 @@ description:
   - An entry is identified by its O(target) and O(ports), compared in the server's normal form
     (V(Partner.Example.COM.) is V(partner.example.com), V(198.51.100.10/32) is V(198.51.100.10), ports are sorted
     and lower-cased).
-  - The API has no way to change an entry in place (no C(PATCH) or C(PUT)). When the entry exists but differs in
-    O(comment), O(expires_at) or O(deletable), the module fails and names the differences, unless
-    O(replace=true), in which case it deletes the entry and creates it again with the wanted values. The result is a
-    new entry (its id may differ; its creator is the token's name), and between the two revisions (usually
-    milliseconds) new connections to the target are refused; established ones continue.
+  - When the entry exists but differs in O(comment), O(expires_at) or O(deletable), the module changes it in place
+    (C(PATCH /api/v1/entries/{id}) with C(If-Match), so a change someone made since the module read the entry fails
+    the task instead of being overwritten). The entry keeps its id and creator, and no connection is refused (a
+    comment or expiry change does not touch what the gateways enforce).
+  - To change the ports of an existing entry in place, give its current ports in O(match_ports) and the wanted ones
+    in O(ports); for a widening such as V([80/tcp]) to V([80/tcp, 8443/tcp]) the gateways add the new elements and
+    keep the old, so open and new connections continue.
   - Options that are not given are not compared; a new entry then gets the server's defaults (deletable, no
-    expiry, no comment), and a replaced entry keeps its values.
+    expiry, no comment).
 options:
   target:
     description:
@@ -41,7 +43,7 @@ options:
     description:
       - Port specs such as V(443/tcp), V(53/udp) or V(8000-8100/tcp).
       - An empty list (the default) allows every port. Ports are part of the entry's identity; the same target
-        with other ports is another entry.
+        with other ports is another entry, unless O(match_ports) names the ports of the entry to change.
     type: list
     elements: str
     default: []
@@ -59,12 +61,19 @@ options:
     description:
       - Free text shown in the UI and the audit log, at most 2000 characters. Compared only when given.
     type: str
+  match_ports:
+    description:
+      - The ports of an existing entry of O(target) to change into O(ports) in place (same id, no gap for
+        connections). Used only when no entry with O(target) and O(ports) exists yet, so a second run finds the
+        changed entry and changes nothing; when neither exists, the entry is created with O(ports).
+      - With O(state=absent) it is not used.
+    type: list
+    elements: str
+    version_added: 0.2.0
   replace:
     description:
-      - When the entry exists with another O(comment), O(expires_at) or O(deletable), delete it and create it
-        again with the wanted values (a new entry; a short gap for new connections).
-      - When V(false), such a difference fails the task and names it.
-      - An undeletable entry is never replaced.
+      - Has no effect since the server changes entries in place (C(PATCH)); a differing entry is always changed
+        in place, never deleted and created again. Kept so that existing tasks still run.
     type: bool
     default: false
   state:
@@ -86,8 +95,11 @@ notes:
   - O(token) needs the editor or admin role (C(og-server token create --role editor)).
   - In check mode only the syntax of O(target), O(ports) and O(expires_at) is checked; whether the server
     accepts the target (internal networks, minimum prefix) shows when the task runs.
-  - Every accepted change gets a revision on the server; RV(entry.revision) is the revision of a creation.
-    M(outputguard.egress.og_entry_info) returns the current one.
+  - A creation, a deletion and a change of ports get a revision on the server; a change of the comment, expiry or
+    deletability does not (the gateways' sets do not change). RV(entry.revision) is the revision of the creation or
+    change (V(null) when the change made none). M(outputguard.egress.og_entry_info) returns the current one.
+  - Making an entry undeletable needs the admin role; an undeletable entry never becomes deletable again (the
+    module fails before any request that changes something), and only an admin may change its ports or expiry.
 seealso:
   - module: outputguard.egress.og_entry_info
   - name: docs/entries-as-code.md
@@ -116,12 +128,16 @@ EXAMPLES = r"""
     expires_at: "2026-12-31T18:00:00Z"
     comment: migration window
 
-- name: Change the comment of an existing entry (deleted and created again)
+- name: Change the comment of an existing entry (in place)
   outputguard.egress.og_entry:
     target: api.partner.example.com
     ports: [443/tcp]
     comment: partner API (ticket 4712)
-    replace: true
+- name: Widen an entry from HTTPS to HTTPS and 8443 in place (open connections continue)
+  outputguard.egress.og_entry:
+    target: api.partner.example.com
+    match_ports: [443/tcp]
+    ports: [443/tcp, 8443/tcp]
 
 - name: Remove an entry
   outputguard.egress.og_entry:
@@ -133,7 +149,8 @@ RETURN = r"""
 entry:
   description:
     - The entry after the task, as the server returns it; V(null) after O(state=absent).
-    - In check mode, a new or replaced entry is predicted from the options, with C(id) V(null).
+    - In check mode, a new entry is predicted from the options, with C(id) V(null); a changed one is the entry
+      with the wanted values.
   returned: always
   type: dict
   sample:
@@ -152,9 +169,10 @@ entry:
   contains:
     revision:
       description:
-        - The revision of the server's change log that the creation got.
-        - Only in the server's answer to a creation; an entry that was read from the server has no revision.
-      returned: when the task created or replaced the entry (not in check mode)
+        - The revision of the server's change log that the creation or change got; V(null) for a change that did
+          not alter what the gateways enforce (comment, expiry, deletability).
+        - Only in the server's answer to a creation or change; an entry that was read from the server has none.
+      returned: when the task created or changed the entry (not in check mode)
       type: int
       sample: 57
 diff:
@@ -175,8 +193,8 @@ status:
   type: int
 code:
   description: The server's error code, such as V(invalid_target), V(unauthorized) or V(undeletable), or the
-    module's own (V(invalid_input), V(differs), V(undeletable)) when it refused before any request; V(null) when
-    the server gave none.
+    module's own (V(invalid_input), V(undeletable)) when it refused before any request; V(null) when the server
+    gave none. V(precondition_failed) means someone changed the entry between the module's read and its change.
   returned: failure
   type: str
 url:
@@ -200,6 +218,8 @@ RESULT = {'changed': False, 'entry': None}
 # The fields an operator sets, in the order of the diff (sorted).
 SHOWN = ('comment', 'deletable', 'expires_at', 'id', 'ports', 'target')
 COMPARED = ('comment', 'deletable', 'expires_at')
+# What a change in place may send (the ports only with match_ports).
+PATCHED = COMPARED + ('ports',)
 
 
 def describe(entry):
@@ -234,14 +254,9 @@ def differences(existing, wanted):
     return [(f, existing.get(f), wanted[f]) for f in COMPARED if f in wanted and existing.get(f) != wanted[f]]
 
 
-def request_body(params, keep=None):
-    """The POST body: the options as given (the server normalises them), completed from `keep` when replacing."""
+def request_body(params):
+    """The POST body: the options as given (the server normalises them)."""
     body = {'target': params['target'], 'ports': list(params['ports'])}
-    if keep is not None:
-        for field in COMPARED:
-            body[field] = keep.get(field)
-        if keep.get('grace_seconds') is not None:
-            body['grace_seconds'] = keep['grace_seconds']
     for field in COMPARED:
         if params[field] is not None:
             body[field] = params[field]
@@ -251,14 +266,28 @@ def request_body(params, keep=None):
 
 
 def predicted(wanted, keep=None):
-    """The entry a creation would make, for check mode (id unknown)."""
-    entry = {'id': None, 'target': wanted['target'], 'kind': wanted['kind'], 'wildcard': wanted['wildcard'],
-             'ports': wanted['ports'],
-             'deletable': True, 'expires_at': None, 'comment': ''}
+    """The entry after the task, for check mode: a new one (id unknown), or `keep` with the wanted values."""
     if keep is not None:
-        entry.update((f, keep.get(f)) for f in COMPARED)
+        entry = dict(keep)
+        entry.update((f, wanted[f]) for f in PATCHED if f in wanted)
+        return entry
+    entry = {'id': None, 'target': wanted['target'], 'kind': wanted['kind'], 'wildcard': wanted['wildcard'],
+             'ports': wanted['ports'], 'deletable': True, 'expires_at': None, 'comment': ''}
     entry.update((f, wanted[f]) for f in COMPARED if f in wanted)
     return entry
+
+
+def find(client, params, wanted):
+    """(the entry the task is about or None, whether its ports are to change): the entry of target and ports,
+    else (state present, match_ports given) the entry of target and match_ports."""
+    existing = client.find_entry(wanted['target'], wanted['ports'])
+    if existing is not None or params['state'] != 'present' or params['match_ports'] is None:
+        return existing, False
+    old = normalise_ports(params['match_ports'])
+    if old == wanted['ports']:
+        return None, False
+    existing = client.find_entry(wanted['target'], old)
+    return existing, existing is not None
 
 
 def run(module, client, out):
@@ -272,12 +301,15 @@ def run(module, client, out):
             entry = client.create_entry(request_body(params))
             return record(out, True, entry, '')
         out.fail('%s. Nothing was changed' % exc, status=-1, code='invalid_input')
-
-    existing = client.find_entry(wanted['target'], wanted['ports'])
+    try:
+        if params['match_ports'] is not None:
+            normalise_ports(params['match_ports'])
+    except TargetError as exc:
+        out.fail('match_ports: %s. Nothing was changed' % exc, status=-1, code='invalid_input')
+    existing, moving = find(client, params, wanted)
     before = diff_text(existing)
     out.update(entry=existing)
     out.diff(before, before)
-
     if params['state'] == 'absent':
         if existing is None:
             return record(out, False, None, '')
@@ -291,28 +323,31 @@ def run(module, client, out):
         if not module.check_mode:
             client.delete_entry(existing['id'])
         return record(out, True, None, before)
-
     if existing is None:
         entry = predicted(wanted) if module.check_mode else client.create_entry(request_body(params))
         return record(out, True, entry, '')
-
-    changes = differences(existing, wanted)
+    changes = differences(existing, wanted) + ([('ports', existing['ports'], wanted['ports'])] if moving else [])
     if not changes:
         return record(out, False, existing, before)
-    listed = '; '.join('%s is %s, the task wants %s' % (f, json.dumps(have), json.dumps(want))
-                       for f, have, want in changes)
-    if not existing['deletable']:
-        out.fail("%s differs (%s) but is undeletable, so it cannot be replaced: the API has no way to change an "
-                 "entry in place. Nothing was changed; make the task match the entry" % (describe(existing), listed),
-                 status=-1, code='undeletable')
-    if not params['replace']:
-        out.fail("%s differs: %s. The API cannot change an entry in place; set replace=true to delete it and "
-                 "create it again, or make the task match the entry. Nothing was changed"
-                 % (describe(existing), listed), status=-1, code='differs')
+    etag = None
+    if not module.check_mode:
+        # Plan the change on a read that carries the ETag and send it with If-Match: a change someone made since
+        # fails the task (412 precondition_failed) instead of being overwritten.
+        fresh, etag = client.read_entry(existing['id'])
+        fresh.pop('elements', None)
+        existing = fresh
+        changes = differences(existing, wanted) + ([('ports', existing['ports'], wanted['ports'])] if moving
+                                                   else [])
+        if not changes:
+            return record(out, False, existing, before)
+    if not existing['deletable'] and wanted.get('deletable'):
+        out.fail("%s is undeletable and never becomes deletable again (the server refuses it). Nothing was "
+                 "changed; make the task's deletable false, or drop it" % describe(existing),
+                 status=-1, code='undeletable', url=client.base + '/entries/%d' % existing['id'])
     if module.check_mode:
-        entry = predicted(wanted, keep=existing)
+        entry = predicted(dict((f, want) for f, have, want in changes), keep=existing)
     else:
-        entry = replace(client, out, existing, request_body(params, keep=existing))
+        entry = client.update_entry(existing['id'], dict((f, want) for f, have, want in changes), etag)
     return record(out, True, entry, before)
 
 
@@ -320,28 +355,6 @@ def record(out, changed, entry, before):
     """The result of a run that got through: changed, the entry after the task and the diff."""
     out.update(changed=changed, entry=entry)
     out.diff(before, diff_text(entry))
-
-
-def replace(client, out, existing, body):
-    """Delete `existing` and create `body`; if the creation fails, put the old entry back and fail."""
-    client.delete_entry(existing['id'])
-    try:
-        return client.create_entry(body)
-    except ApiError as exc:
-        restore = request_body(dict((f, None) for f in COMPARED), keep=existing)
-        restore.update(target=existing['target'], ports=existing['ports'])
-        try:
-            back = client.create_entry(restore)
-            outcome = 'the old entry was created again as entry %d' % back['id']
-        except ApiError as again:
-            back = None
-            outcome = 'creating the old entry again failed too (%s); it is gone' % again.msg
-        # The server's entries did change: the old one is gone, and maybe back under a new id.
-        out.update(entry=back)
-        out.diff(diff_text(existing), diff_text(back))
-        out.fail('replacing %s: it was deleted, but creating the new one failed: %s; %s'
-                 % (describe(existing), exc.msg, outcome), changed=True, status=exc.status, code=exc.code,
-                 url=exc.url)
 
 
 def main():
@@ -352,6 +365,7 @@ def main():
         deletable=dict(type='bool'),
         expires_at=dict(type='str'),
         comment=dict(type='str'),
+        match_ports=dict(type='list', elements='str'),
         replace=dict(type='bool', default=False),
         state=dict(type='str', choices=['present', 'absent'], default='present'),
     )

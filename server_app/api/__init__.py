@@ -113,7 +113,40 @@ def get_entry(entry_id):
         return error(404, "not_found", "entry %d does not exist" % entry_id)
     body = entries.to_json(entry)
     body["elements"] = fleet.entry_elements(entry)
-    return jsonify(body)
+    response = jsonify(body)
+    response.set_etag(entries.etag(entry))
+    return response
+
+
+MERGE_PATCH = ("application/merge-patch+json", "application/json")
+
+
+def _if_match():
+    """None without an If-Match header (last write wins), else a test of an entry's ETag: strong comparison
+    (RFC 9110 13.1.1), '*' matching any current entry."""
+    if "If-Match" not in request.headers:
+        return None
+    wanted = request.if_match
+    return wanted.contains
+
+
+@bp.patch("/entries/<id:entry_id>")
+@requires("write")
+def update_entry(entry_id):
+    if request.mimetype not in MERGE_PATCH:
+        return error(415, "unsupported_media_type", "the body must be a JSON merge patch (RFC 7396) with "
+                     "Content-Type: application/merge-patch+json (or application/json), not %r" % request.mimetype)
+    body = request.get_json(silent=True, force=True)
+    if body is None:
+        raise BodyError(400, "invalid_json", "the body must be a JSON object of the fields to change, such as "
+                        "{\"comment\": \"ticket 4712\"}")
+    entry, revision = entries.update(entry_id, body, current_app.config["OG"], if_match=_if_match(),
+                                     admin=tokens.allowed(g.token, "admin"))
+    data = entries.to_json(entry)
+    data["revision"] = revision
+    response = jsonify(data)
+    response.set_etag(entries.etag(entry))
+    return response
 
 
 @bp.delete("/entries/<id:entry_id>")

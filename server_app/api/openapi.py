@@ -78,6 +78,20 @@ SCHEMAS = {
         "expires_at": {"type": [S, "null"], "format": "date-time"},
         "comment": {"type": S, "maxLength": 2000},
         "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 604800}}},
+    "EntryPatch": {
+        "type": "object", "additionalProperties": False,
+        "description": "a JSON merge patch (RFC 7396): the fields given are set, null resets one to what a creation "
+                       "without it gives; target and the other read-only fields are refused (400); {} changes nothing",
+        "properties": {
+            "ports": {"type": ["array", "null"], "items": {"type": S},
+                      "description": "null or []: every port; a change of ports is one revision"},
+            "deletable": {"type": "boolean", "description": "admin only, one way: true -> false (undeletable never "
+                          "becomes deletable again)"},
+            "expires_at": {"type": [S, "null"], "format": "date-time", "description": "null: never; of an "
+                           "undeletable entry admin only"},
+            "comment": {"type": [S, "null"], "maxLength": 2000},
+            "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 604800,
+                              "description": "domain entries only; null: the server's default"}}},
     # An item of an import: an entry's fields, plus the read-only fields of an export, which are ignored.
     "ImportItem": {"type": "object", "required": ["target"], "additionalProperties": False, "properties": dict(
         {"id": {}, "kind": {}, "wildcard": {}, "created_by": {}, "created_at": {}, "addresses": {}, "revision": {},
@@ -185,6 +199,13 @@ def _ok(schema, description="OK", status="200"):
     return {status: {"description": description, "content": {"application/json": {"schema": ref(schema)}}}}
 
 
+def _with_etag(responses):
+    """responses whose 200 carries the entry's ETag header (for If-Match on PATCH)."""
+    responses["200"]["headers"] = {"ETag": {"description": "the entry's entity tag: send it as If-Match with PATCH",
+                                            "schema": {"type": S}}}
+    return responses
+
+
 COMMON = {"401": _err("no valid token"), "403": _err("the token's role may not do this"),
           "503": _err("the database is not reachable; nothing was changed (Retry-After)")}
 PAGE_PARAMS = [
@@ -215,7 +236,28 @@ PATHS = {
     "/entries/{entry_id}": {
         "parameters": [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
         "get": {"summary": "One entry with its addresses and where they came from", "operationId": "getEntry",
-                "responses": dict(_ok("Entry"), **{"404": _err("no such entry")}, **COMMON)},
+                "responses": _with_etag(dict(_ok("Entry"), **{"404": _err("no such entry")}, **COMMON))},
+        "patch": {"summary": "Change an entry in place (JSON merge patch): comment, ports, expiry, grace, deletable",
+                  "description": "Send If-Match with the ETag of a GET to refuse the change (412) when the entry "
+                                 "changed since; without it the last write wins. A revision is recorded only when "
+                                 "the published elements change (ports); the audit event entry.update carries "
+                                 "before and after.",
+                  "operationId": "updateEntry",
+                  "parameters": [{"name": "If-Match", "in": "header", "required": False, "schema": {"type": S},
+                                  "description": "the ETag of the entry as read (or *)"}],
+                  "requestBody": {"required": True, "content": {
+                      "application/merge-patch+json": {"schema": ref("EntryPatch")},
+                      "application/json": {"schema": ref("EntryPatch")}}},
+                  "responses": _with_etag(dict(_ok("Entry", "changed (or already so); revision is null when the "
+                                                   "published elements did not change"), **{
+                      "400": _err("an invalid value, an unknown field, or a read-only one (target, id ...)"),
+                      "403": _err("the role may not write; deletable (admin only; never back to true); an "
+                                  "undeletable entry's ports or expiry (admin only)"),
+                      "404": _err("no such entry (deleted or expired)"),
+                      "409": _err("an entry for this target with these ports exists; the message names its id"),
+                      "412": _err("If-Match does not match the entry's current ETag: read it again"),
+                      "415": _err("the body is not application/merge-patch+json or application/json")},
+                      **{"401": COMMON["401"], "503": COMMON["503"]}))},
         "delete": {"summary": "Delete an entry", "operationId": "deleteEntry",
                    "responses": dict({"204": {"description": "deleted"}, "404": _err("no such entry")},
                                      **{"401": COMMON["401"], "503": COMMON["503"],

@@ -1,4 +1,4 @@
-"""Allowlist entries: validation, creation and deletion, each committed with its change-log revision.
+"""Allowlist entries: validation, creation, editing and deletion, each committed with its change-log revision.
 
 Every change that commits a revision wakes the hub (hub.wake), so this replica's gateways get it at once.
 """
@@ -11,7 +11,7 @@ import ipaddress
 import json
 import logging
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import func, insert, or_, select, update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -201,6 +201,122 @@ def create(data, config, creator):
     return entry, revision
 
 
+# What PATCH may change; the rest of an entry is its identity (target) or the server's bookkeeping.
+EDITABLE = ("ports", "deletable", "expires_at", "comment", "grace_seconds")
+READ_ONLY = ("id", "target", "kind", "wildcard", "created_by", "created_at", "resolved_at", "resolve_error",
+             "capped", "addresses", "elements", "revision")
+
+
+def etag(entry):
+    """The entity tag of an entry's settings (its target and EDITABLE fields): hex, unquoted (HTTP quotes it).
+
+    It changes exactly when one of them does, so a client's If-Match refuses an edit made on a stale read;
+    the resolver's address bookkeeping does not change it (an edit of the comment need not race DNS)."""
+    text = json.dumps([entry.id, entry.target, sorted(entry.ports or []), bool(entry.deletable),
+                       _iso(entry.expires_at), entry.comment or "", entry.grace_seconds], separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _check_patch(data):
+    """The patch's shape (RFC 7396 merge patch of an entry): a JSON object of EDITABLE fields only."""
+    if not isinstance(data, dict):
+        raise EntryError(400, "invalid_body", "the body must be a JSON merge patch (RFC 7396): an object of the fields "
+                         "to change, such as {\"comment\": \"ticket 4712\"}")
+    read_only = sorted(set(data) & set(READ_ONLY))
+    if read_only:
+        raise EntryError(400, "read_only_field", "%s cannot be changed; %s. Fields that can: %s" % (
+            ", ".join(read_only), "the target is the entry's identity: create an entry for the new target and delete "
+            "this one" if "target" in read_only else "it is kept by the server", ", ".join(EDITABLE)))
+    unknown = sorted(set(data) - set(EDITABLE))
+    if unknown:
+        raise EntryError(400, "unknown_field", "unknown field(s) %s; fields that can be changed: %s"
+                         % (", ".join(unknown), ", ".join(EDITABLE)))
+    if "deletable" in data and not isinstance(data["deletable"], bool):
+        raise EntryError(400, "invalid_deletable", "deletable must be true or false, not %s" % json.dumps(
+            data["deletable"]))
+
+
+def update(entry_id, data, config, if_match=None, admin=False):
+    """Change an entry in place with a JSON merge patch (RFC 7396): a field given is set, null resets it to what
+    a creation without it gives (ports: all, expires_at: never, comment: empty, grace_seconds: the default).
+
+    if_match: None (last write wins) or a callable(etag()) -> bool, checked under the entry's row lock, so of two
+    edits made on the same read exactly one passes (412 for the other). admin: the caller may change deletable
+    (one way only: deletable -> undeletable) and the ports and expiry of an undeletable entry. Validation is the
+    creation's (validate). A revision is recorded only when the published elements change (ports); the audit
+    event carries before and after. Commits and wakes the hub; returns (entry, revision or None)."""
+    _check_patch(data)
+    entry = _lock(entry_id)
+    target = entry.target
+    try:
+        if if_match is not None and not if_match(etag(entry)):
+            raise EntryError(412, "precondition_failed", "entry %d changed since it was read (If-Match does not "
+                             "match its ETag \"%s\"); GET it again, and apply the change to what it is now"
+                             % (entry.id, etag(entry)))
+        # The creation's validation, on the entry's target and the fields given (null: the field's default).
+        spec = validate(dict({k: v for k, v in data.items() if v is not None}, target=entry.target), config)
+        new = {field: spec[field] for field in data}
+        before = to_json(entry)
+        changed = sorted(f for f in new if new[f] != _current(entry, f))
+        _check_rights(entry, new, changed, admin)
+        if "ports" in changed and find_duplicate(entry.target, ",".join(new["ports"])) is not None:
+            raise _duplicate_error(find_duplicate(entry.target, ",".join(new["ports"])))
+        revision = None
+        if changed:
+            for field in changed:
+                setattr(entry, field, new[field])
+            if "ports" in changed:
+                entry.ports_key = ",".join(new["ports"])
+                revision = sync_elements({entry: elements_of(entry)})
+            db.session.flush()
+            audit.record("entry.update", "entry", entry.id, "changed %s of %s" % (", ".join(changed), describe(entry)),
+                         before=before, after=to_json(entry), revision=revision)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise EntryError(409, "duplicate", "an entry for %s with the ports %s exists already"
+                         % (target, ", ".join(data.get("ports") or []) or "(all)"))
+    except Exception:
+        db.session.rollback()
+        raise
+    hub.wake(revision)
+    return entry, revision
+
+
+def _current(entry, field):
+    """An entry's value of an EDITABLE field in validate's normal form."""
+    return {"ports": lambda: sorted(entry.ports or []), "deletable": lambda: bool(entry.deletable),
+            "comment": lambda: entry.comment or ""}.get(field, lambda: getattr(entry, field))()
+
+
+def _lock(entry_id):
+    """In a fresh transaction, take the entry's row lock (PostgreSQL, MariaDB; SQLite: the database's write lock)
+    and read it as it is now; raise 404 when it is gone. Edits and deletes of one entry queue here, so each applies
+    to what the one before left (under REPEATABLE READ too: the snapshot starts after the lock)."""
+    db.session.commit()     # end any read transaction of the request (the token's lookup)
+    locked = db.session.execute(sql_update(Entry).where(Entry.id == entry_id).values(comment=Entry.comment)).rowcount
+    if not locked:
+        db.session.rollback()
+        raise EntryError(404, "not_found", "entry %s does not exist" % entry_id)
+    return db.session.execute(select(Entry).where(Entry.id == entry_id).with_for_update()
+                              .execution_options(populate_existing=True)).scalar_one()
+
+
+def _check_rights(entry, new, changed, admin):
+    """Refuse what the caller may not change (nothing is written yet)."""
+    if "deletable" in changed:
+        if new["deletable"]:
+            raise EntryError(403, "undeletable", "entry %d (%s) was made undeletable and never becomes deletable; "
+                             "it leaves only through its expiry" % (entry.id, entry.target))
+        if not admin:
+            raise EntryError(403, "forbidden", "only an admin may make entry %d (%s) undeletable" % (
+                entry.id, entry.target))
+    locked = sorted(f for f in changed if f in ("ports", "expires_at", "grace_seconds"))
+    if not entry.deletable and locked and not admin:
+        raise EntryError(403, "undeletable", "entry %d (%s) is undeletable: only an admin may change its %s (an "
+                         "editor may change its comment)" % (entry.id, entry.target, ", ".join(locked)))
+
+
 def _resolve_at_once(entry):
     """Resolve a new domain in this request, so the answer already shows its addresses."""
     resolver = current_resolver()
@@ -229,11 +345,12 @@ def describe(entry):
 
 
 def delete(entry_id, force=False, reason="deleted"):
-    """Delete an entry (unless undeletable) with its revision and audit event; return the revision."""
-    entry = db.session.get(Entry, entry_id)
-    if entry is None:
-        raise EntryError(404, "not_found", "entry %s does not exist" % entry_id)
+    """Delete an entry (unless undeletable) with its revision and audit event; return the revision.
+
+    Under the entry's row lock (_lock), so a delete racing an edit removes what the edit left, never half of it."""
+    entry = _lock(entry_id)
     if not entry.deletable and not force:
+        db.session.rollback()
         raise EntryError(403, "undeletable", "entry %d (%s) was created as undeletable and cannot be deleted"
                          % (entry.id, entry.target))
     before = to_json(entry)

@@ -222,6 +222,68 @@ def undeletable_reason(entry):
 @bp.get("/entries/<id:entry_id>")
 @page("read")
 def entry_page(entry_id):
+    return _entry_view(entry_id)
+
+
+def _expiry_field(value):
+    """A time as <input type=datetime-local> shows it (UTC, to the minute); '' for none."""
+    return value.strftime("%Y-%m-%dT%H:%M") if value else ""
+
+
+def edit_form(entry):
+    """The edit form's values for an entry as it is."""
+    return {"ports": " ".join(entry.ports or []), "expires_at": _expiry_field(entry.expires_at),
+            "comment": entry.comment or "",
+            "grace_seconds": "" if entry.grace_seconds is None else str(entry.grace_seconds),
+            "etag": entries.etag(entry)}
+
+
+def _form_patch(form, entry):
+    """The merge patch of the edit form: ports and comment as typed (empty: every port, no comment); the expiry
+    only when it differs from what the form showed (it shows minutes); grace for domains; undeletable (admin)."""
+    patch = {"ports": form.get("ports", "").replace(",", " ").split(), "comment": form.get("comment", "").strip()}
+    expires = form.get("expires_at", "").strip()
+    if expires != _expiry_field(entry.expires_at):
+        # <input type=datetime-local> gives 2026-11-23T10:00 without a zone: the UI says it is UTC.
+        patch["expires_at"] = (expires if expires.endswith("Z") or "+" in expires[10:] else expires + "Z") \
+            if expires else None
+    if entry.kind == "domain" and "grace_seconds" in form:
+        text = form["grace_seconds"].strip()
+        if not text:
+            patch["grace_seconds"] = None
+        elif text.isdigit():
+            patch["grace_seconds"] = int(text)
+        else:
+            raise entries.EntryError(400, "invalid_grace_seconds", "grace %r must be a whole number of seconds "
+                                     "within 0-604800, or empty for the server's default" % text)
+    if form.get("undeletable") == "on":
+        patch["deletable"] = False
+    return patch
+
+
+@bp.post("/entries/<id:entry_id>/edit")
+@page("write")
+def edit_entry(entry_id):
+    entry = _entry_or_404(entry_id)
+    form = request.form.to_dict()
+    etag = form.get("etag") or None
+    try:
+        entry, revision = entries.update(entry_id, _form_patch(form, entry), current_app.config["OG"],
+                                         if_match=(lambda current: current == etag) if etag else None,
+                                         admin=may("admin"))
+    except entries.EntryError as exc:
+        message = exc.message
+        if exc.status == 412:
+            message = ("Someone changed this entry since you opened the form; what it is now is shown above. "
+                       "Your values are kept below: check them and save again.")
+            form["etag"] = entries.etag(_entry_or_404(entry_id))
+        return _entry_view(entry_id, form=form, error=message, status=exc.status)
+    flash("Saved entry %d (%s)%s." % (entry.id, entries.describe(entry), " at revision %d" % revision if revision
+                                      else "; what the gateways enforce did not change"), "success")
+    return redirect(url_for("ui.entry_page", entry_id=entry.id))
+
+
+def _entry_view(entry_id, form=None, error=None, status=200):
     entry = _entry_or_404(entry_id)
     window = request.args.get("window", "1h")
     if window not in traffic.WINDOWS:
@@ -233,7 +295,7 @@ def entry_page(entry_id):
                            use=traffic.entry_use(entry.id, since), shared_with=traffic.shared_with(entry.id),
                            reason=None if entry.deletable else undeletable_reason(entry),
                            gaps=fleet.not_enforced([a.address for a in entry.addresses if not a.refused]),
-                           now=utcnow())
+                           now=utcnow(), form=form or edit_form(entry), error=error), status
 
 
 @bp.get("/entries/<id:entry_id>/delete")

@@ -263,3 +263,59 @@ def test_a_viewer_sees_no_write_controls_and_forged_posts_are_refused(ui):
     shot(admin, "users")
     assert "vic" in admin.inner_text("#users")
     admin.context.close()
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_an_entry_is_edited_in_place_from_its_page(ui, width):
+    lab, browser = ui
+    target = "198.51.100.%d" % (40 if width == 1366 else 41)
+    entry = lab.api("POST", "/api/v1/entries", json={"target": target, "ports": ["80/tcp"],
+                                                     "comment": "before"}).json()
+    context = browser.new_context(base_url=lab.url, viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.goto("/login")
+    page.fill("input[name=username]", "ada")
+    page.fill("input[name=password]", PASSWORD["ada"])
+    page.click("button[type=submit]")
+    try:
+        page.goto("/entries/%d" % entry["id"])
+        assert not page.is_visible("#edit-form")          # folded until asked for
+        page.click("#edit summary")
+        form = page.locator("#edit-form").bounding_box()
+        assert form["x"] >= 0 and form["x"] + form["width"] <= width, form      # the form fits the window
+        assert page.input_value("#edit-form input[name=ports]") == "80/tcp"
+        shot(page, "entry-edit-%d" % width)
+
+        # Bad input: the server's message in the form, what was typed kept, nothing changed.
+        page.fill("#edit-form input[name=ports]", "80/xyz")
+        page.fill("#edit-form input[name=comment]", "typed " + HOSTILE)
+        page.click("#edit-form button[type=submit]")
+        assert "80/xyz" in page.inner_text("#edit-error")
+        assert page.input_value("#edit-form input[name=ports]") == "80/xyz"
+        assert page.input_value("#edit-form input[name=comment]") == "typed " + HOSTILE
+        assert page.evaluate("window.__owned") is None
+        shot(page, "entry-edit-refused-%d" % width)
+        assert lab.api("GET", "/api/v1/entries/%d" % entry["id"]).json()["ports"] == ["80/tcp"]
+
+        # Someone else changes it meanwhile: the form is refused with the typed values kept, then saved.
+        lab.api("PATCH", "/api/v1/entries/%d" % entry["id"], json={"comment": "by the API"})
+        page.fill("#edit-form input[name=ports]", "80/tcp 8443/tcp")
+        page.fill("#edit-form input[name=comment]", "after")
+        page.click("#edit-form button[type=submit]")
+        assert "Someone changed this entry" in page.inner_text("#edit-error")
+        assert page.inner_text("#entry-comment") == "by the API"
+        assert page.input_value("#edit-form input[name=comment]") == "after"
+        shot(page, "entry-edit-stale-%d" % width)
+        page.click("#edit-form button[type=submit]")
+        assert re.search(r"Saved entry %d \(%s \(80/tcp, 8443/tcp\)\) at revision \d+" % (entry["id"], target),
+                         page.inner_text(".flash"))
+        assert page.inner_text("#entry-comment") == "after"
+        shot(page, "entry-edited-%d" % width)
+        stored = lab.api("GET", "/api/v1/entries/%d" % entry["id"]).json()
+        assert (stored["id"], stored["ports"], stored["comment"]) == (entry["id"], ["80/tcp", "8443/tcp"], "after")
+        page.goto("/audit?object_type=entry&object_id=%d" % entry["id"])
+        assert "changed comment, ports of %s" % target in page.inner_text("#audit")
+        shot(page, "entry-edit-audit-%d" % width)
+    finally:
+        context.close()
+        lab.api("DELETE", "/api/v1/entries/%d" % entry["id"])

@@ -130,30 +130,76 @@ def test_a_wildcard_entry_is_created_once_found_again_and_kept_apart_from_its_zo
     assert status == "CHANGED" and ("*.cdn.wild.example", "443/tcp") not in listed(server, q="wild.example")[0]
 
 
-def test_a_different_entry_fails_unless_replaced_and_the_diff_shows_the_change(server, ansible):
+def test_a_different_entry_is_changed_in_place_and_the_diff_shows_the_change(server, ansible):
     old = server.add("198.51.100.13", comment="ticket 1")
-    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.13", "comment": "ticket 2"})
-    assert status == "FAILED!"
-    assert result["msg"] == (
-        'entry %d (198.51.100.13) differs: comment is "ticket 1", the task wants "ticket 2". The API cannot change '
-        "an entry in place; set replace=true to delete it and create it again, or make the task match the entry. "
-        "Nothing was changed" % old["id"])
+    before = revision(server)
+    status, result, printed = ansible.module("og_entry", {"target": "198.51.100.13", "comment": "ticket 2"},
+                                             "--check", "--diff")
+    assert status == "CHANGED" and revision(server) == before
+    assert result["entry"]["id"] == old["id"] and result["entry"]["comment"] == "ticket 2"
+    assert '-comment: "ticket 1"\n+comment: "ticket 2"\n' in printed
     assert operator_view(listed(server, q="198.51.100.13")[0][("198.51.100.13",)]) == operator_view(old)
 
-    before = revision(server)
     status, result, printed = ansible.module("og_entry", {"target": "198.51.100.13", "comment": "ticket 2",
-                                                          "replace": True}, "--check", "--diff")
-    assert status == "CHANGED" and revision(server) == before
-    assert '-comment: "ticket 1"\n+comment: "ticket 2"\n' in printed
-
-    status, result, printed = ansible.module("og_entry", {"target": "198.51.100.13", "comment": "ticket 2",
-                                                          "replace": True}, "--diff")
-    assert status == "CHANGED"
+                                                          "expires_at": "2031-01-01T01:00:00+01:00"}, "--diff")
+    assert status == "CHANGED", result
     entries, after = listed(server, q="198.51.100.13")
-    assert [e["comment"] for e in entries.values()] == ["ticket 2"]
-    assert after == before + 2     # one revision for the deletion, one for the creation
-    assert '-comment: "ticket 1"\n+comment: "ticket 2"\n' in printed
+    [stored] = entries.values()
+    # The same entry (id, creator), changed in place; a comment and an expiry are no revision (no set changes).
+    assert (stored["id"], stored["created_by"], stored["comment"], stored["expires_at"]) == (
+        old["id"], old["created_by"], "ticket 2", "2031-01-01T00:00:00Z")
+    assert after == before and result["entry"]["revision"] is None
+    assert operator_view(result["entry"]) == operator_view(stored)
+    assert '-comment: "ticket 1"\n+comment: "ticket 2"\n' in printed and '+expires_at: "2031-01-01T00:00:00Z"' in printed
     assert ansible.module("og_entry", {"target": "198.51.100.13", "comment": "ticket 2"})[0] == "SUCCESS"
+    # Without an expiry again: expires_at "" clears it. replace has no effect any more (the same change in place).
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.13", "expires_at": "", "replace": True})
+    assert status == "CHANGED" and result["entry"]["expires_at"] is None and result["entry"]["id"] == old["id"]
+    audit = api(server, "GET", "/api/v1/audit", params={"action": "entry.update", "object_id": old["id"]}).json()
+    assert [(e["before"]["comment"], e["after"]["comment"]) for e in audit["items"]] == [
+        ("ticket 2", "ticket 2"), ("ticket 1", "ticket 2")]
+
+
+def test_match_ports_changes_the_ports_of_the_entry_in_place_once(server, ansible):
+    old = server.add("198.51.100.18", ports=["80/tcp"], comment="web")
+    before = revision(server)
+    task = {"target": "198.51.100.18", "match_ports": ["80/TCP"], "ports": ["8443/tcp", "80/tcp"],
+            "comment": "web and admin"}
+    status, result, printed = ansible.module("og_entry", task, "--check", "--diff")
+    assert status == "CHANGED" and revision(server) == before
+    assert '-ports: ["80/tcp"]\n+ports: ["80/tcp", "8443/tcp"]\n' in printed
+    status, result, printed = ansible.module("og_entry", task, "--diff")
+    assert status == "CHANGED", result
+    entries, after = listed(server, q="198.51.100.18")
+    assert list(entries) == [("198.51.100.18", "80/tcp", "8443/tcp")]
+    stored = entries[("198.51.100.18", "80/tcp", "8443/tcp")]
+    assert (stored["id"], stored["comment"]) == (old["id"], "web and admin")
+    assert after == before + 1 and result["entry"]["revision"] == after      # one revision: the new element
+    assert ansible.module("og_entry", task)[0] == "SUCCESS"                  # found by its new ports: no change
+    # Neither the ports nor match_ports exist: a new entry with the ports.
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.19", "match_ports": ["80/tcp"],
+                                                        "ports": ["443/tcp"]})
+    assert status == "CHANGED" and list(listed(server, q="198.51.100.19")[0]) == [("198.51.100.19", "443/tcp")]
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.18", "match_ports": ["80"]})
+    assert (status, result["code"]) == ("FAILED!", "invalid_input") and "match_ports" in result["msg"]
+
+
+def test_deletability_is_admin_only_and_one_way(server, ansible):
+    entry = server.add("198.51.100.21")
+    editor = api(server, "POST", "/api/v1/tokens", json={"name": "og-entry-editor", "role": "editor"}).json()["token"]
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.21", "deletable": False,
+                                                        "token": editor})
+    assert (status, result["status"], result["code"]) == ("FAILED!", 403, "forbidden"), result
+    assert "only an admin may make entry %d" % entry["id"] in result["msg"]
+    status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.21", "deletable": False})
+    assert status == "CHANGED" and result["entry"]["deletable"] is False and result["entry"]["id"] == entry["id"]
+    before = revision(server)
+    for flags in ((), ("--check",)):
+        status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.21", "deletable": True}, *flags)
+        assert (status, result["code"]) == ("FAILED!", "undeletable")
+        assert "never becomes deletable again" in result["msg"]
+    assert revision(server) == before and listed(server, q="198.51.100.21")[0][("198.51.100.21",)]["deletable"] \
+        is False
 
 
 def test_absent_deletes_the_entry_once(server, ansible):
@@ -182,9 +228,9 @@ def test_absent_on_an_undeletable_entry_fails_before_trying_and_leaves_it(server
         assert result["code"] == "undeletable"
     assert operator_view(api(server, "GET", "/api/v1/entries/%d" % entry["id"]).json()) == operator_view(entry)
     assert revision(server) == before
-    # Replacing it is refused just as clearly.
+    # Its comment can change in place (no revision); deleting it stays refused.
     status, result, dummy = ansible.module("og_entry", {"target": "198.51.100.15", "comment": "new", "replace": True})
-    assert status == "FAILED!" and "undeletable, so it cannot be replaced" in result["msg"]
+    assert status == "CHANGED" and result["entry"]["id"] == entry["id"] and result["entry"]["comment"] == "new"
     assert revision(server) == before
 
 

@@ -138,7 +138,7 @@ class FakeClient(object):
         self.error = error
 
     def find_entry(self, target, ports):
-        if self.error is not None:
+        if self.error is not None and self.entry is None:
             raise self.error
         return self.entry
 
@@ -147,6 +147,14 @@ class FakeClient(object):
 
     def delete_entry(self, entry_id):
         raise AssertionError("the module deleted entry %r" % (entry_id,))
+
+    def read_entry(self, entry_id):
+        return dict(self.entry), '"etag-of-%d"' % entry_id
+
+    def update_entry(self, entry_id, fields, etag=None):
+        if self.error is not None:
+            raise self.error
+        raise AssertionError("the module changed entry %r: %r" % (entry_id, fields))
 
     def list_entries(self, **filters):
         raise self.error
@@ -184,18 +192,32 @@ def test_og_entry_fails_with_its_keys_when_the_server_refuses(capsys, client):
 
 
 @pytest.mark.parametrize("diff", [False, True])
-def test_og_entry_refusing_a_difference_keeps_its_keys_and_the_diff_only_when_asked(capsys, client, diff):
-    client(entry=EXISTING)
-    rc, res = run(capsys, og_entry, dict(API, target="198.51.100.10", comment="new", _ansible_diff=diff))
+def test_og_entry_refusing_to_make_an_undeletable_entry_deletable_keeps_its_keys_and_the_diff_only_when_asked(
+        capsys, client, diff):
+    pinned = dict(EXISTING, deletable=False)
+    client(entry=pinned)
+    rc, res = run(capsys, og_entry, dict(API, target="198.51.100.10", deletable=True, _ansible_diff=diff))
     expected = {
-        "failed": True, "changed": False, "entry": EXISTING, "status": -1, "code": "differs", "url": None,
-        "msg": 'entry 7 (198.51.100.10) differs: comment is "old", the task wants "new". The API cannot change an '
-               'entry in place; set replace=true to delete it and create it again, or make the task match the '
-               'entry. Nothing was changed'}
+        "failed": True, "changed": False, "entry": pinned, "status": -1, "code": "undeletable",
+        "url": URL + "/api/v1/entries/7",
+        "msg": "entry 7 (198.51.100.10) is undeletable and never becomes deletable again (the server refuses it). "
+               "Nothing was changed; make the task's deletable false, or drop it"}
     if diff:
-        before = og_entry.diff_text(EXISTING)
+        before = og_entry.diff_text(pinned)
         expected["diff"] = {"before": before, "after": before}
     assert (rc, res) == (1, expected)
+
+
+def test_og_entry_a_change_refused_by_the_server_keeps_its_keys(capsys, client):
+    stale = ApiError("PATCH %s/api/v1/entries/7 failed with 412 precondition_failed: entry 7 changed since it was "
+                     "read" % URL, status=412, code="precondition_failed", url=URL + "/api/v1/entries/7")
+    client(entry=EXISTING, error=stale)
+    rc, res = run(capsys, og_entry, dict(API, target="198.51.100.10", comment="new"))
+    assert (rc, res) == (1, {
+        "failed": True, "changed": False, "entry": EXISTING, "status": 412, "code": "precondition_failed",
+        "url": URL + "/api/v1/entries/7",
+        "msg": "PATCH %s/api/v1/entries/7 failed with 412 precondition_failed: entry 7 changed since it was read "
+               "(target '198.51.100.10', ports []). Nothing was changed" % URL})
 
 
 def test_og_entry_bad_input_in_check_mode_fails_with_its_keys(capsys, client):
