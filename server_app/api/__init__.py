@@ -43,7 +43,10 @@ def refused(exc):
     """A refused change by a known token (bad input, an undeletable entry, an internal address) is audited with
     its reason; the answer is the one JSON error shape."""
     if request.method not in ("GET", "HEAD") and g.get("token") is not None:
-        audit.refused(exc.message)
+        db.session.rollback()
+        entry_id = (request.view_args or {}).get("entry_id")
+        entry = db.session.get(Entry, entry_id) if entry_id is not None else None
+        audit.refused(exc.message, before=entries.to_json(entry) if entry is not None else None)
     return error(exc.status, exc.code, exc.message)
 
 
