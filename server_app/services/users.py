@@ -221,10 +221,8 @@ def login(username, password, remote, config, throttle):
     limit, window = config["login_max_failures"], config["login_lockout"]
     wait = throttle.blocked_for(remote, limit * 4, window)
     if wait:
-        message = "too many failed logins from %s; try again in %d seconds" % (remote, int(wait) + 1)
-        name = (username if isinstance(username, str) else "?")[:64]
-        audit.refused(message, "user.login", "user", "", asked={"username": name}, who=(name, "anonymous", remote))
-        raise LoginRefused(message, 429)
+        # Not audited one by one (a flood would fill the log): the failures that led here are, each with the address.
+        raise LoginRefused("too many failed logins from %s; try again in %d seconds" % (remote, int(wait) + 1), 429)
     user = by_name(username) if isinstance(username, str) and USERNAME.match(username or "") else None
     now = utcnow()
     if user is not None and user.locked_until is not None and user.locked_until > now:
