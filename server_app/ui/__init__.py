@@ -103,6 +103,26 @@ def iso_when(value):
     return when(parsed)
 
 
+ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)?$")
+
+
+@bp.app_template_filter("detail")
+def detail(value):
+    """A value of an audit event's before or after as text: times in the UI's one format, lists space-separated."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return iso_when(value) if ISO_TIME.match(value) else value
+    if isinstance(value, list):
+        return ("; " if any(isinstance(v, dict) for v in value) else " ").join(detail(v) for v in value) \
+            if value else "none"
+    if isinstance(value, dict):      # an address of an entry: its fields that have a value
+        return ", ".join("%s %s" % (k, detail(v)) for k, v in sorted(value.items()) if v not in (None, "", []))
+    return str(value)
+
+
 @bp.app_template_filter("bytes")
 def human_bytes(n):
     n = int(n or 0)

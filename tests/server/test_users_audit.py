@@ -237,6 +237,9 @@ def test_the_audit_page_shows_details_and_filters_by_actor_action_and_target(app
     assert len(rows) == 1 and "created 198.51.100.40" in r.text
     assert "<td>comment</td>" in r.text and "&lt;b&gt;first&lt;/b&gt;" in r.text and "<b>first</b>" not in r.text
     assert "<td>ports</td>" in r.text and "443/tcp" in r.text and "<td>deletable</td>" in r.text
+    # The times in before/after are in the UI's one format, not as stored.
+    assert re.search(r"<td>created_at</td><td>—</td><td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", r.text)
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", r.text)
     r = admin.get("/audit?target=10.0.0.1&outcome=refused")
     assert len(re.findall(r'<tr data-event="\d+"', r.text)) == 1
     assert "Reason:" in r.text and "internal" in r.text and "<th>Asked</th>" in r.text
