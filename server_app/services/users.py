@@ -14,7 +14,7 @@ import re
 import threading
 import time
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..errors import RequestError
@@ -97,9 +97,13 @@ def get(user_id):
 
 
 def _other_admins(user):
-    """How many enabled admins there are besides `user` (locked ones count: a lock ends by itself)."""
-    return db.session.execute(select(func.count()).select_from(User).where(
-        User.role == "admin", User.disabled.is_(False), User.id != user.id)).scalar_one()
+    """How many enabled admins there are besides `user` (locked ones count: a lock ends by itself).
+
+    Every enabled admin's row is locked (PostgreSQL, MariaDB: FOR UPDATE) until the commit, so two admins
+    demoting each other at once are taken one after the other and the second sees the first's change."""
+    ids = db.session.execute(select(User.id).where(User.role == "admin", User.disabled.is_(False))
+                             .with_for_update()).scalars().all()
+    return len([i for i in ids if i != user.id])
 
 
 def _keep_an_admin(user, what):
