@@ -158,6 +158,11 @@ class AuditEvent(db.Model):
     before: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     revision: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Migration 0009: what the event concerns by name (an entry's target, a user or token name, or the value a
+    # refused request named), "done" or "refused", and a refusal's reason as the actor saw it.
+    target: Mapped[str] = mapped_column(String(255), default="", server_default="", index=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="done", server_default="done")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class TrafficSample(db.Model):

@@ -9,7 +9,7 @@ from functools import wraps
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
-from ..errors import BodyError, PageError, QueryError, TimeError, error
+from ..errors import BodyError, PageError, QueryError, RequestError, TimeError, error
 from ..extensions import db
 from ..models import Entry
 from ..services import audit, changelog, entries, fleet, tokens, traffic, unlisted
@@ -27,21 +27,35 @@ def requires(action):
             token = tokens.authenticate(request.headers.get("Authorization"))
             if token is None:
                 return error(401, "unauthorized", "a valid API token is required: Authorization: Bearer <token>")
-            if not tokens.allowed(token, action):
-                return error(403, "forbidden", "the token %r has the role %s, which may not %s" % (
-                    token.name, token.role, {"read": "read", "write": "change entries",
-                                             "admin": "administer"}[action]))
             g.token = token
+            if not tokens.allowed(token, action):
+                message = "the token %r has the role %s, which may not %s" % (
+                    token.name, token.role, {"read": "read", "write": "change entries", "admin": "administer"}[action])
+                audit.refused(message)
+                return error(403, "forbidden", message)
             return view(*args, **kwargs)
         return wrapped
     return decorator
+
+
+@bp.errorhandler(RequestError)
+def refused(exc):
+    """A refused change by a known token (bad input, an undeletable entry, an internal address) is audited with
+    its reason; the answer is the one JSON error shape."""
+    if request.method not in ("GET", "HEAD") and g.get("token") is not None:
+        db.session.rollback()
+        entry_id = (request.view_args or {}).get("entry_id")
+        entry = db.session.get(Entry, entry_id) if entry_id is not None else None
+        audit.refused(exc.message, before=entries.to_json(entry) if entry is not None else None)
+    return error(exc.status, exc.code, exc.message)
 
 
 # The query parameters each endpoint knows (the OpenAPI document lists the same); others are refused, so a
 # typo such as ?kindd=ip is an error instead of a silently unfiltered answer.
 QUERY = {
     "api.list_entries": {"page", "per_page", "q", "kind", "creator", "deletable", "expiring"},
-    "api.list_audit": {"page", "per_page", "actor", "action", "object_type", "object_id", "q", "since", "until"},
+    "api.list_audit": {"page", "per_page", "actor", "action", "object_type", "object_id", "target", "outcome", "q",
+                       "since", "until"},
     "api.export_entries": {"format"},
     "api.import_entries": {"on_duplicate"},
     "api.traffic_summary": {"window", "gateway"},
@@ -231,8 +245,12 @@ def why_allowed(address):
 def list_audit():
     page, per_page = _page_args()
     since, until = (_time_arg(name) for name in ("since", "until"))
+    outcome = request.args.get("outcome") or None
+    if outcome not in (None,) + audit.OUTCOMES:
+        return error(400, "invalid_outcome", "outcome %r must be one of %s" % (outcome, ", ".join(audit.OUTCOMES)))
     rows, total = audit.query(actor=request.args.get("actor"), action=request.args.get("action"),
                               object_type=request.args.get("object_type"), object_id=request.args.get("object_id"),
+                              target=request.args.get("target"), outcome=outcome,
                               since=since, until=until, q=request.args.get("q"), page=page, per_page=per_page)
     return jsonify({"items": [audit.to_json(e) for e in rows], "total": total, "page": page, "per_page": per_page})
 

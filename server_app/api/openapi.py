@@ -176,7 +176,13 @@ SCHEMAS = {
     "AuditEvent": obj({
         "id": {"type": "integer"}, "at": TIME, "actor": {"type": S}, "actor_kind": {"type": S},
         "remote_addr": {"type": S}, "action": {"type": S}, "object_type": {"type": S}, "object_id": {"type": S},
-        "summary": {"type": S}, "before": {"type": ["object", "null"]}, "after": {"type": ["object", "null"]},
+        "target": {"type": S, "description": "what the event concerns by name: an entry's target, a user or token "
+                   "name, or the value a refused request named (\"\" for events from before migration 0009)"},
+        "outcome": {"type": S, "enum": ["done", "refused"]},
+        "reason": dict(NULLABLE_S, description="outcome refused: the reason the actor was given"),
+        "summary": {"type": S}, "before": {"type": ["object", "null"]},
+        "after": {"type": ["object", "null"], "description": "the object after the change; for a refusal what "
+                  "the request asked for (never a password)"},
         "revision": {"type": ["integer", "null"]}}),
     "AuditPage": dict(page_of("AuditEvent"), required=["items", "total", "page", "per_page"]),
     "Token": obj({
@@ -320,7 +326,12 @@ PATHS = {
                                   **COMMON)}},
     "/audit": {
         "get": {"summary": "The audit log", "operationId": "listAudit",
-                "parameters": PAGE_PARAMS + [_q("actor"), _q("action"), _q("object_type"), _q("object_id"),
+                "parameters": PAGE_PARAMS + [_q("actor"), _q("action", description="exact, or a prefix ending in "
+                                                "'.' or '*' (entry. matches entry.create, entry.delete ...)"),
+                                             _q("object_type"), _q("object_id"),
+                                             _q("target", description="the event's target or object id; '*' "
+                                                "matches any characters (*.example.com)"),
+                                             _q("outcome", {"type": S, "enum": ["done", "refused"]}),
                                              _q("q"), _q("since", {"type": S, "format": "date-time"}),
                                              _q("until", {"type": S, "format": "date-time"})],
                 "responses": dict(_ok("AuditPage"), **{"400": _err("bad filter")}, **COMMON)}},

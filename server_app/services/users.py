@@ -89,10 +89,40 @@ def ensure(username, password, role):
     return "updated"
 
 
-def set_disabled(user_id, disabled=True):
+def get(user_id):
     user = db.session.get(User, user_id)
     if user is None:
-        raise UserError(404, "not_found", "user %s does not exist" % user_id)
+        raise UserError(404, "not_found", "user %s does not exist (it may have been deleted)" % user_id)
+    return user
+
+
+def _other_admins(user):
+    """How many enabled admins there are besides `user` (locked ones count: a lock ends by itself).
+
+    Every enabled admin's row is locked (PostgreSQL, MariaDB: FOR UPDATE) until the commit, so two admins
+    demoting each other at once are taken one after the other and the second sees the first's change."""
+    ids = db.session.execute(select(User.id).where(User.role == "admin", User.disabled.is_(False))
+                             .with_for_update()).scalars().all()
+    return len([i for i in ids if i != user.id])
+
+
+def _keep_an_admin(user, what):
+    if user.role == "admin" and not user.disabled and _other_admins(user) == 0:
+        raise UserError(409, "last_admin", "%s is the last enabled admin: %s would leave nobody to manage users and "
+                        "tokens; make another user admin first" % (user.username, what))
+
+
+def _refuse_self(user, by, what):
+    if by is not None and by.id == user.id:
+        raise UserError(400, "own_account", "you cannot %s your own account %s; another admin can" % (what,
+                                                                                                       user.username))
+
+
+def set_disabled(user_id, disabled=True, by=None):
+    user = get(user_id)
+    if disabled:
+        _refuse_self(user, by, "disable")
+        _keep_an_admin(user, "disabling it")
     if user.disabled != disabled:
         before = to_json(user)
         user.disabled = disabled
@@ -101,6 +131,62 @@ def set_disabled(user_id, disabled=True):
                      after=to_json(user))
         db.session.commit()
     return user
+
+
+def set_password(user_id, password):
+    """A new password (which unlocks the account and ends its sessions on every replica)."""
+    user = get(user_id)
+    check_password(password)
+    before = to_json(user)
+    user.password_hash = generate_password_hash(password)
+    user.failed_logins, user.locked_until = 0, None
+    audit.record("user.password", "user", user.id, "set a new password for %s%s" % (
+        user.username, " (which unlocked it)" if before["locked_until"] else ""), before=before, after=to_json(user))
+    db.session.commit()
+    return user
+
+
+def set_role(user_id, role, by=None):
+    user = get(user_id)
+    if role not in ROLES:
+        raise UserError(400, "invalid_role", "role %r must be one of %s" % (role, ", ".join(ROLES)))
+    if role != user.role:
+        if user.role == "admin":
+            _refuse_self(user, by, "demote")
+            _keep_an_admin(user, "making it %s" % role)
+        before = to_json(user)
+        user.role = role
+        audit.record("user.role", "user", user.id, "made %s %s (was %s)" % (user.username, role, before["role"]),
+                     before=before, after=to_json(user))
+        db.session.commit()
+    return user
+
+
+def unlock(user_id):
+    """End a lock after failed logins (the password stays)."""
+    user = get(user_id)
+    if user.failed_logins or user.locked_until:
+        before = to_json(user)
+        user.failed_logins, user.locked_until = 0, None
+        audit.record("user.unlock", "user", user.id, "unlocked %s" % user.username, before=before,
+                     after=to_json(user))
+        db.session.commit()
+    return user
+
+
+def delete(user_id, by=None):
+    user = get(user_id)
+    _refuse_self(user, by, "delete")
+    _keep_an_admin(user, "deleting it")
+    before = to_json(user)
+    audit.record("user.delete", "user", user.id, "deleted %s user %s" % (user.role, user.username), before=before)
+    db.session.delete(user)
+    db.session.commit()
+    return before
+
+
+def locked(user):
+    return bool(user.locked_until and user.locked_until > utcnow())
 
 
 class LoginRefused(Exception):
@@ -139,14 +225,18 @@ def login(username, password, remote, config, throttle):
     limit, window = config["login_max_failures"], config["login_lockout"]
     wait = throttle.blocked_for(remote, limit * 4, window)
     if wait:
+        # Not audited one by one (a flood would fill the log): the failures that led here are, each with the address.
         raise LoginRefused("too many failed logins from %s; try again in %d seconds" % (remote, int(wait) + 1), 429)
     user = by_name(username) if isinstance(username, str) and USERNAME.match(username or "") else None
     now = utcnow()
     if user is not None and user.locked_until is not None and user.locked_until > now:
         throttle.failed(remote)
-        raise LoginRefused("the account %s is locked after %d failed logins until %s UTC; an admin can unlock it "
-                           "by setting a new password" % (username, user.failed_logins,
-                                                          user.locked_until.strftime("%H:%M:%S")), 429)
+        message = ("the account %s is locked after %d failed logins until %s UTC; an admin can unlock it (Users "
+                   "page: unlock, or set a new password)" % (username, user.failed_logins,
+                                                             user.locked_until.strftime("%Y-%m-%d %H:%M:%S")))
+        audit.refused(message, "user.login", "user", user.id, before=to_json(user), asked={"username": username},
+                      who=(username, "anonymous", remote))
+        raise LoginRefused(message, 429)
     good = check_password_hash(user.password_hash if user is not None else _DUMMY_HASH, password or "")
     if user is None or not good or user.disabled:
         throttle.failed(remote)
@@ -155,13 +245,19 @@ def login(username, password, remote, config, throttle):
             user.failed_logins += 1
             if user.failed_logins >= limit:
                 user.locked_until = now + dt.timedelta(seconds=window)
-        audit.record("user.login_failed", "user", user.id if user else "", "failed login as %s" % who[0], who=who)
-        db.session.commit()
         if user is not None and user.disabled and good:
-            raise LoginRefused("the account %s is disabled; ask an admin" % username, 403)
+            message = "the account %s is disabled; ask an admin" % username
+            audit.record("user.login", "user", user.id, "refused user.login: " + message, who=who, target=who[0],
+                         before=to_json(user), outcome="refused", reason=message)
+            db.session.commit()
+            raise LoginRefused(message, 403)
+        audit.record("user.login_failed", "user", user.id if user else "", "failed login as %s" % who[0], who=who,
+                     target=who[0], outcome="refused", reason="wrong username or password")
+        db.session.commit()
         raise LoginRefused("wrong username or password")
     user.failed_logins, user.locked_until, user.last_login = 0, None, now
-    audit.record("user.login", "user", user.id, "%s logged in" % username, who=(username, "user", remote))
+    audit.record("user.login", "user", user.id, "%s logged in" % username, who=(username, "user", remote),
+                 target=username)
     db.session.commit()
     return user
 

@@ -47,7 +47,7 @@
       rows.appendChild(tr);
     }
     tbody.replaceChildren(rows);
-    document.getElementById("refreshed").textContent = "updated " + new Date().toLocaleTimeString();
+    document.getElementById("refreshed").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC";
   }
 
   function tick() {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from functools import wraps
 from urllib.parse import urlencode, urlsplit
 
@@ -15,9 +16,9 @@ from flask import (Blueprint, abort, current_app, flash, g, jsonify, redirect, r
                    url_for)
 from flask.sessions import SecureCookieSessionInterface
 
-from ..errors import error as json_error, wants_html
+from ..errors import RequestError, error as json_error, wants_html
 from ..extensions import db
-from ..models import Entry, User, utcnow
+from ..models import Entry, Token, User, utcnow
 from ..services import audit, changelog, entries, fleet, tokens, traffic, users
 
 bp = Blueprint("ui", __name__, template_folder="../templates", static_folder="../static",
@@ -55,12 +56,21 @@ def page(action="read"):
             if g.user is None:
                 return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
             if not may(action):
-                return render_template("ui/error.html", title="Not allowed", message=(
-                    "Your account %s has the role %s, which may not %s. Ask an admin for the editor or admin role."
-                    % (g.user.username, g.user.role, ACTIONS[action]))), 403
+                message = ("Your account %s has the role %s, which may not %s. Ask an admin for the editor or admin "
+                           "role." % (g.user.username, g.user.role, ACTIONS[action]))
+                audit.refused(message)
+                return render_template("ui/error.html", title="Not allowed", message=message), 403
             return view(*args, **kwargs)
         return wrapped
     return decorator
+
+
+@bp.errorhandler(RequestError)
+def refused(exc):
+    """A refusal raised by a service in a UI view: audited when it refused a change, then shown as a page."""
+    if request.method not in ("GET", "HEAD") and g.get("user") is not None:
+        audit.refused(exc.message)
+    return render_template("ui/error.html", title="Refused", message=exc.message), exc.status
 
 
 @bp.app_context_processor
@@ -77,6 +87,40 @@ def page_url(**changes):
 @bp.app_template_filter("when")
 def when(value):
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+@bp.app_template_filter("iso_when")
+def iso_when(value):
+    """An ISO 8601 time as the API gives it (2026-12-03T10:00:00Z) in the UI's one format."""
+    if not value:
+        return ""
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return when(parsed)
+
+
+ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)?$")
+
+
+@bp.app_template_filter("detail")
+def detail(value):
+    """A value of an audit event's before or after as text: times in the UI's one format, lists space-separated."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return iso_when(value) if ISO_TIME.match(value) else value
+    if isinstance(value, list):
+        return ("; " if any(isinstance(v, dict) for v in value) else " ").join(detail(v) for v in value) \
+            if value else "none"
+    if isinstance(value, dict):      # an address of an entry: its fields that have a value
+        return ", ".join("%s %s" % (k, detail(v)) for k, v in sorted(value.items()) if v not in (None, "", []))
+    return str(value)
 
 
 @bp.app_template_filter("bytes")
@@ -140,6 +184,11 @@ def logout():
     return redirect(url_for("ui.login"))
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    return redirect(url_for("ui.static", filename="favicon.svg"), 301)
+
+
 @bp.get("/")
 def index():
     return redirect(url_for("ui.entries_page"))
@@ -200,6 +249,7 @@ def create_entry():
     try:
         entry, revision = entries.create(_form_entry(form), current_app.config["OG"], g.user.username)
     except entries.EntryError as exc:
+        audit.refused(exc.message)
         return _entries_list(form=form, error=exc.message, status=exc.status)
     flash("Added %s as entry %d%s." % (entries.describe(entry), entry.id,
                                        " (revision %d)" % revision if revision else ""), "success")
@@ -311,6 +361,7 @@ def confirm_delete(entry_id):
 def delete_entry(entry_id):
     entry = _entry_or_404(entry_id)
     if not entry.deletable:
+        audit.refused(undeletable_reason(entry), before=entries.to_json(entry), asked={})
         return render_template("ui/error.html", title="Cannot delete", message=undeletable_reason(entry)), 403
     described = entries.describe(entry)
     revision = entries.delete(entry_id)
@@ -358,17 +409,53 @@ def traffic_page():
                            top_entries=traffic.top_entries(since, gateway), totals=traffic.totals(since, gateway))
 
 
+PORT_QUERY = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\s]+)):(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
+
+
+def split_query(text):
+    """'198.51.100.10:443', '[2001:db8::1]:443/tcp', 'api.example.com:443' -> (address, port, protocol); a bare
+    address or name (an IPv6 address without brackets too) -> (text, None, None)."""
+    match = PORT_QUERY.match(text)
+    if not match:
+        return text, None, None
+    port = int(match.group("port"))
+    if not 1 <= port <= 65535:
+        raise entries.EntryError(400, "invalid_port", "port %d in %r must lie within 1-65535" % (port, text))
+    return match.group("v6") or match.group("host"), port, match.group("proto")
+
+
+def covers_port(ports, port, proto):
+    """Whether an entry's ports ('443/tcp', '8000-8100/udp', none for all) let `port` (of `proto`, if given) out."""
+    if not ports or port is None:
+        return True
+    for spec in ports:
+        numbers, _, spec_proto = str(spec).partition("/")
+        low, _, high = numbers.partition("-")
+        try:
+            inside = int(low) <= port <= int(high or low)
+        except ValueError:
+            continue
+        if inside and (proto is None or not spec_proto or spec_proto == proto):
+            return True
+    return False
+
+
 @bp.get("/addresses")
 @page("read")
 def why_page():
-    address = (request.args.get("address") or request.args.get("q") or "").strip()
-    result = error = None
-    if address:
+    query = (request.args.get("address") or request.args.get("q") or "").strip()
+    result = error = port = proto = None
+    if query:
         try:
+            address, port, proto = split_query(query)
             result = fleet.why(address, current_app.config["OG"])
         except entries.EntryError as exc:
             error = exc.message
-    return render_template("ui/why.html", address=address, result=result, error=error)
+    if result is not None:
+        for item in result["entries"]:
+            item["covers_port"] = covers_port(item.get("ports"), port, proto)
+        result["allowed_here"] = any(i["covers_port"] and i.get("published", True) for i in result["entries"])
+    return render_template("ui/why.html", address=query, result=result, error=error, port=port, proto=proto)
 
 
 # ---- fleet ------------------------------------------------------------------------------------------------
@@ -389,14 +476,20 @@ def gateways_json():
 @bp.get("/audit")
 @page("read")
 def audit_page():
-    args = {k: request.args.get(k) or None for k in ("actor", "action", "object_type", "object_id", "q")}
+    args = {k: request.args.get(k) or None for k in ("actor", "action", "target", "outcome", "object_type",
+                                                     "object_id", "q")}
+    problem = None
+    if args["outcome"] not in (None,) + audit.OUTCOMES:
+        problem = "outcome %r must be done or refused; showing both" % args["outcome"]
+        args["outcome"] = None
     try:
         pg = max(1, min(int(request.args.get("page", 1)), 10 ** 9))
     except ValueError:
         pg = 1
     rows, total = audit.query(page=pg, per_page=PER_PAGE, **args)
-    return render_template("ui/audit.html", rows=rows, total=total, page=pg,
-                           pages=max(1, math.ceil(total / PER_PAGE)), args=args)
+    return render_template("ui/audit.html", rows=rows, total=total, page=pg, problem=problem,
+                           pages=max(1, math.ceil(total / PER_PAGE)), args=args, changes=audit.changes,
+                           known_actions=audit.KNOWN_ACTIONS)
 
 
 # ---- users and tokens (admins) ------------------------------------------------------------------------------
@@ -404,7 +497,7 @@ def audit_page():
 @page("admin")
 def users_page(error=None, form=None, status=200):
     return render_template("ui/users.html", users=users.all_users(), error=error, form=form or {},
-                           roles=users.ROLES), status
+                           roles=users.ROLES, now=utcnow()), status
 
 
 @bp.post("/admin/users")
@@ -415,23 +508,82 @@ def create_user():
         user = users.create(form.get("username", "").strip(), form.get("password", ""), form.get("role", ""))
     except users.UserError as exc:
         form.pop("password", None)
+        audit.refused(exc.message)
         return users_page(error=exc.message, form=form, status=exc.status)
     flash("Created the %s user %s." % (user.role, user.username), "success")
     return redirect(url_for("ui.users_page"))
 
 
-@bp.post("/admin/users/<id:user_id>/<any(disable, enable):action>")
+USER_ACTIONS = {"disable": "Disable", "delete": "Delete"}     # the ones that ask for confirmation first
+
+
+def _user_page(user, error=None, status=200):
+    return render_template("ui/user.html", user=user, error=error, roles=users.ROLES,
+                           locked=users.locked(user)), status
+
+
+@bp.get("/admin/users/<id:user_id>")
 @page("admin")
-def toggle_user(user_id, action):
-    if user_id == g.user.id and action == "disable":
-        return render_template("ui/error.html", title="Not allowed",
-                               message="You cannot disable your own account %s." % g.user.username), 400
+def user_page(user_id):
     try:
-        user = users.set_disabled(user_id, action == "disable")
+        return _user_page(users.get(user_id))
     except users.UserError as exc:
         abort(exc.status, exc.message)
-    flash("%s user %s." % ("Disabled" if user.disabled else "Enabled", user.username), "success")
-    return redirect(url_for("ui.users_page"))
+
+
+@bp.get("/admin/users/<id:user_id>/<any(disable, delete):action>")
+@page("admin")
+def confirm_user_action(user_id, action):
+    try:
+        user = users.get(user_id)
+    except users.UserError as exc:
+        abort(exc.status, exc.message)
+    consequence = {
+        "disable": "%s can no longer log in, and every open session of it ends at its next request; an admin can "
+                   "enable it again." % user.username,
+        "delete": "The account %s and its password are removed for good (its audit events stay); the name can be "
+                  "given to a new user later." % user.username}[action]
+    return render_template("ui/confirm.html", title="%s user %s?" % (USER_ACTIONS[action], user.username),
+                           what="%s user (%s)" % (user.username, user.role), consequence=consequence,
+                           action=url_for("ui.user_action", user_id=user.id, action=action),
+                           button=USER_ACTIONS[action], cancel=url_for("ui.user_page", user_id=user.id))
+
+
+@bp.post("/admin/users/<id:user_id>/<any(role, password, unlock, enable, disable, delete):action>")
+@page("admin")
+def user_action(user_id, action):
+    form = request.form
+    try:
+        if action == "role":
+            user = users.set_role(user_id, form.get("role", ""), by=g.user)
+            done = "%s has the role %s." % (user.username, user.role)
+        elif action == "password":
+            if form.get("password", "") != form.get("password2", ""):
+                raise users.UserError(400, "password_mismatch", "the two passwords differ; type the same new "
+                                      "password twice")
+            user = users.set_password(user_id, form.get("password", ""))
+            done = "Set a new password for %s; it is unlocked and its other sessions have ended." % user.username
+        elif action == "unlock":
+            user = users.unlock(user_id)
+            done = "Unlocked %s." % user.username
+        elif action == "delete":
+            gone = users.delete(user_id, by=g.user)
+            flash("Deleted the %s user %s." % (gone["role"], gone["username"]), "success")
+            return redirect(url_for("ui.users_page"))
+        else:
+            user = users.set_disabled(user_id, action == "disable", by=g.user)
+            done = "%s user %s." % ("Disabled" if user.disabled else "Enabled", user.username)
+    except users.UserError as exc:
+        target = db.session.get(User, user_id)
+        before = users.to_json(target) if target is not None else None
+        audit.refused(exc.message, "user." + action, "user", user_id, before=before,
+                      asked={k: v for k, v in form.items() if k == "role"} or None,
+                      target=before["username"] if before else str(user_id))
+        if target is None or exc.code == "not_found":
+            abort(exc.status, exc.message)
+        return _user_page(db.session.get(User, user_id), error=exc.message, status=exc.status)
+    flash(done, "success")
+    return redirect(url_for("ui.user_page", user_id=user_id))
 
 
 @bp.get("/admin/tokens")
@@ -455,6 +607,24 @@ def create_token():
         return tokens_page(error="a token named %r exists already" % name, form=form, status=409)
     token, secret = tokens.create(role, name, created_by=g.user.username)
     return tokens_page(secret={"name": token.name, "value": secret})
+
+
+@bp.get("/admin/tokens/<id:token_id>/revoke")
+@page("admin")
+def confirm_revoke(token_id):
+    token = db.session.get(Token, token_id)
+    if token is None:
+        abort(404, "token %d does not exist" % token_id)
+    if token.revoked:
+        abort(409, "the token %s was revoked already on %s" % (token.name, when(token.revoked_at)))
+    return render_template("ui/confirm.html", title="Revoke the token %s?" % token.name,
+                           what="%s token %s, last used %s" % (token.role, token.name,
+                                                               when(token.last_used) or "never"),
+                           consequence="Every request with it is refused (401) from now on, on every replica%s; "
+                           "this cannot be undone: make a new token instead." % (
+                               " and the gateway that uses it is cut off" if token.role == "gateway" else ""),
+                           action=url_for("ui.revoke_token", token_id=token.id), button="Revoke",
+                           cancel=url_for("ui.tokens_page"))
 
 
 @bp.post("/admin/tokens/<id:token_id>/revoke")

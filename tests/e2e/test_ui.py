@@ -84,7 +84,7 @@ def test_wrong_password_is_refused_and_repeated_failures_lock_the_account(ui):
     page.fill("input[name=username]", "lou")
     page.fill("input[name=password]", PASSWORD["lou"])     # the right password, but the account is locked now
     page.click("button[type=submit]")
-    assert re.match(r"the account lou is locked after 5 failed logins until \d\d:\d\d:\d\d UTC",
+    assert re.match(r"the account lou is locked after 5 failed logins until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
                     page.inner_text("#login-error"))
     assert "/login" in page.url
     page.context.close()
@@ -257,7 +257,10 @@ def test_a_viewer_sees_no_write_controls_and_forged_posts_are_refused(ui):
     secret = admin.inner_text("#token-value").strip()
     shot(admin, "tokens")
     assert lab.api("GET", "/api/v1/entries", token=secret).status_code == 200
-    admin.locator("#tokens tr", has_text="ui-made-token").locator("button").click()
+    admin.locator("#tokens tr", has_text="ui-made-token").locator("a", has_text="Revoke").click()
+    assert "Revoke the token ui-made-token?" in admin.inner_text("h1")     # asked first: it still works
+    assert lab.api("GET", "/api/v1/entries", token=secret).status_code == 200
+    admin.click("#confirm-button")
     assert lab.api("GET", "/api/v1/entries", token=secret).status_code == 401
     admin.goto("/admin/users")
     shot(admin, "users")
@@ -319,3 +322,203 @@ def test_an_entry_is_edited_in_place_from_its_page(ui, width):
     finally:
         context.close()
         lab.api("DELETE", "/api/v1/entries/%d" % entry["id"])
+
+
+# ---- issue 15, points 5 and 6: users and safety, audit details, every page at 1366 and 390 px ------------------
+WIDTHS = (1366, 390)
+# Walks every visible element with text of its own and returns those whose colour on their (first opaque)
+# background is under WCAG AA: 4.5:1, or 3:1 for large text (24 px, or 18.66 px bold).
+CONTRAST = """() => {
+  const rgb = s => (s.match(/[\\d.]+/g) || []).map(Number);
+  const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255; return x <= 0.03928 ? x / 12.92
+                     : Math.pow((x + 0.055) / 1.055, 2.4); }); return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+  const bg = el => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
+                     if (c.length === 3 || c[3] === 1) { return c; } } return [255, 255, 255]; };
+  const bad = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (el.closest("svg") || !el.offsetParent && getComputedStyle(el).position !== "fixed") { continue; }
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own) { continue; }
+    const st = getComputedStyle(el);
+    if (st.visibility === "hidden" || st.opacity === "0") { continue; }
+    const a = lum(rgb(st.color)), b = lum(bg(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(st.fontSize), bold = parseInt(st.fontWeight, 10) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < need) { bad.push(el.tagName + " '" + el.textContent.trim().slice(0, 40) + "' " + ratio.toFixed(2)); }
+  }
+  return bad;
+}"""
+
+
+def check_page(page, name, width):
+    """No sideways scrolling at this width, AA contrast, a favicon, and the screenshot of the page."""
+    page.wait_for_load_state("load")
+    scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert scroll <= inner, "%s at %d px scrolls sideways: %d > %d" % (name, width, scroll, inner)
+    assert page.evaluate(CONTRAST) == [], "%s at %d px: text under AA contrast" % (name, width)
+    assert page.locator("link[rel=icon]").count() == 1
+    shot(page, "%s-%d" % (name, width))
+
+
+def test_users_password_role_unlock_and_confirmations(ui):
+    lab, browser = ui
+    admin = login(browser, lab, "ada")
+    admin.goto("/admin/users")
+    admin.fill("input[name=username]", "una")
+    admin.fill("input[name=password]", "una-first-password")
+    admin.select_option("select[name=role]", "editor")
+    admin.click("form.grid button[type=submit]")
+    assert "Created the editor user una." in admin.inner_text(".flash")
+
+    una = login(browser, lab, "una", "una-first-password")
+    assert una.inner_text("#whoami") == "una (editor)"
+    # Five wrong passwords lock the account; the right one is refused then too, and that refusal is audited.
+    stranger = login(browser, lab, "una", "not-her-password")
+    for dummy in range(4):
+        stranger.fill("input[name=username]", "una")
+        stranger.fill("input[name=password]", "still-not-it")
+        stranger.click("button[type=submit]")
+    stranger.fill("input[name=username]", "una")
+    stranger.fill("input[name=password]", "una-first-password")
+    stranger.click("button[type=submit]")
+    assert "the account una is locked" in stranger.inner_text("#login-error")
+    stranger.context.close()
+
+    admin.goto("/admin/users")
+    admin.locator("#users tr[data-user=una]").locator("a", has_text="Manage").click()
+    assert "locked until" in admin.inner_text("#user-state")
+    shot(admin, "user-locked")
+    admin.fill("#password-form input[name=password]", "una-second-password")
+    admin.fill("#password-form input[name=password2]", "una-other-password")
+    admin.click("#password-form button[type=submit]")
+    assert "the two passwords differ" in admin.inner_text("#form-error")
+    admin.fill("#password-form input[name=password]", "una-second-password")
+    admin.fill("#password-form input[name=password2]", "una-second-password")
+    admin.click("#password-form button[type=submit]")
+    assert "it is unlocked" in admin.inner_text(".flash") and "active" in admin.inner_text("#user-state")
+    una.goto("/entries")
+    assert "/login" in una.url                      # the new password ended her session
+    una.context.close()
+    una = login(browser, lab, "una", "una-second-password")
+    assert una.url.endswith("/entries")
+
+    admin.select_option("#role-form select[name=role]", "viewer")
+    admin.click("#role-form button[type=submit]")
+    assert admin.inner_text("#user-role") == "viewer"
+    una.reload()
+    assert una.inner_text("#whoami") == "una (viewer)" and una.locator("#add").count() == 0
+
+    # Disable asks first: cancel leaves her in; confirm ends her session.
+    admin.click("#disable")
+    assert "Disable user una?" in admin.inner_text("h1")
+    shot(admin, "user-disable-confirm")
+    admin.click("a:has-text('Cancel')")
+    una.reload()
+    assert una.url.endswith("/entries")
+    admin.click("#disable")
+    admin.click("#confirm-button")
+    assert "Disabled user una." in admin.inner_text(".flash")
+    una.reload()
+    assert "/login" in una.url
+    una.context.close()
+
+    # Ada may not demote herself (nor would the last admin be demoted): the reason, the role unchanged.
+    admin.goto("/admin/users")
+    admin.locator("#users tr[data-user=ada]").locator("a", has_text="Manage").click()
+    admin.select_option("#role-form select[name=role]", "viewer")
+    admin.click("#role-form button[type=submit]")
+    assert "you cannot demote your own account ada" in admin.inner_text("#form-error")
+    assert admin.inner_text("#user-role") == "admin"
+
+    admin.goto("/admin/users")
+    admin.locator("#users tr[data-user=una]").locator("a", has_text="Manage").click()
+    admin.click("#delete")
+    assert "Delete user una?" in admin.inner_text("h1")
+    admin.click("#confirm-button")
+    assert "Deleted the viewer user una." in admin.inner_text(".flash")
+    assert admin.locator("#users tr[data-user=una]").count() == 0
+
+    # The audit log: una's story with its details, and the refusals with their reasons.
+    admin.goto("/audit?target=una")
+    text = admin.inner_text("#audit")
+    for expected in ("user.create", "user.login_failed", "user.password", "user.role", "user.disable",
+                     "user.delete", "refused"):
+        assert expected in text, expected
+    row = admin.locator("#audit tr", has_text="user.role").first
+    row.locator("summary").click()
+    details = row.locator("details").inner_text()
+    assert "role" in details and "editor" in details and "viewer" in details
+    refused = admin.locator("#audit tr", has=admin.locator(".badge.refused"), has_text="user.login").first
+    refused.locator("summary").click()
+    assert "is locked after 5 failed logins" in refused.locator(".reason").inner_text()
+    shot(admin, "audit-details")
+    admin.goto("/audit?target=ada&outcome=refused&action=user.role")
+    assert admin.locator("#audit tr[data-event]").count() == 1
+    admin.context.close()
+
+
+def test_every_page_at_1366_and_390_px_without_sideways_scrolling(ui):
+    lab, browser = ui
+    made = lab.api("POST", "/api/v1/entries", json={
+        "target": "198.51.100.77", "ports": ["443/tcp", "8000-8100/tcp"],
+        "comment": "a long comment without spaces " + "x" * 120}).json()
+    token = lab.api("POST", "/api/v1/tokens", json={"name": "layout-token", "role": "viewer"}).json()
+    lab.api("POST", "/api/v1/entries", json={"target": "10.0.0.1"})          # a refusal in the audit log
+    pages = [("entries", "/entries"), ("entry", "/entries/%d" % made["id"]),
+             ("entry-delete", "/entries/%d/delete" % made["id"]), ("gateways", "/gateways"),
+             ("traffic", "/traffic"), ("why-port", "/addresses?q=198.51.100.77:443"), ("audit", "/audit"),
+             ("users", "/admin/users"), ("tokens", "/admin/tokens"),
+             ("token-revoke", "/admin/tokens/%d/revoke" % token["id"]), ("not-found", "/entries/999999")]
+    try:
+        for width in WIDTHS:
+            context = browser.new_context(base_url=lab.url, viewport={"width": width, "height": 844})
+            page = context.new_page()
+            page.goto("/login")
+            check_page(page, "login", width)
+            page.fill("input[name=username]", "ada")
+            page.fill("input[name=password]", PASSWORD["ada"])
+            page.click("button[type=submit]")
+            assert page.url.endswith("/entries")
+            for name, path in pages:
+                page.goto(path)
+                check_page(page, name, width)
+            page.goto("/admin/users")
+            page.locator("#users tr[data-user=vic]").locator("a", has_text="Manage").click()
+            check_page(page, "user", width)
+            vic = page.url
+            page.goto(vic + "/delete")
+            check_page(page, "user-delete-confirm", width)
+            page.goto(vic + "/disable")
+            check_page(page, "user-disable-confirm", width)
+            assert page.request.get("/favicon.ico").ok     # the redirect to the SVG, which is served
+            page.goto("/entries")
+            menu = page.locator("a[href='/gateways']")
+            search = page.locator("header input[name=q]")
+            if width == 390:
+                # The navigation folds behind Menu (a checkbox: no script), which opens it.
+                assert not menu.is_visible() and not search.is_visible()
+                page.click("label.nav-button")
+                assert menu.is_visible() and search.is_visible()
+                check_page(page, "menu-open", width)
+            else:
+                assert menu.is_visible() and not page.locator("label.nav-button").is_visible()
+            # "Why is this allowed" from the header, with a port.
+            search.fill("198.51.100.77:8050")
+            search.press("Enter")
+            assert "198.51.100.77 port 8050: allowed." in page.inner_text("#why-verdict")
+            search = page.locator("header input[name=q]")
+            if width == 390:
+                page.click("label.nav-button")
+            search.fill("198.51.100.77:22")
+            search.press("Enter")
+            assert "198.51.100.77 port 22: not allowed" in page.inner_text("#why-verdict")
+            check_page(page, "why-refused-port", width)
+            # One time format, UTC, on the audit page and the entry page.
+            page.goto("/audit")
+            when = page.locator("#audit tbody tr td").first.inner_text()
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", when), when
+            context.close()
+    finally:
+        lab.api("DELETE", "/api/v1/entries/%d" % made["id"])
+        lab.api("DELETE", "/api/v1/tokens/%d" % token["id"])

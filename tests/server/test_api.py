@@ -90,7 +90,9 @@ def test_bad_input_is_a_4xx_naming_the_problem_and_changes_nothing(api, body, co
     assert error["code"] == code and words in error["message"], error
     listed = api.get("/api/v1/entries").get_json()
     assert listed["total"] == 0 and listed["revision"] == 0
-    assert api.get("/api/v1/audit?object_type=entry").get_json()["total"] == 0
+    assert api.get("/api/v1/audit?object_type=entry&outcome=done").get_json()["total"] == 0
+    (refused,) = api.get("/api/v1/audit?object_type=entry&outcome=refused").get_json()["items"]   # with the reason
+    assert refused["action"] == "entry.create" and refused["reason"] == error["message"]
 
 
 def test_a_body_that_is_not_json_is_refused(api):

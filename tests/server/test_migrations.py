@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from server_app import MIGRATIONS, create_app, init_db, schema_revision
 from server_app.models import EntryTraffic, UnlistedName, db
-from server_app.services import entries, gateways
+from server_app.services import audit, entries, gateways
 
 HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
 
@@ -233,5 +233,38 @@ def test_migration_0007_adds_the_unlisted_tables_and_keeps_every_address(tmp_pat
         assert not {"dns_unlisted", "dns_unlisted_batches"} & set(inspect(db.engine).get_table_names())
         assert db.session.execute(text("SELECT address FROM entry_addresses WHERE entry_id = :e"),
                                   {"e": entry_id}).scalars().all() == ["198.51.100.10/32"]
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_migration_0009_adds_the_audit_target_outcome_and_reason_and_keeps_every_event(tmp_path, database_url):
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
+                      "database_url": database_url})
+    previous = ScriptDirectory(MIGRATIONS).get_revision("0009").down_revision
+    columns = "actor, action, object_type, object_id, summary"
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision=previous)
+        # Written as SQL: the models already have the columns 0009 adds.
+        for action, object_id in (("entry.create", "1"), ("user.login_failed", "")):
+            db.session.execute(text("INSERT INTO audit_events (at, actor, actor_kind, remote_addr, action, "
+                                    "object_type, object_id, summary) VALUES (:at, 'ada', 'user', '', :a, 'entry', "
+                                    ":o, 'old')"), {"at": dt.datetime(2026, 12, 3), "a": action, "o": object_id})
+        db.session.commit()
+        before = [tuple(r) for r in db.session.execute(text("SELECT %s FROM audit_events ORDER BY id" % columns))]
+        db.session.remove()
+    init_db(app)
+    with app.app_context():
+        assert schema_revision() == HEAD
+        rows = db.session.execute(text("SELECT %s, target, outcome, reason FROM audit_events ORDER BY id"
+                                       % columns)).all()
+        assert [tuple(r)[:5] for r in rows] == before
+        assert [(r.target, r.outcome, r.reason) for r in rows] == [("", "done", None), ("", "done", None)]
+        # The filters find old events by their object id, and new ones by target and outcome.
+        assert audit.query(target="1")[1] == 1 and audit.query(outcome="done")[1] == 2
+        db.session.commit()           # ends the reads' transaction, which would hold the downgrade's ALTER TABLE
+        flask_migrate.downgrade(directory=MIGRATIONS, revision=previous)
+        assert [tuple(r) for r in db.session.execute(text("SELECT %s FROM audit_events ORDER BY id" % columns))] \
+            == before
+        assert "outcome" not in {c["name"] for c in inspect(db.engine).get_columns("audit_events")}
         db.session.remove()
         db.engine.dispose()

@@ -58,7 +58,8 @@ def test_failed_logins_lock_the_account_even_for_the_right_password(app):
         assert r.status_code == 401 and "wrong username or password" in r.text
     r = login(c, "eve")
     assert r.status_code == 429
-    assert re.search(r"the account eve is locked after 3 failed logins until \d\d:\d\d:\d\d UTC", r.text)
+    assert re.search(r"the account eve is locked after 3 failed logins until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC",
+                     r.text)
     with app.app_context():     # a new password from an admin (or the CLI) unlocks it
         assert users.ensure("eve", PW + "-new", "editor") == "updated"
     assert login(c, "eve", PW + "-new").status_code == 302
