@@ -27,17 +27,28 @@ def _create(api, **fields):
 
 
 def _state(app, entry_id=None):
-    """(head revision, published set, the entry's entry_elements, entry.update events of the entry)."""
+    """(head revision, published set, the entry's entry_elements, entry.update events of the entry that were done;
+    refused ones are audited too, with their reason: _refusals)."""
     with app.app_context():
         rows = set(db.session.execute(select(EntryElement.element).where(EntryElement.entry_id == entry_id))
                    .scalars()) if entry_id else set()
         events = db.session.execute(select(AuditEvent).where(AuditEvent.action == "entry.update",
-                                                             AuditEvent.object_id == str(entry_id))
+                                                             AuditEvent.object_id == str(entry_id),
+                                                             AuditEvent.outcome == "done")
                                     .order_by(AuditEvent.id)).scalars().all()
         events = [(e.before, e.after, e.revision, e.summary) for e in events]
         result = changelog.head_revision(), changelog.published(), rows, events
         db.session.remove()
         return result
+
+
+def _refusals(app):
+    """(action, reason) of every refused action audited."""
+    with app.app_context():
+        rows = db.session.execute(select(AuditEvent.action, AuditEvent.reason).where(AuditEvent.outcome == "refused")
+                                  .order_by(AuditEvent.id)).all()
+        db.session.remove()
+        return [tuple(r) for r in rows]
 
 
 def test_a_comment_changes_in_place_without_a_revision_and_the_audit_keeps_before_and_after(api, app):
@@ -120,6 +131,8 @@ def test_bad_patches_are_refused_naming_the_field_and_change_nothing(api, app, b
     after = api.get("/api/v1/entries/%d" % entry["id"])
     assert after.get_json() == before.get_json() and after.headers["ETag"] == before.headers["ETag"]
     assert _state(app, entry["id"])[3] == []
+    refusals = _refusals(app)                    # the refusal itself is audited, with its reason
+    assert len(refusals) == 1 and words in refusals[0][1], refusals
 
 
 def test_a_body_that_is_not_a_json_merge_patch_is_refused(api):
