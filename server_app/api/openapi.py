@@ -10,6 +10,9 @@ NULLABLE_S = {"type": [S, "null"]}
 TIME = {"type": [S, "null"], "format": "date-time"}
 
 
+WINDOW = {"type": S, "enum": ["1h", "24h", "7d"]}
+RATES = {f + "_per_second": {"type": "number", "minimum": 0}
+         for f in ("out_bytes", "in_bytes", "out_packets", "in_packets")}
 COUNTS = {f: {"type": "integer", "minimum": 0} for f in ("out_bytes", "in_bytes", "out_packets", "in_packets")}
 ENTRY_USE = dict({"entry_id": {"type": "integer"},
                   "entry": dict(NULLABLE_S, description="the entry's name, kept after it was deleted"),
@@ -132,16 +135,26 @@ SCHEMAS = {
     "Counts": obj(COUNTS),
     "EntryUse": obj(ENTRY_USE),
     "Traffic": obj({
-        "window": {"type": S, "enum": ["1h", "24h"]}, "gateway": NULLABLE_S,
+        "window": WINDOW, "gateway": NULLABLE_S,
         "total": dict(ref("Counts"), description="through the gateways, each byte once"),
         "entries": {"type": "array", "items": ref("EntryUse")},
         "destinations": {"type": "array", "items": obj(dict({"element": {"type": S}}, **COUNTS))}}),
     "EntryTraffic": obj(dict(ENTRY_USE, **{
-        "window": {"type": S, "enum": ["1h", "24h"]}, "gateway": NULLABLE_S,
+        "window": WINDOW, "gateway": NULLABLE_S,
         "shared_with": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": S}},
                         "description": "element -> the other entries that produce it now"},
         "series": {"type": "array", "items": obj({"minute": TIME, "out_bytes": {"type": "integer"},
                                                   "in_bytes": {"type": "integer"}})}})),
+    "TrafficSeries": obj({
+        "window": WINDOW, "gateway": NULLABLE_S,
+        "destination": dict(NULLABLE_S, description="the destination element filtered on, canonical"),
+        "entry": {"type": ["integer", "null"]},
+        "bucket_seconds": {"type": "integer", "enum": [60, 600, 3600],
+                           "description": "60 for 1h, 600 for 24h, 3600 for 7d"},
+        "start": dict(TIME, description="UTC, the first bucket's start"),
+        "end": dict(TIME, description="UTC, now: the last bucket holds it and is partial"),
+        "units": {"type": "object", "additionalProperties": {"type": S}},
+        "points": {"type": "array", "items": obj(dict({"time": TIME}, **RATES, **COUNTS))}}),
     "GatewayList": obj({"revision": {"type": "integer"}, "items": {"type": "array", "items": ref("Gateway")}}),
     "AuditEvent": obj({
         "id": {"type": "integer"}, "at": TIME, "actor": {"type": S}, "actor_kind": {"type": S},
@@ -236,13 +249,26 @@ PATHS = {
     "/traffic": {
         "get": {"summary": "Traffic in a window: the total (each byte once), top entries (shared bytes marked, "
                            "deleted entries kept) and top destinations", "operationId": "getTraffic",
-                "parameters": [_q("window", {"type": S, "enum": ["1h", "24h"]}), _q("gateway")],
+                "parameters": [_q("window", WINDOW), _q("gateway")],
                 "responses": dict(_ok("Traffic"), **{"400": _err("unknown window")}, **COMMON)}},
+    "/traffic/series": {
+        "get": {"summary": "Traffic over time as rates (bytes/s, packets/s) on a UTC axis ending at now, for the "
+                           "fleet, a gateway, a destination or an entry; JSON or CSV",
+                "operationId": "getTrafficSeries",
+                "parameters": [_q("window", WINDOW), _q("gateway"),
+                               _q("destination", description="an element: 198.51.100.20, 198.51.100.0/24 or "
+                                                             "'198.51.100.20/32 443/tcp'"),
+                               _q("entry", {"type": "integer"}, "an entry id (also of a deleted entry)"),
+                               _q("format", {"type": S, "enum": ["json", "csv"]})],
+                "responses": dict({"200": {"description": "OK", "content": {
+                    "application/json": {"schema": ref("TrafficSeries")}, "text/csv": {"schema": {"type": S}}}},
+                    "400": _err("unknown window, format or a bad filter"),
+                    "404": _err("no such entry and no traffic of it")}, **COMMON)}},
     "/entries/{entry_id}/traffic": {
         "parameters": [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
         "get": {"summary": "One entry's traffic (also of a deleted or expired entry), with its shared part",
                 "operationId": "getEntryTraffic",
-                "parameters": [_q("window", {"type": S, "enum": ["1h", "24h"]}), _q("gateway")],
+                "parameters": [_q("window", WINDOW), _q("gateway")],
                 "responses": dict(_ok("EntryTraffic"), **{"400": _err("unknown window"),
                                                           "404": _err("no such entry and no traffic of it")},
                                   **COMMON)}},

@@ -282,18 +282,80 @@ def traffic_chart(series, since, span, width=720, height=180):
 
 
 # ---- traffic ----------------------------------------------------------------------------------------------
+def rate_chart(result, width=900, height=220):
+    """An inline SVG of a Series' out/in rates (bytes/s), a UTC time axis ending at now; no JavaScript."""
+    pad_left, pad_right, top, bottom = 64, 12, 10, 30
+    w, h = width - pad_left - pad_right, height - top - bottom
+    span = (result.end - result.start).total_seconds() or 1
+    peak = result.peak_bytes_per_second or 1
+    # A round top of the axis (1, 2 or 5 times a power of ten) so the ticks read well.
+    scale = 10 ** math.floor(math.log10(peak))
+    top_value = next(m * scale for m in (1, 2, 5, 10) if m * scale >= peak)
+
+    def x(at):
+        return pad_left + w * min(1.0, (at - result.start).total_seconds() / span)
+
+    def y(value):
+        return top + h - h * value / top_value
+
+    def points(index):
+        # Each bucket's rate at its middle (the current bucket, partial, ends at now).
+        half = dt.timedelta(seconds=result.bucket / 2)
+        return " ".join("%.1f,%.1f" % (x(min(p[0] + half, result.end)), y(p[index] / result.bucket))
+                        for p in result.points)
+    step = {"1h": dt.timedelta(minutes=10), "24h": dt.timedelta(hours=4), "7d": dt.timedelta(days=1)}[
+        result.window]
+    fmt = "%a %d" if result.window == "7d" else "%H:%M"
+    epoch = dt.datetime(1970, 1, 1)
+    first = epoch + dt.timedelta(seconds=math.ceil((result.start - epoch).total_seconds() / step.total_seconds())
+                                 * step.total_seconds())
+    xticks = []
+    while first <= result.end:
+        xticks.append({"x": x(first), "label": first.strftime(fmt)})
+        first += step
+    yticks = [{"y": y(top_value * k / 4), "label": human_bytes(top_value * k / 4) + "/s"} for k in range(5)]
+    return {"width": width, "height": height, "x0": pad_left, "x1": pad_left + w, "y0": top, "y1": top + h,
+            "out": points(1), "in": points(2), "xticks": xticks, "yticks": yticks, "bucket": result.bucket,
+            "start": result.start, "end": result.end}
+
+
+def _traffic_query():
+    """The traffic page's query, unknown windows and bad filters dropped (the page says so)."""
+    args = {k: v for k, v in request.args.items() if k in ("window", "gateway", "destination", "entry") and v}
+    if args.get("window") not in traffic.WINDOWS:
+        args["window"] = "1h"
+    return args
+
+
 @bp.get("/traffic")
 @page("read")
 def traffic_page():
-    window = request.args.get("window", "1h")
-    if window not in traffic.WINDOWS:
-        window = "1h"
-    gateway = request.args.get("gateway") or None
+    args = _traffic_query()
+    window, gateway = args["window"], args.get("gateway")
+    problem = None
+    try:
+        result, filters = traffic.series_for(args)
+    except traffic.TrafficError as exc:
+        problem = str(exc)
+        args = {k: v for k, v in args.items() if k in ("window", "gateway")}
+        result, filters = traffic.series_for(args)
     since = traffic.window(window)
-    return render_template("ui/traffic.html", window=window, gateway=gateway,
-                           gateways=traffic.gateways_with_traffic(traffic.window("24h")),
+    return render_template("ui/traffic.html", window=window, gateway=gateway, filters=filters, problem=problem,
+                           chart=rate_chart(result), series=result, csv_args=args,
+                           gateways=traffic.gateways_with_traffic(traffic.window("7d")),
                            destinations=traffic.top_destinations(since, gateway),
                            top_entries=traffic.top_entries(since, gateway), totals=traffic.totals(since, gateway))
+
+
+@bp.get("/traffic.csv")
+@page("read")
+def traffic_csv():
+    try:
+        result, _filters = traffic.series_for(request.args)
+    except traffic.TrafficError as exc:
+        return render_template("ui/error.html", title="Cannot export", message=str(exc)), exc.status
+    return current_app.response_class(traffic.series_csv(result), mimetype="text/csv", headers={
+        "Content-Disposition": "attachment; filename=traffic-%s.csv" % result.window})
 
 
 @bp.get("/addresses")
