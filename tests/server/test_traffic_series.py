@@ -9,11 +9,12 @@ import csv
 import datetime as dt
 import io
 import re
+from html import unescape
 
 from sqlalchemy import func, select
 
 from server_app.models import EntryTraffic, TrafficSample, db, utcnow
-from server_app.services import traffic
+from server_app.services import traffic, users
 from server_app.services.traffic import Traffic
 
 A, B = "198.51.100.20/32", "203.0.113.10/32 443/tcp"
@@ -164,3 +165,32 @@ def test_series_refuses_bad_queries_by_name(app, api):
     assert refused("?windw=1h")["code"] == "unknown_parameter"
     # The summary takes the week too.
     assert api.get("/api/v1/traffic?window=7d").get_json()["window"] == "7d"
+
+
+def test_the_traffic_page_draws_the_rates_and_exports_what_it_shows(app):
+    with app.app_context():
+        users.create("vic", "a-long-enough-password", "viewer", created_by=("test", "system", ""))
+    report(app, "gw1", {A: counts(600, 6000)})
+    c = app.test_client()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)
+    c.post("/login", data={"username": "vic", "password": "a-long-enough-password", "csrf_token": token})
+    page = c.get("/traffic?window=24h&destination=198.51.100.20").text
+    svg = re.search(r'<svg class="chart" id="rate-chart".*?</svg>', page, re.S).group(0)
+    # Two lines of 145-146 points (10-minute rates over the day), y ticks in bytes/s, the axis ends at now (UTC).
+    lines = re.findall(r'<polyline points="([^"]+)"', svg)
+    assert len(lines) == 2 and all(len(line.split()) in (145, 146) for line in lines)
+    assert re.search(r'class="label">0 B/s</text>', svg) and re.search(r'>\d+(\.\d)? B/s</text>', svg)
+    assert re.search(r'id="chart-end">now: \d{4}-\d\d-\d\d \d\d:\d\d UTC</text>', svg)
+    assert "to 198.51.100.20/32" in page and "not per client address" in page
+    link = unescape(re.search(r'id="traffic-csv" href="([^"]+)"', page).group(1))
+    assert link.startswith("/traffic.csv?") and "destination=198.51.100.20" in link and "window=24h" in link
+    exported = c.get(link)
+    assert exported.mimetype == "text/csv"
+    table = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(table) in (145, 146) and sum(int(r["in_bytes"]) for r in table) == 6000
+    # A bad filter: the page says which and why and shows the traffic without it; the export refuses it.
+    bad = c.get("/traffic?destination=nowhere").text
+    assert re.search(r'id="traffic-problem" role="alert">destination &#39;nowhere&#39; is no element', bad)
+    assert 'id="rate-chart"' in bad
+    refused = c.get("/traffic.csv?window=1w")
+    assert refused.status_code == 400 and "window &#39;1w&#39; must be one of 1h, 24h, 7d" in refused.text
