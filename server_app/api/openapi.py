@@ -123,7 +123,23 @@ SCHEMAS = {
         "digest_match": {"type": "boolean"}, "elements": {"type": "integer"}, "connected_at": TIME,
         "last_seen": TIME,
         "in_sync": {"type": "boolean", "description": "at the head revision, holding what it is meant to hold"},
-        "status": {"type": S, "examples": ["in sync, 1 element not enforced (IPv6 off)"]},
+        "status": {"type": S, "examples": ["in sync; not enforced: 1 skipped: no IPv6",
+                                           "differs at revision 12: 2 missing from its kernel, 1 extra in its kernel"]},
+        "differences": {"type": "array", "items": obj({
+            "kind": {"type": S, "enum": ["skipped", "refused", "missing", "extra"]},
+            "reason": {"type": S, "enum": ["no_ipv6", "no_ipv4", "internal", "kernel"]},
+            "label": {"type": S, "examples": ["skipped: no IPv6", "refused by its own policy",
+                                              "missing from its kernel", "extra in its kernel"]},
+            "count": {"type": "integer", "minimum": 0},
+            "elements": {"type": "array", "maxItems": 100, "items": obj({"element": {"type": S},
+                                                                         "message": {"type": S}})}}),
+            "description": "what of the published set this gateway does not hold as published, grouped by why: "
+                           "skipped (an address family it does not have) and refused by its own policy (its "
+                           "internal networks) while in sync; missing from and extra in its kernel as its agent "
+                           "read them back at its last ack (agents with the differs feature); the first 100 of "
+                           "each named"},
+        "counts": {"oneOf": [{"type": "null"}, obj({"holds": {"type": "integer"}, "expected": {"type": "integer"}})],
+                   "description": "when it differs: the elements its last ack counted and those expected of it"},
         "families": {"type": ["array", "null"], "items": {"type": "integer", "enum": [4, 6]},
                      "description": "the address families it holds; null if its agent did not say"},
         "not_enforced": {"oneOf": [{"type": "null"}, obj({

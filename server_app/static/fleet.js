@@ -8,6 +8,40 @@
   var columns = ["name", "connected", "applied_revision", "lag", "status", "elements", "agent_version",
                  "address", "last_seen"];
 
+  // One group of what a gateway does not hold and why, its elements listed (text only, as everywhere here).
+  // A group the operator opened stays open across refreshes.
+  var opened = {};
+
+  function difference(d, name) {
+    var details = document.createElement("details");
+    details.className = "difference";
+    details.setAttribute("data-kind", d.kind);
+    var summary = document.createElement("summary");
+    summary.textContent = d.count + " " + d.label;
+    details.appendChild(summary);
+    var list = document.createElement("ul");
+    d.elements.forEach(function (e) {
+      var li = document.createElement("li");
+      var target = document.createElement("span");
+      target.className = "target";
+      target.textContent = e.element;
+      li.appendChild(target);
+      li.appendChild(document.createTextNode(": " + e.message));
+      list.appendChild(li);
+    });
+    if (d.count > d.elements.length) {
+      var more = document.createElement("li");
+      more.className = "muted";
+      more.textContent = "and " + (d.count - d.elements.length) + " more";
+      list.appendChild(more);
+    }
+    details.appendChild(list);
+    var key = name + " " + d.kind + " " + d.reason;
+    details.open = !!opened[key];
+    details.addEventListener("toggle", function () { opened[key] = details.open; });
+    return details;
+  }
+
   function cell(key, gw) {
     var td = document.createElement("td");
     if (key === "connected" || key === "status") {
@@ -15,11 +49,11 @@
       var good = key === "connected" ? gw.connected : gw.in_sync;
       span.className = "badge " + (good ? "ok" : (key === "connected" ? "bad" : "warn"));
       span.textContent = key === "connected" ? (good ? "connected" : "disconnected") : gw.status;
-      if (key === "status" && gw.not_enforced && gw.not_enforced.count) {
-        // What this gateway's own policy refuses, named on hover (text only, as everywhere here).
-        span.title = gw.not_enforced.elements.map(function (e) { return e.element + ": " + e.message; }).join("\n");
-      }
       td.appendChild(span);
+      if (key === "status") {
+        td.className = "sync";
+        (gw.differences || []).forEach(function (d) { td.appendChild(difference(d, gw.name)); });
+      }
     } else {
       td.textContent = gw[key] === null || gw[key] === undefined ? "" : String(gw[key]);
       if (key === "applied_revision") { td.className = "applied"; }
