@@ -162,7 +162,8 @@ def test_bad_frames_are_refused_logged_and_the_rules_stay(gwns, scripted, start_
         # The agent lives on, keeps its rules, and comes back at the same revision.
         conn = scripted.next_connection()
         assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
-                               "revision": 1, "digest": digest([A, B]), "holds": HOLDS, "features": ["domains", "differs"]}
+                               "revision": 1, "digest": digest([A, B]), "holds": HOLDS,
+                               "features": ["domains", "differs"]}
         assert kernel_elements(gwns) == sorted([A, B])
         assert words in agent.log_since_start()
     assert agent.alive()
@@ -280,7 +281,8 @@ def test_a_close_frame_from_the_server_moves_the_agent_to_the_next_server_within
         assert conn.close_code == 1000            # the agent answered the close frame
         moved = other.next_connection(timeout=10)
         assert moved.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
-                                "revision": 1, "digest": digest([A]), "holds": HOLDS, "features": ["domains", "differs"]}
+                                "revision": 1, "digest": digest([A]), "holds": HOLDS,
+                                "features": ["domains", "differs"]}
         log = agent.log_since_start()
         assert "server %s closed the connection: 1001 server stopping; reconnect" % scripted.url in log
         delay = re.search(r"closed the connection: 1001 .*\n.* reconnecting in ([\d.]+)s to (\S+);", log)
