@@ -258,8 +258,9 @@ def delete_entry(entry_id):
 
 
 def traffic_chart(series, since, span, width=720, height=180):
-    """An inline SVG of out/in bytes per bucket (1 min for an hour, 10 min for a day); no JavaScript."""
-    bucket = 60 if span <= dt.timedelta(hours=1) else 600
+    """An inline SVG of out/in bytes per bucket (1 min for an hour, 10 min for a day, 1 h for a week); no
+    JavaScript."""
+    bucket = 60 if span <= dt.timedelta(hours=1) else 600 if span <= dt.timedelta(days=1) else 3600
     # Buckets from the one holding `since` up to and including the current one.
     start = dt.datetime.fromtimestamp(since.replace(tzinfo=dt.timezone.utc).timestamp() // bucket * bucket,
                                       dt.timezone.utc).replace(tzinfo=None)
