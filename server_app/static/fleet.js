@@ -9,13 +9,12 @@
                  "address", "last_seen"];
 
   // One group of what a gateway does not hold and why, its elements listed (text only, as everywhere here).
-  // A group the operator opened stays open across refreshes.
-  var opened = {};
-
-  function difference(d, name) {
+  function difference(d, name, opened) {
     var details = document.createElement("details");
     details.className = "difference";
     details.setAttribute("data-kind", d.kind);
+    details.setAttribute("data-reason", d.reason);
+    details.open = opened.indexOf(name + " " + d.kind + " " + d.reason) >= 0;
     var summary = document.createElement("summary");
     summary.textContent = d.count + " " + d.label;
     details.appendChild(summary);
@@ -36,13 +35,20 @@
       list.appendChild(more);
     }
     details.appendChild(list);
-    var key = name + " " + d.kind + " " + d.reason;
-    details.open = !!opened[key];
-    details.addEventListener("toggle", function () { opened[key] = details.open; });
     return details;
   }
 
-  function cell(key, gw) {
+  // The groups the operator opened (gateway, kind, reason), so they stay open across refreshes.
+  function openGroups() {
+    var keys = [];
+    table.querySelectorAll("tbody tr details.difference[open]").forEach(function (details) {
+      keys.push(details.closest("tr").getAttribute("data-name") + " " + details.getAttribute("data-kind") + " " +
+                details.getAttribute("data-reason"));
+    });
+    return keys;
+  }
+
+  function cell(key, gw, opened) {
     var td = document.createElement("td");
     if (key === "connected" || key === "status") {
       var span = document.createElement("span");
@@ -52,7 +58,7 @@
       td.appendChild(span);
       if (key === "status") {
         td.className = "sync";
-        (gw.differences || []).forEach(function (d) { td.appendChild(difference(d, gw.name)); });
+        (gw.differences || []).forEach(function (d) { td.appendChild(difference(d, gw.name, opened)); });
       }
     } else {
       td.textContent = gw[key] === null || gw[key] === undefined ? "" : String(gw[key]);
@@ -65,10 +71,11 @@
     document.getElementById("head-revision").textContent = String(data.revision);
     var tbody = table.tBodies[0];
     var rows = document.createDocumentFragment();
+    var opened = openGroups();
     data.items.forEach(function (gw) {
       var tr = document.createElement("tr");
       tr.setAttribute("data-name", gw.name);
-      columns.forEach(function (key) { tr.appendChild(cell(key, gw)); });
+      columns.forEach(function (key) { tr.appendChild(cell(key, gw, opened)); });
       rows.appendChild(tr);
     });
     if (!data.items.length) {

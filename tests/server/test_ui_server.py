@@ -263,7 +263,7 @@ def test_the_entry_why_and_fleet_pages_say_which_gateway_does_not_enforce_what_a
     fleet = c.get("/gateways").text
     assert '<span class="badge ok">in sync; not enforced: 1 skipped: no IPv6</span>' in fleet
     # What it skips and why, named under the status (opened by a click, no script needed).
-    assert re.search(r'<details class="difference" data-kind="skipped"><summary>1 skipped: no IPv6</summary>\s*'
+    assert re.search(r'<details class="difference" data-kind="skipped" data-reason="no_ipv6"><summary>1 skipped: no IPv6</summary>\s*'
                      r'<ul><li><span class="target">2001:db8::1/128</span>: IPv6 is off on this gateway</li></ul>',
                      fleet)
     assert ('<span class="badge warn">differs: its kernel does not hold what it should at revision 1 (0 elements, '
