@@ -28,11 +28,11 @@ import threading
 
 from sqlalchemy import case, delete, func, insert, select
 
-from ..extensions import db
-from ..models import Entry, EntryElement, EntryTraffic, TrafficSample, utcnow
 from og_kernel.og_elements import Element
 from og_kernel.og_netpolicy import TargetError
 
+from ..extensions import db
+from ..models import Entry, EntryElement, EntryTraffic, TrafficSample, utcnow
 from .entries import describe
 
 log = logging.getLogger(__name__)
