@@ -283,15 +283,37 @@ def traffic_chart(series, since, span, width=720, height=180):
 
 
 # ---- traffic ----------------------------------------------------------------------------------------------
-def rate_chart(result, width=900, height=220):
-    """An inline SVG of a Series' out/in rates (bytes/s), a UTC time axis ending at now; no JavaScript."""
-    pad_left, pad_right, top, bottom = 64, 12, 10, 30
+TICKS = {"wide": {"1h": dt.timedelta(minutes=10), "24h": dt.timedelta(hours=4), "7d": dt.timedelta(days=1)},
+         "compact": {"1h": dt.timedelta(minutes=20), "24h": dt.timedelta(hours=8), "7d": dt.timedelta(days=2)}}
+SIZES = {"wide": (900, 220), "compact": (420, 240)}
+
+
+def axis_top(peak):
+    """A round top for a rate axis in the unit it is shown in (1, 2 or 5 times a power of ten of B, KiB, MiB
+    or GiB per second), at least `peak` and 1 B/s."""
+    peak = max(peak, 1)
+    unit = 1024 ** min(3, max(0, int(math.log(max(peak, 1), 1024))))
+    value = peak / unit
+    scale = 10 ** math.floor(math.log10(value)) if value >= 1 else 1
+    nice = next(m * scale for m in (1, 2, 5, 10) if m * scale >= value)
+    if nice > 1000 and unit < 1024 ** 3:      # 2000 B/s reads as 1.9 KiB/s: 1 of the next unit instead
+        return unit * 1024
+    return nice * unit
+
+
+def rate_label(value):
+    """A rate for an axis: '0.25 B/s', '250 B/s', '12.5 KiB/s'."""
+    return ("%g B/s" % round(value, 2)) if value < 1024 else human_bytes(value) + "/s"
+
+
+def rate_chart(result, size="wide"):
+    """An inline SVG of a Series' out/in rates (bytes/s), a UTC time axis ending at now; no JavaScript. Two
+    sizes: wide (the page) and compact (a phone; the stylesheet shows one of them)."""
+    width, height = SIZES[size]
+    pad_left, pad_right, top, bottom = 70, 12, 10, 30
     w, h = width - pad_left - pad_right, height - top - bottom
     span = (result.end - result.start).total_seconds() or 1
-    peak = result.peak_bytes_per_second or 1
-    # A round top of the axis (1, 2 or 5 times a power of ten) so the ticks read well.
-    scale = 10 ** math.floor(math.log10(peak))
-    top_value = next(m * scale for m in (1, 2, 5, 10) if m * scale >= peak)
+    top_value = axis_top(result.peak_bytes_per_second or 1)
 
     def x(at):
         return pad_left + w * min(1.0, (at - result.start).total_seconds() / span)
@@ -304,8 +326,7 @@ def rate_chart(result, width=900, height=220):
         half = dt.timedelta(seconds=result.bucket / 2)
         return " ".join("%.1f,%.1f" % (x(min(p[0] + half, result.end)), y(p[index] / result.bucket))
                         for p in result.points)
-    step = {"1h": dt.timedelta(minutes=10), "24h": dt.timedelta(hours=4), "7d": dt.timedelta(days=1)}[
-        result.window]
+    step = TICKS[size][result.window]
     fmt = "%a %d" if result.window == "7d" else "%H:%M"
     epoch = dt.datetime(1970, 1, 1)
     first = epoch + dt.timedelta(seconds=math.ceil((result.start - epoch).total_seconds() / step.total_seconds())
@@ -314,10 +335,10 @@ def rate_chart(result, width=900, height=220):
     while first <= result.end:
         xticks.append({"x": x(first), "label": first.strftime(fmt)})
         first += step
-    yticks = [{"y": y(top_value * k / 4), "label": human_bytes(top_value * k / 4) + "/s"} for k in range(5)]
-    return {"width": width, "height": height, "x0": pad_left, "x1": pad_left + w, "y0": top, "y1": top + h,
-            "out": points(1), "in": points(2), "xticks": xticks, "yticks": yticks, "bucket": result.bucket,
-            "start": result.start, "end": result.end}
+    yticks = [{"y": y(top_value * k / 4), "label": rate_label(top_value * k / 4)} for k in range(5)]
+    return {"size": size, "width": width, "height": height, "x0": pad_left, "x1": pad_left + w, "y0": top,
+            "y1": top + h, "out": points(1), "in": points(2), "xticks": xticks, "yticks": yticks,
+            "bucket": result.bucket, "start": result.start, "end": result.end}
 
 
 def _traffic_query():
@@ -342,7 +363,8 @@ def traffic_page():
         result, filters = traffic.series_for(args)
     since = traffic.window(window)
     return render_template("ui/traffic.html", window=window, gateway=gateway, filters=filters, problem=problem,
-                           chart=rate_chart(result), series=result, csv_args=args,
+                           charts=[rate_chart(result), rate_chart(result, "compact")], series=result,
+                           csv_args=args,
                            gateways=traffic.gateways_with_traffic(traffic.window("7d")),
                            destinations=traffic.top_destinations(since, gateway),
                            top_entries=traffic.top_entries(since, gateway), totals=traffic.totals(since, gateway))

@@ -29,9 +29,9 @@ def sized(page, size):
     return page
 
 
-def chart_has_traffic(page):
-    axis = float(page.get_attribute("#rate-chart line.axis", "y1"))
-    points = page.get_attribute("#rate-chart polyline.series-in", "points").split()
+def chart_has_traffic(page, chart="#rate-chart"):
+    axis = float(page.get_attribute(chart + " line.axis", "y1"))
+    points = page.get_attribute(chart + " polyline.series-in", "points").split()
     return min(float(p.split(",")[1]) for p in points) < axis
 
 
@@ -61,6 +61,7 @@ def test_traffic_over_time_and_what_each_gateway_skips_at_desktop_and_phone_widt
         assert "0 B/s" in labels and len([t for t in labels if t.endswith("B/s")]) == 5
         link = page.get_attribute("#traffic-csv", "href")
         assert link.startswith("/traffic.csv?") and "destination=%s" % IP in link
+        assert page.locator("#rate-chart").is_visible() and page.locator("#rate-chart-compact").is_hidden()
         shot(page, "traffic-over-time-desktop")
         for window in ("24h", "7d"):
             page.goto("/traffic?window=%s&destination=%s" % (window, IP))
@@ -88,12 +89,13 @@ def test_traffic_over_time_and_what_each_gateway_skips_at_desktop_and_phone_widt
             "open") is not None
         shot(page, "gateways-differences-desktop")
 
-        # At 390 px: the chart scales to the page instead of pushing it sideways.
+        # At 390 px: the compact drawing instead of the wide one, within the page's width.
         sized(page, "phone")
         page.goto("/traffic?window=1h&destination=%s" % IP)
-        box = page.locator("#rate-chart").bounding_box()
+        assert page.locator("#rate-chart").is_hidden() and page.locator("#rate-chart-compact").is_visible()
+        box = page.locator("#rate-chart-compact").bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390
-        assert chart_has_traffic(page)
+        assert chart_has_traffic(page, "#rate-chart-compact")
         shot(page, "traffic-over-time-phone")
         page.goto("/gateways")
         wait_until(named, timeout=30, what="the fleet's differences at 390 px")

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from server_app.models import EntryTraffic, TrafficSample, db, utcnow
 from server_app.services import traffic, users
 from server_app.services.traffic import Traffic
+from server_app.ui import axis_top, rate_label
 
 A, B = "198.51.100.20/32", "203.0.113.10/32 443/tcp"
 
@@ -175,11 +176,18 @@ def test_the_traffic_page_draws_the_rates_and_exports_what_it_shows(app):
     token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)
     c.post("/login", data={"username": "vic", "password": "a-long-enough-password", "csrf_token": token})
     page = c.get("/traffic?window=24h&destination=198.51.100.20").text
-    svg = re.search(r'<svg class="chart" id="rate-chart".*?</svg>', page, re.S).group(0)
+    svg = re.search(r'<svg class="chart rate wide" id="rate-chart".*?</svg>', page, re.S).group(0)
+    # A compact drawing for phones beside it (the page's stylesheet shows one of the two), the same points.
+    compact = re.search(r'<svg class="chart rate compact" id="rate-chart-compact".*?</svg>', page, re.S).group(0)
+    assert re.findall(r'<polyline points="([^"]+)"', compact)[0].count(" ") == re.findall(
+        r'<polyline points="([^"]+)"', svg)[0].count(" ")
+    assert '<link rel="stylesheet" href="/static/traffic.css">' in page
     # Two lines of 145-146 points (10-minute rates over the day), y ticks in bytes/s, the axis ends at now (UTC).
     lines = re.findall(r'<polyline points="([^"]+)"', svg)
     assert len(lines) == 2 and all(len(line.split()) in (145, 146) for line in lines)
-    assert re.search(r'class="label">0 B/s</text>', svg) and re.search(r'>\d+(\.\d)? B/s</text>', svg)
+    # Round ticks in the unit shown: 6000 B in 10 minutes is 10 B/s, so the axis goes to 10 B/s in quarters.
+    assert re.findall(r'text-anchor="end" class="label">([^<]+ B/s)</text>', svg) == [
+        "0 B/s", "2.5 B/s", "5 B/s", "7.5 B/s", "10 B/s"]
     assert re.search(r'id="chart-end">now: \d{4}-\d\d-\d\d \d\d:\d\d UTC</text>', svg)
     assert "to 198.51.100.20/32" in page and "not per client address" in page
     link = unescape(re.search(r'id="traffic-csv" href="([^"]+)"', page).group(1))
@@ -194,3 +202,11 @@ def test_the_traffic_page_draws_the_rates_and_exports_what_it_shows(app):
     assert 'id="rate-chart"' in bad
     refused = c.get("/traffic.csv?window=1w")
     assert refused.status_code == 400 and "window &#39;1w&#39; must be one of 1h, 24h, 7d" in refused.text
+
+
+def test_rate_axes_end_on_a_round_value_of_the_unit_they_show():
+    assert [(axis_top(peak), [rate_label(axis_top(peak) * k / 4) for k in (1, 4)]) for peak in (
+        0, 3, 900, 1023, 1500, 100000, 3 * 1024 * 1024)] == [
+        (1, ["0.25 B/s", "1 B/s"]), (5, ["1.25 B/s", "5 B/s"]), (1000, ["250 B/s", "1000 B/s"]),
+        (1024, ["256 B/s", "1.0 KiB/s"]), (2048, ["512 B/s", "2.0 KiB/s"]), (102400, ["25.0 KiB/s", "100.0 KiB/s"]),
+        (5 * 1024 * 1024, ["1.2 MiB/s", "5.0 MiB/s"])]
