@@ -285,7 +285,7 @@ def traffic_chart(series, since, span, width=720, height=180):
 # ---- traffic ----------------------------------------------------------------------------------------------
 TICKS = {"wide": {"1h": dt.timedelta(minutes=10), "24h": dt.timedelta(hours=4), "7d": dt.timedelta(days=1)},
          "compact": {"1h": dt.timedelta(minutes=20), "24h": dt.timedelta(hours=8), "7d": dt.timedelta(days=2)}}
-SIZES = {"wide": (900, 220), "compact": (420, 240)}
+SIZES = {"wide": (900, 220, 30), "compact": (420, 244, 36)}   # width, height, bottom margin (the time labels)
 
 
 def axis_top(peak):
@@ -309,8 +309,8 @@ def rate_label(value):
 def rate_chart(result, size="wide"):
     """An inline SVG of a Series' out/in rates (bytes/s), a UTC time axis ending at now; no JavaScript. Two
     sizes: wide (the page) and compact (a phone; the stylesheet shows one of them)."""
-    width, height = SIZES[size]
-    pad_left, pad_right, top, bottom = 70, 12, 10, 30
+    width, height, bottom = SIZES[size]
+    pad_left, pad_right, top = 70, 12, 10
     w, h = width - pad_left - pad_right, height - top - bottom
     span = (result.end - result.start).total_seconds() or 1
     top_value = axis_top(result.peak_bytes_per_second or 1)
@@ -337,7 +337,7 @@ def rate_chart(result, size="wide"):
         first += step
     yticks = [{"y": y(top_value * k / 4), "label": rate_label(top_value * k / 4)} for k in range(5)]
     return {"size": size, "width": width, "height": height, "x0": pad_left, "x1": pad_left + w, "y0": top,
-            "y1": top + h, "out": points(1), "in": points(2), "xticks": xticks, "yticks": yticks,
+            "y1": top + h, "label_y": top + h + 14, "out": points(1), "in": points(2), "xticks": xticks, "yticks": yticks,
             "bucket": result.bucket, "start": result.start, "end": result.end}
 
 
