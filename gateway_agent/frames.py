@@ -27,7 +27,8 @@ class Follower:
         # server sends it no domains frames.
         path = cfg.get("dns_domains_file")
         self.domains = DomainsFile(path) if path else None
-        self.features = (og_protocol.FEATURE_DOMAINS,) if self.domains else ()
+        # FEATURE_DIFFERS: its acks say what its kernel lacks or holds beyond what it applied (docs/protocol.md).
+        self.features = ((og_protocol.FEATURE_DOMAINS,) if self.domains else ()) + (og_protocol.FEATURE_DIFFERS,)
         # og-dns's spool: sent as learned frames to a server that announced FEATURE_LEARNED.
         spool_dir = cfg.get("dns_spool_dir")
         self.spool = SpoolSender(spool_dir) if spool_dir else None
@@ -59,7 +60,8 @@ class Follower:
 
     def ack(self, result=None):
         digest, count = result or self.kernel.kernel_digest()
-        return og_protocol.ack(self.kernel.revision, digest, count)
+        differs = self.kernel.differs if og_protocol.FEATURE_DIFFERS in self.server_features else None
+        return og_protocol.ack(self.kernel.revision, digest, count, differs)
 
     def handle(self, raw):
         """The frames to send in answer to one server frame; raises og_protocol.ProtocolError for a frame that

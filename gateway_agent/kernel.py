@@ -55,6 +55,9 @@ class Kernel:
         self._touched = None       # while the drift check reads unlocked: texts deltas changed meanwhile (or ALL)
         self.names = state.load_names(cfg.get("state_file", ""))  # element -> entry targets, for metrics
         self.store = state.Store(cfg.get("state_file", ""))
+        # (missing, extra): the texts of the applied set the kernel lacked and those it held beyond it at the
+        # last read of the whole sets; an ack names them (og_protocol.FEATURE_DIFFERS).
+        self.differs = (frozenset(), frozenset())
         self.lock = threading.Lock()  # kernel changes and reads of the applied set
 
     @property
@@ -143,12 +146,26 @@ class Kernel:
             self._replace(revision, [self.applied[e] for e in self._sorted])
             self.stats.drift_repairs += 1
             found = self._kernel()
+        self._note_differs(found)
         return digest_canonical(found), len(found)
+
+    def _note_differs(self, found):
+        """Keep what the kernel (`found`, texts) lacks of the applied set and holds beyond it (lock held)."""
+        applied = self.applied.keys()
+        missing, extra = frozenset(applied - found), frozenset(found - applied)
+        if missing or extra:
+            log.warning("kernel differs from the applied set at revision %d: %d missing (%s), %d extra (%s)",
+                        self.revision, len(missing), " ".join(sorted(missing)[:5]), len(extra),
+                        " ".join(sorted(extra)[:5]))
+        self.differs = (missing, extra)
 
     def _verify_delta(self, revision, add, remove, keep):
         """Test only the members a delta changed (the drift check reads the whole set back); when that does not
         prove the delta applied, verify the whole set. Returns (digest, count)."""
         if self.fw.check_update(add=add, remove=remove, keep=keep):
+            # The delta's members are proven; what differed elsewhere at the last full read still does.
+            changed = {e.text for e in add} | {e.text for e in remove}
+            self.differs = tuple(frozenset(texts - changed) for texts in self.differs)
             return self._digest()
         log.info("delta to revision %d not proven by testing its members: reading the whole set back", revision)
         return self._verify(revision)
@@ -157,6 +174,7 @@ class Kernel:
         """(digest, count) of what is really in the kernel now."""
         with self.lock:
             found = self._kernel()
+            self._note_differs(found)
         return digest_canonical(found), len(found)
 
     def apply_snapshot(self, revision, parsed, cut=True, names=None):

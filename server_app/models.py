@@ -233,6 +233,9 @@ class Gateway(db.Model):
     elements: Mapped[int] = mapped_column(Integer, default=0)
     # What the agent said it holds (docs/protocol.md, "holds"), as JSON; "" for agents that do not say.
     holds: Mapped[str] = mapped_column(Text, default="")
+    # What its kernel lacked or held beyond its applied set at its last ack (og_protocol.FEATURE_DIFFERS), as
+    # JSON; "" when its agent does not say.
+    kernel_diff: Mapped[str] = mapped_column(Text, default="", server_default="")
     connected_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     # The replica (its replica_name) holding the gateway's session, and that session's id (services/gateways.py).

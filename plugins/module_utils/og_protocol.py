@@ -52,6 +52,11 @@ FEATURE_DOMAINS = "domains"
 # An agent sends learned frames (what its og-dns learned, one spool file each) only to a server that announced
 # FEATURE_LEARNED; the server answers each with a learned_ack naming the batch, and the agent then deletes it.
 FEATURE_LEARNED = "learned"
+# An agent that announced FEATURE_DIFFERS adds `differs` to every ack sent to a server that announced it too:
+# the elements its kernel lacks (missing) and holds beyond its applied set (extra), read back at that ack, the
+# first MAX_DIFFERS of each named; the fleet view says what differs instead of a bare "differs".
+FEATURE_DIFFERS = "differs"
+MAX_DIFFERS = 100
 
 # Error codes of an error frame.
 BAD_MESSAGE = "bad_message"
@@ -98,6 +103,7 @@ class Ack:
     revision: int
     digest: str
     count: int
+    differs: Optional[dict] = None   # {missing: [texts], extra: [texts], missing_count, extra_count}; None: unsaid
 
 
 @dataclass(frozen=True)
@@ -435,6 +441,30 @@ def _learned(msg):
     return Learned(_batch(msg), tuple(items), tuple(unlisted), tuple(caps))
 
 
+def _differs(msg):
+    """The ack's optional differs object, its element texts canonical; None when absent."""
+    if "differs" not in msg:
+        return None
+    value = msg["differs"]
+    if not isinstance(value, dict) or set(value) != {"missing", "extra", "missing_count", "extra_count"}:
+        raise ProtocolError("ack differs must be an object of missing, extra, missing_count and extra_count, not %r"
+                            % (str(value)[:200],))
+    result = {}
+    for key in ("missing", "extra"):
+        texts, count = value[key], value[key + "_count"]
+        if not isinstance(texts, list) or len(texts) > MAX_DIFFERS:
+            raise ProtocolError("ack differs %s must be a list of at most %d elements" % (key, MAX_DIFFERS))
+        if not isinstance(count, int) or isinstance(count, bool) or count < len(texts):
+            raise ProtocolError("ack differs %s_count must be a whole number of at least the %d elements named, "
+                                "not %r" % (key, len(texts), count))
+        try:
+            result[key] = sorted(Element.parse(t).text for t in texts)
+        except TargetError as exc:
+            raise ProtocolError("ack differs %s: %s" % (key, exc)) from None
+        result[key + "_count"] = count
+    return result
+
+
 def _error(msg):
     return Error(str(msg.get("code")), str(msg.get("message"))[:500])
 
@@ -457,7 +487,7 @@ def parse_agent_frame(raw):
         return Hello(name, str(msg.get("agent_version", ""))[:32], _int(msg, "revision"),
                      _digest(msg, required=False), holding, _features(msg))
     if kind == ACK:
-        return Ack(_int(msg, "revision"), _digest(msg), _int(msg, "count"))
+        return Ack(_int(msg, "revision"), _digest(msg), _int(msg, "count"), _differs(msg))
     if kind == HEARTBEAT:
         return Heartbeat(msg.get("ts"))
     if kind == COUNTERS:
@@ -516,8 +546,15 @@ def hello(name, agent_version, revision, digest, holding=None, features=()):
     return encode(HELLO, **fields)
 
 
-def ack(revision, digest, count):
-    return encode(ACK, revision=revision, digest=digest, count=count)
+def ack(revision, digest, count, differs=None):
+    """The agent's ack; `differs` (only to a server that announced FEATURE_DIFFERS) is a pair of sets of element
+    texts (missing from the kernel, extra in it), named up to MAX_DIFFERS each."""
+    fields = {}
+    if differs is not None:
+        missing, extra = differs
+        fields["differs"] = {"missing": sorted(missing)[:MAX_DIFFERS], "extra": sorted(extra)[:MAX_DIFFERS],
+                             "missing_count": len(missing), "extra_count": len(extra)}
+    return encode(ACK, revision=revision, digest=digest, count=count, **fields)
 
 
 def heartbeat(ts):

@@ -61,6 +61,7 @@ QUERY = {
     "api.traffic_summary": {"window", "gateway"},
     "api.entry_traffic": {"window", "gateway"},
     "api.list_unlisted": {"page", "per_page", "sort", "gateway", "name", "since"},
+    "api.traffic_series": {"window", "gateway", "destination", "entry", "format"},
 }
 
 
@@ -345,6 +346,26 @@ def traffic_summary():
                     "entries": [u.as_json() for u in traffic.top_entries(since, gateway)],
                     "destinations": [dict(element=r[0], **_counts(r[1:]))
                                      for r in traffic.top_destinations(since, gateway)]})
+
+
+@bp.get("/traffic/series")
+@requires("read")
+def traffic_series():
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        return error(400, "invalid_format", "format %r must be json or csv" % fmt)
+    try:
+        result, filters = traffic.series_for(request.args)
+    except traffic.TrafficError as exc:
+        return error(exc.status, exc.code, str(exc))
+    if fmt == "csv":
+        return Response(traffic.series_csv(result), mimetype="text/csv", headers={
+            "Content-Disposition": "attachment; filename=traffic-%s.csv" % result.window})
+    return jsonify(dict(filters, bucket_seconds=result.bucket, start=result.start.isoformat() + "Z",
+                        end=result.end.isoformat() + "Z",
+                        units={"time": "UTC", "rates": "bytes/s and packets/s (each point's sum / bucket_seconds)",
+                               "counts": "bytes and packets in the bucket"},
+                        points=list(result.rows())))
 
 
 @bp.get("/entries/<id:entry_id>/traffic")

@@ -10,6 +10,9 @@ NULLABLE_S = {"type": [S, "null"]}
 TIME = {"type": [S, "null"], "format": "date-time"}
 
 
+WINDOW = {"type": S, "enum": ["1h", "24h", "7d"]}
+RATES = {f + "_per_second": {"type": "number", "minimum": 0}
+         for f in ("out_bytes", "in_bytes", "out_packets", "in_packets")}
 COUNTS = {f: {"type": "integer", "minimum": 0} for f in ("out_bytes", "in_bytes", "out_packets", "in_packets")}
 ENTRY_USE = dict({"entry_id": {"type": "integer"},
                   "entry": dict(NULLABLE_S, description="the entry's name, kept after it was deleted"),
@@ -150,7 +153,23 @@ SCHEMAS = {
         "digest_match": {"type": "boolean"}, "elements": {"type": "integer"}, "connected_at": TIME,
         "last_seen": TIME,
         "in_sync": {"type": "boolean", "description": "at the head revision, holding what it is meant to hold"},
-        "status": {"type": S, "examples": ["in sync, 1 element not enforced (IPv6 off)"]},
+        "status": {"type": S, "examples": ["in sync; not enforced: 1 skipped: no IPv6",
+                                           "differs at revision 12: 2 missing from its kernel, 1 extra in its kernel"]},
+        "differences": {"type": "array", "items": obj({
+            "kind": {"type": S, "enum": ["skipped", "refused", "missing", "extra"]},
+            "reason": {"type": S, "enum": ["no_ipv6", "no_ipv4", "internal", "kernel"]},
+            "label": {"type": S, "examples": ["skipped: no IPv6", "refused by its own policy",
+                                              "missing from its kernel", "extra in its kernel"]},
+            "count": {"type": "integer", "minimum": 0},
+            "elements": {"type": "array", "maxItems": 100, "items": obj({"element": {"type": S},
+                                                                         "message": {"type": S}})}}),
+            "description": "what of the published set this gateway does not hold as published, grouped by why: "
+                           "skipped (an address family it does not have) and refused by its own policy (its "
+                           "internal networks) while in sync; missing from and extra in its kernel as its agent "
+                           "read them back at its last ack (agents with the differs feature); the first 100 of "
+                           "each named"},
+        "counts": {"oneOf": [{"type": "null"}, obj({"holds": {"type": "integer"}, "expected": {"type": "integer"}})],
+                   "description": "when it differs: the elements its last ack counted and those expected of it"},
         "families": {"type": ["array", "null"], "items": {"type": "integer", "enum": [4, 6]},
                      "description": "the address families it holds; null if its agent did not say"},
         "not_enforced": {"oneOf": [{"type": "null"}, obj({
@@ -162,16 +181,26 @@ SCHEMAS = {
     "Counts": obj(COUNTS),
     "EntryUse": obj(ENTRY_USE),
     "Traffic": obj({
-        "window": {"type": S, "enum": ["1h", "24h"]}, "gateway": NULLABLE_S,
+        "window": WINDOW, "gateway": NULLABLE_S,
         "total": dict(ref("Counts"), description="through the gateways, each byte once"),
         "entries": {"type": "array", "items": ref("EntryUse")},
         "destinations": {"type": "array", "items": obj(dict({"element": {"type": S}}, **COUNTS))}}),
     "EntryTraffic": obj(dict(ENTRY_USE, **{
-        "window": {"type": S, "enum": ["1h", "24h"]}, "gateway": NULLABLE_S,
+        "window": WINDOW, "gateway": NULLABLE_S,
         "shared_with": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": S}},
                         "description": "element -> the other entries that produce it now"},
         "series": {"type": "array", "items": obj({"minute": TIME, "out_bytes": {"type": "integer"},
                                                   "in_bytes": {"type": "integer"}})}})),
+    "TrafficSeries": obj({
+        "window": WINDOW, "gateway": NULLABLE_S,
+        "destination": dict(NULLABLE_S, description="the destination element filtered on, canonical"),
+        "entry": {"type": ["integer", "null"]},
+        "bucket_seconds": {"type": "integer", "enum": [60, 600, 3600],
+                           "description": "60 for 1h, 600 for 24h, 3600 for 7d"},
+        "start": dict(TIME, description="UTC, the first bucket's start"),
+        "end": dict(TIME, description="UTC, now: the last bucket holds it and is partial"),
+        "units": {"type": "object", "additionalProperties": {"type": S}},
+        "points": {"type": "array", "items": obj(dict({"time": TIME}, **RATES, **COUNTS))}}),
     "GatewayList": obj({"revision": {"type": "integer"}, "items": {"type": "array", "items": ref("Gateway")}}),
     "AuditEvent": obj({
         "id": {"type": "integer"}, "at": TIME, "actor": {"type": S}, "actor_kind": {"type": S},
@@ -314,13 +343,26 @@ PATHS = {
     "/traffic": {
         "get": {"summary": "Traffic in a window: the total (each byte once), top entries (shared bytes marked, "
                            "deleted entries kept) and top destinations", "operationId": "getTraffic",
-                "parameters": [_q("window", {"type": S, "enum": ["1h", "24h"]}), _q("gateway")],
+                "parameters": [_q("window", WINDOW), _q("gateway")],
                 "responses": dict(_ok("Traffic"), **{"400": _err("unknown window")}, **COMMON)}},
+    "/traffic/series": {
+        "get": {"summary": "Traffic over time as rates (bytes/s, packets/s) on a UTC axis ending at now, for the "
+                           "fleet, a gateway, a destination or an entry; JSON or CSV",
+                "operationId": "getTrafficSeries",
+                "parameters": [_q("window", WINDOW), _q("gateway"),
+                               _q("destination", description="an element: 198.51.100.20, 198.51.100.0/24 or "
+                                                             "'198.51.100.20/32 443/tcp'"),
+                               _q("entry", {"type": "integer"}, "an entry id (also of a deleted entry)"),
+                               _q("format", {"type": S, "enum": ["json", "csv"]})],
+                "responses": dict({"200": {"description": "OK", "content": {
+                    "application/json": {"schema": ref("TrafficSeries")}, "text/csv": {"schema": {"type": S}}}},
+                    "400": _err("unknown window, format or a bad filter"),
+                    "404": _err("no such entry and no traffic of it")}, **COMMON)}},
     "/entries/{entry_id}/traffic": {
         "parameters": [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
         "get": {"summary": "One entry's traffic (also of a deleted or expired entry), with its shared part",
                 "operationId": "getEntryTraffic",
-                "parameters": [_q("window", {"type": S, "enum": ["1h", "24h"]}), _q("gateway")],
+                "parameters": [_q("window", WINDOW), _q("gateway")],
                 "responses": dict(_ok("EntryTraffic"), **{"400": _err("unknown window"),
                                                           "404": _err("no such entry and no traffic of it")},
                                   **COMMON)}},

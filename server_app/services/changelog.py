@@ -209,6 +209,12 @@ class PublishedSet(object):
             texts, skipped = self._texts(holding)
             return revision, dict(skipped), texts.digest()
 
+    def held_count(self, holding=None):
+        """How many elements a gateway holding `holding` is meant to hold at the head."""
+        with self.lock:
+            self.follow()
+            return len(self._texts(holding)[0])
+
     def snapshot(self):
         """(head revision, its elements sorted)."""
         with self.lock:
@@ -264,6 +270,11 @@ def held_at_head(holding):
 
     A thousand gateways share a few holdings: each is filtered once, then only each revision's delta is."""
     return published_set().at_head(holding)
+
+
+def held_count_at_head(holding):
+    """How many elements a gateway holding `holding` (None: the whole set) is meant to hold at the head."""
+    return published_set().held_count(holding)
 
 
 def digest_at(revision, holding=None):

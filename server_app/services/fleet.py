@@ -70,12 +70,67 @@ def _label(reason, element):
     return ("IPv%d off" % (6 if ":" in element else 4)) if reason == FAMILY_OFF else "its internal networks"
 
 
+# The kinds of difference the fleet view names, in the order it shows them: (kind, reason) -> label, the
+# message of each element, and the words of the status line.
+KINDS = {
+    ("skipped", "no_ipv6"): ("skipped: no IPv6", "IPv6 is off on this gateway", "skipped: no IPv6"),
+    ("skipped", "no_ipv4"): ("skipped: no IPv4", "IPv4 is off on this gateway", "skipped: no IPv4"),
+    ("refused", "internal"): ("refused by its own policy", "inside this gateway's internal networks",
+                              "refused by its own policy (internal networks)"),
+    ("missing", "kernel"): ("missing from its kernel", "applied by its agent, but not in the kernel's sets",
+                            "missing from its kernel"),
+    ("extra", "kernel"): ("extra in its kernel", "in the kernel's sets, but not what its agent applied",
+                          "extra in its kernel"),
+}
+
+
+def _group(kind, reason, texts, count=None):
+    label, message, _words = KINDS[kind, reason]
+    return {"kind": kind, "reason": reason, "label": label, "count": len(texts) if count is None else count,
+            "elements": [{"element": e, "message": message} for e in sorted(texts)[:NAMED]]}
+
+
+def kernel_diff_of(text):
+    """The differs object the agent sent in its last ack (og_protocol.FEATURE_DIFFERS); None when unsaid."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def differences(skipped, diff):
+    """The groups of what a gateway does not hold as the published set has it, and why: skipped (an address
+    family it does not have), refused by its own policy (its internal networks), missing from and extra in its
+    kernel (as its agent read them back)."""
+    groups = []
+    for family, reason in ((6, "no_ipv6"), (4, "no_ipv4")):
+        texts = [e for e, why in skipped.items() if why == FAMILY_OFF and (":" in e) == (family == 6)]
+        if texts:
+            groups.append(_group("skipped", reason, texts))
+    refused = [e for e, why in skipped.items() if why != FAMILY_OFF]
+    if refused:
+        groups.append(_group("refused", "internal", refused))
+    for kind in ("missing", "extra"):
+        if diff and diff.get(kind + "_count"):
+            groups.append(_group(kind, "kernel", diff.get(kind) or [], diff[kind + "_count"]))
+    return groups
+
+
+def _words(groups):
+    return ", ".join("%d %s" % (g["count"], KINDS[g["kind"], g["reason"]][2]) for g in groups)
+
+
 def gateway_state(gw, head, memo):
-    """The fields the fleet view adds to a gateway: what it does not enforce at the head, and a status line
-    that tells "in sync, N elements not enforced (IPv6 off)" from a real mismatch. memo: a dict shared by the
-    gateways of one view (one filter per distinct holding)."""
+    """The fields the fleet view adds to a gateway: what it does not hold at the head, grouped by why
+    (differences), and a status line that tells "in sync; 2 skipped: no IPv6" from a real mismatch, which it
+    explains as far as the agent said. memo: a dict shared by the gateways of one view (one filter per
+    distinct holding)."""
     holding = holding_of(gw.holds)
     gaps = None
+    skipped = {}
     if holding is not None:
         if holding.key not in memo:
             memo[holding.key] = changelog.held_at_head(holding)[1]
@@ -87,17 +142,33 @@ def gateway_state(gw, head, memo):
                              for e in named]}
     lag = max(0, head - gw.applied_revision)
     in_sync = bool(gw.digest_match) and lag == 0
+    diff = kernel_diff_of(gw.kernel_diff)
+    groups = differences(skipped, None if in_sync else diff)
+    policy = [g for g in groups if g["kind"] in ("skipped", "refused")]
+    kernel = [g for g in groups if g["kind"] in ("missing", "extra")]
+    counted = None
     if lag:
         status = "behind: at revision %d of %d" % (gw.applied_revision, head)
     elif not in_sync:
-        status = "differs: its kernel does not hold what it should at revision %d" % head
-    elif gaps and gaps["count"]:
-        count, plural = gaps["count"], "" if gaps["count"] == 1 else "s"
-        status = "in sync, %d element%s not enforced (%s)" % (count, plural, ", ".join(gaps["reasons"]))
+        key = ("count", holding.key if holding is not None else None)
+        if key not in memo:
+            memo[key] = changelog.held_count_at_head(holding)
+        counted = {"holds": gw.elements, "expected": memo[key]}
+        if kernel:
+            status = "differs at revision %d: %s" % (head, _words(kernel))
+        elif diff is not None:
+            status = ("differs at revision %d: its kernel holds what its agent applied (%d elements, %d expected), "
+                      "but that is not the published set; a snapshot is sent" % (head, gw.elements, memo[key]))
+        else:
+            status = ("differs: its kernel does not hold what it should at revision %d (%d elements, %d expected%s)"
+                      % (head, gw.elements, memo[key], "" if holding is not None else
+                         "; its agent did not say what it holds, so what its policy refuses counts as missing"))
+    elif policy:
+        status = "in sync; not enforced: %s" % _words(policy)
     else:
         status = "in sync"
     return {"in_sync": in_sync, "status": status, "families": list(holding.families) if holding else None,
-            "not_enforced": gaps}
+            "not_enforced": gaps, "differences": groups, "counts": counted}
 
 
 def why(address, config):

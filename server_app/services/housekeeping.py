@@ -3,8 +3,9 @@
 Every second it deletes the entries whose expiry has passed and the learned addresses whose learned answer
 ended (services/learned.py), waking the hub when that made revisions; every
 5 seconds it writes the gateways' traffic counters gathered in memory, every 10 seconds it bounds the unlisted
-names (services/unlisted.py: dns_unlisted_retention_days, then dns_unlisted_max_rows), and every hour it deletes
-traffic older than traffic_retention_days.
+names (services/unlisted.py: dns_unlisted_retention_days, then dns_unlisted_max_rows), and every hour it sums
+the per-minute traffic older than 25 hours into hourly rows (services/traffic.py, rollup) and deletes traffic
+older than traffic_retention_days.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Housekeeper:
         if traffic is not None and self._due("flush", TRAFFIC_FLUSH_EVERY, now):
             traffic.flush()
             if self._due("prune", TRAFFIC_PRUNE_EVERY, now):
+                traffic.rollup()
                 traffic.prune(self.app.config["OG"]["traffic_retention_days"])
 
     def _loop(self):

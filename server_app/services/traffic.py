@@ -6,6 +6,12 @@ increments against the previous frame of the same agent run (the first frame of 
 only sets the baseline). Increments are summed in memory per (gateway, element, minute) and written in one
 transaction every few seconds by the hub; samples older than `traffic_retention_days` are pruned.
 
+Downsampling (rollup()): samples younger than MINUTE_KEEP (25 hours) stay one per minute; older ones are summed
+into one row per hour, stored at the hour's first minute, so a week costs 25 * 60 + 143 rows per (gateway,
+element) instead of 10,080, and the day's window still sees minutes. The housekeeper rolls up and prunes every
+hour. series() turns the samples of a window into rates (per second) in buckets of BUCKETS seconds, on a UTC
+axis that ends at now.
+
 Each flush also records which entries the traffic belongs to (EntryTraffic): the entries that produced the
 element when the server took the frame in, by id and name, so the traffic of an entry stays its own after the
 entry is deleted or expires. An element several entries produce is recorded for each of them as shared: each
@@ -14,11 +20,16 @@ entry shows those bytes marked shared, and totals (from TrafficSample, per eleme
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import logging
 import threading
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, delete, func, insert, select
+
+from og_kernel.og_elements import Element
+from og_kernel.og_netpolicy import TargetError
 
 from ..extensions import db
 from ..models import Entry, EntryElement, EntryTraffic, TrafficSample, utcnow
@@ -26,7 +37,10 @@ from .entries import describe
 
 log = logging.getLogger(__name__)
 FIELDS = ("out_bytes", "in_bytes", "out_packets", "in_packets")
-WINDOWS = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(days=1)}
+WINDOWS = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(days=1), "7d": dt.timedelta(days=7)}
+BUCKETS = {"1h": 60, "24h": 600, "7d": 3600}     # seconds per point of a window's series
+MINUTE_KEEP = dt.timedelta(hours=25)           # per-minute samples kept this long, then one row per hour
+HOUR = dt.timedelta(hours=1)
 MAX_ELEMENT = 96
 # Unwritten (gateway, element, minute) rows kept while the database is down; beyond this, new ones are dropped
 # (and counted) rather than letting memory grow without end.
@@ -37,7 +51,11 @@ MAX_HOLDERS = 200000
 
 
 class TrafficError(ValueError):
-    pass
+    """A bad counters frame or query: `code` and `status` are the API's error code and HTTP status."""
+
+    def __init__(self, message, code="invalid_filter", status=400):
+        super().__init__(message)
+        self.code, self.status = code, status
 
 
 class Traffic:
@@ -169,6 +187,23 @@ class Traffic:
                         setattr(record, f, getattr(record, f) + v)
 
     @staticmethod
+    def rollup(now=None, keep=MINUTE_KEEP):
+        """Sum the per-minute rows of every hour that ended more than `keep` ago into one row at the hour's
+        first minute (both tables). Idempotent: an hour already rolled up is skipped, rows a late flush added to
+        a rolled-up hour are folded in at the next run. Returns the number of rows removed."""
+        cutoff = _floor_hour((now or utcnow()) - keep)
+        removed = 0
+        for model, keys in ((TrafficSample, ("gateway", "element")),
+                            (EntryTraffic, ("entry_id", "gateway", "shared"))):
+            oldest = db.session.execute(select(func.min(model.minute)).where(model.minute < cutoff)).scalar()
+            hour = _floor_hour(oldest) if oldest is not None else cutoff
+            while hour < cutoff:
+                removed += _rollup_hour(model, keys, hour)
+                hour += HOUR
+            db.session.commit()
+        return removed
+
+    @staticmethod
     def prune(days, now=None):
         cutoff = (now or utcnow()) - dt.timedelta(days=days)
         deleted = db.session.query(TrafficSample).filter(TrafficSample.minute < cutoff).delete(
@@ -178,9 +213,36 @@ class Traffic:
         return deleted
 
 
+def _floor_hour(value):
+    return value.replace(minute=0, second=0, microsecond=0)
+
+
+def _rollup_hour(model, keys, hour):
+    """Within rollup(): replace the rows of [hour, hour + 1 h) of `model` by one per key; 0 when already one."""
+    in_hour = (model.minute >= hour, model.minute < hour + HOUR)
+    if not db.session.execute(select(func.count()).select_from(model).where(
+            model.minute > hour, model.minute < hour + HOUR)).scalar():
+        return 0
+    columns = [getattr(model, k) for k in keys]
+    names = [func.max(model.entry)] if model is EntryTraffic else []
+    rows = db.session.execute(select(*columns, *names, *[func.sum(getattr(model, f)) for f in FIELDS])
+                              .where(*in_hour).group_by(*columns)).all()
+    count = db.session.execute(delete(model).where(*in_hour)).rowcount
+    values = []
+    for row in rows:
+        record = dict(zip(keys, row[:len(keys)]), minute=hour,
+                      **dict(zip(FIELDS, (int(v or 0) for v in row[len(keys) + len(names):]))))
+        if names:
+            record["entry"] = row[len(keys)]
+        values.append(record)
+    for i in range(0, len(values), 500):
+        db.session.execute(insert(model), values[i:i + 500])
+    return count - len(values)
+
+
 def window(name):
     if name not in WINDOWS:
-        raise TrafficError("window %r must be one of %s" % (name, ", ".join(WINDOWS)))
+        raise TrafficError("window %r must be one of %s" % (name, ", ".join(WINDOWS)), "invalid_window")
     return utcnow() - WINDOWS[name]
 
 
@@ -285,3 +347,104 @@ def shared_with(entry_id):
 def gateways_with_traffic(since):
     return list(db.session.execute(select(TrafficSample.gateway).where(TrafficSample.minute >= since)
                                    .distinct().order_by(TrafficSample.gateway)).scalars())
+
+
+def destination(text):
+    """The canonical element text of a destination filter ('198.51.100.20' -> '198.51.100.20/32')."""
+    try:
+        return Element.parse(text).text
+    except TargetError as exc:
+        raise TrafficError("destination %r is no element (an address, a network, optionally with a port as in "
+                           "'198.51.100.20/32 443/tcp'): %s" % (text[:100], exc)) from None
+
+
+SERIES_COLUMNS = ("time",) + tuple(f + "_per_second" for f in FIELDS) + FIELDS
+
+
+def known_entry(entry_id):
+    """Whether entry_id is an entry now or carried traffic once (a deleted entry keeps its history)."""
+    return db.session.get(Entry, entry_id) is not None or db.session.execute(
+        select(EntryTraffic.id).where(EntryTraffic.entry_id == entry_id).limit(1)).first() is not None
+
+
+def series_for(args, now=None):
+    """(Series, filters) of a series query (window, gateway, destination or entry), as the API and the UI's
+    CSV take it; TrafficError names a bad value (404 for an entry that never existed)."""
+    name = args.get("window", "1h")
+    window(name)
+    gateway = args.get("gateway") or None
+    element = entry_id = None
+    if args.get("destination") and args.get("entry"):
+        raise TrafficError("give destination or entry, not both")
+    if args.get("destination"):
+        element = destination(args["destination"])
+    if args.get("entry"):
+        try:
+            entry_id = int(args["entry"])
+        except ValueError:
+            raise TrafficError("entry %r must be an entry id (a whole number)" % args["entry"][:100]) from None
+        if not known_entry(entry_id):
+            raise TrafficError("entry %d does not exist and never carried traffic" % entry_id, "not_found", 404)
+    return (series(name, gateway, element, entry_id, now),
+            {"window": name, "gateway": gateway, "destination": element, "entry": entry_id})
+
+
+def series_csv(result):
+    """The CSV export of a Series: one row per bucket, UTC times, rates and counts."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=SERIES_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(result.rows())
+    return out.getvalue()
+
+
+class Series:
+    """A window's traffic as rates: `points` [(bucket start, out_bytes, in_bytes, out_packets, in_packets)]
+    from the bucket holding the window's start to the one holding `end` (now), every bucket present."""
+
+    def __init__(self, name, bucket, start, end, points):
+        self.window, self.bucket, self.start, self.end, self.points = name, bucket, start, end, points
+
+    def rates(self, point):
+        """(out_bytes, in_bytes, out_packets, in_packets) per second of one point."""
+        return tuple(v / self.bucket for v in point[1:])
+
+    def rows(self):
+        """The points as dicts of the CSV export and the API (time in UTC, ISO 8601 with Z)."""
+        for point in self.points:
+            rates = self.rates(point)
+            yield dict({"time": point[0].isoformat() + "Z"},
+                       **{f + "_per_second": round(r, 3) for f, r in zip(FIELDS, rates)},
+                       **dict(zip(FIELDS, point[1:])))
+
+    @property
+    def peak_bytes_per_second(self):
+        return max([max(p[1], p[2]) / self.bucket for p in self.points] + [0])
+
+
+def series(name, gateway=None, element=None, entry_id=None, now=None):
+    """The Series of window `name` for the whole fleet or one gateway, of everything, one destination element
+    or one entry (then the bytes of its elements, shared ones included, as on its page)."""
+    window(name)
+    end = now or utcnow()
+    bucket = BUCKETS[name]
+    epoch = dt.datetime(1970, 1, 1)
+    first = int((end - WINDOWS[name] - epoch).total_seconds()) // bucket * bucket
+    start = epoch + dt.timedelta(seconds=first)
+    n = int((end - start).total_seconds()) // bucket + 1
+    model = EntryTraffic if entry_id is not None else TrafficSample
+    stmt = select(model.minute, *[func.sum(getattr(model, f)) for f in FIELDS]).where(
+        model.minute >= start, model.minute <= end)
+    if gateway:
+        stmt = stmt.where(model.gateway == gateway)
+    if entry_id is not None:
+        stmt = stmt.where(EntryTraffic.entry_id == entry_id)
+    if element is not None:
+        stmt = stmt.where(TrafficSample.element == element)
+    points = [[start + dt.timedelta(seconds=k * bucket), 0, 0, 0, 0] for k in range(n)]
+    for minute, *values in db.session.execute(stmt.group_by(model.minute)):
+        k = int((minute - start).total_seconds()) // bucket
+        if 0 <= k < n:
+            for i, v in enumerate(values):
+                points[k][i + 1] += int(v or 0)
+    return Series(name, bucket, start, end, [tuple(p) for p in points])

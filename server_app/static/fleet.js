@@ -8,18 +8,58 @@
   var columns = ["name", "connected", "applied_revision", "lag", "status", "elements", "agent_version",
                  "address", "last_seen"];
 
-  function cell(key, gw) {
+  // One group of what a gateway does not hold and why, its elements listed (text only, as everywhere here).
+  function difference(d, name, opened) {
+    var details = document.createElement("details");
+    details.className = "difference";
+    details.setAttribute("data-kind", d.kind);
+    details.setAttribute("data-reason", d.reason);
+    details.open = opened.indexOf(name + " " + d.kind + " " + d.reason) >= 0;
+    var summary = document.createElement("summary");
+    summary.textContent = d.count + " " + d.label;
+    details.appendChild(summary);
+    var list = document.createElement("ul");
+    d.elements.forEach(function (e) {
+      var li = document.createElement("li");
+      var target = document.createElement("span");
+      target.className = "target";
+      target.textContent = e.element;
+      li.appendChild(target);
+      li.appendChild(document.createTextNode(": " + e.message));
+      list.appendChild(li);
+    });
+    if (d.count > d.elements.length) {
+      var more = document.createElement("li");
+      more.className = "muted";
+      more.textContent = "and " + (d.count - d.elements.length) + " more";
+      list.appendChild(more);
+    }
+    details.appendChild(list);
+    return details;
+  }
+
+  // The groups the operator opened (gateway, kind, reason), so they stay open across refreshes.
+  function openGroups() {
+    var keys = [];
+    table.querySelectorAll("tbody tr details.difference[open]").forEach(function (details) {
+      keys.push(details.closest("tr").getAttribute("data-name") + " " + details.getAttribute("data-kind") + " " +
+                details.getAttribute("data-reason"));
+    });
+    return keys;
+  }
+
+  function cell(key, gw, opened) {
     var td = document.createElement("td");
     if (key === "connected" || key === "status") {
       var span = document.createElement("span");
       var good = key === "connected" ? gw.connected : gw.in_sync;
       span.className = "badge " + (good ? "ok" : (key === "connected" ? "bad" : "warn"));
       span.textContent = key === "connected" ? (good ? "connected" : "disconnected") : gw.status;
-      if (key === "status" && gw.not_enforced && gw.not_enforced.count) {
-        // What this gateway's own policy refuses, named on hover (text only, as everywhere here).
-        span.title = gw.not_enforced.elements.map(function (e) { return e.element + ": " + e.message; }).join("\n");
-      }
       td.appendChild(span);
+      if (key === "status") {
+        td.className = "sync";
+        (gw.differences || []).forEach(function (d) { td.appendChild(difference(d, gw.name, opened)); });
+      }
     } else {
       td.textContent = gw[key] === null || gw[key] === undefined ? "" : String(gw[key]);
       if (key === "applied_revision") { td.className = "applied"; }
@@ -31,10 +71,11 @@
     document.getElementById("head-revision").textContent = String(data.revision);
     var tbody = table.tBodies[0];
     var rows = document.createDocumentFragment();
+    var opened = openGroups();
     data.items.forEach(function (gw) {
       var tr = document.createElement("tr");
       tr.setAttribute("data-name", gw.name);
-      columns.forEach(function (key) { tr.appendChild(cell(key, gw)); });
+      columns.forEach(function (key) { tr.appendChild(cell(key, gw, opened)); });
       rows.appendChild(tr);
     });
     if (!data.items.length) {

@@ -371,8 +371,9 @@ def delete_entry(entry_id):
 
 
 def traffic_chart(series, since, span, width=720, height=180):
-    """An inline SVG of out/in bytes per bucket (1 min for an hour, 10 min for a day); no JavaScript."""
-    bucket = 60 if span <= dt.timedelta(hours=1) else 600
+    """An inline SVG of out/in bytes per bucket (1 min for an hour, 10 min for a day, 1 h for a week); no
+    JavaScript."""
+    bucket = 60 if span <= dt.timedelta(hours=1) else 600 if span <= dt.timedelta(days=1) else 3600
     # Buckets from the one holding `since` up to and including the current one.
     start = dt.datetime.fromtimestamp(since.replace(tzinfo=dt.timezone.utc).timestamp() // bucket * bucket,
                                       dt.timezone.utc).replace(tzinfo=None)
@@ -395,18 +396,102 @@ def traffic_chart(series, since, span, width=720, height=180):
 
 
 # ---- traffic ----------------------------------------------------------------------------------------------
+TICKS = {"wide": {"1h": dt.timedelta(minutes=10), "24h": dt.timedelta(hours=4), "7d": dt.timedelta(days=1)},
+         "compact": {"1h": dt.timedelta(minutes=20), "24h": dt.timedelta(hours=8), "7d": dt.timedelta(days=2)}}
+SIZES = {"wide": (900, 220, 30), "compact": (420, 244, 36)}   # width, height, bottom margin (the time labels)
+
+
+def axis_top(peak):
+    """A round top for a rate axis in the unit it is shown in (1, 2 or 5 times a power of ten of B, KiB, MiB
+    or GiB per second), at least `peak` and 1 B/s."""
+    peak = max(peak, 1)
+    unit = 1024 ** min(3, max(0, int(math.log(max(peak, 1), 1024))))
+    value = peak / unit
+    scale = 10 ** math.floor(math.log10(value)) if value >= 1 else 1
+    nice = next(m * scale for m in (1, 2, 5, 10) if m * scale >= value)
+    if nice > 1000 and unit < 1024 ** 3:      # 2000 B/s reads as 1.9 KiB/s: 1 of the next unit instead
+        return unit * 1024
+    return nice * unit
+
+
+def rate_label(value):
+    """A rate for an axis: '0.25 B/s', '250 B/s', '12.5 KiB/s'."""
+    return ("%g B/s" % round(value, 2)) if value < 1024 else human_bytes(value) + "/s"
+
+
+def rate_chart(result, size="wide"):
+    """An inline SVG of a Series' out/in rates (bytes/s), a UTC time axis ending at now; no JavaScript. Two
+    sizes: wide (the page) and compact (a phone; the stylesheet shows one of them)."""
+    width, height, bottom = SIZES[size]
+    pad_left, pad_right, top = 70, 12, 10
+    w, h = width - pad_left - pad_right, height - top - bottom
+    span = (result.end - result.start).total_seconds() or 1
+    top_value = axis_top(result.peak_bytes_per_second or 1)
+
+    def x(at):
+        return pad_left + w * min(1.0, (at - result.start).total_seconds() / span)
+
+    def y(value):
+        return top + h - h * value / top_value
+
+    def points(index):
+        # Each bucket's rate at its middle (the current bucket, partial, ends at now).
+        half = dt.timedelta(seconds=result.bucket / 2)
+        return " ".join("%.1f,%.1f" % (x(min(p[0] + half, result.end)), y(p[index] / result.bucket))
+                        for p in result.points)
+    step = TICKS[size][result.window]
+    fmt = "%a %d" if result.window == "7d" else "%H:%M"
+    epoch = dt.datetime(1970, 1, 1)
+    first = epoch + dt.timedelta(seconds=math.ceil((result.start - epoch).total_seconds() / step.total_seconds())
+                                 * step.total_seconds())
+    xticks = []
+    while first <= result.end:
+        xticks.append({"x": x(first), "label": first.strftime(fmt)})
+        first += step
+    yticks = [{"y": y(top_value * k / 4), "label": rate_label(top_value * k / 4)} for k in range(5)]
+    return {"size": size, "width": width, "height": height, "x0": pad_left, "x1": pad_left + w, "y0": top,
+            "y1": top + h, "label_y": top + h + 14, "out": points(1), "in": points(2), "xticks": xticks, "yticks": yticks,
+            "bucket": result.bucket, "start": result.start, "end": result.end}
+
+
+def _traffic_query():
+    """The traffic page's query, unknown windows and bad filters dropped (the page says so)."""
+    args = {k: v for k, v in request.args.items() if k in ("window", "gateway", "destination", "entry") and v}
+    if args.get("window") not in traffic.WINDOWS:
+        args["window"] = "1h"
+    return args
+
+
 @bp.get("/traffic")
 @page("read")
 def traffic_page():
-    window = request.args.get("window", "1h")
-    if window not in traffic.WINDOWS:
-        window = "1h"
-    gateway = request.args.get("gateway") or None
+    args = _traffic_query()
+    window, gateway = args["window"], args.get("gateway")
+    problem = None
+    try:
+        result, filters = traffic.series_for(args)
+    except traffic.TrafficError as exc:
+        problem = str(exc)
+        args = {k: v for k, v in args.items() if k in ("window", "gateway")}
+        result, filters = traffic.series_for(args)
     since = traffic.window(window)
-    return render_template("ui/traffic.html", window=window, gateway=gateway,
-                           gateways=traffic.gateways_with_traffic(traffic.window("24h")),
+    return render_template("ui/traffic.html", window=window, gateway=gateway, filters=filters, problem=problem,
+                           charts=[rate_chart(result), rate_chart(result, "compact")], series=result,
+                           csv_args=args,
+                           gateways=traffic.gateways_with_traffic(traffic.window("7d")),
                            destinations=traffic.top_destinations(since, gateway),
                            top_entries=traffic.top_entries(since, gateway), totals=traffic.totals(since, gateway))
+
+
+@bp.get("/traffic.csv")
+@page("read")
+def traffic_csv():
+    try:
+        result, _filters = traffic.series_for(request.args)
+    except traffic.TrafficError as exc:
+        return render_template("ui/error.html", title="Cannot export", message=str(exc)), exc.status
+    return current_app.response_class(traffic.series_csv(result), mimetype="text/csv", headers={
+        "Content-Disposition": "attachment; filename=traffic-%s.csv" % result.window})
 
 
 PORT_QUERY = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\s]+)):(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?$")

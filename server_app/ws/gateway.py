@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 DEAD_AFTER = gateways.DEAD_AFTER
 CLOSE_WAIT = 1.0           # seconds a stopping server waits for the agent to answer its close frame
 # What this server speaks beyond the base protocol, announced in every snapshot chunk and delta.
-FEATURES = (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED)
+FEATURES = (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED, og_protocol.FEATURE_DIFFERS)
 # Seconds a replica reuses its read of the domain entries. A new domain entry need not take a revision (it has
 # no address before it resolves) and may be committed by another replica, so sessions that follow domains
 # re-read them this often (one query per replica, shared by all its sessions) as well as at every revision.
@@ -326,8 +326,12 @@ class GatewaySession:
         head, expected = self.hub.held_digest(self.holding, revision)
         # Recorded in memory; the hub writes every gateway's state in one transaction a few times a
         # second (one write per ack would serialise a thousand gateways on the database).
+        # differs: what its kernel lacks or holds beyond its applied set, as the agent read it back ("" when
+        # the agent does not say: the fleet view then gives the counts only).
         self.hub.record_gateway(self.name, applied_revision=revision, digest=digest, elements=frame.count,
-                                digest_match=revision == head and digest == expected, last_seen=utcnow())
+                                digest_match=revision == head and digest == expected, last_seen=utcnow(),
+                                kernel_diff="" if frame.differs is None else json.dumps(
+                                    frame.differs, separators=(",", ":"), sort_keys=True))
         if newly:
             self._observe_latency(revision)
         if revision == head and digest != expected:

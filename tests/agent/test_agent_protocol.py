@@ -63,7 +63,7 @@ def test_hello_snapshot_deltas_and_acks_follow_the_kernel(gwns, scripted, start_
     assert conn.target == "/ws/gateway"
     assert conn.headers["authorization"] == "Bearer " + TOKEN
     assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__, "revision": 3,
-                           "digest": digest(["203.0.113.77/32"]), "holds": HOLDS, "features": ["domains"]}
+                           "digest": digest(["203.0.113.77/32"]), "holds": HOLDS, "features": ["domains", "differs"]}
     assert kernel_elements(gwns) == ["203.0.113.77/32"]
 
     # A snapshot in two chunks replaces everything at once; the ack's digest is the kernel's.
@@ -83,7 +83,7 @@ def test_hello_snapshot_deltas_and_acks_follow_the_kernel(gwns, scripted, start_
     # A delta that does not start at the applied revision is not applied: the agent says hello again.
     conn.send(delta(9, 10, add=[E]))
     assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__, "revision": 7,
-                           "digest": digest([A, B, D]), "holds": HOLDS, "features": ["domains"]}
+                           "digest": digest([A, B, D]), "holds": HOLDS, "features": ["domains", "differs"]}
     assert kernel_elements(gwns) == sorted([A, B, D])
     for frame in snapshot(10, [A, E]):
         conn.send(frame)
@@ -98,6 +98,33 @@ def test_hello_snapshot_deltas_and_acks_follow_the_kernel(gwns, scripted, start_
     saved = agent.saved_state()
     assert (saved["revision"], saved["elements"]) == (10, sorted([A, E]))
     assert agent.alive()
+
+
+def test_acks_name_what_the_kernel_lacks_and_holds_beyond_the_applied_set(gwns, scripted, start_agent):
+    """FEATURE_DIFFERS, negotiated: plain acks to a server that does not announce it, `differs` in every ack to
+    one that does, read back from the real kernel."""
+    start_agent(extra=["--drift-interval", "3600"])   # no drift repair between the test's change and the ack
+    conn = scripted.next_connection()
+    assert "differs" in conn.next()["features"]
+    for frame in snapshot(1, [A, B]):
+        conn.send(frame)
+    assert conn.next() == ack(1, [A, B])
+    same = {"missing": [], "extra": [], "missing_count": 0, "extra_count": 0}
+    for frame in snapshot(2, [A, B]):
+        conn.send(dict(frame, features=["differs"]))
+    assert conn.next() == dict(ack(2, [A, B]), differs=same)
+    # Behind the agent's back: A leaves the out set (so it is not really allowed), X enters both directions.
+    gwns.run(["ipset", "del", "og-allow4", "198.51.100.10"])
+    for name in ("og-allow4", "og-allow4-in"):
+        gwns.run(["ipset", "add", name, "203.0.113.99"])
+    conn.send(dict(delta(2, 2), features=["differs"]))
+    assert conn.next() == dict(ack(2, [B, "203.0.113.99/32"]), differs={
+        "missing": [A], "extra": ["203.0.113.99/32"], "missing_count": 1, "extra_count": 1})
+    # A snapshot repairs the kernel, and the next ack says so.
+    for frame in snapshot(3, [A, B]):
+        conn.send(dict(frame, features=["differs"]))
+    assert conn.next() == dict(ack(3, [A, B]), differs=same)
+    assert kernel_elements(gwns) == sorted([A, B])
 
 
 def test_removing_a_port_that_a_range_also_covers_keeps_the_range_whole(gwns, scripted, start_agent):
@@ -135,7 +162,8 @@ def test_bad_frames_are_refused_logged_and_the_rules_stay(gwns, scripted, start_
         # The agent lives on, keeps its rules, and comes back at the same revision.
         conn = scripted.next_connection()
         assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
-                               "revision": 1, "digest": digest([A, B]), "holds": HOLDS, "features": ["domains"]}
+                               "revision": 1, "digest": digest([A, B]), "holds": HOLDS,
+                               "features": ["domains", "differs"]}
         assert kernel_elements(gwns) == sorted([A, B])
         assert words in agent.log_since_start()
     assert agent.alive()
@@ -253,7 +281,8 @@ def test_a_close_frame_from_the_server_moves_the_agent_to_the_next_server_within
         assert conn.close_code == 1000            # the agent answered the close frame
         moved = other.next_connection(timeout=10)
         assert moved.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
-                                "revision": 1, "digest": digest([A]), "holds": HOLDS, "features": ["domains"]}
+                                "revision": 1, "digest": digest([A]), "holds": HOLDS,
+                                "features": ["domains", "differs"]}
         log = agent.log_since_start()
         assert "server %s closed the connection: 1001 server stopping; reconnect" % scripted.url in log
         delay = re.search(r"closed the connection: 1001 .*\n.* reconnecting in ([\d.]+)s to (\S+);", log)
@@ -306,7 +335,7 @@ def test_the_agent_follows_frames_built_by_og_protocol_and_answers_frames_it_par
     start_agent()
     conn = scripted.next_connection()
     assert typed(conn) == og_protocol.Hello("gw1", __version__, 0, digest([]),
-                                            Holding([4], DEFAULT_INTERNAL_NETWORKS), ("domains",))
+                                            Holding([4], DEFAULT_INTERNAL_NETWORKS), ("domains", "differs"))
     for frame in og_protocol.snapshot(5, [A, B, C, P], {A: ["api.partner.example"]}):
         conn.send(frame)
     assert typed(conn) == og_protocol.Ack(5, digest([A, B, C, P]), 4)
@@ -335,7 +364,7 @@ def test_a_frame_of_another_protocol_version_is_refused_with_bad_version_and_clo
     # A server that refuses the agent's version says so in an error frame and closes (1008): logged, rules stay.
     conn = scripted.next_connection()
     assert typed(conn) == og_protocol.Hello("gw1", __version__, 1, digest([A, B]),
-                                            Holding([4], DEFAULT_INTERNAL_NETWORKS), ("domains",))
+                                            Holding([4], DEFAULT_INTERNAL_NETWORKS), ("domains", "differs"))
     refusal = "protocol version 1 is not supported; this server speaks v2"
     conn.send(og_protocol.error(og_protocol.BAD_VERSION, refusal))
     conn.close(og_protocol.CLOSE_POLICY, refusal[:120])

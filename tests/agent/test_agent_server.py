@@ -260,7 +260,11 @@ def test_an_ipv6_entry_on_an_ipv4_only_gateway_costs_deltas_and_it_is_in_sync(st
     stack.wait_converged()
     assert snapshots_sent(stack) == {"first": 1}
     gw = stack.server.gateway()
-    assert (gw["in_sync"], gw["elements"], gw["status"]) == (True, 2, "in sync, 2 elements not enforced (IPv6 off)")
+    assert (gw["in_sync"], gw["elements"], gw["status"]) == (True, 2, "in sync; not enforced: 2 skipped: no IPv6")
+    # What differs and why, element by element: the two IPv6 addresses, skipped because the gateway has no IPv6.
+    assert gw["differences"] == [{"kind": "skipped", "reason": "no_ipv6", "label": "skipped: no IPv6", "count": 2,
+                                  "elements": [{"element": e, "message": "IPv6 is off on this gateway"}
+                                               for e in ("2001:db8::1/128", "2001:db8::2/128")]}]
     assert kernel_elements(stack.topo.gw) == [ALLOWED + "/32", OTHER + "/32"]
     _status, entry = stack.server.api("GET", "/api/v1/entries/%d" % v6["id"])
     assert entry["elements"] == [{"element": "2001:db8::1/128", "not_enforced": [

@@ -53,7 +53,9 @@ def test_ipv6_entries_on_the_ipv4_only_lab_cost_no_snapshot_and_are_named_as_not
     _head, gateways = fleet(lab)
     for name in GATEWAYS:
         gw = gateways[name]
-        assert (gw["status"], gw["families"]) == ("in sync, 26 elements not enforced (IPv6 off)", [4])
+        assert (gw["status"], gw["families"]) == ("in sync; not enforced: 26 skipped: no IPv6", [4])
+        assert [(d["kind"], d["label"], d["count"]) for d in gw["differences"]] == [
+            ("skipped", "skipped: no IPv6", 26)]
         assert gw["not_enforced"]["count"] == 26 and gw["not_enforced"]["reasons"] == ["IPv6 off"]
         assert {e["element"]: (e["reason"], e["message"]) for e in gw["not_enforced"]["elements"]} == {
             e: ("family_disabled", OFF) for e in v6}

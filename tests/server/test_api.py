@@ -336,12 +336,56 @@ def test_the_api_names_per_entry_and_per_gateway_what_a_gateway_does_not_enforce
     assert [i["not_enforced"] for i in api.get("/api/v1/addresses/2001:db8::1").get_json()["entries"]] == [[off]]
     items = {g["name"]: g for g in api.get("/api/v1/gateways").get_json()["items"]}
     assert {n: (g["in_sync"], g["status"], g["families"]) for n, g in items.items()} == {
-        "gw1": (True, "in sync, 1 element not enforced (IPv6 off)", [4]),
-        "gw2": (True, "in sync, 1 element not enforced (its internal networks)", [4, 6]),
+        "gw1": (True, "in sync; not enforced: 1 skipped: no IPv6", [4]),
+        "gw2": (True, "in sync; not enforced: 1 refused by its own policy (internal networks)", [4, 6]),
         "gw3": (False, "behind: at revision 1 of 2", None)}
     assert items["gw1"]["not_enforced"] == {"count": 1, "reasons": ["IPv6 off"], "elements": [
         {"element": "2001:db8::1/128 443/tcp", "reason": "family_disabled", "message": "IPv6 is off on this gateway"}]}
-    assert items["gw3"]["not_enforced"] is None
+    assert items["gw1"]["differences"] == [{"kind": "skipped", "reason": "no_ipv6", "label": "skipped: no IPv6",
+                                            "count": 1, "elements": [{"element": "2001:db8::1/128 443/tcp",
+                                                                      "message": "IPv6 is off on this gateway"}]}]
+    assert items["gw2"]["differences"] == [{"kind": "refused", "reason": "internal",
+                                            "label": "refused by its own policy", "count": 1, "elements": [{
+                                                "element": "198.51.100.10/32",
+                                                "message": "inside this gateway's internal networks"}]}]
+    assert items["gw3"]["not_enforced"] is None and items["gw3"]["differences"] == []
+
+
+def test_the_fleet_names_what_a_gateway_kernel_lacks_and_holds_beyond_it(api, app):
+    """What the agent's last ack said (og_protocol.FEATURE_DIFFERS; the real exchange is in
+    tests/agent/test_agent_protocol.py and tests/server/test_protocol.py) becomes missing and extra."""
+    for target in ("198.51.100.10", "198.51.100.11", "2001:db8::1"):
+        api.post("/api/v1/entries", json={"target": target})
+    v4_only = json.dumps({"families": [4], "internal_networks": ["10.0.0.0/8"]})
+    with app.app_context():
+        db.session.add_all([
+            Gateway(name="gw1", applied_revision=3, digest_match=False, elements=2, holds=v4_only,
+                    kernel_diff=json.dumps({"missing": ["198.51.100.11/32"], "missing_count": 1,
+                                            "extra": ["203.0.113.99/32"], "extra_count": 1})),
+            Gateway(name="gw2", applied_revision=3, digest_match=False, elements=1, holds=v4_only,
+                    kernel_diff=json.dumps({"missing": [], "missing_count": 0, "extra": [], "extra_count": 0})),
+            Gateway(name="gw3", applied_revision=3, digest_match=False, elements=2),   # an old agent: no holds
+            # In sync: a difference its agent reported before is over (the digest matches now).
+            Gateway(name="gw4", applied_revision=3, digest_match=True, elements=2, holds=v4_only,
+                    kernel_diff=json.dumps({"missing": ["198.51.100.11/32"], "missing_count": 1, "extra": [],
+                                            "extra_count": 0}))])
+        db.session.commit()
+    items = {g["name"]: g for g in api.get("/api/v1/gateways").get_json()["items"]}
+    assert items["gw1"]["status"] == "differs at revision 3: 1 missing from its kernel, 1 extra in its kernel"
+    assert [(d["kind"], d["count"], d["elements"]) for d in items["gw1"]["differences"]] == [
+        ("skipped", 1, [{"element": "2001:db8::1/128", "message": "IPv6 is off on this gateway"}]),
+        ("missing", 1, [{"element": "198.51.100.11/32",
+                         "message": "applied by its agent, but not in the kernel's sets"}]),
+        ("extra", 1, [{"element": "203.0.113.99/32", "message": "in the kernel's sets, but not what its agent "
+                                                                "applied"}])]
+    assert items["gw1"]["counts"] == {"holds": 2, "expected": 2}
+    assert items["gw2"]["status"] == ("differs at revision 3: its kernel holds what its agent applied (1 elements, "
+                                      "2 expected), but that is not the published set; a snapshot is sent")
+    assert items["gw3"]["status"] == ("differs: its kernel does not hold what it should at revision 3 (2 elements, "
+                                      "3 expected; its agent did not say what it holds, so what its policy refuses "
+                                      "counts as missing)")
+    assert (items["gw4"]["status"], items["gw4"]["counts"]) == ("in sync; not enforced: 1 skipped: no IPv6", None)
+    assert [d["kind"] for d in items["gw4"]["differences"]] == ["skipped"]
 
 
 def test_health_ready_and_metrics(api):

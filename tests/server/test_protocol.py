@@ -271,7 +271,7 @@ def test_an_ipv6_entry_on_an_ipv4_only_gateway_costs_deltas_not_snapshots(server
     assert snapshots_sent(server, "gw-h4") == {"first": 1}
     state = server.gateways()["gw-h4"]
     assert state["in_sync"] is True and state["families"] == [4]
-    assert state["status"] == "in sync, 2 elements not enforced (IPv6 off)"
+    assert state["status"] == "in sync; not enforced: 2 skipped: no IPv6"
     assert state["not_enforced"] == {"count": 2, "reasons": ["IPv6 off"], "elements": [
         {"element": "2001:db8::1/128", "reason": "family_disabled", "message": "IPv6 is off on this gateway"},
         {"element": "2001:db8::2/128", "reason": "family_disabled", "message": "IPv6 is off on this gateway"}]}
@@ -333,7 +333,7 @@ def test_a_gateway_whose_own_internal_networks_refuse_an_element_is_in_sync_and_
     assert gw.apply_next() == "delta"
     wait_until(lambda: converged(server, gw), timeout=10, what="in sync without its internal elements")
     state = server.gateways()["gw-hint"]
-    assert state["status"] == "in sync, 2 elements not enforced (its internal networks)"
+    assert state["status"] == "in sync; not enforced: 2 refused by its own policy (internal networks)"
     assert [e["element"] for e in state["not_enforced"]["elements"]] == ["198.51.100.130/32 443/tcp",
                                                                          "198.51.100.131/32"]
     assert gaps(server.api("GET", "/api/v1/entries/%d" % inside["id"]).json(), "gw-hint") == {
@@ -345,6 +345,15 @@ def test_a_gateway_whose_own_internal_networks_refuse_an_element_is_in_sync_and_
     assert gw.recv()["type"] == "snapshot"
     wait_until(lambda: not server.gateways()["gw-hint"]["in_sync"], timeout=10, what="the mismatch recorded")
     assert server.gateways()["gw-hint"]["status"].startswith("differs: ")
+    # An agent with FEATURE_DIFFERS names what its kernel lacks: the fleet says so instead of a bare "differs".
+    gw.send(type="ack", revision=gw.revision, digest=digest_of(set()), count=0, differs={
+        "missing": ["198.51.100.10/32"], "extra": [], "missing_count": 1, "extra_count": 0})
+    wait_until(lambda: server.gateways()["gw-hint"]["status"] == "differs at revision %d: 1 missing from its "
+               "kernel" % gw.revision, timeout=10, what="the named difference recorded")
+    missing = [d for d in server.gateways()["gw-hint"]["differences"] if d["kind"] == "missing"]
+    assert missing == [{"kind": "missing", "reason": "kernel", "label": "missing from its kernel", "count": 1,
+                        "elements": [{"element": "198.51.100.10/32",
+                                      "message": "applied by its agent, but not in the kernel's sets"}]}]
     gw.close()
     for entry in (inside, outside, more):
         server.remove(entry)
@@ -407,7 +416,8 @@ def test_a_gateway_built_on_og_protocol_gets_typed_snapshots_and_deltas(server):
                what="the typed gateway's ack recorded")
     server.remove(entry)
     assert next_typed(ws) == og_protocol.Delta(revision, revision + 1, (), (Element.parse("198.51.100.91/32"),),
-                                               (), {}, (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED))
+                                               (), {}, (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED,
+                                                        og_protocol.FEATURE_DIFFERS))
     ws.close()
 
 

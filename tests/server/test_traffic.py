@@ -87,7 +87,7 @@ def test_shared_port_scoped_and_deleted_entries_are_attributed_exactly(app, api)
     # An entry that never existed (or carried nothing and is gone) is a 404; a bad window a 400 naming it.
     assert api.get("/api/v1/entries/99999/traffic").status_code == 404
     bad = api.get("/api/v1/traffic?window=1w")
-    assert bad.status_code == 400 and bad.get_json()["error"]["message"] == "window '1w' must be one of 1h, 24h"
+    assert bad.status_code == 400 and bad.get_json()["error"]["message"] == "window '1w' must be one of 1h, 24h, 7d"
 
 
 def test_traffic_reported_after_its_entry_was_deleted_stays_with_the_last_holder(app, api):

@@ -262,9 +262,13 @@ def test_the_entry_why_and_fleet_pages_say_which_gateway_does_not_enforce_what_a
     assert re.findall(r'<span class="badge warn not-enforced">[^<]*</span>',
                       c.get("/addresses?address=2001:db8::1").text) == [badge]
     fleet = c.get("/gateways").text
-    assert '<span class="badge ok" title="2001:db8::1/128: IPv6 is off on this gateway&#10;">in sync, 1 element ' \
-           'not enforced (IPv6 off)</span>' in fleet
-    assert '<span class="badge warn">differs: its kernel does not hold what it should at revision 1</span>' in fleet
+    assert '<span class="badge ok">in sync; not enforced: 1 skipped: no IPv6</span>' in fleet
+    # What it skips and why, named under the status (opened by a click, no script needed).
+    assert re.search(r'<details class="difference" data-kind="skipped" data-reason="no_ipv6"><summary>1 skipped: no IPv6</summary>\s*'
+                     r'<ul><li><span class="target">2001:db8::1/128</span>: IPv6 is off on this gateway</li></ul>',
+                     fleet)
+    assert ('<span class="badge warn">differs: its kernel does not hold what it should at revision 1 (0 elements, '
+            '1 expected)</span>') in fleet
 
 
 def test_a_wildcard_added_through_the_form_shows_it_is_learned_by_the_forwarder_only(app):

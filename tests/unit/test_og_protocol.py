@@ -237,3 +237,29 @@ def test_the_learned_builder_refuses_what_the_parser_would():
         p.learned("learned-1-2-3.json", dict(SPOOL, learned=[dict(SPOOL["learned"][0], address=None)]))
     with pytest.raises(p.ProtocolError, match="learned_ack batch"):
         p.learned_ack("a/b")
+
+
+def test_an_ack_with_differs_parses_back_and_old_acks_have_none():
+    raw = p.ack(44, D64, 2, ({A, B}, set()))
+    assert p.parse_agent_frame(raw) == p.Ack(44, D64, 2, {"missing": sorted([A, B]), "extra": [],
+                                                          "missing_count": 2, "extra_count": 0})
+    assert p.parse_agent_frame(p.ack(44, D64, 2)).differs is None
+    # At most MAX_DIFFERS named, all counted.
+    many = {"198.51.100.%d/32" % i for i in range(150)}
+    parsed = p.parse_agent_frame(p.ack(1, D64, 0, (set(), many))).differs
+    assert (len(parsed["extra"]), parsed["extra_count"]) == (p.MAX_DIFFERS, 150)
+
+
+@pytest.mark.parametrize("differs, message", [
+    ([], "ack differs must be an object of missing, extra, missing_count and extra_count, not '[]'"),
+    ({"missing": [], "extra": [], "missing_count": 0}, "ack differs must be an object of missing, extra"),
+    ({"missing": ["x"], "extra": [], "missing_count": 1, "extra_count": 0}, "ack differs missing: "),
+    ({"missing": [A], "extra": [], "missing_count": 0, "extra_count": 0},
+     "ack differs missing_count must be a whole number of at least the 1 elements named, not 0"),
+    ({"missing": [], "extra": [A] * 101, "missing_count": 0, "extra_count": 101},
+     "ack differs extra must be a list of at most 100 elements"),
+])
+def test_a_broken_differs_names_the_field_and_the_value(differs, message):
+    raw = json.dumps({"v": 1, "type": "ack", "revision": 1, "digest": D64, "count": 0, "differs": differs})
+    with pytest.raises(p.ProtocolError, match="^" + message.replace("(", r"\(").replace("[", r"\[")):
+        p.parse_agent_frame(raw)
