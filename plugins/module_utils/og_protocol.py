@@ -98,6 +98,7 @@ class Hello:
     digest: Optional[str] = None
     holding: Optional[Holding] = None
     features: Tuple[str, ...] = ()
+    mode: Optional[str] = None     # enforce or observe, what the gateway runs now (None: an agent before it)
 
 
 @dataclass(frozen=True)
@@ -553,7 +554,7 @@ def parse_agent_frame(raw):
             except TargetError as exc:
                 raise ProtocolError("hello %s" % exc) from None
         return Hello(name, str(msg.get("agent_version", ""))[:32], _int(msg, "revision"),
-                     _digest(msg, required=False), holding, _features(msg))
+                     _digest(msg, required=False), holding, _features(msg), _mode(msg) if "mode" in msg else None)
     if kind == ACK:
         return Ack(_int(msg, "revision"), _digest(msg), _int(msg, "count"))
     if kind == HEARTBEAT:
@@ -607,10 +608,12 @@ def encode(kind, **fields):
     return json.dumps(msg, separators=(",", ":"))
 
 
-def hello(name, agent_version, revision, digest, holding=None, features=()):
+def hello(name, agent_version, revision, digest, holding=None, features=(), mode=None):
     """The agent's hello; `holding` (an og_elements.Holding) says what it holds of the published set, `features`
-    what it speaks beyond the base protocol (FEATURE_DOMAINS: send it domains frames)."""
+    what it speaks beyond the base protocol (FEATURE_DOMAINS: send it domains frames), `mode` what it runs."""
     fields = {"name": name, "agent_version": agent_version, "revision": revision, "digest": digest}
+    if mode is not None:
+        fields["mode"] = _mode({"type": HELLO, "mode": mode})
     if holding is not None:
         fields["holds"] = holding.to_wire()
     if features:

@@ -124,5 +124,7 @@ def view(when):
         "agent_version": gw.agent_version,
         "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
         "digest_match": bool(gw.digest_match and gw.applied_revision == head), "elements": gw.elements,
-        "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen)},
+        "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen),
+        # mode: what the agent runs as far as the server knows (set through the API, else what it said).
+        "mode": gw.running_mode or gw.mode or "enforce", "mode_set": gw.mode or None},
         **gateway_state(gw, head, memo)) for gw in rows]}

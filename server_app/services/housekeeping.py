@@ -2,7 +2,8 @@
 
 Every second it deletes the entries whose expiry has passed and the learned addresses whose learned answer
 ended (services/learned.py), waking the hub when that made revisions; every
-5 seconds it writes the gateways' traffic counters gathered in memory, and every hour it deletes traffic
+5 seconds it writes the gateways' traffic counters gathered in memory, every minute it prunes the blocked
+attempts to blocked_retention_days and blocked_max_rows (services/blocked.py), and every hour it deletes traffic
 older than traffic_retention_days.
 """
 
@@ -13,13 +14,14 @@ import threading
 import time
 
 from ..extensions import db
-from . import entries, learned
+from . import blocked, entries, learned
 
 log = logging.getLogger(__name__)
 
 EXPIRE_EVERY = 1.0
 TRAFFIC_FLUSH_EVERY = 5.0
 TRAFFIC_PRUNE_EVERY = 3600.0
+BLOCKED_PRUNE_EVERY = 60.0
 
 
 class Housekeeper:
@@ -30,7 +32,7 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
-        self._last = {"expire": 0.0, "flush": 0.0, "prune": 0.0}
+        self._last = {"expire": 0.0, "flush": 0.0, "prune": 0.0, "blocked": 0.0}
 
     def start(self):
         with self._lock:
@@ -59,6 +61,10 @@ class Housekeeper:
             revision = learned.expire()
             if revision is not None:
                 log.info("learned addresses expired revision=%s", revision)
+        if self._due("blocked", BLOCKED_PRUNE_EVERY, now):
+            gone = blocked.prune(self.app.config["OG"])
+            if gone:
+                log.info("blocked attempts pruned rows=%d", gone)
         traffic = self.app.extensions.get("og_traffic")
         if traffic is not None and self._due("flush", TRAFFIC_FLUSH_EVERY, now):
             traffic.flush()
