@@ -123,8 +123,11 @@ SCHEMAS = {
         "status": {"type": S, "examples": ["in sync, 1 element not enforced (IPv6 off)"]},
         "families": {"type": ["array", "null"], "items": {"type": "integer", "enum": [4, 6]},
                      "description": "the address families it holds; null if its agent did not say"},
-        "mode": {"type": S, "enum": ["enforce", "observe"], "description": "what the gateway runs as far as the "
-                 "server knows: the mode set through PUT /gateways/{name}/mode, else what its agent said"},
+        "mode": {"type": S, "enum": ["enforce", "observe"], "description": "the gateway's mode: set through PUT "
+                 "/gateways/{name}/mode, else what its agent said it runs (og_gateway_mode), else enforce"},
+        "running_mode": {"type": [S, "null"], "enum": ["enforce", "observe", None],
+                         "description": "what the agent runs: its hello's mode, then each mode the server sent it; "
+                         "null for an agent from before modes (it enforces)"},
         "mode_set": {"type": [S, "null"], "enum": ["enforce", "observe", None],
                      "description": "the mode set through the API; null: the agent's own (og_gateway_mode)"},
         "not_enforced": {"oneOf": [{"type": "null"}, obj({

@@ -125,6 +125,7 @@ def view(when):
         "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
         "digest_match": bool(gw.digest_match and gw.applied_revision == head), "elements": gw.elements,
         "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen),
-        # mode: what the agent runs as far as the server knows (set through the API, else what it said).
-        "mode": gw.running_mode or gw.mode or "enforce", "mode_set": gw.mode or None},
+        # mode: set through the API, else what the agent said it runs; running_mode: what it runs (None: unsaid).
+        "mode": gw.mode or gw.running_mode or "enforce", "mode_set": gw.mode or None,
+        "running_mode": gw.running_mode or None},
         **gateway_state(gw, head, memo)) for gw in rows]}
