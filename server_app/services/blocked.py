@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from og_kernel.og_protocol import ProtocolError
@@ -129,8 +129,7 @@ def _address_filter(column, value):
     if net.num_addresses > 4096:
         raise BlockedError(400, "invalid_filter", "%s network %s is wider than 4,096 addresses: give a /20 or "
                            "narrower (IPv6: a /116 or narrower)" % (column.key, net))
-    return or_(*[column == str(a) for a in (net if net.num_addresses <= 2 else net.hosts())],
-               column == str(net.network_address))
+    return column.in_([str(a) for a in net])   # one indexed IN list, not an OR of 4,096 comparisons
 
 
 def to_json(row, iso):

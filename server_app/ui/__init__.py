@@ -338,7 +338,7 @@ def set_gateway_mode(name):
 
 # ---- blocked attempts ---------------------------------------------------------------------------------------
 BLOCKED_FILTERS = ("client", "gateway", "destination")
-BLOCKED_PER_PAGE = 100
+BLOCKED_PER_PAGE = 50
 
 
 @bp.get("/blocked")
@@ -361,6 +361,7 @@ def blocked_page(error=None, status=200):
     return render_template("ui/blocked.html", refused=refused, refused_total=refused_total, observed=observed,
                            observed_total=observed_total, args=args, sort=sort, problem=problem, error=error,
                            durations=list(blocked.DURATIONS), spec=blocked.entry_spec,
+                           link=url_for("ui.blocked_page") + "?" + ("sort=busiest&" if sort == "busiest" else ""),
                            retention=(cfg["blocked_retention_days"], cfg["blocked_max_rows"])), status
 
 
