@@ -108,7 +108,7 @@ def query(client=None, gateway=None, destination=None, observed=None, sort="newe
     if gateway:
         stmt = stmt.where(BlockedAttempt.gateway == gateway)
     if observed is not None:
-        stmt = stmt.where(BlockedAttempt.observed.is_(observed))
+        stmt = stmt.where(BlockedAttempt.observed == observed)   # "= 0", not "IS 0": the index serves it
     total = db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar()
     order = ([BlockedAttempt.last_seen.desc(), BlockedAttempt.count.desc()] if sort == "newest"
              else [BlockedAttempt.count.desc(), BlockedAttempt.last_seen.desc()])

@@ -40,6 +40,8 @@ def upgrade():
     )
     with op.batch_alter_table('blocked_attempts') as batch:
         batch.create_index('ix_blocked_last_seen', ['last_seen'], unique=False)
+        batch.create_index('ix_blocked_observed_last_seen', ['observed', 'last_seen'], unique=False)
+        batch.create_index('ix_blocked_observed_count', ['observed', 'count'], unique=False)
         batch.create_index(batch.f('ix_blocked_attempts_gateway'), ['gateway'], unique=False)
         batch.create_index(batch.f('ix_blocked_attempts_client'), ['client'], unique=False)
         batch.create_index(batch.f('ix_blocked_attempts_destination'), ['destination'], unique=False)
