@@ -376,9 +376,9 @@ def allow_blocked(attempt_id):
         entry, revision, row = blocked.allow(attempt_id, duration, current_app.config["OG"], g.user.username)
     except (blocked.BlockedError, entries.EntryError) as exc:
         return blocked_page(error=exc.message, status=exc.status)
-    flash("Allowed %s %s as entry %d%s (asked for by %s via %s)." % (
+    flash("Allowed %s %s as entry %d%s; asked for by %s via %s." % (
         entries.describe(entry), DURATION_LABELS[duration], entry.id,
-        " (revision %d)" % revision if revision else "", row.client, row.gateway), "success")
+        " at revision %d" % revision if revision else "", row.client, row.gateway), "success")
     back = request.form.get("back")   # the page the form was on, with its filters (a local path only)
     return redirect(_safe_next(back) if back else url_for("ui.blocked_page"))
 
