@@ -298,6 +298,9 @@ class GatewaySession:
         if isinstance(frame, og_protocol.Hello):
             if frame.features:
                 self.features = frame.features
+            if frame.mode:
+                self.mode = frame.mode
+                self.hub.record_gateway(self.name, running_mode=frame.mode)
             if frame.holding is not None:
                 self.holding = frame.holding
                 self.hub.record_gateway(self.name, holds=json.dumps(self.holding.to_wire(), separators=(",", ":")))
