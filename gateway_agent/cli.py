@@ -25,7 +25,8 @@ def main(argv=None):
     from .client import Agent
 
     fw = Firewall(EgressPolicy(cfg["client_networks"], cfg["outside_interface"], cfg["ipv6"],
-                               cfg["internal_networks"], allow_dns_over_tls=cfg["allow_dns_over_tls"]))
+                               cfg["internal_networks"], allow_dns_over_tls=cfg["allow_dns_over_tls"],
+                               mode=cfg["mode"]))
     agent = Agent(cfg, fw, conntrack=ConnectionCutter(cfg["client_networks"], cfg["ipv6"]))
 
     def stop(signum, _frame):

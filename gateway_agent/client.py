@@ -17,6 +17,7 @@ from og_kernel.og_command import CommandError
 from og_kernel.og_protocol import CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_POLICY, ProtocolError
 
 from . import tls
+from .blocked import BlockedReport
 from .frames import Follower
 from .kernel import Kernel, Stats
 
@@ -101,6 +102,7 @@ class Agent:
         self.boot = str(uuid.uuid4())
         self._reported = {}        # counters at the last counters frame sent: the next one sends the increments
         self._counting = None      # the thread reading and sending a counters frame, while it runs
+        self.blocked_report = BlockedReport()   # what was reported of the refused attempts (blocked frames)
         self.ws = None
         self.opened_at = None      # monotonic time the current attempt got its connection (set by session)
 
@@ -193,6 +195,28 @@ class Agent:
             log.info("counters frame not sent (%s): reported with the next one", exc.__class__.__name__)
             return
         self._reported = totals   # only once sent: a failed send is reported with the next frame
+        if self.frames.sends_blocked():
+            self._send_blocked(ws)
+
+    def _send_blocked(self, ws):
+        """The attempts refused (or observed) since the last blocked frame, in frames of MAX_BLOCKED attempts."""
+        try:
+            attempts = self.kernel.blocked()
+        except CommandError as exc:
+            log.warning("refused attempts not read: %s; trying again at the next interval", exc.msg)
+            return
+        items, totals = self.blocked_report.increments(attempts, time.time())
+        if not items:
+            self.blocked_report.sent(totals)
+            return
+        try:
+            for frame in og_protocol.blocked(items, self.kernel.fw.policy.mode):
+                ws.send(frame)
+        except Exception as exc:  # noqa: BLE001 - a closed connection; the session notices it by itself
+            log.info("blocked frame not sent (%s): reported with the next one", exc.__class__.__name__)
+            return
+        self.blocked_report.sent(totals)
+        self.stats.blocked_sent += sum(item.count for item in items)
 
     def run(self):
         """Follow the servers until stopped; the rules stay as they are whenever no server answers."""

@@ -10,7 +10,7 @@ import re
 
 import yaml
 
-from og_kernel.og_firewall import FirewallError, parse_client_networks
+from og_kernel.og_firewall import MODES, FirewallError, parse_client_networks
 from og_kernel.og_netpolicy import DEFAULT_INTERNAL_NETWORKS, TargetError, parse_networks
 from og_kernel.og_webconfig import WebConfigError
 from og_kernel.og_webconfig import load as load_web_config
@@ -42,6 +42,9 @@ DEFAULTS = {
     "cut_on_remove": True,
     # False: clients' TCP to port 853 (DNS over TLS) is refused, so names go through og-dns (docs/dns.md).
     "allow_dns_over_tls": False,
+    # enforce: refuse what is not allowed; observe: forward it and record it as "would have been refused". A mode
+    # the server sets (PUT /api/v1/gateways/NAME/mode) replaces it while the agent runs (docs/protocol.md).
+    "mode": "enforce",
     "drift_interval": 30.0,
     "log_level": "INFO",
 }
@@ -91,6 +94,9 @@ def parser():
                    help="allow ws:// (clear text) to hosts other than loopback")
     p.add_argument("--allow-dns-over-tls", action="store_true", default=None,
                    help="let clients connect to TCP port 853 (DNS over TLS); refused by default")
+    p.add_argument("--mode", choices=MODES,
+                   help="enforce (default: refuse what is not allowed) or observe (forward it and record it as "
+                        "would-have-been-refused)")
     p.add_argument("--internal-network", dest="internal_networks", action="append", metavar="CIDR")
     p.add_argument("--no-cut-on-remove", dest="cut_on_remove", action="store_false", default=None,
                    help="keep established connections to removed destinations")
@@ -197,6 +203,9 @@ def load(argv=None):
         problems.append("dns_spool_dir %r must be an absolute path such as /var/lib/outputguard/gateway/"
                         "dns-spool (og-dns's spool_dir), or \"\" to not send what og-dns learned"
                         % (cfg["dns_spool_dir"],))
+    if cfg["mode"] not in MODES:
+        problems.append("mode %r must be enforce (refuse what is not allowed) or observe (forward it and record it "
+                        "as would-have-been-refused)" % (cfg["mode"],))
     if str(cfg["log_level"]).upper() not in LOG_LEVELS:
         problems.append("log_level %r must be one of %s" % (cfg["log_level"], ", ".join(LOG_LEVELS)))
     if cfg["ca_file"] and not os.path.isfile(cfg["ca_file"]):

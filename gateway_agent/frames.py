@@ -6,6 +6,7 @@ import logging
 import time
 
 from og_kernel import og_protocol
+from og_kernel.og_command import CommandError
 from og_kernel.og_elements import Holding
 
 from . import __version__
@@ -27,8 +28,10 @@ class Follower:
         # server sends it no domains frames.
         path = cfg.get("dns_domains_file")
         self.domains = DomainsFile(path) if path else None
-        # FEATURE_DIFFERS: its acks say what its kernel lacks or holds beyond what it applied (docs/protocol.md).
-        self.features = ((og_protocol.FEATURE_DOMAINS,) if self.domains else ()) + (og_protocol.FEATURE_DIFFERS,)
+        # FEATURE_DIFFERS: its acks say what its kernel lacks or holds beyond what it applied (docs/protocol.md);
+        # FEATURE_MODE: the server may send mode frames (enforce/observe); FEATURE_BLOCKED: we report attempts.
+        self.features = ((og_protocol.FEATURE_DOMAINS,) if self.domains else ()) + (
+            og_protocol.FEATURE_DIFFERS, og_protocol.FEATURE_MODE, og_protocol.FEATURE_BLOCKED)
         # og-dns's spool: sent as learned frames to a server that announced FEATURE_LEARNED.
         spool_dir = cfg.get("dns_spool_dir")
         self.spool = SpoolSender(spool_dir) if spool_dir else None
@@ -47,6 +50,10 @@ class Follower:
             return []
         return self.spool.frames()
 
+    def sends_blocked(self):
+        """True once the server announced FEATURE_BLOCKED in this session: blocked frames go to it."""
+        return og_protocol.FEATURE_BLOCKED in self.server_features
+
     def holding(self):
         """What this gateway holds of the published set: its families, outside its own internal networks."""
         policy = self.kernel.fw.policy
@@ -56,7 +63,7 @@ class Follower:
         digest, _count = self.kernel.kernel_digest()
         # holds: the server filters the published set the same way, so an element we skip costs no snapshot.
         return og_protocol.hello(self.cfg["name"], __version__, self.kernel.revision, digest, self.holding(),
-                                 self.features)
+                                 self.features, self.kernel.fw.policy.mode)
 
     def ack(self, result=None):
         digest, count = result or self.kernel.kernel_digest()
@@ -83,6 +90,13 @@ class Follower:
             return self._delta(frame)
         if isinstance(frame, og_protocol.Domains):
             self._domains(frame)
+            return []
+        if isinstance(frame, og_protocol.Mode):
+            try:
+                self.kernel.set_mode(frame.mode)
+            except CommandError as exc:
+                # The chain stays as it was; the server sends the mode again in the next session.
+                log.error("gateway mode %s not applied: %s", frame.mode, exc.msg)
             return []
         if isinstance(frame, og_protocol.Error):
             log.error("server refused us: %s: %s", frame.code, frame.message[:300])

@@ -35,6 +35,8 @@ class Stats:
         self.server = ""
         self.server_revision = 0     # the newest revision a server announced (snapshot or delta)
         self.last_contact = 0.0      # unix time of the last frame from a server
+        self.mode = "enforce"        # what the kernel's OG-REJECT does now: enforce or observe
+        self.blocked_sent = 0        # attempts reported to servers in blocked frames
 
 
 class Kernel:
@@ -69,8 +71,30 @@ class Kernel:
         self.fw.preflight()
         changed = self.fw.apply()
         self.stats.policy_ok = True
+        self.stats.mode = self.fw.policy.mode
         if changed:
-            log.info("egress policy put in place")
+            log.info("egress policy put in place (mode %s)", self.fw.policy.mode)
+
+    def set_mode(self, mode):
+        """Enforce or observe from now on (a reload of OG-REJECT; the allowed sets stay); True if it changed."""
+        with self.lock:
+            if self.fw.policy.mode == mode:
+                return False
+            before, self.fw.policy.mode = self.fw.policy.mode, mode
+            try:
+                self.fw.apply()
+            except CommandError:
+                self.fw.policy.mode = before
+                raise
+            self.stats.mode = mode
+        log.warning("gateway mode %s -> %s%s", before, mode,
+                    ": refused traffic is forwarded and recorded as would-have-been-refused" if mode == "observe"
+                    else ": traffic that is not allowed is refused")
+        return True
+
+    def blocked(self):
+        """The attempts recorded in the kernel (og_firewall.Attempt), read without the lock; raises CommandError."""
+        return self.fw.blocked()
 
     def restore(self):
         """Put the last applied state back into the kernel before connecting (fail-static at boot)."""

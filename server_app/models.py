@@ -241,6 +241,35 @@ class Gateway(db.Model):
     # The replica (its replica_name) holding the gateway's session, and that session's id (services/gateways.py).
     session_replica: Mapped[str] = mapped_column(String(128), default="", server_default="")
     session_id: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    # enforce or observe as set through the API (PUT /api/v1/gateways/NAME/mode); "" = the agent's own setting.
+    mode: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    # What the agent said it runs: its hello's mode, then each mode frame it was sent; "" when it never said.
+    running_mode: Mapped[str] = mapped_column(String(16), default="", server_default="")
+
+
+class BlockedAttempt(db.Model):
+    """New connections a gateway refused (or let through in observe mode: `observed`) from one client address to
+    one destination, protocol and port, summed over the blocked frames of its agent (services/blocked.py)."""
+
+    __tablename__ = "blocked_attempts"
+    __table_args__ = (UniqueConstraint("gateway", "client", "destination", "proto", "port", "observed",
+                                       name="uq_blocked_attempt"),
+                      Index("ix_blocked_last_seen", "last_seen"),
+                      # The page lists refused and observed apart, newest or busiest first: one index each.
+                      Index("ix_blocked_observed_last_seen", "observed", "last_seen"),
+                      Index("ix_blocked_observed_count", "observed", "count"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(128), index=True)
+    client: Mapped[str] = mapped_column(String(64), index=True)
+    destination: Mapped[str] = mapped_column(String(64), index=True)
+    proto: Mapped[str] = mapped_column(String(16))
+    port: Mapped[str] = mapped_column(String(32))
+    observed: Mapped[bool] = mapped_column(Boolean, default=False)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 class UnlistedName(db.Model):

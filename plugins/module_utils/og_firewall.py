@@ -28,6 +28,12 @@ MAXELEM = 1048576
 # recorded attempt (see Family.reject_rules for why not the last).
 DENIED_MAXELEM = 65536
 DENIED_TIMEOUT = 3600
+# The blocked sets record each refused attempt by (destination, protocol:port, client), with counters: what the
+# agent reports to the server's Blocked page (docs/kernel-interface.md). Bounded and forgotten like og-denied.
+# The observed sets are the same for a gateway in observe mode: attempts it would have refused but forwarded.
+BLOCKED_MAXELEM = 65536
+BLOCKED_TIMEOUT = 3600
+MODES = ("enforce", "observe")
 # The learn sets hold what og-dns learned from DNS answers (docs/kernel-interface.md): every add gives its own
 # timeout, this is only the default; at most the gateway cap of og-dns per family.
 LEARN_TIMEOUT = 3600
@@ -142,6 +148,10 @@ class Family(object):
         self.allowp = SetSpec("og-allowp%d" % version, "hash:net,port", fam)
         self.allowp_in = SetSpec("og-allowp%d-in" % version, "hash:net,port", fam)
         self.denied = SetSpec("og-denied%d" % version, "hash:ip", fam, maxelem=DENIED_MAXELEM, timeout=DENIED_TIMEOUT)
+        self.blocked = SetSpec("og-blocked%d" % version, "hash:ip,port,ip", fam, maxelem=BLOCKED_MAXELEM,
+                               timeout=BLOCKED_TIMEOUT)
+        self.observed = SetSpec("og-observed%d" % version, "hash:ip,port,ip", fam, maxelem=BLOCKED_MAXELEM,
+                                timeout=BLOCKED_TIMEOUT)
         # Filled by og-dns (og_learn.LearnSets) and emptied by the kernel's timeouts: never flushed or swapped.
         self.learn = SetSpec("og-learn%d" % version, "hash:ip", fam, maxelem=LEARN_MAXELEM, timeout=LEARN_TIMEOUT)
         self.learnp = SetSpec("og-learnp%d" % version, "hash:ip,port", fam, maxelem=LEARN_MAXELEM,
@@ -151,7 +161,7 @@ class Family(object):
     @property
     def sets(self):
         return [self.clients, self.allow, self.allow_in, self.allowp, self.allowp_in, self.denied, self.learn,
-                self.learnp]
+                self.learnp, self.blocked, self.observed]
 
     @property
     def learn_sets(self):
@@ -197,19 +207,35 @@ class Family(object):
             "-A %s -o %s -m set --match-set %s src -j %s" % (CHAIN, out, c, REJECT_CHAIN),
         ]
 
-    def reject_rules(self):
-        """OG-REJECT: count a new connection attempt against its destination in the denied set, then refuse it.
+    def reject_rules(self, mode="enforce"):
+        """OG-REJECT: record a new connection attempt, then refuse it (enforce) or let it pass (observe).
 
         OG-FORWARD jumps here after accepting ESTABLISHED,RELATED, so NEW and INVALID packets arrive; only NEW
         ones count. An attempt to a recorded destination is counted by the set match (it updates the element's
         counters by default); the first attempt is counted by SET itself, which creates the element with that
         packet's counters (1 packet, its length). No --exist: re-adding would reset the counters to that one
         packet, so an address is forgotten DENIED_TIMEOUT after its first recorded attempt and starts again.
+        Each attempt is counted twice, in the same way: per destination (og-denied, the metric) and per
+        (destination, protocol:port, client) (og-blocked, what the agent reports to the server).
+
+        In observe mode the attempt goes to og-observed by (destination, protocol:port, client) instead and its
+        NEW packet is accepted (the rest of the flow then passes as ESTABLISHED); INVALID packets are still refused.
         """
-        d = self.denied.name
+        if mode == "observe":
+            o = self.observed.name
+            return [
+                "-A %s -m conntrack --ctstate NEW -m set --match-set %s dst,dst,src" % (REJECT_CHAIN, o),
+                "-A %s -m conntrack --ctstate NEW -j SET --add-set %s dst,dst,src" % (REJECT_CHAIN, o),
+                "-A %s -m conntrack --ctstate NEW -j ACCEPT" % REJECT_CHAIN,
+                "-A %s -p tcp -j REJECT --reject-with tcp-reset" % REJECT_CHAIN,
+                "-A %s -j REJECT --reject-with %s" % (REJECT_CHAIN, self.reject_with),
+            ]
+        d, b = self.denied.name, self.blocked.name
         return [
             "-A %s -m conntrack --ctstate NEW -m set --match-set %s dst" % (REJECT_CHAIN, d),
             "-A %s -m conntrack --ctstate NEW -j SET --add-set %s dst" % (REJECT_CHAIN, d),
+            "-A %s -m conntrack --ctstate NEW -m set --match-set %s dst,dst,src" % (REJECT_CHAIN, b),
+            "-A %s -m conntrack --ctstate NEW -j SET --add-set %s dst,dst,src" % (REJECT_CHAIN, b),
             "-A %s -p tcp -j REJECT --reject-with tcp-reset" % REJECT_CHAIN,
             "-A %s -j REJECT --reject-with %s" % (REJECT_CHAIN, self.reject_with),
         ]
@@ -249,12 +275,22 @@ def parse_client_networks(raw, ipv6):
     return [str(n) for n in sorted(set(nets), key=lambda n: (n.version, n))]
 
 
+def check_mode(mode):
+    """The gateway mode, checked; raises FirewallError naming a bad one."""
+    if mode not in MODES:
+        raise FirewallError("gateway mode %r is not one of %s: use enforce (refuse what is not allowed) or observe "
+                            "(forward it and record it as would-have-been-refused)" % (mode, ", ".join(MODES)))
+    return mode
+
+
 class EgressPolicy(object):
     """What the gateway enforces: which networks are clients, which interface leads out, whether IPv6 too."""
 
     def __init__(self, client_networks, outside_interface, ipv6=False, internal_networks=DEFAULT_INTERNAL_NETWORKS,
-                 allow_dns_over_tls=False):
+                 allow_dns_over_tls=False, mode="enforce"):
         self.raw_client_networks = list(client_networks or [])
+        # enforce: refuse what is not allowed; observe: forward it and record it as "would have been refused".
+        self.mode = mode
         self.outside_interface = outside_interface
         self.ipv6 = bool(ipv6)
         # False: clients' TCP to port 853 is refused, so names are resolved through og-dns (docs/dns.md).
@@ -269,6 +305,7 @@ class EgressPolicy(object):
     def check(self):
         """Raise FirewallError naming the first bad setting."""
         parse_client_networks(self.raw_client_networks, self.ipv6)
+        check_mode(self.mode)
 
     @property
     def client_networks(self):
@@ -564,7 +601,7 @@ class Firewall(object):
             "clients": sorted(self._clients(fam)),
             "jumps": {jump: [1] for jump in JUMPS},
             "chains": {("filter", CHAIN): fam.forward_rules(out, self.policy.allow_dns_over_tls),
-                       ("filter", REJECT_CHAIN): fam.reject_rules(),
+                       ("filter", REJECT_CHAIN): fam.reject_rules(check_mode(self.policy.mode)),
                        ("nat", NAT_CHAIN): fam.nat_rules(out)},
         }
 
@@ -893,6 +930,60 @@ class Firewall(object):
                 result.update(parse_save(res.stdout).get(fam.denied.name, {}))
         return result
 
+    def blocked(self):
+        """[Attempt] of the new connections refused (enforce) or let through in observe mode, per (client,
+        destination, protocol, port), all families, read from the og-blocked and og-observed sets.
 
-__all__ = ["CommandError", "Counters", "EgressPolicy", "Firewall", "FirewallError", "PolicyPlan", "Step",
-           "TargetError"]
+        `age` is the seconds since the first recorded attempt (BLOCKED_TIMEOUT less the element's remaining
+        timeout: the SET target never refreshes it). At most BLOCKED_MAXELEM per set and family are recorded.
+        """
+        result = []
+        for fam in self.families:
+            for spec, observed in ((fam.blocked, False), (fam.observed, True)):
+                res = self.run(["ipset", "list", "-o", "save", spec.name], check=False)
+                if res.rc != 0:  # not there before apply() or after remove()
+                    continue
+                for member, timeout, packets, bytes_ in _SAVE_TRIPLE.findall(res.stdout):
+                    dst, proto_port, src = member.split(",")
+                    proto, _colon, port = proto_port.partition(":")
+                    age = max(0, BLOCKED_TIMEOUT - int(timeout)) if timeout else 0
+                    result.append(Attempt(src, dst, proto, port, int(packets), int(bytes_), age, observed))
+        return result
+
+
+# One member line of a hash:ip,port,ip set with timeout and counters: (member, timeout, packets, bytes) as texts.
+_SAVE_TRIPLE = re.compile(r"^add \S+ (\S+,\S+,\S+)(?: timeout (\d+))? packets (\d+) bytes (\d+)", re.M)
+
+
+class Attempt(tuple):
+    """One recorded attempt: (client, destination, proto, port, packets, bytes, age seconds, observed).
+
+    `port` is a text: the destination port for tcp/udp/sctp, "type/code" for icmp, "0" for other protocols.
+    """
+
+    __slots__ = ()
+    FIELDS = ("client", "destination", "proto", "port", "packets", "bytes", "age", "observed")
+
+    def __new__(cls, client, destination, proto, port, packets, bytes_, age, observed):
+        return tuple.__new__(cls, (client, destination, proto, port, packets, bytes_, age, observed))
+
+    client = property(operator.itemgetter(0))
+    destination = property(operator.itemgetter(1))
+    proto = property(operator.itemgetter(2))
+    port = property(operator.itemgetter(3))
+    packets = property(operator.itemgetter(4))
+    bytes = property(operator.itemgetter(5))
+    age = property(operator.itemgetter(6))
+    observed = property(operator.itemgetter(7))
+
+    @property
+    def key(self):
+        """What identifies an attempt's element: (client, destination, proto, port, observed)."""
+        return (self[0], self[1], self[2], self[3], self[7])
+
+    def as_dict(self):
+        return dict(zip(self.FIELDS, self))
+
+
+__all__ = ["Attempt", "CommandError", "Counters", "EgressPolicy", "Firewall", "FirewallError", "PolicyPlan",
+           "Step", "TargetError"]

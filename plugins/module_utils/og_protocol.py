@@ -31,6 +31,7 @@ MAX_DOMAIN = 255           # characters of a domain entry's name (a DNS name, or
 MAX_PORTS = 64             # port specs of one domain entry
 MAX_LEARNED = 5000         # items of each list of a learned frame
 MAX_BATCH = 128            # characters of a learned frame's batch (the spool file's name)
+MAX_BLOCKED = 5000         # attempts in one blocked frame (each ~150 bytes: well under MAX_MESSAGE)
 
 # Frame types.
 HELLO = "hello"
@@ -42,9 +43,11 @@ DELTA = "delta"
 DOMAINS = "domains"
 LEARNED = "learned"
 LEARNED_ACK = "learned_ack"
+BLOCKED = "blocked"
+MODE = "mode"
 ERROR = "error"
-AGENT_FRAMES = (HELLO, ACK, HEARTBEAT, COUNTERS, LEARNED, ERROR)                # what an agent sends
-SERVER_FRAMES = (SNAPSHOT, DELTA, DOMAINS, LEARNED_ACK, HEARTBEAT, ERROR)       # what a server sends
+AGENT_FRAMES = (HELLO, ACK, HEARTBEAT, COUNTERS, LEARNED, BLOCKED, ERROR)       # what an agent sends
+SERVER_FRAMES = (SNAPSHOT, DELTA, DOMAINS, LEARNED_ACK, MODE, HEARTBEAT, ERROR)  # what a server sends
 
 # Features a peer announces (hello: the agent's; snapshot and delta: the server's). A server sends a domains
 # frame only to an agent that announced FEATURE_DOMAINS: an agent from before it would refuse the frame type.
@@ -57,6 +60,14 @@ FEATURE_LEARNED = "learned"
 # first MAX_DIFFERS of each named; the fleet view says what differs instead of a bare "differs".
 FEATURE_DIFFERS = "differs"
 MAX_DIFFERS = 100
+# An agent sends blocked frames (the attempts its gateway refused, or let through in observe mode, since the
+# previous frame) only to a server that announced FEATURE_BLOCKED. Fire and forget, like counters.
+FEATURE_BLOCKED = "blocked"
+# A server sends mode frames (enforce or observe, set through its API) only to an agent that announced FEATURE_MODE
+# in its hello: an agent from before it would refuse the frame type. Such an agent keeps its configured mode.
+FEATURE_MODE = "mode"
+GATEWAY_MODES = ("enforce", "observe")
+BLOCKED_PROTOS = ("tcp", "udp", "sctp", "udplite", "icmp", "icmpv6", "ipv6-icmp")
 
 # Error codes of an error frame.
 BAD_MESSAGE = "bad_message"
@@ -92,6 +103,7 @@ class Hello:
     digest: Optional[str] = None
     holding: Optional[Holding] = None
     features: Tuple[str, ...] = ()
+    mode: Optional[str] = None     # enforce or observe, what the gateway runs now (None: an agent before it)
 
 
 @dataclass(frozen=True)
@@ -256,6 +268,47 @@ class LearnedAck:
     TYPE: ClassVar[str] = LEARNED_ACK
 
     batch: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Attempts from `client` to `destination` `proto`/`port` since the previous blocked frame: `count` new
+    connections (`bytes` their first packets' bytes), the first recorded at `first`, the last by `last` (epoch s);
+    `observed`: let through by a gateway in observe mode ("would have been refused")."""
+
+    client: str
+    destination: str
+    proto: str
+    port: str
+    count: int
+    bytes: int
+    first: int
+    last: int
+    observed: bool = False
+
+    def to_wire(self):
+        return {"client": self.client, "destination": self.destination, "proto": self.proto, "port": self.port,
+                "count": self.count, "bytes": self.bytes, "first": self.first, "last": self.last,
+                "observed": self.observed}
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """agent -> server (only to a server that announced FEATURE_BLOCKED): refused (or observed) attempts."""
+
+    TYPE: ClassVar[str] = BLOCKED
+
+    attempts: Tuple[Attempt, ...]
+    mode: str = "enforce"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """server -> agent (only to an agent that announced FEATURE_MODE): enforce or observe."""
+
+    TYPE: ClassVar[str] = MODE
+
+    mode: str
 
 
 # ---- parsing ------------------------------------------------------------------------------------------------
@@ -465,6 +518,52 @@ def _differs(msg):
     return result
 
 
+def _mode(msg):
+    value = msg.get("mode")
+    if value not in GATEWAY_MODES:
+        raise ProtocolError("%s mode must be one of %s, not %r" % (msg["type"], ", ".join(GATEWAY_MODES), value))
+    return value
+
+
+def _blocked(msg):
+    """A blocked frame's attempts, each checked (addresses as text: the server's rules check them)."""
+    value = msg.get("attempts")
+    if not isinstance(value, list) or len(value) > MAX_BLOCKED:
+        raise ProtocolError("blocked attempts must be a list of at most %d objects, not %r"
+                            % (MAX_BLOCKED, value if not isinstance(value, list) else "%d items" % len(value)))
+    attempts = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise ProtocolError("blocked attempts item must be an object, not %r" % (item,))
+        for key in ("client", "destination"):
+            address = item.get(key)
+            if not isinstance(address, str) or not 0 < len(address) <= 64:
+                raise ProtocolError("blocked %s must be an IP address such as \"198.51.100.20\", not %r"
+                                    % (key, address))
+        proto = item.get("proto")
+        if proto not in BLOCKED_PROTOS and not (isinstance(proto, str) and proto.isdigit() and len(proto) <= 3):
+            raise ProtocolError("blocked proto must be one of %s or a protocol number, not %r"
+                                % (", ".join(BLOCKED_PROTOS), proto))
+        port = item.get("port")
+        if not isinstance(port, str) or not 0 < len(port) <= 32:
+            raise ProtocolError("blocked port must be a text of 1-32 characters such as \"443\", not %r" % (port,))
+        count = item.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ProtocolError("blocked count must be a positive integer, not %r" % (count,))
+        numbers = []
+        for key in ("bytes", "first", "last"):
+            number = item.get(key, 0)
+            if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+                raise ProtocolError("blocked %s must be a non-negative integer%s, not %r"
+                                    % (key, "" if key == "bytes" else " (epoch seconds)", number))
+            numbers.append(number)
+        observed = item.get("observed", False)
+        if not isinstance(observed, bool):
+            raise ProtocolError("blocked observed must be true or false, not %r" % (observed,))
+        attempts.append(Attempt(item["client"], item["destination"], proto, port, count, *numbers, observed))
+    return Blocked(tuple(attempts), _mode(msg) if "mode" in msg else "enforce")
+
+
 def _error(msg):
     return Error(str(msg.get("code")), str(msg.get("message"))[:500])
 
@@ -485,7 +584,7 @@ def parse_agent_frame(raw):
             except TargetError as exc:
                 raise ProtocolError("hello %s" % exc) from None
         return Hello(name, str(msg.get("agent_version", ""))[:32], _int(msg, "revision"),
-                     _digest(msg, required=False), holding, _features(msg))
+                     _digest(msg, required=False), holding, _features(msg), _mode(msg) if "mode" in msg else None)
     if kind == ACK:
         return Ack(_int(msg, "revision"), _digest(msg), _int(msg, "count"), _differs(msg))
     if kind == HEARTBEAT:
@@ -495,6 +594,8 @@ def parse_agent_frame(raw):
                         msg.get("ts"))
     if kind == LEARNED:
         return _learned(msg)
+    if kind == BLOCKED:
+        return _blocked(msg)
     return _error(msg)
 
 
@@ -521,6 +622,8 @@ def parse_server_frame(raw):
         return Domains(_int(msg, "revision"), _domains(msg))
     if kind == LEARNED_ACK:
         return LearnedAck(_batch(msg))
+    if kind == MODE:
+        return Mode(_mode(msg))
     if kind == HEARTBEAT:
         return Heartbeat(msg.get("ts"))
     return _error(msg)
@@ -535,10 +638,12 @@ def encode(kind, **fields):
     return json.dumps(msg, separators=(",", ":"))
 
 
-def hello(name, agent_version, revision, digest, holding=None, features=()):
+def hello(name, agent_version, revision, digest, holding=None, features=(), mode=None):
     """The agent's hello; `holding` (an og_elements.Holding) says what it holds of the published set, `features`
-    what it speaks beyond the base protocol (FEATURE_DOMAINS: send it domains frames)."""
+    what it speaks beyond the base protocol (FEATURE_DOMAINS: send it domains frames), `mode` what it runs."""
     fields = {"name": name, "agent_version": agent_version, "revision": revision, "digest": digest}
+    if mode is not None:
+        fields["mode"] = _mode({"type": HELLO, "mode": mode})
     if holding is not None:
         fields["holds"] = holding.to_wire()
     if features:
@@ -619,3 +724,21 @@ def learned_ack(batch):
     """The server's answer to the learned frame of `batch`: stored, the agent may delete its spool file."""
     _batch({"type": LEARNED_ACK, "batch": batch})
     return encode(LEARNED_ACK, batch=batch)
+
+
+def blocked(attempts, mode="enforce"):
+    """The blocked frames of `attempts` (Attempt or their wire dicts), MAX_BLOCKED to a frame; each checked by the
+    rules the parser applies, so an agent never sends what a server would refuse."""
+    wire = [a.to_wire() if isinstance(a, Attempt) else dict(a) for a in attempts]
+    frames = []
+    for start in range(0, len(wire), MAX_BLOCKED):
+        part = wire[start:start + MAX_BLOCKED]
+        _blocked({"type": BLOCKED, "attempts": part, "mode": mode})
+        frames.append(encode(BLOCKED, mode=mode, attempts=part))
+    return frames
+
+
+def mode(value):
+    """The server's mode frame: the gateway enforces or observes."""
+    _mode({"type": MODE, "mode": value})
+    return encode(MODE, mode=value)

@@ -49,6 +49,16 @@ options:
         through the gateway's DNS forwarder (og-dns), which learns their addresses.
     type: bool
     default: false
+  mode:
+    description:
+      - V(enforce) refuses what is not allowed. V(observe) forwards it and records it as "would have been refused"
+        in the C(og-observed4)/C(og-observed6) sets, which the gateway agent reports to the server's Blocked page.
+      - Switching reloads only the C(OG-FORWARD) and C(OG-REJECT) chains; the allowlist stays.
+      - The agent follows a mode set on the server (C(PUT /api/v1/gateways/NAME/mode)); it re-applies its own
+        within its drift interval when this module applied another.
+    type: str
+    choices: [enforce, observe]
+    default: enforce
   allowed:
     description:
       - Allowed destinations as elements, for example V(198.51.100.10), V(198.51.100.0/24), V(2001:db8::/64),
@@ -269,6 +279,7 @@ def main():
             outside_interface=dict(type="str"),
             ipv6=dict(type="bool", default=False),
             allow_dns_over_tls=dict(type="bool", default=False),
+            mode=dict(type="str", choices=["enforce", "observe"], default="enforce"),
             allowed=dict(type="list", elements="str"),
             exclusive=dict(type="bool", default=False),
             state=dict(type="str", choices=["present", "absent"], default="present"),
@@ -284,7 +295,7 @@ def main():
         ipv6 = True  # absent leaves no owned object behind, whichever families were in use
     try:
         fw = Firewall(EgressPolicy(params["client_networks"] or [], params["outside_interface"], ipv6=ipv6,
-                                   allow_dns_over_tls=params["allow_dns_over_tls"]), runner)
+                                   allow_dns_over_tls=params["allow_dns_over_tls"], mode=params["mode"]), runner)
         if params["state"] == "present":
             present(module, fw, out)
         else:

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from ..errors import BodyError, PageError, QueryError, RequestError, TimeError, error
 from ..extensions import db
 from ..models import Entry
-from ..services import audit, changelog, entries, fleet, tokens, traffic, unlisted
+from ..services import audit, blocked, changelog, entries, fleet, gateways, tokens, traffic, unlisted
 from ..version import __version__
 from .openapi import document
 
@@ -62,6 +62,7 @@ QUERY = {
     "api.entry_traffic": {"window", "gateway"},
     "api.list_unlisted": {"page", "per_page", "sort", "gateway", "name", "since"},
     "api.traffic_series": {"window", "gateway", "destination", "entry", "format"},
+    "api.list_blocked": {"page", "per_page", "client", "gateway", "destination", "observed", "sort"},
 }
 
 
@@ -386,6 +387,55 @@ def entry_traffic(entry_id):
 @requires("read")
 def list_gateways():
     return jsonify(fleet.view(lambda value: value.isoformat() + "Z" if value else None))
+
+
+def _iso(value):
+    return value.isoformat() + "Z" if value else None
+
+
+@bp.get("/blocked")
+@requires("read")
+def list_blocked():
+    page, per_page = _page_args()
+    observed = request.args.get("observed")
+    if observed not in (None, "true", "false"):
+        return error(400, "invalid_observed", "observed %r must be true (only what observe mode let through) or "
+                     "false (only what was refused)" % observed)
+    sort = request.args.get("sort", "newest")
+    if sort not in blocked.SORTS:
+        return error(400, "invalid_sort", "sort %r must be one of %s" % (sort, ", ".join(blocked.SORTS)))
+    rows, total = blocked.query(request.args.get("client"), request.args.get("gateway"),
+                                request.args.get("destination"), None if observed is None else observed == "true",
+                                sort, page, per_page)
+    return jsonify({"items": [blocked.to_json(r, _iso) for r in rows], "total": total, "page": page,
+                    "per_page": per_page, "sort": sort})
+
+
+@bp.post("/blocked/<id:attempt_id>/allow")
+@requires("write")
+def allow_blocked(attempt_id):
+    body = _json_body()
+    if not isinstance(body, dict) or set(body) - {"duration"}:
+        return error(400, "invalid_body", "the body must be {\"duration\": \"permanent|1h|1d|1w\"}")
+    entry, revision, _row = blocked.allow(attempt_id, body.get("duration", "permanent"), current_app.config["OG"],
+                                          g.token.name)
+    data = entries.to_json(entry)
+    data["revision"] = revision
+    response = jsonify(data)
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_entry", entry_id=entry.id)
+    return response
+
+
+@bp.put("/gateways/<name>/mode")
+@requires("admin")
+def set_gateway_mode(name):
+    body = _json_body()
+    if not isinstance(body, dict) or set(body) != {"mode"}:
+        return error(400, "invalid_body", "the body must be {\"mode\": \"enforce\"} or {\"mode\": \"observe\"}")
+    gw, before = gateways.set_mode(name, body["mode"])
+    return jsonify({"name": gw.name, "mode": gw.mode, "before": before or None, "running_mode": gw.running_mode
+                    or None})
 
 
 @bp.get("/openapi.json")

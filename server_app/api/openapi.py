@@ -172,6 +172,13 @@ SCHEMAS = {
                    "description": "when it differs: the elements its last ack counted and those expected of it"},
         "families": {"type": ["array", "null"], "items": {"type": "integer", "enum": [4, 6]},
                      "description": "the address families it holds; null if its agent did not say"},
+        "mode": {"type": S, "enum": ["enforce", "observe"], "description": "the gateway's mode: set through PUT "
+                 "/gateways/{name}/mode, else what its agent said it runs (og_gateway_mode), else enforce"},
+        "running_mode": {"type": [S, "null"], "enum": ["enforce", "observe", None],
+                         "description": "what the agent runs: its hello's mode, then each mode the server sent it; "
+                         "null for an agent from before modes (it enforces)"},
+        "mode_set": {"type": [S, "null"], "enum": ["enforce", "observe", None],
+                     "description": "the mode set through the API; null: the agent's own (og_gateway_mode)"},
         "not_enforced": {"oneOf": [{"type": "null"}, obj({
             "count": {"type": "integer", "minimum": 0}, "reasons": {"type": "array", "items": {"type": S}},
             "elements": {"type": "array", "maxItems": 100, "items": obj({
@@ -201,6 +208,22 @@ SCHEMAS = {
         "end": dict(TIME, description="UTC, now: the last bucket holds it and is partial"),
         "units": {"type": "object", "additionalProperties": {"type": S}},
         "points": {"type": "array", "items": obj(dict({"time": TIME}, **RATES, **COUNTS))}}),
+    "Blocked": obj({
+        "id": {"type": "integer"}, "gateway": {"type": S},
+        "client": {"type": S, "description": "the client address that tried"},
+        "destination": {"type": S}, "proto": {"type": S, "examples": ["tcp", "udp", "icmp"]},
+        "port": {"type": S, "description": "the destination port (tcp, udp, sctp), the ICMP type, or 0",
+                 "examples": ["443", "echo-request"]},
+        "observed": {"type": "boolean", "description": "let through by a gateway in observe mode: would have been "
+                     "refused"},
+        "count": {"type": "integer", "minimum": 1, "description": "new connections attempted"},
+        "bytes": {"type": "integer", "minimum": 0, "description": "bytes of their first packets"},
+        "first_seen": TIME, "last_seen": dict(TIME, description="within one agent counters interval (15 s)"),
+        "entry": obj({"target": {"type": S}, "ports": {"type": "array", "items": {"type": S}}},
+                     extra=False)}),
+    "BlockedPage": dict(page_of("Blocked"), required=["items", "total", "page", "per_page"]),
+    "GatewayMode": obj({"name": {"type": S}, "mode": {"type": S, "enum": ["enforce", "observe"]},
+                        "before": {"type": [S, "null"]}, "running_mode": {"type": [S, "null"]}}),
     "GatewayList": obj({"revision": {"type": "integer"}, "items": {"type": "array", "items": ref("Gateway")}}),
     "AuditEvent": obj({
         "id": {"type": "integer"}, "at": TIME, "actor": {"type": S}, "actor_kind": {"type": S},
@@ -340,6 +363,37 @@ PATHS = {
     "/gateways": {
         "get": {"summary": "The gateway fleet: connection, applied revision, lag, digest match",
                 "operationId": "listGateways", "responses": dict(_ok("GatewayList"), **COMMON)}},
+    "/gateways/{name}/mode": {
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": S}}],
+        "put": {"summary": "Set a gateway to enforce or observe (admin, audited); its agent follows within a second",
+                "operationId": "setGatewayMode",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": obj(
+                    {"mode": {"type": S, "enum": ["enforce", "observe"]}})}}},
+                "responses": dict(_ok("GatewayMode"), **{"400": _err("mode is not enforce or observe"),
+                                                         "404": _err("no such gateway")}, **COMMON)}},
+    "/blocked": {
+        "get": {"summary": "Attempts the gateways refused (or let through in observe mode), newest and busiest "
+                           "first", "operationId": "listBlocked",
+                "parameters": PAGE_PARAMS + [
+                    _q("client", description="an address, or a network of up to 4,096 addresses"),
+                    _q("gateway", description="a gateway name"),
+                    _q("destination", description="an address, or a network of up to 4,096 addresses"),
+                    _q("observed", {"type": S, "enum": ["true", "false"]},
+                       "true: only what observe mode let through; false: only what was refused"),
+                    _q("sort", {"type": S, "enum": ["newest", "busiest"]})],
+                "responses": dict(_ok("BlockedPage"), **{"400": _err("bad filter")}, **COMMON)}},
+    "/blocked/{attempt_id}/allow": {
+        "parameters": [{"name": "attempt_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+        "post": {"summary": "Allow what a blocked attempt asked for: an entry for its destination (and port), "
+                            "permanent or for 1 h, 1 day or 1 week, created like POST /entries",
+                 "operationId": "allowBlocked",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": obj(
+                     {"duration": {"type": S, "enum": ["permanent", "1h", "1d", "1w"]}}, required=[])}}},
+                 "responses": dict(_ok("Entry", "created", "201"), **{
+                     "400": _err("bad duration or body, or the destination is refused as an entry"),
+                     "404": _err("no such blocked attempt"),
+                     "409": _err("an entry for this destination and port exists; the message names its id")},
+                     **COMMON)}},
     "/traffic": {
         "get": {"summary": "Traffic in a window: the total (each byte once), top entries (shared bytes marked, "
                            "deleted entries kept) and top destinations", "operationId": "getTraffic",

@@ -195,5 +195,8 @@ def view(when):
         "agent_version": gw.agent_version,
         "applied_revision": gw.applied_revision, "lag": max(0, head - gw.applied_revision),
         "digest_match": bool(gw.digest_match and gw.applied_revision == head), "elements": gw.elements,
-        "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen)},
+        "connected_at": when(gw.connected_at), "last_seen": when(gw.last_seen),
+        # mode: set through the API, else what the agent said it runs; running_mode: what it runs (None: unsaid).
+        "mode": gw.mode or gw.running_mode or "enforce", "mode_set": gw.mode or None,
+        "running_mode": gw.running_mode or None},
         **gateway_state(gw, head, memo)) for gw in rows]}

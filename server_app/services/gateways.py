@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 import uuid
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from ..errors import RequestError
 from ..extensions import db
 from ..models import Gateway, utcnow
+from . import audit
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +32,16 @@ def connected(gw, now):
                 and now - gw.last_seen <= dt.timedelta(seconds=DEAD_AFTER))
 
 
-def open_session(name, address, agent_version, replica, holds=""):
+def open_session(name, address, agent_version, replica, holds="", running_mode=""):
     """Record that `replica` now holds the session of gateway `name` (holds: what its hello said it holds, as
-    JSON, "" for an agent that did not say); return the session's id."""
+    JSON, "" for an agent that did not say; running_mode: the mode its hello said it runs); return the session's
+    id."""
     session = uuid.uuid4().hex
     gw = db.session.query(Gateway).filter_by(name=name).one_or_none() or Gateway(name=name)
     gw.address = address
     gw.agent_version = agent_version
     gw.holds = holds
+    gw.running_mode = running_mode or ""
     gw.connected = True
     gw.connected_at = gw.last_seen = utcnow()
     gw.session_replica = replica
@@ -60,3 +66,58 @@ def release_replica(replica):
     if done.rowcount:
         log.info("replica %s: %d gateway session(s) of its previous run marked disconnected", replica, done.rowcount)
     return done.rowcount
+
+
+MODES = ("enforce", "observe")
+
+
+class ModeError(RequestError):
+    """A refused mode change: status, code and a message naming the value and the fix."""
+
+
+def set_mode(name, mode):
+    """Set gateway `name`'s mode (enforce or observe) for its agent to follow, audited; returns (gateway, before).
+
+    A gateway the server has not met yet is refused: its name would be a guess (404)."""
+    if mode not in MODES:
+        raise ModeError(400, "invalid_mode", "mode %r must be enforce (refuse what is not allowed) or observe "
+                        "(forward it and record it as would-have-been-refused)" % (mode,))
+    gw = db.session.query(Gateway).filter_by(name=name).one_or_none()
+    if gw is None:
+        raise ModeError(404, "not_found", "gateway %r is not known to this server: it appears once its agent "
+                        "has connected" % name)
+    before = gw.mode or gw.running_mode or ""
+    gw.mode = mode
+    forget_modes()
+    audit.record("gateway.mode", "gateway", name, "set gateway %s to %s (was %s)" % (name, mode, before or "unset"),
+                 before={"mode": before}, after={"mode": mode})
+    db.session.commit()
+    return gw, before
+
+
+def modes():
+    """{gateway name: mode} of the gateways whose mode was set through the API."""
+    return dict(db.session.execute(select(Gateway.name, Gateway.mode).where(Gateway.mode != "")).all())
+
+
+_modes = {}
+_modes_lock = threading.Lock()
+
+
+def cached_modes(every):
+    """modes(), read at most once per `every` seconds per database however many sessions ask (a mode set on
+    another replica reaches its gateway's session within that; one set here at once, see forget_modes)."""
+    key = str(db.engine.url)
+    with _modes_lock:
+        now = time.monotonic()
+        cached = _modes.get(key)
+        if cached is None or now - cached[0] >= every:
+            cached = _modes[key] = (now, modes())
+            db.session.commit()
+        return cached[1]
+
+
+def forget_modes():
+    """Drop the cached modes: the sessions of this process read them again at their next check."""
+    with _modes_lock:
+        _modes.clear()

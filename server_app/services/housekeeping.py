@@ -3,7 +3,8 @@
 Every second it deletes the entries whose expiry has passed and the learned addresses whose learned answer
 ended (services/learned.py), waking the hub when that made revisions; every
 5 seconds it writes the gateways' traffic counters gathered in memory, every 10 seconds it bounds the unlisted
-names (services/unlisted.py: dns_unlisted_retention_days, then dns_unlisted_max_rows), and every hour it sums
+names (services/unlisted.py: dns_unlisted_retention_days, then dns_unlisted_max_rows), every minute it prunes the
+blocked attempts to blocked_retention_days and blocked_max_rows (services/blocked.py), and every hour it sums
 the per-minute traffic older than 25 hours into hourly rows (services/traffic.py, rollup) and deletes traffic
 older than traffic_retention_days.
 """
@@ -16,7 +17,7 @@ import time
 
 from ..extensions import db
 from ..models import utcnow
-from . import entries, learned, unlisted
+from . import blocked, entries, learned, unlisted
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ TRAFFIC_PRUNE_EVERY = 3600.0
 # The unlisted table may hold more than dns_unlisted_max_rows for up to this long (og-dns writes at most one
 # frame a second per gateway, with at most 1,000 names each).
 UNLISTED_PRUNE_EVERY = 10.0
+BLOCKED_PRUNE_EVERY = 60.0
 
 
 class Housekeeper:
@@ -36,7 +38,7 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
-        self._last = {"expire": 0.0, "flush": 0.0, "prune": 0.0, "unlisted": 0.0}
+        self._last = {"expire": 0.0, "flush": 0.0, "prune": 0.0, "unlisted": 0.0, "blocked": 0.0}
 
     def start(self):
         with self._lock:
@@ -74,6 +76,10 @@ class Housekeeper:
                     log.info("unlisted names pruned reason=%s rows=%d", reason, count)
                     if counter is not None:
                         counter.labels(reason=reason).inc(count)
+        if self._due("blocked", BLOCKED_PRUNE_EVERY, now):
+            gone = blocked.prune(self.app.config["OG"])
+            if gone:
+                log.info("blocked attempts pruned rows=%d", gone)
         traffic = self.app.extensions.get("og_traffic")
         if traffic is not None and self._due("flush", TRAFFIC_FLUSH_EVERY, now):
             traffic.flush()

@@ -5,7 +5,7 @@
   var table = document.getElementById("fleet");
   if (!table) { return; }
   var source = table.getAttribute("data-source");
-  var columns = ["name", "connected", "applied_revision", "lag", "status", "elements", "agent_version",
+  var columns = ["name", "connected", "mode", "applied_revision", "lag", "status", "elements", "agent_version",
                  "address", "last_seen"];
 
   // One group of what a gateway does not hold and why, its elements listed (text only, as everywhere here).
@@ -50,7 +50,18 @@
 
   function cell(key, gw, opened) {
     var td = document.createElement("td");
-    if (key === "connected" || key === "status") {
+    if (key === "mode") {
+      var badge = document.createElement("span");
+      badge.className = "badge " + (gw.mode === "enforce" ? "ok" : "warn");
+      badge.textContent = gw.mode;
+      td.appendChild(badge);
+      if (gw.running_mode && gw.running_mode !== gw.mode) {
+        var pending = document.createElement("small");
+        pending.className = "muted";
+        pending.textContent = " agent still " + gw.running_mode;
+        td.appendChild(pending);
+      }
+    } else if (key === "connected" || key === "status") {
       var span = document.createElement("span");
       var good = key === "connected" ? gw.connected : gw.in_sync;
       span.className = "badge " + (good ? "ok" : (key === "connected" ? "bad" : "warn"));

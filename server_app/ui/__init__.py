@@ -19,7 +19,7 @@ from flask.sessions import SecureCookieSessionInterface
 from ..errors import RequestError, error as json_error, wants_html
 from ..extensions import db
 from ..models import Entry, Token, User, utcnow
-from ..services import audit, changelog, entries, fleet, tokens, traffic, users
+from ..services import audit, blocked, changelog, entries, fleet, gateways, tokens, traffic, users
 
 bp = Blueprint("ui", __name__, template_folder="../templates", static_folder="../static",
                static_url_path="/static")
@@ -555,6 +555,66 @@ def gateways_json():
     if g.user is None:
         return json_error(401, "unauthorized", "log in again")
     return jsonify(fleet.view(when))
+
+
+@bp.post("/gateways/<name>/mode")
+@page("admin")
+def set_gateway_mode(name):
+    mode = request.form.get("mode", "")
+    try:
+        _gw, before = gateways.set_mode(name, mode)
+    except gateways.ModeError as exc:
+        return render_template("ui/error.html", title="Refused", message=exc.message), exc.status
+    flash("Gateway %s set to %s (was %s); its agent follows within a second." % (name, mode, before or "unset"),
+          "success")
+    return redirect(url_for("ui.gateways_page"))
+
+
+# ---- blocked attempts ---------------------------------------------------------------------------------------
+BLOCKED_FILTERS = ("client", "gateway", "destination")
+BLOCKED_PER_PAGE = 50
+
+
+@bp.get("/blocked")
+@page("read")
+def blocked_page(error=None, status=200):
+    args = {k: (request.args.get(k) or "").strip() or None for k in BLOCKED_FILTERS}
+    sort = request.args.get("sort") if request.args.get("sort") in blocked.SORTS else "newest"
+    problem = None
+    try:
+        refused, refused_total = blocked.query(args["client"], args["gateway"], args["destination"], False, sort,
+                                               1, BLOCKED_PER_PAGE)
+        observed, observed_total = blocked.query(args["client"], args["gateway"], args["destination"], True,
+                                                 sort, 1, BLOCKED_PER_PAGE)
+    except blocked.BlockedError as exc:
+        problem = exc.message + "; showing every attempt"
+        args = dict.fromkeys(BLOCKED_FILTERS)
+        refused, refused_total = blocked.query(observed=False, sort=sort, per_page=BLOCKED_PER_PAGE)
+        observed, observed_total = blocked.query(observed=True, sort=sort, per_page=BLOCKED_PER_PAGE)
+    cfg = current_app.config["OG"]
+    return render_template("ui/blocked.html", refused=refused, refused_total=refused_total, observed=observed,
+                           observed_total=observed_total, args=args, sort=sort, problem=problem, error=error,
+                           durations=list(blocked.DURATIONS), spec=blocked.entry_spec,
+                           link=url_for("ui.blocked_page") + "?" + ("sort=busiest&" if sort == "busiest" else ""),
+                           retention=(cfg["blocked_retention_days"], cfg["blocked_max_rows"])), status
+
+
+DURATION_LABELS = {"permanent": "permanently", "1h": "for 1 hour", "1d": "for 1 day", "1w": "for 1 week"}
+
+
+@bp.post("/blocked/<id:attempt_id>/allow")
+@page("write")
+def allow_blocked(attempt_id):
+    duration = request.form.get("duration", "permanent")
+    try:
+        entry, revision, row = blocked.allow(attempt_id, duration, current_app.config["OG"], g.user.username)
+    except (blocked.BlockedError, entries.EntryError) as exc:
+        return blocked_page(error=exc.message, status=exc.status)
+    flash("Allowed %s %s as entry %d%s; asked for by %s via %s." % (
+        entries.describe(entry), DURATION_LABELS[duration], entry.id,
+        " at revision %d" % revision if revision else "", row.client, row.gateway), "success")
+    back = request.form.get("back")   # the page the form was on, with its filters (a local path only)
+    return redirect(_safe_next(back) if back else url_for("ui.blocked_page"))
 
 
 # ---- audit ------------------------------------------------------------------------------------------------

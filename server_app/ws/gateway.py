@@ -18,7 +18,7 @@ from og_kernel.og_protocol import ProtocolError
 
 from ..errors import error
 from ..models import db, utcnow
-from ..services import changelog, entries, gateways, learned, tokens
+from ..services import blocked, changelog, entries, gateways, learned, tokens
 from ..services.traffic import Traffic, TrafficError
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 DEAD_AFTER = gateways.DEAD_AFTER
 CLOSE_WAIT = 1.0           # seconds a stopping server waits for the agent to answer its close frame
 # What this server speaks beyond the base protocol, announced in every snapshot chunk and delta.
-FEATURES = (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED, og_protocol.FEATURE_DIFFERS)
+FEATURES = (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED, og_protocol.FEATURE_DIFFERS,
+            og_protocol.FEATURE_BLOCKED)
 # Seconds a replica reuses its read of the domain entries. A new domain entry need not take a revision (it has
 # no address before it resolves) and may be committed by another replica, so sessions that follow domains
 # re-read them this often (one query per replica, shared by all its sessions) as well as at every revision.
@@ -122,6 +123,7 @@ class GatewaySession:
         self.features = ()     # what the agent's hello said it speaks (FEATURE_DOMAINS: send it domains frames)
         self.domains_sent = None   # the digest of the domain entries this session sent last
         self.domains_checked = 0.0
+        self.mode = None       # what the agent runs: its hello's mode, then what we sent it
         self.last_heard = time.monotonic()
         self.last_beat = time.monotonic()
 
@@ -193,7 +195,9 @@ class GatewaySession:
         self.name = frame.name
         address = request.remote_addr or ""
         holds = json.dumps(self.holding.to_wire(), separators=(",", ":")) if self.holding else ""
-        self.session = gateways.open_session(frame.name, address, frame.agent_version, self.hub.replica, holds)
+        self.mode = frame.mode
+        self.session = gateways.open_session(frame.name, address, frame.agent_version, self.hub.replica, holds,
+                                             frame.mode or "")
         log.info("gateway %s connected from %s at revision %d", frame.name, address, frame.revision)
         self.catch_up(frame.revision, frame.digest)
 
@@ -214,7 +218,19 @@ class GatewaySession:
         else:
             self.send_snapshot(reason)
         self.send_domains(max(head, self.sent))
+        self.send_mode()
 
+    def send_mode(self):
+        """To an agent that announced FEATURE_MODE: the mode set through the API, when it differs from what the
+        agent runs (an agent without the feature keeps its own mode; the fleet shows both)."""
+        if og_protocol.FEATURE_MODE not in self.features:
+            return
+        wanted = gateways.cached_modes(DOMAINS_EVERY).get(self.name)
+        if wanted and wanted != self.mode:
+            self.ws.send(og_protocol.mode(wanted))
+            self.mode = wanted
+            self.hub.record_gateway(self.name, running_mode=wanted)
+            log.info("gateway %s sent mode %s", self.name, wanted)
     def send_domains(self, head):
         """To an agent that announced FEATURE_DOMAINS: the domain entries, when they differ from what it was sent
         last in this session (a new session sends them once, after its snapshot or first delta)."""
@@ -260,6 +276,7 @@ class GatewaySession:
                 self.send_domains(head)
             elif time.monotonic() - self.domains_checked >= DOMAINS_EVERY:
                 self.send_domains(head)
+                self.send_mode()
             while self.ws.input_buffer:
                 raw = self.ws.receive(timeout=0)
                 if raw is None:
@@ -282,6 +299,9 @@ class GatewaySession:
         if isinstance(frame, og_protocol.Hello):
             if frame.features:
                 self.features = frame.features
+            if frame.mode:
+                self.mode = frame.mode
+                self.hub.record_gateway(self.name, running_mode=frame.mode)
             if frame.holding is not None:
                 self.holding = frame.holding
                 self.hub.record_gateway(self.name, holds=json.dumps(self.holding.to_wire(), separators=(",", ":")))
@@ -309,6 +329,9 @@ class GatewaySession:
                 if counter is not None and result["unlisted"]:
                     counter.labels(gateway=self.name).inc(result["unlisted"])
                 self.ws.send(og_protocol.learned_ack(frame.batch))
+        elif isinstance(frame, og_protocol.Blocked):
+            # Fire and forget, like counters: what a lost frame carried is not sent again.
+            blocked.ingest(self.name, frame)
         else:
             # The agent refused a frame of ours and closes the connection (1008) after this one.
             log.warning("gateway %s refused a frame: %s: %s", self.name, frame.code, frame.message)

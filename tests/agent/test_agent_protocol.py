@@ -27,6 +27,8 @@ P = "198.51.100.20/32 443/tcp"
 D = "198.51.100.40/32"
 E = "203.0.113.0/28"
 HOLDS = Holding([4], DEFAULT_INTERNAL_NETWORKS).to_wire()   # the defaults: IPv6 off, the default internal networks
+# What the agent announces in its hello beyond the base protocol, and the mode it runs.
+SPEAKS = {"features": ["domains", "differs", "mode", "blocked"], "mode": "enforce"}
 
 
 def snapshot(revision, *chunks):
@@ -63,7 +65,7 @@ def test_hello_snapshot_deltas_and_acks_follow_the_kernel(gwns, scripted, start_
     assert conn.target == "/ws/gateway"
     assert conn.headers["authorization"] == "Bearer " + TOKEN
     assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__, "revision": 3,
-                           "digest": digest(["203.0.113.77/32"]), "holds": HOLDS, "features": ["domains", "differs"]}
+                           "digest": digest(["203.0.113.77/32"]), "holds": HOLDS, **SPEAKS}
     assert kernel_elements(gwns) == ["203.0.113.77/32"]
 
     # A snapshot in two chunks replaces everything at once; the ack's digest is the kernel's.
@@ -83,7 +85,7 @@ def test_hello_snapshot_deltas_and_acks_follow_the_kernel(gwns, scripted, start_
     # A delta that does not start at the applied revision is not applied: the agent says hello again.
     conn.send(delta(9, 10, add=[E]))
     assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__, "revision": 7,
-                           "digest": digest([A, B, D]), "holds": HOLDS, "features": ["domains", "differs"]}
+                           "digest": digest([A, B, D]), "holds": HOLDS, **SPEAKS}
     assert kernel_elements(gwns) == sorted([A, B, D])
     for frame in snapshot(10, [A, E]):
         conn.send(frame)
@@ -162,8 +164,7 @@ def test_bad_frames_are_refused_logged_and_the_rules_stay(gwns, scripted, start_
         # The agent lives on, keeps its rules, and comes back at the same revision.
         conn = scripted.next_connection()
         assert conn.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
-                               "revision": 1, "digest": digest([A, B]), "holds": HOLDS,
-                               "features": ["domains", "differs"]}
+                               "revision": 1, "digest": digest([A, B]), "holds": HOLDS, **SPEAKS}
         assert kernel_elements(gwns) == sorted([A, B])
         assert words in agent.log_since_start()
     assert agent.alive()
@@ -281,8 +282,7 @@ def test_a_close_frame_from_the_server_moves_the_agent_to_the_next_server_within
         assert conn.close_code == 1000            # the agent answered the close frame
         moved = other.next_connection(timeout=10)
         assert moved.next() == {"v": 1, "type": "hello", "name": "gw1", "agent_version": __version__,
-                                "revision": 1, "digest": digest([A]), "holds": HOLDS,
-                                "features": ["domains", "differs"]}
+                                "revision": 1, "digest": digest([A]), "holds": HOLDS, **SPEAKS}
         log = agent.log_since_start()
         assert "server %s closed the connection: 1001 server stopping; reconnect" % scripted.url in log
         delay = re.search(r"closed the connection: 1001 .*\n.* reconnecting in ([\d.]+)s to (\S+);", log)
@@ -335,7 +335,9 @@ def test_the_agent_follows_frames_built_by_og_protocol_and_answers_frames_it_par
     start_agent()
     conn = scripted.next_connection()
     assert typed(conn) == og_protocol.Hello("gw1", __version__, 0, digest([]),
-                                            Holding([4], DEFAULT_INTERNAL_NETWORKS), ("domains", "differs"))
+                                            Holding([4], DEFAULT_INTERNAL_NETWORKS),
+                                            ("domains", "differs", "mode", "blocked"),
+                                            "enforce")
     for frame in og_protocol.snapshot(5, [A, B, C, P], {A: ["api.partner.example"]}):
         conn.send(frame)
     assert typed(conn) == og_protocol.Ack(5, digest([A, B, C, P]), 4)
@@ -364,7 +366,9 @@ def test_a_frame_of_another_protocol_version_is_refused_with_bad_version_and_clo
     # A server that refuses the agent's version says so in an error frame and closes (1008): logged, rules stay.
     conn = scripted.next_connection()
     assert typed(conn) == og_protocol.Hello("gw1", __version__, 1, digest([A, B]),
-                                            Holding([4], DEFAULT_INTERNAL_NETWORKS), ("domains", "differs"))
+                                            Holding([4], DEFAULT_INTERNAL_NETWORKS),
+                                            ("domains", "differs", "mode", "blocked"),
+                                            "enforce")
     refusal = "protocol version 1 is not supported; this server speaks v2"
     conn.send(og_protocol.error(og_protocol.BAD_VERSION, refusal))
     conn.close(og_protocol.CLOSE_POLICY, refusal[:120])

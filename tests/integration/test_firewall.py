@@ -28,7 +28,8 @@ from og_kernel.og_firewall import EgressPolicy, Firewall, FirewallError
 policy, op = json.loads(sys.argv[1]), sys.argv[2]
 args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
 fw = Firewall(EgressPolicy(policy["client_networks"], policy["outside_interface"], policy["ipv6"],
-                           allow_dns_over_tls=policy.get("allow_dns_over_tls", False)))
+                           allow_dns_over_tls=policy.get("allow_dns_over_tls", False),
+                           mode=policy.get("mode", "enforce")))
 try:
     if op == "apply":
         fw.preflight(); out = fw.apply()
@@ -46,6 +47,9 @@ try:
         out = list(fw.rejected())
     elif op == "denied":
         out = {address: list(counts) for address, counts in fw.denied().items()}
+    elif op == "blocked":
+        out = sorted((a.as_dict() for a in fw.blocked()),
+                     key=lambda d: (d["client"], d["destination"], d["port"], d["observed"]))
     elif op == "metrics":
         # The agent's collector on this real firewall, the agent stood in for by what the collector reads.
         import threading, types
@@ -147,8 +151,8 @@ def test_replace_is_exact_atomic_and_skips_internal_elements(topo):
     assert refused_fast(topo, "198.51.100.10", 80)
     # No temporary set is left behind and the out and in sets hold the same members.
     assert sorted(topo.gw.run(["ipset", "list", "-n"]).stdout.split()) == [
-        "og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-clients4", "og-denied4", "og-learn4",
-        "og-learnp4"]
+        "og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-blocked4", "og-clients4", "og-denied4",
+        "og-learn4", "og-learnp4", "og-observed4"]
     save = topo.gw.run(["ipset", "save"]).stdout.splitlines()
     for out_set, in_set in (("og-allow4", "og-allow4-in"), ("og-allowp4", "og-allowp4-in")):
         outs = sorted(line.split()[2] for line in save if line.startswith("add %s " % out_set))
@@ -194,6 +198,73 @@ def test_denied_attempts_are_counted_per_destination_and_go_with_the_policy(topo
     assert fw(topo, "remove") is True
     assert og_objects(topo) == []
     assert fw(topo, "denied") == {}
+
+
+def test_refused_attempts_are_recorded_per_client_destination_and_port(topo):
+    plan = fw(topo, "plan")["diff"]["after"].splitlines()
+    assert "ipset og-blocked4 hash:ip,port,ip family inet timeout 3600 counters" in plan
+    assert ("iptables -t filter OG-REJECT rule 4: -m conntrack --ctstate NEW -j SET --add-set og-blocked4 "
+            "dst,dst,src") in plan
+    fw(topo, "apply")
+    fw(topo, "replace", ["198.51.100.10/32 80/tcp"])
+    assert tcp_probe(topo.client, "198.51.100.10", 80) == "ok"
+    assert fw(topo, "blocked") == []
+    for dummy in range(2):
+        assert refused_fast(topo, "198.51.100.20", 80)
+    assert refused_fast(topo, "198.51.100.10", 8443)  # allowed address, other port: refused, recorded by its port
+    # A second client address on the same client network.
+    topo.client.ip("addr", "add", "10.88.0.3/24", "dev", "eth0")
+    assert topo.client.run(["curl", "-s", "-m", "2", "--interface", "10.88.0.3", "http://198.51.100.20/"],
+                           check=False).returncode == 7  # connection refused
+    got = fw(topo, "blocked")
+    for row in got:
+        assert 0 <= row.pop("age") < 100
+    assert got == [
+        {"client": "10.88.0.2", "destination": "198.51.100.10", "proto": "tcp", "port": "8443", "packets": 1,
+         "bytes": 60, "observed": False},
+        {"client": "10.88.0.2", "destination": "198.51.100.20", "proto": "tcp", "port": "80", "packets": 2,
+         "bytes": 120, "observed": False},
+        {"client": "10.88.0.3", "destination": "198.51.100.20", "proto": "tcp", "port": "80", "packets": 1,
+         "bytes": 60, "observed": False},
+    ]
+    # The per-destination metric set still counts the same attempts.
+    assert fw(topo, "denied") == {"198.51.100.10": [1, 60], "198.51.100.20": [3, 180]}
+    assert fw(topo, "remove") is True
+    assert og_objects(topo) == []
+    assert fw(topo, "blocked") == []
+
+
+def test_observe_mode_forwards_what_it_would_refuse_and_records_it_apart(topo):
+    observe = dict(V4, mode="observe")
+    fw(topo, "apply")
+    fw(topo, "replace", ["198.51.100.10/32"])
+    assert refused_fast(topo, "198.51.100.20", 80)
+    # Switching is one chain reload; the allowlist stays.
+    assert fw(topo, "plan", policy=observe)["steps"] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
+    assert fw(topo, "apply", policy=observe) is True
+    # Bytes cross the gateway to a destination that enforce mode refuses.
+    body = topo.client.run(["curl", "-s", "-m", "3", "http://198.51.100.20/"], check=False)
+    assert body.returncode == 0 and body.stdout
+    assert tcp_probe(topo.client, "203.0.113.10", 80) == "ok"
+    assert tcp_probe(topo.client, "198.51.100.10", 8443) == "ok"  # allowed: never reaches OG-REJECT, not recorded
+    rows = fw(topo, "blocked", policy=observe)
+    for row in rows:
+        row.pop("age")
+    assert rows == [
+        {"client": "10.88.0.2", "destination": "198.51.100.20", "proto": "tcp", "port": "80", "packets": 1,
+         "bytes": 60, "observed": False},
+        {"client": "10.88.0.2", "destination": "198.51.100.20", "proto": "tcp", "port": "80", "packets": 1,
+         "bytes": 60, "observed": True},
+        {"client": "10.88.0.2", "destination": "203.0.113.10", "proto": "tcp", "port": "80", "packets": 1,
+         "bytes": 60, "observed": True},
+    ]
+    assert fw(topo, "denied") == {"198.51.100.20": [1, 60]}  # the metric counts refusals only
+    # Back to enforce: refused again at once.
+    assert fw(topo, "apply") is True
+    assert refused_fast(topo, "198.51.100.20", 80)
+    assert fw(topo, "apply", policy=dict(V4, mode="audit")) == {
+        "error": "gateway mode 'audit' is not one of enforce, observe: use enforce (refuse what is not allowed) or "
+                 "observe (forward it and record it as would-have-been-refused)"}
 
 
 def test_dns_over_tls_is_refused_even_to_an_allowed_address_unless_the_policy_allows_it(topo):

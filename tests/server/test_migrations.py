@@ -268,3 +268,34 @@ def test_migration_0009_adds_the_audit_target_outcome_and_reason_and_keeps_every
         assert "outcome" not in {c["name"] for c in inspect(db.engine).get_columns("audit_events")}
         db.session.remove()
         db.engine.dispose()
+
+
+def test_migration_0008_adds_blocked_attempts_and_the_gateway_modes_and_keeps_every_gateway(tmp_path, database_url):
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
+                      "database_url": database_url})
+    columns = "name, connected, applied_revision, digest_match, elements, session_replica"
+    with app.app_context():
+        # 0008 was written on top of 0006 (0007 runs in parallel): upgrade to what it revises, whatever the head.
+        base = ScriptDirectory(MIGRATIONS).get_revision("0008").down_revision
+        flask_migrate.upgrade(directory=MIGRATIONS, revision=base)
+        db.session.execute(text("INSERT INTO gateways (name, address, agent_version, connected, applied_revision, "
+                                "digest, digest_match, elements, holds, session_replica, session_id) VALUES "
+                                "('gw1', '10.0.0.1', '0.1.0', :t, 7, '', :t, 3, '', 'r1', 's1')"), {"t": True})
+        db.session.commit()
+        before = [tuple(r) for r in db.session.execute(text("SELECT %s FROM gateways" % columns))]
+        db.session.remove()
+    init_db(app)
+    with app.app_context():
+        assert schema_revision() == HEAD
+        rows = db.session.execute(text("SELECT %s, mode, running_mode FROM gateways" % columns)).all()
+        assert [tuple(r)[:6] for r in rows] == before and [(r.mode, r.running_mode) for r in rows] == [("", "")]
+        assert "blocked_attempts" in inspect(db.engine).get_table_names()
+        db.session.commit()   # PostgreSQL: the read's lock on gateways would hold the downgrade's ALTER TABLE
+        flask_migrate.downgrade(directory=MIGRATIONS, revision=base)
+        assert [tuple(r) for r in db.session.execute(text("SELECT %s FROM gateways" % columns))] == before
+        assert "blocked_attempts" not in inspect(db.engine).get_table_names()
+        if db.engine.dialect.name == "sqlite":
+            sql = db.session.execute(text("SELECT sql FROM sqlite_master WHERE name = 'gateways'")).scalar()
+            assert "AUTOINCREMENT" in sql and "running_mode" not in sql
+        db.session.remove()
+        db.engine.dispose()

@@ -72,6 +72,22 @@ Header: family inet hashsize 1024 maxelem 100000 timeout 3600 counters bucketsiz
 Size in memory: 216
 References: 1
 Number of entries: 0
+
+Name: og-blocked4
+Type: hash:ip,port,ip
+Revision: 6
+Header: family inet hashsize 1024 maxelem 65536 timeout 3600 counters bucketsize 12 initval 0x4e20f72e
+Size in memory: 216
+References: 2
+Number of entries: 0
+
+Name: og-observed4
+Type: hash:ip,port,ip
+Revision: 6
+Header: family inet hashsize 1024 maxelem 65536 timeout 3600 counters bucketsize 12 initval 0x5e20f72e
+Size in memory: 216
+References: 0
+Number of entries: 0
 """
 
 OG_FORWARD = """-N OG-FORWARD
@@ -115,6 +131,8 @@ APPLIED = {
     ("iptables", "-t", "filter", "-S", "OG-REJECT"):
         "-N OG-REJECT\n-A OG-REJECT -m conntrack --ctstate NEW -m set --match-set og-denied4 dst\n"
         "-A OG-REJECT -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst\n"
+        "-A OG-REJECT -m conntrack --ctstate NEW -m set --match-set og-blocked4 dst,dst,src\n"
+        "-A OG-REJECT -m conntrack --ctstate NEW -j SET --add-set og-blocked4 dst,dst,src\n"
         "-A OG-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
         "-A OG-REJECT -j REJECT --reject-with icmp-admin-prohibited\n",
     ("iptables", "-t", "nat", "-S", "POSTROUTING"): "-P POSTROUTING ACCEPT\n-A POSTROUTING -j OG-POSTROUTING\n",
@@ -133,10 +151,12 @@ ipset og-allow4 hash:net family inet counters
 ipset og-allow4-in hash:net family inet counters
 ipset og-allowp4 hash:net,port family inet counters
 ipset og-allowp4-in hash:net,port family inet counters
+ipset og-blocked4 hash:ip,port,ip family inet timeout 3600 counters
 ipset og-clients4 hash:net family inet: 10.88.0.0/24
 ipset og-denied4 hash:ip family inet timeout 3600 counters
 ipset og-learn4 hash:ip family inet timeout 3600 counters
 ipset og-learnp4 hash:ip,port family inet timeout 3600 counters
+ipset og-observed4 hash:ip,port,ip family inet timeout 3600 counters
 iptables -t filter FORWARD rule 1: -j OG-FORWARD
 iptables -t filter OG-FORWARD rule 10: -o og-out -m set --match-set og-clients4 src -j OG-REJECT
 iptables -t filter OG-FORWARD rule 1: -o og-out -p tcp -m set --match-set og-clients4 src -m tcp --dport 853 -j OG-REJECT
@@ -150,8 +170,10 @@ iptables -t filter OG-FORWARD rule 8: -o og-out -m set --match-set og-clients4 s
 iptables -t filter OG-FORWARD rule 9: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 iptables -t filter OG-REJECT rule 1: -m conntrack --ctstate NEW -m set --match-set og-denied4 dst
 iptables -t filter OG-REJECT rule 2: -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst
-iptables -t filter OG-REJECT rule 3: -p tcp -j REJECT --reject-with tcp-reset
-iptables -t filter OG-REJECT rule 4: -j REJECT --reject-with icmp-admin-prohibited
+iptables -t filter OG-REJECT rule 3: -m conntrack --ctstate NEW -m set --match-set og-blocked4 dst,dst,src
+iptables -t filter OG-REJECT rule 4: -m conntrack --ctstate NEW -j SET --add-set og-blocked4 dst,dst,src
+iptables -t filter OG-REJECT rule 5: -p tcp -j REJECT --reject-with tcp-reset
+iptables -t filter OG-REJECT rule 6: -j REJECT --reject-with icmp-admin-prohibited
 iptables -t filter chain OG-FORWARD
 iptables -t filter chain OG-REJECT
 iptables -t nat OG-POSTROUTING rule 1: -o og-out -m set --match-set og-clients4 src -j MASQUERADE
@@ -196,7 +218,8 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
     plan = fw.plan()
     assert plan.changed is True
     assert [str(s) for s in plan.steps] == [
-        "create ipsets og-allow4, og-allow4-in, og-allowp4, og-allowp4-in, og-denied4, og-learn4, og-learnp4",
+        "create ipsets og-allow4, og-allow4-in, og-allowp4, og-allowp4-in, og-denied4, og-learn4, og-learnp4, "
+        "og-blocked4, og-observed4",
         "set og-clients4 to 10.88.0.0/24",
         "load iptables filter: OG-FORWARD, OG-REJECT",
         "load iptables nat: OG-POSTROUTING",
@@ -212,6 +235,10 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
                                        "create og-denied4 hash:ip family inet maxelem 65536 timeout 3600 counters\n"
                                        "create og-learn4 hash:ip family inet maxelem 100000 timeout 3600 counters\n"
                                        "create og-learnp4 hash:ip,port family inet maxelem 100000 timeout 3600 "
+                                       "counters\n"
+                                       "create og-blocked4 hash:ip,port,ip family inet maxelem 65536 timeout 3600 "
+                                       "counters\n"
+                                       "create og-observed4 hash:ip,port,ip family inet maxelem 65536 timeout 3600 "
                                        "counters\n")]
     assert plan.steps[1].commands == [(["ipset", "restore", "-exist"],
                                        "create og-clients4 hash:net family inet maxelem 1048576\n"
@@ -225,6 +252,10 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
                                        + OG_FORWARD.replace("-N OG-FORWARD\n", "")
                                        + "-A OG-REJECT -m conntrack --ctstate NEW -m set --match-set og-denied4 dst\n"
                                        "-A OG-REJECT -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst\n"
+                                       "-A OG-REJECT -m conntrack --ctstate NEW -m set --match-set og-blocked4 "
+                                       "dst,dst,src\n"
+                                       "-A OG-REJECT -m conntrack --ctstate NEW -j SET --add-set og-blocked4 "
+                                       "dst,dst,src\n"
                                        "-A OG-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
                                        "-A OG-REJECT -j REJECT --reject-with icmp-admin-prohibited\n"
                                        "COMMIT\n")]
@@ -296,7 +327,8 @@ def test_ipv6_uses_ip6tables_and_inet6_sets():
     fw, dummy = firewall(EMPTY, ipv6=True, clients=["10.88.0.0/24", "fd00:88::/64"])
     plan = fw.plan()
     assert [str(s) for s in plan.steps][6:] == [
-        "create ipsets og-allow6, og-allow6-in, og-allowp6, og-allowp6-in, og-denied6, og-learn6, og-learnp6",
+        "create ipsets og-allow6, og-allow6-in, og-allowp6, og-allowp6-in, og-denied6, og-learn6, og-learnp6, "
+        "og-blocked6, og-observed6",
         "set og-clients6 to fd00:88::/64",
         "load ip6tables filter: OG-FORWARD, OG-REJECT",
         "load ip6tables nat: OG-POSTROUTING",
@@ -305,7 +337,7 @@ def test_ipv6_uses_ip6tables_and_inet6_sets():
     ]
     assert plan.steps[6].commands[0][1].splitlines()[0] == \
         "create og-allow6 hash:net family inet6 maxelem 1048576 counters"
-    assert "ip6tables -t filter OG-REJECT rule 4: -j REJECT --reject-with icmp6-adm-prohibited\n" in plan.after
+    assert "ip6tables -t filter OG-REJECT rule 6: -j REJECT --reject-with icmp6-adm-prohibited\n" in plan.after
     assert "ipset og-denied6 hash:ip family inet6 timeout 3600 counters\n" in plan.after
     assert "ipset og-learnp6 hash:ip,port family inet6 timeout 3600 counters\n" in plan.after
     assert ("ip6tables -t filter OG-FORWARD rule 1: -o og-out -p tcp -m set --match-set og-clients6 src -m tcp "
@@ -321,8 +353,8 @@ def test_parse_save_and_headers():
         "og-clients4": {"10.88.0.0/24": (0, 0)}}
     assert parse_save("create og-allow4 hash:net family inet counters\n") == {"og-allow4": {}}
     headers = parse_headers(HEADERS)
-    assert sorted(headers) == ["og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-clients4",
-                               "og-denied4", "og-learn4", "og-learnp4"]
+    assert sorted(headers) == ["og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-blocked4",
+                               "og-clients4", "og-denied4", "og-learn4", "og-learnp4", "og-observed4"]
     assert headers["og-allowp4"] == (
         "hash:net,port", "family inet hashsize 1024 maxelem 1048576 counters bucketsize 12 initval 0x2562a472")
 
@@ -438,6 +470,8 @@ def test_remove_deletes_only_owned_objects_in_order():
         ["ipset", "destroy", "og-denied4"],
         ["ipset", "destroy", "og-learn4"],
         ["ipset", "destroy", "og-learnp4"],
+        ["ipset", "destroy", "og-blocked4"],
+        ["ipset", "destroy", "og-observed4"],
     ]
     fw, runner = firewall(EMPTY)
     assert fw.remove() is False
@@ -578,6 +612,40 @@ Chain OG-REJECT (1 references)
     assert fw.rejected() == (3, 180)
     fw, runner = firewall(EMPTY)
     assert fw.denied() == {}  # before apply: no set, nothing denied
+
+
+def test_blocked_reads_both_sets_with_the_age_of_each_first_attempt():
+    answers = dict(APPLIED)
+    answers[("ipset", "list", "-o", "save", "og-blocked4")] = (
+        "create og-blocked4 hash:ip,port,ip family inet hashsize 1024 maxelem 65536 timeout 3600 counters\n"
+        "add og-blocked4 198.51.100.20,tcp:80,10.88.0.2 timeout 3590 packets 3 bytes 180\n"
+        "add og-blocked4 203.0.113.9,icmp:echo-request,10.88.0.3 timeout 12 packets 1 bytes 84\n")
+    answers[("ipset", "list", "-o", "save", "og-observed4")] = (
+        "create og-observed4 hash:ip,port,ip family inet hashsize 1024 maxelem 65536 timeout 3600 counters\n"
+        "add og-observed4 198.51.100.30,udp:53,10.88.0.2 timeout 3600 packets 1 bytes 70\n")
+    fw, runner = firewall(answers)
+    assert sorted(a.as_dict()["destination"] + " " + str(a) for a in fw.blocked()) == [
+        "198.51.100.20 ('10.88.0.2', '198.51.100.20', 'tcp', '80', 3, 180, 10, False)",
+        "198.51.100.30 ('10.88.0.2', '198.51.100.30', 'udp', '53', 1, 70, 0, True)",
+        "203.0.113.9 ('10.88.0.3', '203.0.113.9', 'icmp', 'echo-request', 1, 84, 3588, False)",
+    ]
+    assert fw.blocked()[0].key == ("10.88.0.2", "198.51.100.20", "tcp", "80", False)
+    fw, runner = firewall(EMPTY)
+    assert fw.blocked() == []  # before apply: no sets, nothing recorded
+
+
+def test_a_bad_mode_is_refused_by_name():
+    with pytest.raises(FirewallError) as exc:
+        EgressPolicy(["10.88.0.0/24"], "og-out", mode="Observe").check()
+    assert "gateway mode 'Observe' is not one of enforce, observe" in exc.value.msg
+
+
+def test_observe_mode_only_reloads_the_reject_chain():
+    fw = Firewall(EgressPolicy(["10.88.0.0/24"], "og-out", mode="observe"), runner=FakeRunner(APPLIED))
+    plan = fw.plan()
+    assert [str(s) for s in plan.steps] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
+    assert ("iptables -t filter OG-REJECT rule 3: -m conntrack --ctstate NEW -j ACCEPT\n") in plan.after
+    assert "og-denied4 dst\n" not in plan.after.split("OG-REJECT rule 1:")[1].split("\n")[0]
 
 
 def test_a_denied_set_without_timeout_is_in_the_way():

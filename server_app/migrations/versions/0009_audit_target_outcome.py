@@ -7,7 +7,7 @@ the event concerns (an entry's target, a user name, a token name, or the value a
 audit log filters by it; older events get "" (their before/after still name it).
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-03 16:00:00
 
 """
@@ -15,7 +15,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0009'
-down_revision = '0007'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

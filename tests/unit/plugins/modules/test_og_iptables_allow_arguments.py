@@ -62,7 +62,7 @@ def test_present_names_the_missing_outside_interface(run_module):
     ({"state": "gone"}, "value of state must be one of: present, absent, got: gone"),
     ({"client_networks": ["10.88.0.0/24"], "outside_interface": "eth0", "allowlist": ["198.51.100.10"]},
      "Unsupported parameters for (basic.py) module: allowlist. Supported parameters include: "
-     "allow_dns_over_tls, allowed, client_networks, exclusive, ipv6, outside_interface, state."),
+     "allow_dns_over_tls, allowed, client_networks, exclusive, ipv6, mode, outside_interface, state."),
 ])
 def test_ansible_rejects_bad_types_choices_and_names(run_module, args, message):
     rc, res, calls = run_module(args)

@@ -1,0 +1,110 @@
+"""The Blocked page under load: 1,000 distinct refused destinations a minute from each of two gateways.
+
+Simulates `--minutes` minutes (default 120) of blocked frames as the agents send them (one frame per gateway
+every 15 s, each with 250 new attempts: 1,000 distinct destinations a minute per gateway, IPv6 documentation
+addresses 2001:db8::/32, never sent a packet), through the server's own ingest (services/blocked.py, one upsert
+per frame) on a SQLite file, with the housekeeper's prune every simulated minute at `--max-rows` (default the
+server's 100,000). Reports the rows kept after each prune (the bound must hold: exit 1 if it does not), the
+ingest time per frame, and the Blocked page's and the API's server time (a whole request through Flask: session,
+two queries, Jinja) at the end, p50/p95 of 30 requests.
+
+    .venv/bin/python bench/blocked.py [--minutes 120] [--max-rows 100000]
+"""
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from og_kernel import og_protocol  # noqa: E402
+from server_app import create_app, init_db  # noqa: E402
+from server_app.models import BlockedAttempt, db  # noqa: E402
+from server_app.services import blocked, tokens, users  # noqa: E402
+
+PER_MINUTE = 1000
+FRAMES_PER_MINUTE = 4      # the agent's counters cycle: every 15 s
+GATEWAYS = ("gw1", "gw2")
+
+
+def pct(samples, q):
+    samples = sorted(samples)
+    return samples[min(len(samples) - 1, int(round(q * (len(samples) - 1))))]
+
+
+def timed(fn, repeat=30):
+    samples = []
+    for dummy in range(repeat):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples), pct(samples, 0.95)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=int, default=120)
+    ap.add_argument("--max-rows", type=int, default=100000)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="og-bench-blocked-")
+    app = create_app({"data_dir": tmp, "secret_key": "b" * 32, "resolver_enabled": False,
+                      "blocked_max_rows": args.max_rows})
+    init_db(app)
+    cfg = app.config["OG"]
+    start = int(time.time()) - args.minutes * 60
+    ingest_ms, kept, over = [], [], 0
+    with app.app_context():
+        users.create("ada", "a-long-enough-password", "viewer", created_by=("bench", "system", ""))
+        secret = tokens.create("viewer", "bench")[1]
+        serial = 0
+        for minute in range(args.minutes):
+            for frame_no in range(FRAMES_PER_MINUTE):
+                at = start + minute * 60 + frame_no * 15
+                for gi, gateway in enumerate(GATEWAYS):
+                    items = []
+                    for dummy in range(PER_MINUTE // FRAMES_PER_MINUTE):
+                        serial += 1
+                        items.append({"client": "10.88.%d.%d" % (gi, serial % 200 + 2),
+                                      "destination": "2001:db8:%x:%x::%x" % (gi, serial >> 16, serial & 0xffff),
+                                      "proto": "tcp", "port": str(443 + serial % 3), "count": 1 + serial % 4,
+                                      "bytes": 60, "first": at, "last": at, "observed": False})
+                    frame = og_protocol.parse_agent_frame(og_protocol.blocked(items)[0])
+                    t = time.perf_counter()
+                    blocked.ingest(gateway, frame, now=dt.datetime.fromtimestamp(at + 1, dt.timezone.utc)
+                                   .replace(tzinfo=None))
+                    ingest_ms.append((time.perf_counter() - t) * 1000)
+            blocked.prune(cfg, now=dt.datetime.fromtimestamp(start + (minute + 1) * 60, dt.timezone.utc)
+                          .replace(tzinfo=None))
+            rows = db.session.query(BlockedAttempt).count()
+            kept.append(rows)
+            over += rows > args.max_rows
+        db.session.remove()
+    client = app.test_client()
+    page = client.get("/login")
+    token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+    client.post("/login", data={"username": "ada", "password": "a-long-enough-password", "csrf_token": token})
+    assert client.get("/blocked").status_code == 200
+    ui = timed(lambda: client.get("/blocked"))
+    ui_busiest = timed(lambda: client.get("/blocked?sort=busiest"))
+    ui_filtered = timed(lambda: client.get("/blocked?client=10.88.1.0/24&gateway=gw2"))
+    api = timed(lambda: client.get("/api/v1/blocked", headers={"Authorization": "Bearer " + secret}))
+    print("| what | value |\n|---|---|")
+    print("| simulated | %d minutes, %d gateways x %d distinct destinations a minute (%d attempts' rows) |"
+          % (args.minutes, len(GATEWAYS), PER_MINUTE, args.minutes * PER_MINUTE * len(GATEWAYS)))
+    print("| rows kept after each prune | max %d, last %d (bound %d): %s |" % (
+        max(kept), kept[-1], args.max_rows, "within the bound" if not over else "OVER THE BOUND %d times" % over))
+    print("| ingest of one 250-attempt frame | p50 %.1f ms, p95 %.1f ms |" % (
+        statistics.median(ingest_ms), pct(ingest_ms, 0.95)))
+    for name, (p50, p95) in (("/blocked page (newest)", ui), ("/blocked page (busiest)", ui_busiest),
+                             ("/blocked page (client network + gateway)", ui_filtered),
+                             ("GET /api/v1/blocked (50)", api)):
+        print("| %s at %d rows | p50 %.1f ms, p95 %.1f ms |" % (name, kept[-1], p50, p95))
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Refused attempts the gateways report, for the Blocked page and API, and turning one into an entry.
+
+Each agent reads its gateway's og-blocked and og-observed sets on its counters cycle and sends what grew as
+`blocked` frames (docs/protocol.md): per client address, destination, protocol and port, a count, the first
+and last attempt. `ingest` sums them into one BlockedAttempt row per gateway and (client, destination, proto,
+port, observed) with one upsert per frame; `observed` rows are what a gateway in observe mode let through but
+would have refused. Storage is bounded (docs/ui.md, "Blocked"): `prune` (the housekeeper, every minute) deletes
+rows whose last attempt is older than blocked_retention_days, then the rows seen longest ago beyond
+blocked_max_rows. `allow` creates the entry for a row through entries.create (the normal path: validation,
+revision, audit).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from og_kernel.og_protocol import ProtocolError
+
+from ..errors import RequestError
+from ..extensions import db
+from ..models import BlockedAttempt, utcnow
+from . import entries
+
+# The "allow" choices of the page and the API: None = permanent.
+DURATIONS = {"permanent": None, "1h": dt.timedelta(hours=1), "1d": dt.timedelta(days=1),
+             "1w": dt.timedelta(weeks=1)}
+PORTED = ("tcp", "udp", "sctp")   # protocols whose port an entry can scope (og_netpolicy port specs)
+SORTS = ("newest", "busiest")
+
+
+class BlockedError(RequestError):
+    """A refused request about blocked attempts: status, code and a message naming the value and the fix."""
+
+
+def _when(epoch):
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).replace(tzinfo=None)
+
+
+def _address(kind, value):
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ProtocolError("blocked %s %r is not an IP address" % (kind, value)) from None
+
+
+def _upsert(rows):
+    """INSERT ... ON CONFLICT (the unique key) add the counts and widen first/last, in the database's dialect."""
+    table = BlockedAttempt.__table__
+    name = db.engine.dialect.name
+    if name == "mysql":
+        stmt = mysql.insert(table)
+        ins = stmt.inserted
+        return stmt.on_duplicate_key_update(
+            count=table.c.count + ins.count, bytes=table.c.bytes + ins.bytes,
+            first_seen=func.least(table.c.first_seen, ins.first_seen),
+            last_seen=func.greatest(table.c.last_seen, ins.last_seen)), rows
+    stmt = (postgresql if name == "postgresql" else sqlite).insert(table)
+    exc = stmt.excluded
+    least, greatest = (func.least, func.greatest) if name == "postgresql" else (func.min, func.max)
+    return stmt.on_conflict_do_update(
+        index_elements=["gateway", "client", "destination", "proto", "port", "observed"],
+        set_={"count": table.c.count + exc.count, "bytes": table.c.bytes + exc.bytes,
+              "first_seen": least(table.c.first_seen, exc.first_seen),
+              "last_seen": greatest(table.c.last_seen, exc.last_seen)}), rows
+
+
+def ingest(gateway, frame, now=None):
+    """Sum one blocked frame of `gateway` into its rows, in one transaction; returns the number of rows touched.
+
+    Raises ProtocolError naming an attempt whose client or destination is not an IP address (nothing stored)."""
+    now = now or utcnow()
+    merged = {}
+    for a in frame.attempts:
+        key = (gateway, _address("client", a.client), _address("destination", a.destination), a.proto[:16],
+               a.port[:32], bool(a.observed))
+        # A first/last in the future (a gateway clock ahead) is taken as now: the page sorts by it.
+        first, last = min(_when(a.first), now), min(_when(a.last or a.first), now)
+        row = merged.get(key)
+        if row is None:
+            merged[key] = [a.count, a.bytes, first, max(first, last)]
+        else:
+            row[0] += a.count
+            row[1] += a.bytes
+            row[2] = min(row[2], first)
+            row[3] = max(row[3], last)
+    if not merged:
+        return 0
+    rows = [{"gateway": k[0], "client": k[1], "destination": k[2], "proto": k[3], "port": k[4], "observed": k[5],
+             "count": v[0], "bytes": v[1], "first_seen": v[2], "last_seen": v[3]} for k, v in merged.items()]
+    stmt, params = _upsert(rows)
+    db.session.execute(stmt, params)
+    db.session.commit()
+    return len(rows)
+
+
+def query(client=None, gateway=None, destination=None, observed=None, sort="newest", page=1, per_page=50):
+    """(rows, total) filtered by client (an address or a network), gateway (exact name), destination (an address
+    or a network); observed None = both kinds. newest: last attempt first, then the busiest; busiest: count
+    first, then the newest."""
+    stmt = select(BlockedAttempt)
+    for column, value in ((BlockedAttempt.client, client), (BlockedAttempt.destination, destination)):
+        if value:
+            stmt = stmt.where(_address_filter(column, value))
+    if gateway:
+        stmt = stmt.where(BlockedAttempt.gateway == gateway)
+    if observed is not None:
+        stmt = stmt.where(BlockedAttempt.observed == observed)   # "= 0", not "IS 0": the index serves it
+    total = db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar()
+    order = ([BlockedAttempt.last_seen.desc(), BlockedAttempt.count.desc()] if sort == "newest"
+             else [BlockedAttempt.count.desc(), BlockedAttempt.last_seen.desc()])
+    rows = db.session.execute(stmt.order_by(*order, BlockedAttempt.id.desc())
+                              .limit(per_page).offset((page - 1) * per_page)).scalars().all()
+    return rows, total
+
+
+def _address_filter(column, value):
+    """An address matches itself; a network (up to 4,096 addresses) each address in it."""
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise BlockedError(400, "invalid_filter", "%s %r must be an IP address such as 198.51.100.20 or a network "
+                           "such as 10.88.0.0/24" % (column.key, value)) from None
+    if net.num_addresses == 1:
+        return column == str(net.network_address)
+    if net.num_addresses > 4096:
+        raise BlockedError(400, "invalid_filter", "%s network %s is wider than 4,096 addresses: give a /20 or "
+                           "narrower (IPv6: a /116 or narrower)" % (column.key, net))
+    return column.in_([str(a) for a in net])   # one indexed IN list, not an OR of 4,096 comparisons
+
+
+def to_json(row, iso):
+    return {"id": row.id, "gateway": row.gateway, "client": row.client, "destination": row.destination,
+            "proto": row.proto, "port": row.port, "observed": row.observed, "count": int(row.count),
+            "bytes": int(row.bytes), "first_seen": iso(row.first_seen), "last_seen": iso(row.last_seen),
+            "entry": entry_spec(row)}
+
+
+def entry_spec(row):
+    """The entry "allow" would create: the destination, scoped to the port for tcp/udp/sctp."""
+    ports = ["%s/%s" % (row.port, row.proto)] if row.proto in PORTED and row.port.isdigit() else []
+    return {"target": row.destination, "ports": ports}
+
+
+def allow(row_id, duration, config, creator, now=None):
+    """Create the entry a row asks for through entries.create (validated, revision, audited); returns
+    (entry, revision, row). duration: permanent, 1h, 1d or 1w."""
+    if duration not in DURATIONS:
+        raise BlockedError(400, "invalid_duration", "duration %r must be one of %s" % (
+            duration, ", ".join(DURATIONS)))
+    row = db.session.get(BlockedAttempt, row_id)
+    if row is None:
+        raise BlockedError(404, "not_found", "blocked attempt %d does not exist (it may have been pruned)" % row_id)
+    spec = entry_spec(row)
+    body = dict(spec, comment="allowed from the Blocked page: %s from %s via %s (%d attempt%s)" % (
+        "observed" if row.observed else "refused", row.client, row.gateway, row.count, "" if row.count == 1 else "s"))
+    if DURATIONS[duration] is not None:
+        body["expires_at"] = ((now or utcnow()) + DURATIONS[duration]).replace(microsecond=0).isoformat() + "Z"
+    entry, revision = entries.create(body, config, creator)
+    return entry, revision, row
+
+
+def prune(config, now=None):
+    """Delete rows older than blocked_retention_days, then the oldest beyond blocked_max_rows; returns how many."""
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(days=config["blocked_retention_days"])
+    gone = db.session.execute(delete(BlockedAttempt).where(BlockedAttempt.last_seen < cutoff)).rowcount
+    cap = config["blocked_max_rows"]
+    count = db.session.execute(select(func.count(BlockedAttempt.id))).scalar()
+    if count > cap:
+        # The newest `cap` rows stay; the id of the last one kept is the boundary (ties on last_seen by id).
+        keep = select(BlockedAttempt.id).order_by(BlockedAttempt.last_seen.desc(), BlockedAttempt.id.desc()) \
+            .limit(cap).subquery()
+        gone += db.session.execute(delete(BlockedAttempt).where(BlockedAttempt.id.not_in(select(keep.c.id)))
+                                   .execution_options(synchronize_session=False)).rowcount
+    db.session.commit()
+    return gone
