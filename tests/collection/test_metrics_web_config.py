@@ -39,7 +39,7 @@ PLAY = """
         og_service_web_ca: "{{ from_ca | default(false) }}"
         og_service_web_names: "{{ names | default(['gw1.test', '10.86.0.1']) }}"
         og_service_web_days: 365
-        og_tls_ca_dir: "{{ ca_dir }}"
+        og_service_web_ca_dir: "{{ ca_dir }}"
     - name: What the daemon is told
       ansible.builtin.debug:
         msg: "web={{ og_service_web | to_json }}"
