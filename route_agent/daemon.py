@@ -27,6 +27,7 @@ from og_kernel import og_webconfig
 
 log = logging.getLogger("og.route")
 
+
 def health_context(ca_file):
     """The SSLContext og-route verifies the gateways' /healthz over TLS with: the chain must end at a CA in
     ca_file and the certificate must list the gateway's address (as probed), TLS 1.2 or newer. OSError or

@@ -9,7 +9,6 @@ nginx on :8443 with TLS, og-server on :8080 in plain HTTP, proxied to over 127.0
 import os
 import re
 import shutil
-import subprocess
 
 import pytest
 
@@ -18,8 +17,8 @@ from tests.support.agentlib import ALLOWED, wait_until
 from tests.support.tlslib import CA
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces"),
-              pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (scripts/setup "
-                                                                         "installs it with OG_SETUP_EXTRAS=test)")]
+              pytest.mark.skipif(shutil.which("nginx") is None,
+                                 reason="nginx is not installed (scripts/setup installs it with OG_SETUP_EXTRAS=test)")]
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "tls.md")
 SERVER = "10.99.0.2"
@@ -60,7 +59,8 @@ def proxy_stack(netns_factory, tmp_path, monkeypatch):
         folder.mkdir()
         conf = folder / "nginx.conf"
         conf.write_text(nginx_conf(str(folder), cert, key))
-        checked = stack.topo.srv.run(["nginx", "-t", "-e", str(folder / "startup.log"), "-c", str(conf), "-p", str(folder)], check=False)
+        checked = stack.topo.srv.run(["nginx", "-t", "-e", str(folder / "startup.log"), "-c", str(conf),
+                                      "-p", str(folder)], check=False)
         assert checked.returncode == 0, checked.stderr
         nginx = stack.topo.srv.popen(["nginx", "-e", str(folder / "startup.log"), "-c", str(conf), "-p", str(folder),
                                       "-g", "daemon off;"])
