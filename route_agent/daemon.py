@@ -74,7 +74,7 @@ class Prober(object):
         """One line naming why a probe of gateway failed and, where there is one, the fix."""
         cause = exc.reason if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, str) else exc
         if isinstance(cause, ssl.SSLCertVerificationError):
-            if cause.verify_code == 62:   # X509_V_ERR_HOSTNAME_MISMATCH
+            if cause.verify_code in (62, 64):   # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
                 return ("the gateway's certificate is not valid for %s (%s): give its metrics a certificate that "
                         "lists the address og-route probes (--gateway %s)" % (gateway, cause.verify_message, gateway))
             return ("the gateway's certificate is not trusted by the CA in --health-ca-file %s (%s): give the CA "

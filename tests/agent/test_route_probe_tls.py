@@ -97,6 +97,28 @@ def test_og_route_probes_a_tls_gateway_with_its_ca_and_names_a_wrong_ca_or_plain
     assert agent.alive(), agent.log()
 
 
+def test_a_gateway_certificate_without_the_probed_address_is_named(tls_gateway, start_agent, tmp_path):
+    client, ca, _other, agent = tls_gateway
+    assert agent.terminate() == 0
+    cert, key, _serial = ca.issue(["og-gateway.test"], "metrics-name-only")
+    web = tmp_path / "web-name-only.yml"
+    web.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": cert, "key_file": key}}))
+    config = tmp_path / "agent-name-only.yml"
+    config.write_text(yaml.safe_dump({"metrics_web_config_file": str(web)}))
+    again = start_agent(extra=["--config", str(config)])
+    wait_until(lambda: client.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", "-k",
+                                   "https://%s:9900/healthz" % AGENT_GW], check=False).stdout == "200"
+               or not again.alive(), timeout=30, interval=0.2, what="the agent's /healthz with the new certificate")
+    assert again.alive(), again.log()
+    done = og_route_once(client, "--health-ca-file", ca.path)
+    assert done.returncode == 0, done.stderr
+    assert primary(client) == DEAD_GW
+    assert ("health check https://%s:9900/healthz failed: the gateway's certificate is not valid for %s (" %
+            (AGENT_GW, AGENT_GW)) in done.stderr, done.stderr
+    assert "give its metrics a certificate that lists the address og-route probes (--gateway %s)" % AGENT_GW \
+        in done.stderr
+
+
 def test_https_probe_of_a_plain_http_gateway_and_an_unusable_ca_file_are_named(gwns, netns_factory, start_agent,
                                                                                tmp_path):
     ca = CA(tmp_path / "pki")
