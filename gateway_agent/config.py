@@ -36,6 +36,10 @@ DEFAULTS = {
     "metrics_address_limit": 1000,
     "metrics_entry_limit": 1000,
     "ca_file": "",
+    # Mutual TLS (docs/tls.md): the client certificate (chain after it) and key shown to a wss:// server whose
+    # tls_client_ca_file asks for one, in addition to the token. Both or neither.
+    "client_cert_file": "",
+    "client_key_file": "",
     # ws:// (clear text) to hosts other than loopback is refused unless this is true (docs/tls.md).
     "allow_insecure_transport": False,
     "internal_networks": list(DEFAULT_INTERNAL_NETWORKS),
@@ -90,6 +94,9 @@ def parser():
                         "own, the busiest first; the others are summed up as entry=\"other\" (default 1000)")
     p.add_argument("--ca-file", metavar="PATH", help="CA certificate(s) to verify wss:// servers with (default: the "
                    "system's CAs)")
+    p.add_argument("--client-cert-file", metavar="PATH",
+                   help="client certificate (PEM, chain after it) for servers that require one (mutual TLS)")
+    p.add_argument("--client-key-file", metavar="PATH", help="the client certificate's private key (PEM)")
     p.add_argument("--allow-insecure-transport", action="store_true", default=None,
                    help="allow ws:// (clear text) to hosts other than loopback")
     p.add_argument("--allow-dns-over-tls", action="store_true", default=None,
@@ -217,6 +224,17 @@ def load(argv=None):
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             problems.append("ca_file %s holds no PEM CA certificate (%s): give the CA certificate that signed the "
                             "server's certificate" % (cfg["ca_file"], exc))
+    cert, key = cfg["client_cert_file"] or "", cfg["client_key_file"] or ""
+    if bool(cert) != bool(key):
+        problems.append("client_cert_file and client_key_file must be set together (mutual TLS: the certificate and "
+                        "its key); only %s is set" % ("client_cert_file" if cert else "client_key_file"))
+    elif cert:
+        try:
+            tls.client_context("", cert, key)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            problems.append("client_cert_file %s and client_key_file %s are not a readable PEM certificate and its "
+                            "key (%s): give the gateway's client certificate and the key it was made for"
+                            % (cert, key, getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc))
     if problems:
         raise ConfigError(problems)
     cfg["token"] = str(cfg["token"])

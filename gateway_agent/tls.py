@@ -11,11 +11,17 @@ import ipaddress
 import ssl
 from urllib.parse import urlsplit
 
+import websocket
+
 
 # OpenSSL's X509_V_ERR_* codes of the refusals an operator can fix by name.
 CERT_HAS_EXPIRED = 10
 HOSTNAME_MISMATCH = 62
 IP_ADDRESS_MISMATCH = 64
+# OpenSSL's reasons for the server's alert when it did not accept the client certificate (mutual TLS).
+CLIENT_CERT_REFUSED = ("TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+                       "TLSV1_ALERT_DECRYPT_ERROR", "SSLV3_ALERT_CERTIFICATE_EXPIRED")
+CLIENT_CERT_MISSING = ("TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_HANDSHAKE_FAILURE")
 
 
 class TransportError(Exception):
@@ -48,14 +54,17 @@ def url_problems(servers, allow_insecure):
     return problems
 
 
-def client_context(ca_file=""):
-    """Verify the server's chain (ca_file, else the system's CAs) and its name; TLS 1.2 or later."""
+def client_context(ca_file="", cert_file="", key_file=""):
+    """Verify the server's chain (ca_file, else the system's CAs) and its name; TLS 1.2 or later; with cert_file
+    and key_file, show that client certificate to a server that asks for one (mutual TLS)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)   # CERT_REQUIRED and check_hostname by default
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_file:
         context.load_verify_locations(cafile=ca_file)
     else:
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
     return context
 
 
@@ -73,16 +82,29 @@ def explain(exc, url, ca_file=""):
                     % (url, reason))
         return ("the certificate of %s is not trusted by %s (%s): set ca_file to the CA that signed the server's "
                 "certificate" % (url, trusted, reason))
+    if exc.reason in CLIENT_CERT_REFUSED:
+        return ("%s refused the gateway's client certificate (%s): set client_cert_file and client_key_file to a "
+                "certificate signed by the CA in the server's tls_client_ca_file" % (url, exc.reason))
+    if exc.reason in CLIENT_CERT_MISSING:
+        return ("%s requires a client certificate (%s): set client_cert_file and client_key_file (mutual TLS, "
+                "the server's tls_client_ca_file)" % (url, exc.reason))
     return "TLS with %s failed (%s): check that it serves wss:// (tls_cert_file) with TLS 1.2 or later" % (
         url, exc.reason or exc)
 
 
 def connect(create_connection, url, cfg, **kwargs):
-    """create_connection(url, ...) with the agent's TLS settings; ssl errors become a TransportError."""
+    """create_connection(url, ...) with the agent's TLS settings; ssl errors, and a server's refusal for want of
+    a client certificate, become a TransportError."""
     ca_file = cfg.get("ca_file") or ""
     if not url.startswith("wss://"):
         return create_connection(url, **kwargs)
+    context = client_context(ca_file, cfg.get("client_cert_file") or "", cfg.get("client_key_file") or "")
     try:
-        return create_connection(url, sslopt={"context": client_context(ca_file)}, **kwargs)
+        return create_connection(url, sslopt={"context": context}, **kwargs)
     except ssl.SSLError as exc:
         raise TransportError(explain(exc, url, ca_file)) from exc
+    except websocket.WebSocketBadStatusException as exc:
+        if exc.status_code == 403 and b"client_certificate_required" in (exc.resp_body or b""):
+            raise TransportError("%s requires a client certificate signed by the CA in its tls_client_ca_file: "
+                                 "set client_cert_file and client_key_file (mutual TLS)" % url) from exc
+        raise

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import logging
 import signal
+import ssl
 import sys
 
 
@@ -25,6 +26,9 @@ def parser():
     p.add_argument("--ipv6", action="store_true", help="route public IPv6 ranges as well")
     p.add_argument("--health-port", type=int, default=9900, metavar="PORT",
                    help="port of the gateways' health endpoint (/healthz of og-gateway-agent); 0 disables checks")
+    p.add_argument("--health-ca-file", default="", metavar="PATH",
+                   help="probe the gateways' /healthz over HTTPS, verified against this PEM CA and the gateway's "
+                        "address (their metrics behind a web config with TLS, docs/tls.md); default: plain HTTP")
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve /healthz and /metrics here (default: off)")
     p.add_argument("--metrics-web-config-file", default="", metavar="PATH",
@@ -66,6 +70,9 @@ def validate(args):
     if not 0 <= args.health_port <= 65535:
         problems.append("--health-port %d is not a port; use 1-65535, or 0 to disable health checks"
                         % args.health_port)
+    if args.health_ca_file and not args.health_port:
+        problems.append("--health-ca-file needs health checks (--health-port is 0); give the gateways' metrics port "
+                        "or drop --health-ca-file")
     if args.metrics_web_config_file and not args.metrics_listen:
         problems.append("--metrics-web-config-file needs --metrics-listen (it secures that endpoint); add "
                         "--metrics-listen ADDRESS:PORT or drop the web config")
@@ -105,13 +112,20 @@ def main(argv=None):
         except WebConfigError as exc:
             print("og-route: --metrics-web-config-file: %s" % exc, file=sys.stderr)
             return 2
-    from .daemon import RouteDaemon
+    from .daemon import Prober, RouteDaemon
 
+    try:
+        prober = Prober(args.health_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        print("og-route: --health-ca-file %s: cannot load it as a CA (%s); give the PEM CA certificate that signed "
+              "the gateways' metrics certificates" % (args.health_ca_file, getattr(exc, "strerror", None) or exc),
+              file=sys.stderr)
+        return 2
     try:
         daemon = RouteDaemon(args.gateways, mode=args.mode,
                              internal_networks=args.internal_networks or DEFAULT_INTERNAL_NETWORKS,
                              exclude=args.exclude, ipv6=args.ipv6, health_port=args.health_port,
-                             interval=args.interval, fall=args.fall, rise=args.rise)
+                             interval=args.interval, fall=args.fall, rise=args.rise, prober=prober)
     except CommandError as exc:
         print("og-route: %s" % exc.msg, file=sys.stderr)
         return 1

@@ -10,13 +10,16 @@ routes (fail static): a broken health endpoint must not take the routes away. A 
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import http.server
 import ipaddress
 import logging
 import os
 import select
+import ssl
 import threading
 import time
+import urllib.error
 import urllib.request
 
 from og_kernel.og_routes import RouteTable, desired_routes, plan, route_line
@@ -24,18 +27,68 @@ from og_kernel import og_webconfig
 
 log = logging.getLogger("og.route")
 
-# No proxy from the environment: the health endpoint is on the LAN, a proxy would answer for a dead gateway.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+def health_context(ca_file):
+    """The SSLContext og-route verifies the gateways' /healthz over TLS with: the chain must end at a CA in
+    ca_file and the certificate must list the gateway's address (as probed), TLS 1.2 or newer. OSError or
+    ssl.SSLError when ca_file cannot be read or holds no PEM certificate."""
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
-def probe(gateway, port, timeout=1.0):
-    """True when the gateway's health endpoint answers 200."""
-    host = "[%s]" % gateway if ":" in gateway else gateway
-    try:
-        with _OPENER.open("http://%s:%d/healthz" % (host, port), timeout=timeout) as resp:
-            return resp.status == 200
-    except (OSError, ValueError):
-        return False
+class Prober(object):
+    """prober(gateway, port, timeout) for RouteDaemon: True when GET /healthz answers 200. Plain HTTP, or with
+    ca_file HTTPS verified against that CA (the gateways' metrics behind a web config with TLS, docs/tls.md).
+    Why a probe failed is logged once per gateway each time the reason changes, not at every probe."""
+
+    def __init__(self, ca_file=""):
+        self.ca_file = ca_file
+        self.scheme = "https" if ca_file else "http"
+        # No proxy from the environment: the health endpoint is on the LAN, a proxy would answer for a dead one.
+        handlers = [urllib.request.ProxyHandler({})]
+        if ca_file:
+            handlers.append(urllib.request.HTTPSHandler(context=health_context(ca_file)))
+        self.opener = urllib.request.build_opener(*handlers)
+        self.reasons = {}
+
+    def url(self, gateway, port):
+        return "%s://%s:%d/healthz" % (self.scheme, "[%s]" % gateway if ":" in gateway else gateway, port)
+
+    def __call__(self, gateway, port, timeout=1.0):
+        url = self.url(gateway, port)
+        try:
+            with self.opener.open(url, timeout=timeout) as resp:
+                ok, reason = resp.status == 200, "answered %d" % resp.status
+        except urllib.error.HTTPError as exc:
+            ok, reason = False, "answered %d" % exc.code
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            ok, reason = False, self.explain(gateway, exc)
+        previous = self.reasons.get(gateway)
+        self.reasons[gateway] = None if ok else reason
+        if not ok and reason != previous:
+            log.warning("health check %s failed: %s", url, reason)
+        return ok
+
+    def explain(self, gateway, exc):
+        """One line naming why a probe of gateway failed and, where there is one, the fix."""
+        cause = exc.reason if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, str) else exc
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            if cause.verify_code in (62, 64):   # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+                return ("the gateway's certificate is not valid for %s (%s): give its metrics a certificate that "
+                        "lists the address og-route probes (--gateway %s)" % (gateway, cause.verify_message, gateway))
+            return ("the gateway's certificate is not trusted by the CA in --health-ca-file %s (%s): give the CA "
+                    "that signed the gateways' metrics certificates" % (self.ca_file, cause.verify_message))
+        if isinstance(cause, ssl.SSLError):
+            return ("no TLS answer (%s): the gateway's metrics port speaks plain HTTP; drop --health-ca-file or "
+                    "give the gateway's metrics a web config with tls_server_config" % (cause.reason or cause))
+        if not self.ca_file and isinstance(cause, (http.client.HTTPException, ConnectionResetError)):
+            return ("no HTTP answer (%s): if the gateway's metrics use TLS (a web config with tls_server_config), "
+                    "give og-route --health-ca-file with their CA" % (cause.__class__.__name__,))
+        return "%s" % (getattr(cause, "strerror", None) or cause)
+
+
+probe = Prober()
 
 
 class RouteDaemon(object):

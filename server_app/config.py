@@ -53,6 +53,9 @@ DEFAULTS = {
     "tls_cert_file": "",
     "tls_key_file": "",
     "tls_min_version": "1.2",
+    # Mutual TLS for gateways: /ws/gateway also needs a client certificate signed by a CA in this file (the token
+    # is still required). Other clients (UI, API) are asked for none and need none. Empty: off.
+    "tls_client_ca_file": "",
     # Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto/-Host/-Port headers are believed.
     "trusted_proxies": [],
 }
@@ -182,13 +185,18 @@ def tls_context(cfg):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[str(cfg["tls_min_version"])]
     context.load_cert_chain(cfg["tls_cert_file"], cfg["tls_key_file"])
+    if cfg.get("tls_client_ca_file"):
+        # Optional at the TLS level (browsers and API clients have no certificate); a certificate that is presented
+        # must chain to the CA, and /ws/gateway refuses a connection without one (server_app.ws.gateway).
+        context.load_verify_locations(cafile=cfg["tls_client_ca_file"])
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 
 def tls_problems(cfg):
     """What is wrong with the TLS settings (nothing when TLS is off and no proxy is trusted)."""
     problems = []
-    cert, key = cfg["tls_cert_file"], cfg["tls_key_file"]
+    cert, key, client_ca = cfg["tls_cert_file"], cfg["tls_key_file"], cfg.get("tls_client_ca_file") or ""
     if str(cfg["tls_min_version"]) not in TLS_VERSIONS:
         problems.append("tls_min_version %r must be 1.2 or 1.3" % (cfg["tls_min_version"],))
     if bool(cert) != bool(key):
@@ -201,11 +209,22 @@ def tls_problems(cfg):
                 problems.append("%s %s cannot be read: give the path of a PEM file this user may read" % (name, path))
         if not problems:
             try:
-                tls_context(cfg)
+                tls_context(dict(cfg, tls_client_ca_file=""))
             except ssl.SSLError as exc:
                 problems.append("tls_cert_file %s and tls_key_file %s are not a PEM certificate and its private key "
                                 "(%s): give the server's certificate (its chain after it) and the key it was made "
                                 "for" % (cert, key, exc.reason or exc))
+    if client_ca and not cert:
+        problems.append("tls_client_ca_file %s needs og-server to serve TLS itself (tls_cert_file and tls_key_file): "
+                        "a client certificate does not pass a TLS-terminating proxy; set both or drop "
+                        "tls_client_ca_file" % client_ca)
+    elif client_ca:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            problems.append("tls_client_ca_file %s is not a readable PEM CA certificate (%s): give the CA that signs "
+                            "the gateways' client certificates" % (client_ca, getattr(exc, "strerror", None)
+                                                                   or getattr(exc, "reason", None) or exc))
     if not isinstance(cfg["trusted_proxies"], list):
         problems.append("trusted_proxies must be a list of proxy addresses or networks, e.g. [10.0.0.7]")
     else:

@@ -404,5 +404,24 @@ def register(app, sock):
         token = tokens.authenticate(request.headers.get("Authorization"))
         if not tokens.allowed(token, "gateway"):
             return error(401, "unauthorized", "a gateway token is required: Authorization: Bearer <token>")
+        client_ca = current_app.config["OG"].get("tls_client_ca_file")
+        if client_ca and not peer_certificate(request.environ):
+            log.warning("gateway connection from %s refused: no client certificate (tls_client_ca_file is set)",
+                        request.remote_addr)
+            return error(403, "client_certificate_required",
+                         "this server requires gateways to present a client certificate signed by its "
+                         "tls_client_ca_file %s: set client_cert_file and client_key_file in the agent's settings"
+                         % client_ca)
         g.token = token
+        return None
+
+
+def peer_certificate(environ):
+    """The client certificate the TLS handshake verified (a dict), or None: none was presented (or no TLS)."""
+    sock = environ.get("gunicorn.socket")
+    if not hasattr(sock, "getpeercert"):   # plain HTTP
+        return None
+    try:
+        return sock.getpeercert() or None
+    except ValueError:   # not connected, or the handshake is not done
         return None

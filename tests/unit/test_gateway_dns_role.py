@@ -15,7 +15,8 @@ def render(**overrides):
     with open(os.path.join(ROLE, "defaults", "main.yml")) as fh:
         values = yaml.safe_load(fh)
     values.update(ansible_managed="managed", og_gateway_name="gw1", og_gateway_state_dir="/var/lib/og",
-                  _og_dns_listen=["10.88.0.1"], _og_dns_upstreams=["192.0.2.53", "192.0.2.54:5353"])
+                  _og_dns_listen=["10.88.0.1"], _og_dns_upstreams=["192.0.2.53", "192.0.2.54:5353"],
+                  _og_gateway_web={"enabled": False})
     values.update(overrides)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).lower() in ("true", "yes", "1")
@@ -31,6 +32,16 @@ def test_dns_yml_holds_og_dns_keys_only_with_the_role_defaults():
                    "max_ttl": 3600, "grace": 900, "name_cap": 64, "gateway_cap": 100000, "unlisted": "forward",
                    "ipv6": False, "metrics_listen": "0.0.0.0:9901"}
     assert render(og_gateway_dns_unlisted="refuse", og_gateway_ipv6=True)["unlisted"] == "refuse"
+
+
+def test_og_dns_and_the_agent_read_the_metrics_web_config_the_role_writes_only_when_there_is_one():
+    """roles/service/tasks/webconfig.yml's og_service_web (kept as _og_gateway_web): both daemons get its file."""
+    web = {"enabled": True, "tls": True, "file": "/etc/og/metrics-web.yml", "files": []}
+    assert render(_og_gateway_web=web)["metrics_web_config_file"] == "/etc/og/metrics-web.yml"
+    with open(os.path.join(ROLE, "templates", "agent.yml.j2")) as fh:
+        agent = fh.read()
+    assert 'metrics_web_config_file: "{{ _og_gateway_web.file }}"' in agent
+    assert "{% if _og_gateway_web.enabled | bool %}" in agent
 
 
 def test_the_agent_writes_the_domains_file_og_dns_reads():
