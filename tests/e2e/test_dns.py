@@ -12,13 +12,12 @@ kernel for the answer's TTL plus og-dns's grace (900 s).
 import json
 import os
 import signal
-import subprocess
 import threading
 
 import pytest
 
 from tests.support import TOP
-from tests.support.lablib import LabHost, probe
+from tests.support.lablib import LabHost, probe, recap
 from tests.support.nslib import sh, wait_until
 
 RESOLVE_FETCH = os.path.join(TOP, "tests", "support", "resolve_fetch.py")
@@ -48,38 +47,11 @@ def dig(lab, client, name, server=None, qtype="A"):
     return status, addresses, answered_by
 
 
-def resolve_fetch(lab, client, name, count):
+def resolve_fetch(lab, client, name, count, interval=0.0):
     """Rounds of resolve-then-fetch from a client (tests/support/resolve_fetch.py): its JSON lines."""
-    out = LabHost(lab.ns(client)).run([lab.python, RESOLVE_FETCH, name, "--count", str(count)], timeout=600).stdout
+    out = LabHost(lab.ns(client)).run([lab.python, RESOLVE_FETCH, name, "--count", str(count),
+                                       "--interval", str(interval)], timeout=600).stdout
     return [json.loads(line) for line in out.splitlines()]
-
-
-class Rounds:
-    """resolve_fetch.py running in a client until stop(): the rounds it made."""
-
-    def __init__(self, lab, client, name):
-        self.stop_file = os.path.join(lab.dir, "stop-%s-%s" % (client, name))
-        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.ns(client), lab.python, RESOLVE_FETCH, name,
-                                      "--stop", self.stop_file], stdout=subprocess.PIPE, text=True)
-        self.rounds = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.rounds.append(json.loads(line))
-
-    def stop(self):
-        with open(self.stop_file, "w"):
-            pass
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(timeout=10)
-        os.unlink(self.stop_file)
-        return self.rounds
 
 
 def outcomes(rounds):
@@ -252,45 +224,78 @@ def alive(pid):
         return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-# Slow (about 2 minutes): site.yml on gw1 brings the agent back, as the service manager would.
-def test_the_agent_killed_9_stops_neither_dns_nor_learned_addresses(dnslab, entries, zone):
+@pytest.fixture
+def killed_agent(dnslab):
+    """kill(): SIGKILL to gw1's agent (its pid from the pid file the service role's lab manager writes), and back
+    back(): site.yml on gw1 starts it again, as the service manager would (its recap); run after the test if the test
+    did not."""
     lab = dnslab
-    pool = ["198.51.100.%d" % i for i in range(160, 176)]
+    state = {}
+
+    def kill():
+        state["pid"] = agent_pid(lab, "gw1")
+        os.kill(state["pid"], signal.SIGKILL)
+        wait_until(lambda: not alive(state["pid"]), timeout=10, what="the agent gone")
+        return state["pid"]
+
+    def back():
+        state["site"] = recap(lab.lab("site", "--limit", "gw1").stdout)["gw1"]
+        return state["site"]
+    yield kill, back
+    if "pid" in state and "site" not in state:
+        lab.lab("site", "--limit", "gw1", check=False)
+
+
+# Slow (about 2 minutes): site.yml on gw1 brings the agent back.
+def test_the_agent_killed_9_stops_neither_dns_nor_learning_and_reports_afterwards(dnslab, entries, zone,
+                                                                                  killed_agent):
+    lab = dnslab
+    kill, back = killed_agent
+    pool = ["198.51.100.%d" % i for i in range(160, 168)]
     zone({"kill.cdn.lab.test": {"A": {"ttl": 10, "pool": pool, "pick": 2, "random": True}}})
     entry = entries("kill.cdn.lab.test")
     learned_by_gw1(lab, "c1", "kill.cdn.lab.test")
-    rounds = [Rounds(lab, client, "kill.cdn.lab.test") for client in ("c1", "c2")]
-    restarted = None
-    try:
-        wait_until(lambda: all(len(r.rounds) >= 10 for r in rounds), timeout=60, what="clients under way")
-        before = members(lab, "gw1", "og-learn4")
-        pid = agent_pid(lab, "gw1")
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not alive(pid), timeout=10, what="the agent gone")
-        during = [len(r.rounds) for r in rounds]
-        # With no agent: og-dns answers, learns the answers it gives (the clients reach them) and keeps the rest.
-        wait_until(lambda: all(len(r.rounds) >= n + 40 for r, n in zip(rounds, during)), timeout=120,
-                   what="40 more rounds per client with the agent dead")
-        assert not alive(pid)
-        assert before <= members(lab, "gw1", "og-learn4")
-        status, addresses, dummy = dig(lab, "c1", "kill.cdn.lab.test", server=GW["gw1"])
+    before = members(lab, "gw1", "og-learn4")
+    pid = kill()
+    # With no agent: og-dns answers, puts every answer's addresses into gw1's kernel set before the client has it,
+    # and nothing learned before goes away.
+    answered = set()
+    for _round in range(40):
+        status, addresses, dummy = dig(lab, "c2", "kill.cdn.lab.test", server=GW["gw1"])
         assert status == "NOERROR" and len(addresses) == 2
-        restarted = lab.lab("site", "--limit", "gw1")
-        assert agent_pid(lab, "gw1") != pid and alive(agent_pid(lab, "gw1"))
-    finally:
-        results = [r.stop() for r in rounds]
-        if restarted is None:
-            lab.lab("site", "--limit", "gw1", check=False)
-    for client, result in zip(("c1", "c2"), results):
-        assert outcomes(result) == {"ok": 2 * len(result)}, (client, outcomes(result))
+        assert set(addresses) <= members(lab, "gw1", "og-learn4")
+        answered |= set(addresses)
+    assert not alive(pid)
     assert before <= members(lab, "gw1", "og-learn4")
-    # The agent back: what og-dns spooled while it was dead reaches the server (and so the other gateway).
-    reached = {x for result in results for r in result for x in r["addresses"]}
-    wait_until(lambda: reached <= {a["address"].split("/")[0] for a in lab.api(
+    assert answered == set(pool)
+    restarted = back()
+    assert restarted["failed"] == 0
+    assert agent_pid(lab, "gw1") != pid and alive(agent_pid(lab, "gw1"))
+    assert before | answered <= members(lab, "gw1", "og-learn4")
+    # The agent back: what og-dns spooled while it was dead reaches the server, and through it gw2.
+    wait_until(lambda: answered <= {a["address"].split("/")[0] for a in lab.api(
         "GET", "/api/v1/entries/%d" % entry["id"]).json()["addresses"]}, timeout=60,
-        what="every address the clients reached on the entry")
-    wait_until(lambda: reached <= members(lab, "gw2", "og-allow4"), timeout=30, what="the addresses on gw2")
+        what="every address answered while the agent was dead on the entry")
+    wait_until(lambda: answered <= members(lab, "gw2", "og-allow4"), timeout=30, what="the addresses on gw2")
 
+
+# Slow (about 2 minutes): site.yml on gw1 brings the agent back.
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "og-route's health check is og-gateway-agent's /healthz (og_route_health_port 9900): gw1's agent killed moves "
+    "the clients' routes to gw2 within 2 s while they still resolve through gw1's og-dns (first in resolv.conf); "
+    "gw2 has none of what gw1 learns while its agent is dead (nothing is reported), so those connections are "
+    "refused (about 45 % of them on the lab). Found by this test; see the report of branch h-j."))
+def test_connections_keep_working_while_the_agent_is_dead(dnslab, entries, zone, killed_agent):
+    lab = dnslab
+    kill, back = killed_agent
+    pool = ["198.51.100.%d" % i for i in range(168, 176)]
+    zone({"dead.cdn.lab.test": {"A": {"ttl": 10, "pool": pool, "pick": 2, "random": True}}})
+    entries("dead.cdn.lab.test")
+    learned_by_gw1(lab, "c1", "dead.cdn.lab.test")
+    kill()
+    # A client going on for 10 s (og-route gives up on a gateway after 2 failed probes 1 s apart).
+    rounds = resolve_fetch(lab, "c1", "dead.cdn.lab.test", 100, interval=0.1)
+    assert outcomes(rounds) == {"ok": 200}, (outcomes(rounds), via(lab, "c1", pool[0]))
 
 # Slow (about 30 s): the outage lasts longer than the name's TTL, so the clients' answers are gone and they ask.
 def test_an_upstream_dns_outage_answers_servfail_and_removes_nothing(dnslab, entries, zone):
