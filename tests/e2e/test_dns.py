@@ -15,6 +15,7 @@ import signal
 import threading
 
 import pytest
+import yaml
 
 from tests.support import TOP
 from tests.support.lablib import LabHost, probe, recap
@@ -114,7 +115,15 @@ def learned_by_gw1(lab, client, name):
         status, addresses, dummy = dig(lab, client, name, server=GW["gw1"])
         seen["addresses"] = addresses
         return status == "NOERROR" and addresses and set(addresses) <= members(lab, "gw1", "og-learn4")
-    wait_until(learned, timeout=30, interval=0.5, what="%s learned by gw1's og-dns" % name)
+    try:
+        wait_until(learned, timeout=30, interval=0.5, what="%s learned by gw1's og-dns" % name)
+    except AssertionError as exc:
+        host = os.path.join(lab.dir, "hosts", "gw1")
+        with open(os.path.join(host, "var", "lib", "outputguard", "gateway", "domains.json")) as fh:
+            domains = fh.read()
+        with open(os.path.join(host, "var", "log", "outputguard", "og-dns.log")) as fh:
+            log = fh.read()[-3000:]
+        raise AssertionError("%s; answer %s; domains file %s; og-dns log ...%s" % (exc, seen, domains, log)) from exc
     return seen["addresses"]
 
 
@@ -355,3 +364,46 @@ def test_an_address_learned_by_gw1_is_reachable_through_gw2_after_failover(dnsla
     finally:
         sh(link + ["up"], check=False)
     wait_until(lambda: via(lab, "c1", target) == "10.77.0.1", timeout=30, what="routes back on gw1")
+
+
+def site_on(lab, host, check=True, **extra_vars):
+    """site.yml on one lab host with extra vars: (that host's recap, ansible-playbook's output)."""
+    proc = lab.lab("site", "--limit", host, "-e", json.dumps(extra_vars), check=check)
+    return recap(proc.stdout).get(host, {}), proc.stdout
+
+
+# Slow (about 3 minutes): three runs of site.yml on gw2.
+def test_og_dns_without_upstreams_asks_the_hosts_nameservers_but_never_itself(dnslab):
+    lab = dnslab
+    folder = "/etc/netns/" + lab.ns("gw2")
+    config = os.path.join(lab.dir, "hosts", "gw2", "etc", "outputguard", "dns.yml")
+
+    def resolv(text):
+        with open(os.path.join(folder, "resolv.conf"), "w") as fh:
+            fh.write(text)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        # gw2's resolv.conf names gw2 itself first (as after the route role pointed it at its gateways).
+        resolv("nameserver 10.77.0.2\nnameserver 10.77.0.53\n")
+        changed, dummy = site_on(lab, "gw2", og_gateway_dns_upstreams=[])
+        assert changed["failed"] == 0
+        with open(config) as fh:
+            assert yaml.safe_load(fh)["upstreams"] == ["10.77.0.53"]
+        wait_until(lambda: dig(lab, "c1", "partner.lab.test", server=GW["gw2"])[:2] == ("NOERROR", ["198.51.100.20"]),
+                   timeout=30, interval=0.5, what="gw2's og-dns answering through the lab's DNS")
+        # Only itself: a failure naming the variable, and og-dns left as it was.
+        resolv("nameserver 10.77.0.2\n")
+        refused, output = site_on(lab, "gw2", check=False, og_gateway_dns_upstreams=[])
+        assert refused["failed"] == 1
+        assert "the host's /etc/resolv.conf names 10.77.0.2; og-dns's own addresses are left out" in output
+        assert "og_gateway_dns_upstreams" in output
+        with open(config) as fh:
+            assert yaml.safe_load(fh)["upstreams"] == ["10.77.0.53"]
+    finally:
+        for name in os.listdir(folder):
+            os.unlink(os.path.join(folder, name))
+        os.rmdir(folder)
+        restored, dummy = site_on(lab, "gw2")
+    assert restored["failed"] == 0
+    with open(config) as fh:
+        assert yaml.safe_load(fh)["upstreams"] == ["10.77.0.53"]
