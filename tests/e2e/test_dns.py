@@ -261,16 +261,19 @@ def test_the_agent_killed_9_stops_neither_dns_nor_learning_and_reports_afterward
     lab = dnslab
     kill, back = killed_agent
     pool = ["198.51.100.%d" % i for i in range(160, 168)]
-    zone({"kill.cdn.lab.test": {"A": {"ttl": 10, "pool": pool, "pick": 2, "random": True}}})
-    entry = entries("kill.cdn.lab.test")
-    learned_by_gw1(lab, "c1", "kill.cdn.lab.test")
+    zone({"x.kill.cdn.lab.test": {"A": {"ttl": 10, "pool": pool, "pick": 2, "random": True}}})
+    # A wildcard, which the central resolver never resolves: what reaches the entry is what the agent reported. (An
+    # exact name's learned address the resolver also answers becomes "resolved" and ages out after the resolver's
+    # grace, 20 s on the lab, while og-dns keeps it for its TTL plus 900 s: see the report of branch h-j.)
+    entry = entries("*.kill.cdn.lab.test")
+    learned_by_gw1(lab, "c1", "x.kill.cdn.lab.test")
     before = members(lab, "gw1", "og-learn4")
     pid = kill()
     # With no agent: og-dns answers, puts every answer's addresses into gw1's kernel set before the client has it,
     # and nothing learned before goes away.
     answered = set()
     for _round in range(40):
-        status, addresses, dummy = dig(lab, "c2", "kill.cdn.lab.test", server=GW["gw1"])
+        status, addresses, dummy = dig(lab, "c2", "x.kill.cdn.lab.test", server=GW["gw1"])
         assert status == "NOERROR" and len(addresses) == 2
         assert set(addresses) <= members(lab, "gw1", "og-learn4")
         answered |= set(addresses)
