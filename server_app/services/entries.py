@@ -472,9 +472,11 @@ def why(address, config):
     internal = [str(n) for n in policy_from(config).internal if ip in n]
     items = []
     for addr, entry in rows:
-        until = min([t for t in (entry.expires_at, addr.grace_until, addr.expires_at) if t is not None],
-                    default=None)
         learned = addr.source == "learned"
+        # A resolved address may also carry a learned expiry (resolver.apply): it counts once the resolver stops
+        # returning it and it becomes learned again, not while the resolver holds it.
+        until = min([t for t in (entry.expires_at, addr.grace_until, addr.expires_at if learned else None)
+                     if t is not None], default=None)
         items.append({"entry_id": entry.id, "target": entry.target, "kind": entry.kind, "ports": entry.ports or [],
                       "network": addr.address, "source": addr.source, "since": _iso(addr.first_seen),
                       "until": _iso(until), "published": not addr.refused, "refused": addr.refused or None,
@@ -623,6 +625,7 @@ def to_json(entry):
         "addresses": [{"address": a.address, "source": a.source, "first_seen": iso(a.first_seen),
                        "last_seen": iso(a.last_seen), "grace_until": iso(a.grace_until),
                        "published": not a.refused, "refused": a.refused or None,
-                       "learned_via": a.learned_via or None, "expires_at": iso(a.expires_at)}
+                       "learned_via": (a.learned_via or None) if a.source == "learned" else None,
+                       "expires_at": iso(a.expires_at) if a.source == "learned" else None}
                       for a in entry.addresses],
     }

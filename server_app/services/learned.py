@@ -5,7 +5,8 @@ one transaction: an item is taken only if its entry exists, is a domain entry an
 (og_netpolicy.matches, wildcards included), and its address passes the same internal-network and overlap rules
 (AddressPolicy.refusal) the resolver applies. A taken address becomes an EntryAddress of source "learned" with
 `learned_via` the gateway's name and `expires_at` the end of the learned answer; an address the entry already
-holds from the resolver keeps its source and its grace (only last_seen moves). The elements
+holds from the resolver keeps its source while the resolver returns it (last_seen moves, and the learned gateway
+and expiry are noted, for resolver.apply to make it learned again once the resolver stops returning it). The elements
 this adds go out through the change log like a resolved answer's, in one revision per frame. `expire` (the
 housekeeper) removes learned rows whose expiry has passed, as aged-out elements. The frame's unlisted names
 are counted in the same transaction (services/unlisted.py). docs/dns.md, "Fleet-wide learning", has the rules.
@@ -101,7 +102,9 @@ def _apply(gateway, frame, config, now):
             continue   # recorded refused by the resolver: it stays unpublished
         else:
             row.last_seen = now
-            if row.source == SOURCE:   # the resolver's rows age out by its grace, not by a learned expiry
+            if row.source in (SOURCE, "resolved"):
+                # A resolved row keeps the learned expiry too, for when the resolver stops returning it
+                # (resolver.apply makes it learned again then, instead of starting the grace).
                 row.expires_at = max(row.expires_at or expires, expires)
                 row.learned_via = gateway
         touched[entry.id] = entry

@@ -355,13 +355,20 @@ class Resolver:
                 row.grace_until = None
                 row.refused = reason
                 if row.source == "learned":
-                    row.source = "resolved"   # DNS answers it here too: it ages out by grace, not by its expiry
-                    row.expires_at, row.learned_via = None, ""
+                    # DNS answers it here too: resolved while the resolver returns it; its learned expiry and
+                    # gateway are kept for when the resolver stops returning it (a CDN's pool rotating on).
+                    row.source = "resolved"
         for key, row in list(current.items()):
             if key in returned or row.source != "resolved":
                 continue
             if row.refused:
                 entry.addresses.remove(row)
+                continue
+            if row.expires_at is not None and row.expires_at > now:
+                # The gateways' DNS forwarders still hand it out (learned.apply moves expires_at on): it is
+                # learned again and ends at its learned expiry, not the resolver's grace, so that a gateway
+                # that did not answer the client keeps it (failover) for as long as the answering one does.
+                row.source, row.grace_until = "learned", None
                 continue
             if row.grace_until is None:
                 row.grace_until = now + grace

@@ -74,8 +74,10 @@ def test_an_address_the_entry_holds_keeps_its_source_and_expiry_removes_learned_
             {"entry": entry.id, "name": "api.learn.example", "address": "203.0.113.70", "expires": soon},
             {"entry": entry.id, "name": "api.learn.example", "address": "203.0.113.71", "expires": soon}]), cfg)
         have = rows(entry.id)
-        assert (have["203.0.113.70/32"].source, have["203.0.113.70/32"].learned_via) == ("resolved", "")
-        assert have["203.0.113.70/32"].expires_at is None   # the resolver's row ages out by its grace only
+        # The resolver's row keeps its source (and its grace while the resolver returns it); it notes the learned
+        # gateway and expiry for when the resolver stops returning it, and learned.expire leaves it alone.
+        assert (have["203.0.113.70/32"].source, have["203.0.113.70/32"].learned_via) == ("resolved", "gw1")
+        assert have["203.0.113.70/32"].expires_at is not None
         assert have["203.0.113.71/32"].source == "learned"
         assert learned.expire(now=utcnow()) is None              # not yet
         head = changelog.head_revision()
@@ -111,19 +113,40 @@ def test_the_resolver_takes_over_a_learned_address_dns_returns_and_why_shows_a_l
     cfg = app.config["OG"]
     with app.app_context():
         entry = entries.create({"target": "cdn.learn.example"}, cfg, "test")[0]
+        entry_id = entry.id
         later = int(time.time()) + 600
-        learned.apply("gw2", frame([{"entry": entry.id, "name": "cdn.learn.example", "address": "203.0.113.90",
+        learned.apply("gw2", frame([{"entry": entry_id, "name": "cdn.learn.example", "address": "203.0.113.90",
                                      "expires": later}]), cfg)
         why = entries.why("203.0.113.90", cfg)["entries"][0]
-        assert (why["source"], why["until"]) == ("learned", entries.to_json(db.session.get(Entry, entry.id))[
+        assert (why["source"], why["until"]) == ("learned", entries.to_json(db.session.get(Entry, entry_id))[
             "addresses"][0]["expires_at"])
         # DNS answers the learned address: not the resolver's fast path of "nothing changed", but a change that
-        # makes the row the resolver's (it then ages out by grace, and names no gateway).
+        # makes the row the resolver's while it returns it (shown as resolved, naming no gateway).
         resolver = Resolver(app)
         answer = Answer("ok", [ipaddress.ip_address("203.0.113.90")], ttl=60)
-        assert resolver.apply_unchanged([((entry.id, "cdn.learn.example"), answer)], utcnow()) == [
-            ((entry.id, "cdn.learn.example"), answer)]
-        resolver.apply(entry.id, answer)
-        row = rows(entry.id)["203.0.113.90/32"]
-        assert (row.source, row.learned_via, row.expires_at) == ("resolved", "", None)
+        assert resolver.apply_unchanged([((entry_id, "cdn.learn.example"), answer)], utcnow()) == [
+            ((entry_id, "cdn.learn.example"), answer)]
+        resolver.apply(entry_id, answer)
+        row = rows(entry_id)["203.0.113.90/32"]
+        assert row.source == "resolved"
+        shown = entries.to_json(db.session.get(Entry, entry_id))["addresses"][0]
+        assert (shown["source"], shown["learned_via"], shown["expires_at"]) == ("resolved", None, None)
+        # gw1's og-dns goes on answering it, for longer: the learned expiry moves on under the resolved row.
+        longer = later + 300
+        learned.apply("gw1", frame([{"entry": entry_id, "name": "cdn.learn.example", "address": "203.0.113.90",
+                                     "expires": longer}]), cfg)
+        db.session.remove()
+        # The resolver's next answer lacks it (a CDN's pool rotated on): instead of the resolver's grace (which
+        # would close it on the gateways that did not answer the client while gw1's og-dns still hands it out),
+        # it is learned again and ends at its learned expiry.
+        other = Answer("ok", [ipaddress.ip_address("203.0.113.91")], ttl=60)
+        resolver.apply(entry_id, other)
+        row = rows(entry_id)["203.0.113.90/32"]
+        assert (row.source, row.learned_via, row.grace_until) == ("learned", "gw1", None)
+        assert row.expires_at == dt.datetime.fromtimestamp(longer, dt.timezone.utc).replace(tzinfo=None)
+        far = utcnow() + dt.timedelta(seconds=cfg["resolve_grace"] + 60)    # past the grace, before the expiry
+        resolver.apply(entry_id, other, now=far)
+        assert "203.0.113.90/32" in rows(entry_id) and "203.0.113.90/32" in changelog.published()
+        assert learned.expire(now=row.expires_at + dt.timedelta(seconds=1)) is not None
+        assert "203.0.113.90/32" not in rows(entry_id)
         db.session.remove()
