@@ -130,6 +130,8 @@ class Forwarder(object):
         # learned address on the event loop; an entry whose time has moved on since it was pushed is skipped.
         self._live_due = []
         self._kernel_due = []
+        # (entry, name) -> the entry's ports when it was learned: what its kernel members are.
+        self.key_ports = {}
         self.reload_domains()
 
     # ---- domains ----------------------------------------------------------------------------------------------
@@ -169,6 +171,7 @@ class Forwarder(object):
             self._release(address)
             if not held:
                 del self.live[key]
+                self.key_ports.pop(key, None)
         due = self._kernel_due
         while due and due[0][0] <= now:
             expires, key = heapq.heappop(due)
@@ -225,9 +228,56 @@ class Forwarder(object):
             del held[address]
             if not held:
                 del self.live[key]
+                self.key_ports.pop(key, None)
             self.address_users[address] -= 1
             if not self.address_users[address]:
                 del self.address_users[address]
+
+    # ---- entries deleted or changed ----------------------------------------------------------------------------
+    def stale_keys(self):
+        """The (entry, name) held whose entry is gone from the domains file, has other ports now, or no longer
+        matches the name."""
+        stale = []
+        for key in self.live:
+            entry, name = key
+            ports = self.key_ports.get(key, ())
+            if not any(m[0] == entry and tuple(m[2] or ()) == ports for m in self.matcher.match(name)):
+                stale.append(key)
+        return stale
+
+    async def withdraw(self):
+        """Remove from the learn sets at once what only stale keys held (an entry deleted or narrowed must close
+        its addresses now, not at the end of their timeouts); returns how many kernel members went."""
+        stale = self.stale_keys()
+        if not stale:
+            return 0
+        members = set()
+        for key in stale:
+            ports = self.key_ports.pop(key, ())
+            for address in self.live.pop(key):
+                self.spool.forget(key + (address,))
+                self.address_users[address] -= 1
+                if not self.address_users[address]:
+                    del self.address_users[address]
+                members.update((address, port) for port in (ports or (None,)))
+        for key, held in self.live.items():
+            ports = self.key_ports.get(key, ())
+            members.difference_update((address, port) for address in held for port in (ports or (None,)))
+        self.metrics.learned_addresses.set(len(self.address_users))
+        if not members:
+            return 0
+        gone = sorted(members, key=lambda m: (m[0], m[1] or ""))
+        try:
+            await self.learner.delete(gone)
+        except (LearnError, OSError) as exc:
+            self.metrics.learn_errors.inc()
+            LOG.error("removing %d learned members of deleted or changed entries failed: %s", len(gone), exc)
+            return 0
+        for member in gone:
+            self.kernel_expires.pop(member, None)
+        self.metrics.withdrawn.inc(len(gone))
+        LOG.info("withdrew %d learned members of %d (entry, name) no longer allowed", len(gone), len(stale))
+        return len(gone)
 
     # ---- one answer -------------------------------------------------------------------------------------------
     async def learn(self, qname, response, qmatches=None):
@@ -255,6 +305,7 @@ class Forwarder(object):
             for (entry, _pattern, ports), name in matches:
                 if not self.admit(entry, name, address, expires, undo):
                     continue
+                self.key_ports[(entry, name)] = tuple(ports or ())
                 for port in (ports or (None,)):
                     items[(address, port)] = max(items.get((address, port), 0), timeout)
                 notes.append((entry, name, address, ports, ttl, expires))
@@ -407,7 +458,8 @@ async def serve(forwarder, ready=None):
         while True:
             await asyncio.sleep(1.0)
             forwarder.expire()
-            forwarder.reload_domains()
+            if forwarder.reload_domains():
+                await forwarder.withdraw()
             try:
                 forwarder.spool.flush()
             except OSError as exc:   # disk full or the like: kept in memory, tried again next second

@@ -29,6 +29,10 @@ class Learner(object):
         """LearnSets.add(items) on the worker thread; returns how many were added, raises its LearnError."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.sets.add, list(items))
 
+    async def delete(self, items):
+        """LearnSets.delete(items) on the worker thread, after every add before it."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.sets.delete, list(items))
+
     def close(self):
         if self.executor is None:
             return

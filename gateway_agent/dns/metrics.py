@@ -19,6 +19,9 @@ class Metrics(object):
                                "name of an answer)", registry=r)
         self.learned_addresses = Gauge("og_dns_learned_addresses", "Learned addresses still live", registry=r)
         self.expired = Counter("og_dns_expired", "Learned addresses whose timeout passed", registry=r)
+        self.withdrawn = Counter("og_dns_withdrawn", "Learned addresses (one per address and port or port range) "
+                                 "removed at once because their entry was deleted, changed its ports or no longer "
+                                 "matches the name", registry=r)
         self.added_latency = Histogram("og_dns_added_latency_seconds", "Time og-dns adds to a query: its whole "
                                        "handling minus the upstream round trip", buckets=LATENCY_BUCKETS, registry=r)
         self.upstream_duration = Histogram("og_dns_upstream_duration_seconds", "Upstream round trip",

@@ -34,6 +34,7 @@ LEARN = "og-learn%d"
 LEARN_PORTS = "og-learnp%d"
 _PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}  # what parse_port_spec accepts
 _PROTOCOL_NAMES = {number: name for name, number in _PROTOCOLS.items()}
+_IPSET_ERR_EXIST = 4103      # IPSET_ERR_EXIST: deleting a member that is not there (without -exist)
 _IPSET_ERR_HASH_FULL = 4352  # IPSET_ERR_TYPE_SPECIFIC: for hash types, the set is full (maxelem)
 
 
@@ -116,6 +117,30 @@ class LearnSets(object):
                 raise LearnError(self._add_failed(name, address, port, exc))
             added += 1
         return added
+
+    def delete(self, items):
+        """Remove members at once; items: (address, port or None). A member that is not there (timed out
+        already) is no error. Returns how many were asked for (families that are off skipped)."""
+        asked = 0
+        for address, port in items:
+            version = _version(address)
+            if version not in self.versions:
+                continue
+            family = socket.AF_INET6 if version == 6 else socket.AF_INET
+            if port is None:
+                name, entry, etype = LEARN % version, address, "ip"
+            else:
+                proto, first, last = _port(port)
+                name, etype = LEARN_PORTS % version, "ip,port"
+                entry = (address, PortEntry(first, protocol=proto) if first == last
+                         else PortRange(first, last, protocol=proto))
+            try:
+                self.ipset.delete(name, entry, family=family, exclusive=False, etype=etype)
+            except NetlinkError as exc:
+                if exc.code != _IPSET_ERR_EXIST:
+                    raise LearnError("removing %s from ipset %s failed: %s" % (address, name, exc))
+            asked += 1
+        return asked
 
     @staticmethod
     def _add_failed(name, address, port, exc):

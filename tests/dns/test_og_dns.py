@@ -399,3 +399,40 @@ def test_metrics_behind_tls_and_basic_auth_with_a_web_config(dnsd):
     bad = dnsd.gw.run([os.path.join(BIN, "og-dns"), "--config", config], check=False)
     assert bad.returncode == 2, bad.stderr
     assert "metrics_web_config_file" in bad.stderr and web in bad.stderr, bad.stderr
+
+
+def test_a_deleted_or_narrowed_entry_closes_its_learned_addresses_at_once(dnsd):
+    """Deleting an entry (or changing its ports) must refuse its addresses now, not at the end of their learned
+    timeouts (TTL + grace); an address another entry's name also answered stays."""
+    def reload(domains, revision):
+        with open(dnsd.domains + ".tmp", "w") as fh:
+            json.dump({"revision": revision, "domains": domains}, fh)
+        os.replace(dnsd.domains + ".tmp", dnsd.domains)
+        nslib.wait_until(lambda: "(revision %d)" % revision in open(dnsd.log).read(),
+                         timeout=30, what="og-dns loaded revision %d" % revision)
+
+    twin = {"entry": 13, "name": "twin.test", "ports": []}
+    dnsd.write_zone(dict(ZONE, **{"twin.test": {"A": {"ttl": 30, "values": ["203.0.113.10"]}}}))
+    try:
+        reload(DOMAINS + [twin], 2)
+        assert answers(dnsd.dig("exact.test")) == answers(dnsd.dig("twin.test")) == ["203.0.113.10"]
+        assert answers(dnsd.dig("port.test")) == ["203.0.113.14"]
+        assert "203.0.113.14,tcp:8005" in dnsd.members("og-learnp4")
+        # exact.test's entry deleted (twin.test still answers its address); port.test's entry narrowed.
+        narrowed = [d for d in DOMAINS if d["entry"] not in (1, 3)] + [
+            {"entry": 3, "name": "port.test", "ports": ["443/tcp"]}, twin]
+        reload(narrowed, 3)
+        nslib.wait_until(lambda: not any(m.startswith("203.0.113.14,") for m in dnsd.members("og-learnp4")),
+                         timeout=10, what="port.test's members withdrawn")
+        assert "203.0.113.10" in dnsd.members("og-learn4")          # twin.test holds it
+        nslib.wait_until(lambda: metric(dnsd.scrape(), "og_dns_withdrawn_total") == 2, timeout=10,
+                         what="203.0.113.14's 443/tcp and 8000-8010/tcp withdrawn")
+        reload([d for d in narrowed if d["entry"] != 13], 4)
+        nslib.wait_until(lambda: "203.0.113.10" not in dnsd.members("og-learn4"), timeout=10,
+                         what="twin.test's address withdrawn")
+        nslib.wait_until(lambda: metric(dnsd.scrape(), "og_dns_withdrawn_total") == 3, timeout=10,
+                         what="203.0.113.10 withdrawn too")
+        assert answers(dnsd.dig("port.test")) == ["203.0.113.14"]   # asked again: learned with its new ports
+        assert {m for m in dnsd.members("og-learnp4") if m.startswith("203.0.113.14,")} == {"203.0.113.14,tcp:443"}
+    finally:
+        dnsd.write_zone(ZONE)
