@@ -99,41 +99,38 @@ class LearnSets(object):
         """
         added = 0
         for address, port, timeout in items:
-            version = _version(address)
-            if version not in self.versions:
+            member = self._member(address, port)
+            if member is None:
                 continue
-            family = socket.AF_INET6 if version == 6 else socket.AF_INET
-            timeout = int(timeout)
-            if port is None:
-                name, entry, etype = LEARN % version, address, "ip"
-            else:
-                proto, first, last = _port(port)
-                name, etype = LEARN_PORTS % version, "ip,port"
-                entry = (address, PortEntry(first, protocol=proto) if first == last
-                         else PortRange(first, last, protocol=proto))
+            name, entry, family, etype = member
             try:
-                self.ipset.add(name, entry, family=family, exclusive=False, timeout=timeout, etype=etype)
+                self.ipset.add(name, entry, family=family, exclusive=False, timeout=int(timeout), etype=etype)
             except NetlinkError as exc:
                 raise LearnError(self._add_failed(name, address, port, exc))
             added += 1
         return added
+
+    def _member(self, address, port):
+        """(set name, pyroute2 entry, family, etype) of one member; None for a family that is off."""
+        version = _version(address)
+        if version not in self.versions:
+            return None
+        family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        if port is None:
+            return LEARN % version, address, family, "ip"
+        proto, first, last = _port(port)
+        entry = (address, PortEntry(first, protocol=proto) if first == last else PortRange(first, last, protocol=proto))
+        return LEARN_PORTS % version, entry, family, "ip,port"
 
     def delete(self, items):
         """Remove members at once; items: (address, port or None). A member that is not there (timed out
         already) is no error. Returns how many were asked for (families that are off skipped)."""
         asked = 0
         for address, port in items:
-            version = _version(address)
-            if version not in self.versions:
+            member = self._member(address, port)
+            if member is None:
                 continue
-            family = socket.AF_INET6 if version == 6 else socket.AF_INET
-            if port is None:
-                name, entry, etype = LEARN % version, address, "ip"
-            else:
-                proto, first, last = _port(port)
-                name, etype = LEARN_PORTS % version, "ip,port"
-                entry = (address, PortEntry(first, protocol=proto) if first == last
-                         else PortRange(first, last, protocol=proto))
+            name, entry, family, etype = member
             try:
                 self.ipset.delete(name, entry, family=family, exclusive=False, etype=etype)
             except NetlinkError as exc:
