@@ -7,19 +7,14 @@ import re
 
 import pytest
 
-from server_app import create_app, init_db
-from server_app.services import entries, users
-
-PW = "a-long-enough-password"
+from server_app.services import entries
+from tests.support.uilib import login, make_app
 
 
 @pytest.fixture
 def app(tmp_path):
-    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False})
-    init_db(app)
+    app = make_app(tmp_path)
     with app.app_context():
-        for name, role in (("ada", "admin"), ("eve", "editor"), ("vic", "viewer")):
-            users.create(name, PW, role, created_by=("test", "system", ""))
         entry, _revision = entries.create({"target": "198.51.100.10", "ports": ["80/tcp"], "comment": "web"},
                                           app.config["OG"], "test")
         app.config["ENTRY"] = entry.id
@@ -33,8 +28,7 @@ def _field(text, name):
 
 def _client(app, name):
     c = app.test_client()
-    token = _field(c.get("/login").text, "csrf_token")
-    assert c.post("/login", data={"username": name, "password": PW, "csrf_token": token}).status_code == 302
+    assert login(c, name).status_code == 302
     return c
 
 

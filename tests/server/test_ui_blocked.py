@@ -9,20 +9,15 @@ import time
 import pytest
 
 from og_kernel import og_protocol
-from server_app import create_app, init_db
 from server_app.models import BlockedAttempt, Entry, db
-from server_app.services import audit, blocked, gateways, users
-
-PW = "a-long-enough-password"
+from server_app.services import audit, blocked, gateways
+from tests.support.uilib import csrf, login, make_app
 
 
 @pytest.fixture
 def app(tmp_path):
-    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False})
-    init_db(app)
+    app = make_app(tmp_path)
     with app.app_context():
-        for name, role in (("ada", "admin"), ("eve", "editor"), ("vic", "viewer")):
-            users.create(name, PW, role, created_by=("test", "system", ""))
         now = int(time.time())
         items = [{"client": "10.88.0.2", "destination": "198.51.100.20", "proto": "tcp", "port": "443", "count": 4,
                   "bytes": 240, "first": now - 60, "last": now - 10, "observed": False},
@@ -33,14 +28,6 @@ def app(tmp_path):
         blocked.ingest("gw1", og_protocol.parse_agent_frame(og_protocol.blocked(items)[0]))
         gateways.open_session("gw1", "10.99.0.1", "0.1.0", "r1", running_mode="enforce")
     return app
-
-
-def csrf(client, path):
-    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text).group(1)
-
-
-def login(client, name):
-    client.post("/login", data={"username": name, "password": PW, "csrf_token": csrf(client, "/login")})
 
 
 def table(text, table_id):

@@ -9,32 +9,14 @@ import re
 
 import pytest
 
-from server_app import create_app, init_db
 from server_app.models import AuditEvent, Entry, User, db
 from server_app.services import audit, entries, tokens, users
-
-PW = "a-long-enough-password"
+from tests.support.uilib import PW, csrf, login, make_app
 
 
 @pytest.fixture
 def app(tmp_path):
-    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
-                      "login_max_failures": 3, "login_lockout": 600})
-    init_db(app)
-    with app.app_context():
-        for name, role in (("ada", "admin"), ("eve", "editor"), ("vic", "viewer")):
-            users.create(name, PW, role, created_by=("test", "system", ""))
-    return app
-
-
-def csrf(client, path="/login"):
-    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text).group(1)
-
-
-def login(client, name, password=PW, remote="192.0.2.50"):
-    token = csrf(client)
-    return client.post("/login", data={"username": name, "password": password, "csrf_token": token},
-                       environ_base={"REMOTE_ADDR": remote})
+    return make_app(tmp_path, login_max_failures=3, login_lockout=600)
 
 
 def admin_client(app, name="ada"):
