@@ -113,6 +113,11 @@ def list_entries():
 @requires("write")
 def create_entry():
     entry, revision = entries.create(_json_body(), current_app.config["OG"], g.token.name)
+    return _created(entry, revision)
+
+
+def _created(entry, revision):
+    """201 with the new entry, its revision and its Location."""
     body = entries.to_json(entry)
     body["revision"] = revision
     response = jsonify(body)
@@ -419,12 +424,7 @@ def allow_blocked(attempt_id):
         return error(400, "invalid_body", "the body must be {\"duration\": \"permanent|1h|1d|1w\"}")
     entry, revision, _row = blocked.allow(attempt_id, body.get("duration", "permanent"), current_app.config["OG"],
                                           g.token.name)
-    data = entries.to_json(entry)
-    data["revision"] = revision
-    response = jsonify(data)
-    response.status_code = 201
-    response.headers["Location"] = url_for("api.get_entry", entry_id=entry.id)
-    return response
+    return _created(entry, revision)
 
 
 @bp.put("/gateways/<name>/mode")
