@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, MetricsHandler
+from prometheus_client.core import GaugeMetricFamily
 
 from og_kernel import og_webconfig
 
@@ -41,8 +42,26 @@ class Metrics(object):
                                      registry=r)
         self.domains = Gauge("og_dns_domains", "Domain patterns loaded from the domains file", registry=r)
 
+    def per_entry(self, counts):
+        """Serve og_dns_entry_learned_addresses{entry} from counts(), a {entry id: live addresses} read at scrape."""
+        self.registry.register(_PerEntry(counts))
+
     def serve(self, host, port, web_config=None):
         """/metrics on host:port from a daemon thread; with web_config (og_webconfig.WebConfig) over TLS and/or
         behind basic auth, as the agent's and og-route's."""
         return og_webconfig.serve(host, port, MetricsHandler.factory(self.registry), web_config,
                                   name="og-dns-metrics")
+
+
+class _PerEntry(object):
+    """The per-entry family, computed at scrape time (nothing to keep in step on the query path)."""
+
+    def __init__(self, counts):
+        self.counts = counts
+
+    def collect(self):
+        family = GaugeMetricFamily("og_dns_entry_learned_addresses", "Learned addresses live per domain entry "
+                                   "(label entry: its id, as in the API)", labels=["entry"])
+        for entry, count in sorted(self.counts().items()):
+            family.add_metric([str(entry)], count)
+        yield family

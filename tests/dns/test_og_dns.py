@@ -338,6 +338,11 @@ def test_metrics_scrape_passes_promtool(dnsd):
         assert name in text
     assert 'og_dns_added_latency_seconds_bucket{le="0.0001"}' in text
     assert metric(text, "og_dns_learned_total") == 1
+    dnsd.dig("www.wild.test")
+    dnsd.dig("a.b.wild.test")
+    text = dnsd.scrape()
+    assert metric(text, "og_dns_entry_learned_addresses", '{entry="1"}') == 1    # exact.test
+    assert metric(text, "og_dns_entry_learned_addresses", '{entry="2"}') == 2    # two names under *.wild.test
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool (Debian package prometheus) is not installed")
