@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 
 from og_kernel.og_learn import LearnError
 
@@ -27,11 +28,19 @@ def main(argv=None):
         print("og-dns: %s" % exc, file=sys.stderr)
         return 2
     metrics = Metrics()
+    listening = threading.Event()   # set once every listen address is bound (UDP and TCP)
+
+    def health():
+        """(ok, reason) for /healthz: og-dns listens and its learn sets can be read."""
+        if not listening.is_set():
+            return False, "not listening yet on %s port %d" % (",".join(config.listen), config.port)
+        return learner.check()
+
     try:
         spool = Spool(config.spool_dir, config.name, config.spool_max_files, config.unlisted_table, metrics)
         forwarder = Forwarder(config, learner, metrics, spool)
         if config.metrics_listen:
-            metrics.serve(*config.metrics_listen, web_config=config.metrics_web_config)
+            metrics.serve(*config.metrics_listen, web_config=config.metrics_web_config, health=health)
     except OSError as exc:
         learner.close()
         print("og-dns: cannot start (spool_dir %s, metrics_listen %s): %s" % (
@@ -40,6 +49,7 @@ def main(argv=None):
         return 2
 
     def ready():
+        listening.set()
         print("og-dns: ready listen=%s port=%d upstreams=%s metrics=%s" % (
             ",".join(config.listen), config.port, ",".join("%s:%d" % u for u in config.upstreams),
             "%s:%d" % config.metrics_listen if config.metrics_listen else "off"), file=sys.stderr, flush=True)

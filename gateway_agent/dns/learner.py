@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 
-from og_kernel.og_learn import LearnSets
+from og_kernel.og_learn import LearnError, LearnSets
 
 
 class Learner(object):
@@ -32,6 +33,21 @@ class Learner(object):
     async def delete(self, items):
         """LearnSets.delete(items) on the worker thread, after every add before it."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.sets.delete, list(items))
+
+    def check(self, timeout=5.0):
+        """(ok, reason): the learn sets can be read now (LearnSets.check on the worker thread, behind any add)."""
+        executor = self.executor
+        if executor is None:
+            return False, "learn sets closed"
+        try:
+            executor.submit(self.sets.check).result(timeout=timeout)
+        except LearnError as exc:
+            return False, str(exc)
+        except FuturesTimeout:
+            return False, "learn sets did not answer within %gs" % timeout
+        except (OSError, RuntimeError) as exc:   # RuntimeError: the executor was shut down meanwhile
+            return False, "learn sets cannot be read: %s" % exc
+        return True, "ok"
 
     def close(self):
         if self.executor is None:

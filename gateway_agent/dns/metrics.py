@@ -1,4 +1,8 @@
-"""og-dns's Prometheus metrics, in a registry of its own, served on metrics_listen."""
+"""og-dns's Prometheus metrics, in a registry of its own, served on metrics_listen with /healthz beside them.
+
+/healthz is what og-route probes when the clients resolve through the gateways' og-dns (the route role's
+og_route_dns): 200 "ok" when og-dns listens and its learn sets can be read, 503 with the reason otherwise.
+"""
 
 from __future__ import annotations
 
@@ -46,11 +50,32 @@ class Metrics(object):
         """Serve og_dns_entry_learned_addresses{entry} from counts(), a {entry id: live addresses} read at scrape."""
         self.registry.register(_PerEntry(counts))
 
-    def serve(self, host, port, web_config=None):
-        """/metrics on host:port from a daemon thread; with web_config (og_webconfig.WebConfig) over TLS and/or
-        behind basic auth, as the agent's and og-route's."""
-        return og_webconfig.serve(host, port, MetricsHandler.factory(self.registry), web_config,
-                                  name="og-dns-metrics")
+    def serve(self, host, port, web_config=None, health=None):
+        """/metrics and /healthz on host:port from a daemon thread; with web_config (og_webconfig.WebConfig) over
+        TLS and/or behind basic auth, as the agent's and og-route's (/healthz stays open, og_webconfig.OPEN_PATHS).
+
+        health: a callable returning (ok, reason) for /healthz; None answers 503 "no health check".
+        """
+        return og_webconfig.serve(host, port, health_handler(MetricsHandler.factory(self.registry), health),
+                                  web_config, name="og-dns-metrics")
+
+
+def health_handler(metrics_handler, health):
+    """metrics_handler (prometheus_client's MetricsHandler class) with GET /healthz answered by health()."""
+
+    class Handler(metrics_handler):
+        def do_GET(self):
+            if self.path.split("?", 1)[0] != "/healthz":
+                return super(Handler, self).do_GET()
+            ok, reason = health() if health is not None else (False, "no health check")
+            body = ("ok\n" if ok else "%s\n" % reason).encode()
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
 
 
 class _PerEntry(object):

@@ -79,17 +79,21 @@ class LearnSets(object):
         self.versions = (4, 6) if ipv6 else (4,)
         self.names = [name % v for v in self.versions for name in (LEARN, LEARN_PORTS)]
         try:
-            for name in self.names:
-                try:
-                    self.ipset.get_set_byname(name)
-                except NetlinkError as exc:
-                    if exc.code == errno.ENOENT:
-                        raise LearnError("ipset %s does not exist in this network namespace: apply the gateway "
-                                         "policy first (og_iptables_allow or the gateway agent create it)" % name)
-                    raise LearnError("ipset %s cannot be read: %s" % (name, exc))
+            self.check()
         except LearnError:
             self.close()
             raise
+
+    def check(self):
+        """Raise LearnError naming the first learn set that is missing or cannot be read (og-dns's /healthz)."""
+        for name in self.names:
+            try:
+                self.ipset.get_set_byname(name)
+            except NetlinkError as exc:
+                if exc.code == errno.ENOENT:
+                    raise LearnError("ipset %s does not exist in this network namespace: apply the gateway "
+                                     "policy first (og_iptables_allow or the gateway agent create it)" % name)
+                raise LearnError("ipset %s cannot be read: %s" % (name, exc))
 
     def add(self, items):
         """Add or refresh members; items: (address, port or None, timeout). Returns how many were added.

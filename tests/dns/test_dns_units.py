@@ -232,3 +232,29 @@ def test_a_spool_file_is_what_one_learned_frame_takes(tmp_path):
     assert bodies[0]["unlisted_dropped"] == 1
     for name, body in zip(names, bodies):
         assert og_protocol.parse_agent_frame(og_protocol.learned(name, body)).batch == name
+
+
+def test_the_learners_check_names_what_is_wrong_with_the_learn_sets():
+    """Learner.check() (og-dns's /healthz): ok while the sets' check passes, the LearnError's text when a set is
+    gone, and not ok once closed; the namespace test with real sets is tests/dns/test_og_dns.py."""
+    state = {"missing": None}
+
+    class Sets(object):
+        def __init__(self, ipv6=False):
+            pass
+
+        def check(self):
+            if state["missing"]:
+                raise LearnError("ipset %s does not exist in this network namespace" % state["missing"])
+
+        def close(self):
+            pass
+
+    learner = Learner(factory=Sets)
+    assert learner.check() == (True, "ok")
+    state["missing"] = "og-learnp4"
+    assert learner.check() == (False, "ipset og-learnp4 does not exist in this network namespace")
+    state["missing"] = None
+    assert learner.check() == (True, "ok")
+    learner.close()
+    assert learner.check() == (False, "learn sets closed")

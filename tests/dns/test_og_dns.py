@@ -374,6 +374,24 @@ def test_a_dead_first_upstream_is_skipped(dnsd):
     assert metric(dnsd.scrape(), "og_dns_upstream_errors_total", '{upstream="203.0.113.99:53"}') == 1
 
 
+def test_healthz_is_ok_while_og_dns_listens_and_503_naming_a_missing_learn_set(dnsd):
+    """/healthz (what og-route probes with og_route_dns): 200 "ok" on a running og-dns, not the metrics page; 503
+    naming the set when a learn set is gone, 200 again once it is back (checked on every probe)."""
+    def healthz():
+        done = dnsd.gw.run(["curl", "-s", "-m", "10", "-w", "\n%{http_code}", "http://127.0.0.1:9901/healthz"],
+                           check=False)
+        return done.stdout.rsplit("\n", 1)
+
+    assert healthz() == ["ok\n", "200"]
+    dnsd.gw.run(["ipset", "destroy", "og-learnp4"])
+    try:
+        body, status = healthz()
+        assert status == "503" and "og-learnp4" in body and "does not exist" in body, body
+    finally:
+        dnsd.gw.run(["ipset", "create", "og-learnp4", "hash:ip,port", "timeout", "3600", "counters"])
+    assert healthz() == ["ok\n", "200"]
+
+
 def test_metrics_behind_tls_and_basic_auth_with_a_web_config(dnsd):
     """og-dns's /metrics with the agent's web config (node_exporter's shape, og_webconfig): the right user over
     https 200, none or a wrong password 401, plain http refused; a bad web config stops og-dns at start (exit 2)."""
@@ -397,6 +415,8 @@ def test_metrics_behind_tls_and_basic_auth_with_a_web_config(dnsd):
     assert curl(url, "--cacert", ca.path)[:2] == (0, "401")
     assert curl(url, "--cacert", ca.path, "-u", "prometheus:wrong")[:2] == (0, "401")
     assert curl("http://127.0.0.1:9901/metrics", "-u", "prometheus:scrape-password")[1] != "200"
+    code, status, body = curl("https://127.0.0.1:9901/healthz", "--cacert", ca.path)   # open, as og-route probes
+    assert (code, status, body) == (0, "200", "ok\n\n200")
     dnsd.stop()
     with open(web, "w") as fh:
         yaml.safe_dump({"basic_auth_users": {"prometheus": "plain-text-password"}}, fh)

@@ -292,11 +292,8 @@ def test_the_agent_killed_9_stops_neither_dns_nor_learning_and_reports_afterward
 
 
 # Slow (about 2 minutes): site.yml on gw1 brings the agent back.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "og-route's health check is og-gateway-agent's /healthz (og_route_health_port 9900): gw1's agent killed moves "
-    "the clients' routes to gw2 within 2 s while they still resolve through gw1's og-dns (first in resolv.conf); "
-    "gw2 has none of what gw1 learns while its agent is dead (nothing is reported), so those connections are "
-    "refused (about 45 % of them on the lab). Found by this test; see the report of branch h-j."))
+# With og_route_dns (the lab's) og-route probes og-dns's /healthz (og_route_health_port defaults to 9901): the agent
+# dead leaves gw1's kernel rules and og-dns learning into them, so gw1 stays the clients' path and nothing is refused.
 def test_connections_keep_working_while_the_agent_is_dead(dnslab, entries, zone, killed_agent):
     lab = dnslab
     kill, back = killed_agent
@@ -304,10 +301,16 @@ def test_connections_keep_working_while_the_agent_is_dead(dnslab, entries, zone,
     zone({"dead.cdn.lab.test": {"A": {"ttl": 10, "pool": pool, "pick": 2, "random": True}}})
     entries("dead.cdn.lab.test")
     learned_by_gw1(lab, "c1", "dead.cdn.lab.test")
+    assert via(lab, "c1", pool[0]) == GW["gw1"]
     kill()
     # A client going on for 10 s (og-route gives up on a gateway after 2 failed probes 1 s apart).
     rounds = resolve_fetch(lab, "c1", "dead.cdn.lab.test", 100, interval=0.1)
     assert outcomes(rounds) == {"ok": 200}, (outcomes(rounds), via(lab, "c1", pool[0]))
+    # The routes stayed on gw1: og-route probes og-dns's /healthz, which both gateways answer (so this is not fail
+    # static, which would keep the routes with every gateway down), while gw1's agent's port answers nothing.
+    assert via(lab, "c1", pool[0]) == GW["gw1"]
+    assert {name: healthz(lab, "c1", address, 9901) for name, address in GW.items()} == {"gw1": "200", "gw2": "200"}
+    assert healthz(lab, "c1", GW["gw1"], 9900) == "000"
 
 # Slow (about 30 s): the outage lasts longer than the name's TTL, so the clients' answers are gone and they ask.
 def test_an_upstream_dns_outage_answers_servfail_and_removes_nothing(dnslab, entries, zone):
@@ -336,6 +339,12 @@ def test_an_upstream_dns_outage_answers_servfail_and_removes_nothing(dnslab, ent
     wait_until(lambda: dig(lab, "c1", "up.cdn.lab.test")[0] == "NOERROR", timeout=30, interval=0.5,
                what="DNS back")
     assert all(before[name] <= kernel(lab, "gw1")[name] for name in before)
+
+
+def healthz(lab, client, address, port):
+    """The HTTP status of a gateway's /healthz on a port, seen from a client ("000": no answer)."""
+    return LabHost(lab.ns(client)).run(["curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code}",
+                                        "http://%s:%d/healthz" % (address, port)], check=False).stdout
 
 
 def via(lab, client, address):

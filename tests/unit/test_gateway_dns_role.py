@@ -20,6 +20,8 @@ def render(**overrides):
     values.update(overrides)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).lower() in ("true", "yes", "1")
+    for key in ("og_gateway_dns_metrics_listen",):   # defaults that are templates themselves, as Ansible resolves them
+        values[key] = env.from_string(values[key]).render(**values)
     with open(os.path.join(ROLE, "templates", "dns.yml.j2")) as fh:
         return yaml.safe_load(env.from_string(fh.read()).render(**values))
 
@@ -32,6 +34,10 @@ def test_dns_yml_holds_og_dns_keys_only_with_the_role_defaults():
                    "max_ttl": 3600, "grace": 900, "name_cap": 64, "gateway_cap": 100000, "unlisted": "forward",
                    "ipv6": False, "metrics_listen": "0.0.0.0:9901"}
     assert render(og_gateway_dns_unlisted="refuse", og_gateway_ipv6=True)["unlisted"] == "refuse"
+    # On IPv6 as well with og_gateway_ipv6, as the agent's metrics: og-route probes its /healthz on IPv6 gateways.
+    assert render(og_gateway_ipv6=True)["metrics_listen"] == "[::]:9901"
+    assert render(og_gateway_ipv6=True, og_gateway_dns_metrics_listen="10.88.0.1:9911")["metrics_listen"] == \
+        "10.88.0.1:9911"
 
 
 def test_og_dns_and_the_agent_read_the_metrics_web_config_the_role_writes_only_when_there_is_one():
