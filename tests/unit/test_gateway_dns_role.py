@@ -68,4 +68,4 @@ def test_the_og_dns_unit_is_its_own_with_net_admin_and_bind_service_and_is_off_b
         (step,) = [t for t in yaml.safe_load(fh) if t.get("ansible.builtin.import_tasks") == "dns.yml"]
     assert step["when"] == "og_gateway_dns_enabled | bool"
     with open(os.path.join(ROLE, "defaults", "main.yml")) as fh:
-        assert yaml.safe_load(fh)["og_gateway_dns_enabled"] is False
+        assert yaml.safe_load(fh)["og_gateway_dns_enabled"] is True
