@@ -68,8 +68,8 @@ def main():
         for label, times in (("new names (insert)", new), ("same names again (update)", again)):
             print("  %-26s median %.1f ms a frame (%.1f us a name), max %.1f ms" % (
                 label, statistics.median(times) * 1000, statistics.median(times) * 1e6 / NAMES, max(times) * 1000))
-        print("  prune: %d rows -> %d (cap %d, %d dropped) in %.1f ms" % (before, after, args.rows, gone["cap"],
-                                                                         prune * 1000))
+        print("  prune: %d rows -> %d (cap %d, %d dropped) in %.1f ms"
+              % (before, after, args.rows, gone["cap"], prune * 1000))
 
 
 if __name__ == "__main__":

@@ -266,6 +266,7 @@ def _with_etag(responses):
 
 COMMON = {"401": _err("no valid token"), "403": _err("the token's role may not do this"),
           "503": _err("the database is not reachable; nothing was changed (Retry-After)")}
+AUDIT_ACTION = "exact, or a prefix ending in '.' or '*' (entry. matches entry.create, entry.delete ...)"
 PAGE_PARAMS = [
     {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000000}},
     {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
@@ -422,8 +423,7 @@ PATHS = {
                                   **COMMON)}},
     "/audit": {
         "get": {"summary": "The audit log", "operationId": "listAudit",
-                "parameters": PAGE_PARAMS + [_q("actor"), _q("action", description="exact, or a prefix ending in "
-                                                "'.' or '*' (entry. matches entry.create, entry.delete ...)"),
+                "parameters": PAGE_PARAMS + [_q("actor"), _q("action", description=AUDIT_ACTION),
                                              _q("object_type"), _q("object_id"),
                                              _q("target", description="the event's target or object id; '*' "
                                                 "matches any characters (*.example.com)"),

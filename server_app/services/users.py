@@ -114,8 +114,8 @@ def _keep_an_admin(user, what):
 
 def _refuse_self(user, by, what):
     if by is not None and by.id == user.id:
-        raise UserError(400, "own_account", "you cannot %s your own account %s; another admin can" % (what,
-                                                                                                       user.username))
+        raise UserError(400, "own_account", "you cannot %s your own account %s; another admin can"
+                        % (what, user.username))
 
 
 def set_disabled(user_id, disabled=True, by=None):

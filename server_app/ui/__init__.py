@@ -514,8 +514,8 @@ def covers_port(ports, port, proto):
     if not ports or port is None:
         return True
     for spec in ports:
-        numbers, _, spec_proto = str(spec).partition("/")
-        low, _, high = numbers.partition("-")
+        numbers, dummy, spec_proto = str(spec).partition("/")
+        low, dummy, high = numbers.partition("-")
         try:
             inside = int(low) <= port <= int(high or low)
         except ValueError:

@@ -231,6 +231,7 @@ class GatewaySession:
             self.mode = wanted
             self.hub.record_gateway(self.name, running_mode=wanted)
             log.info("gateway %s sent mode %s", self.name, wanted)
+
     def send_domains(self, head):
         """To an agent that announced FEATURE_DOMAINS: the domain entries, when they differ from what it was sent
         last in this session (a new session sends them once, after its snapshot or first delta)."""

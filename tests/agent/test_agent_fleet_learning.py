@@ -120,7 +120,8 @@ def fleet(netns_factory, tmp_path, monkeypatch):
         pytest.skip("needs root for namespaces")
     # The stack of tests/agent/conftest.py, with a small unlisted cap: the resolver off (it never asks DNS).
     gen = _stack(netns_factory, tmp_path, monkeypatch, {"resolver_enabled": False, "dns_unlisted_max_rows": CAP})
-    stack = next(gen)
+    stack = next(gen, None)
+    assert stack is not None, "the stack fixture made nothing"
     f = Fleet(stack, netns_factory, tmp_path)
     try:
         yield f
@@ -171,10 +172,10 @@ def test_with_the_server_down_dns_learns_locally_and_the_spool_is_stored_once_wh
     server.stop()
     # Fail-static: og-dns answers and learns into gw1's kernel; the agent cannot send, the spool keeps the files.
     assert fleet.dig("long.fleet.example") == ["203.0.113.78"]
-    for _ in range(3):
+    for dummy in range(3):
         fleet.dig("n0.unlisted.example")
     assert fleet.learn_set() == ["203.0.113.78"]
-    wait_until(lambda: fleet.spool(), timeout=30, what="og-dns's spool files while the server is down")
+    wait_until(fleet.spool, timeout=30, what="og-dns's spool files while the server is down")
     files = set(fleet.spool())
     assert kernel_elements(fleet.gw2) == []
     assert fleet.agent1.alive() and fleet.dns.poll() is None
@@ -207,7 +208,7 @@ def test_unlisted_names_from_a_real_agent_are_listed_and_bounded_by_the_cap(flee
     wait_until(lambda: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) > first[:19], timeout=5, interval=0.05,
                what="the next second (so that n0-n2 are the oldest last seen)")
     for i in range(3, 8):
-        for _ in range(4 if i == 7 else 1):
+        for dummy in range(4 if i == 7 else 1):
             assert fleet.dig("n%d.unlisted.example" % i) == ["203.0.113.%d" % (100 + i)]
     fleet.dig("short.fleet.example")
     newest = [("n%d.unlisted.example" % i, 1) for i in range(3, 7)] + [("n7.unlisted.example", 4)]

@@ -5,7 +5,8 @@ and back in one click each, the attempt it lets through shown apart. Screenshots
 
 import pytest
 
-from tests.e2e.test_ui import login, shot, ui  # noqa: F401 - ui is the module's browser fixture
+# ui is the module's browser fixture (pytest finds it by name).
+from tests.e2e.test_ui import login, shot, ui  # noqa: F401  pylint: disable=unused-import
 from tests.support.lablib import probe
 from tests.support.nslib import wait_until
 
@@ -73,4 +74,3 @@ def test_a_refused_connection_is_shown_allowed_in_one_click_and_observe_mode_let
     events = lab.api("GET", "/api/v1/audit", params={"action": "gateway.mode", "object_id": gateway}).json()
     assert [e["after"]["mode"] for e in events["items"][:2]] == ["enforce", "observe"]
     page.context.close()
-

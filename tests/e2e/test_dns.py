@@ -312,6 +312,7 @@ def test_connections_keep_working_while_the_agent_is_dead(dnslab, entries, zone,
     assert {name: healthz(lab, "c1", address, 9901) for name, address in GW.items()} == {"gw1": "200", "gw2": "200"}
     assert healthz(lab, "c1", GW["gw1"], 9900) == "000"
 
+
 # Slow (about 30 s): the outage lasts longer than the name's TTL, so the clients' answers are gone and they ask.
 def test_an_upstream_dns_outage_answers_servfail_and_removes_nothing(dnslab, entries, zone):
     lab = dnslab

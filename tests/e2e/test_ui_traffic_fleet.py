@@ -9,7 +9,8 @@ import csv
 import io
 import re
 
-from tests.e2e.test_ui import login, shot, ui  # noqa: F401 - ui is the module's browser fixture
+# ui is the module's browser fixture (pytest finds it by name).
+from tests.e2e.test_ui import login, shot, ui  # noqa: F401  pylint: disable=unused-import
 from tests.support.lablib import LabHost, probe
 from tests.support.nslib import wait_until
 

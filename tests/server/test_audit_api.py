@@ -18,8 +18,8 @@ PW = "a-long-enough-password"
 def test_the_api_audits_refusals_and_filters_the_log_the_same_way(api):
     r = api.post("/api/v1/entries", token="editor", json={"target": "10.0.0.1"})
     assert r.status_code == 400
-    kept = api.post("/api/v1/entries", token="editor", json={"target": "198.51.100.50", "deletable": False,
-                                                              "comment": "keep"}).get_json()["id"]
+    kept = api.post("/api/v1/entries", token="editor",
+                    json={"target": "198.51.100.50", "deletable": False, "comment": "keep"}).get_json()["id"]
     assert api.delete("/api/v1/entries/%d" % kept, token="editor").status_code == 403
     assert api.post("/api/v1/entries", token="viewer", json={"target": "198.51.100.51"}).status_code == 403
     assert api.get("/api/v1/tokens", token="editor").status_code == 403
