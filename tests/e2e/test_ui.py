@@ -161,7 +161,7 @@ def test_an_operator_adds_watches_the_fleet_sees_traffic_and_deletes(ui):
     assert int(top.locator("td").nth(2).get_attribute("data-bytes")) >= 3000000
     assert IP in page.inner_text("#top-entries")
     shot(page, "traffic")
-    page.click("#top-destinations a")            # why is this destination allowed?
+    page.click("#top-destinations a:has-text('why allowed?')")            # why is this destination allowed?
     assert IP in page.inner_text("#why") and "typed" in page.inner_text("#why")
     shot(page, "why")
 
