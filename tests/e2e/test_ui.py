@@ -468,7 +468,8 @@ def test_every_page_at_1366_and_390_px_without_sideways_scrolling(ui):
     pages = [("entries", "/entries"), ("entry", "/entries/%d" % made["id"]),
              ("entry-delete", "/entries/%d/delete" % made["id"]), ("gateways", "/gateways"),
              ("traffic", "/traffic"), ("traffic-week", "/traffic?window=7d"), ("blocked", "/blocked"),
-             ("why-port", "/addresses?q=198.51.100.77:443"), ("audit", "/audit"), ("users", "/admin/users"), ("tokens", "/admin/tokens"),
+             ("why-port", "/addresses?q=198.51.100.77:443"), ("audit", "/audit"), ("users", "/admin/users"),
+             ("tokens", "/admin/tokens"),
              ("token-revoke", "/admin/tokens/%d/revoke" % token["id"]), ("not-found", "/entries/999999")]
     try:
         for width in WIDTHS:
