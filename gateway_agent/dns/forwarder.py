@@ -180,11 +180,13 @@ class Forwarder(object):
                 del self.kernel_expires[key]
         self.metrics.learned_addresses.set(len(self.address_users))
 
-    def _release(self, address):
+    def _release(self, address, expired=True):
+        """One (entry, name) less holds address; the last one gone counts as expired unless `expired` is False."""
         self.address_users[address] -= 1
         if not self.address_users[address]:
             del self.address_users[address]
-            self.metrics.expired.inc()
+            if expired:
+                self.metrics.expired.inc()
 
     def _hold(self, key, address, expires):
         self.live.setdefault(key, {})[address] = expires
@@ -230,9 +232,7 @@ class Forwarder(object):
             if not held:
                 del self.live[key]
                 self.key_ports.pop(key, None)
-            self.address_users[address] -= 1
-            if not self.address_users[address]:
-                del self.address_users[address]
+            self._release(address, expired=False)
 
     def entry_counts(self):
         """{entry id: distinct live addresses}, for the metrics thread: list() copies the dicts in one C call, so the
@@ -265,9 +265,7 @@ class Forwarder(object):
             ports = self.key_ports.pop(key, ())
             for address in self.live.pop(key):
                 self.spool.forget(key + (address,))
-                self.address_users[address] -= 1
-                if not self.address_users[address]:
-                    del self.address_users[address]
+                self._release(address, expired=False)
                 members.update((address, port) for port in (ports or (None,)))
         for key, held in self.live.items():
             ports = self.key_ports.get(key, ())
