@@ -38,12 +38,13 @@ def kernel(lab, gateway):
 
 
 def dig(lab, client, name, server=None, qtype="A"):
-    """(status, addresses, server that answered) of a query from a client; through its resolv.conf by default."""
+    """(status, addresses, server that answered) of a query from a client; through its resolv.conf by default.
+    The addresses are sorted: DNS servers may rotate an RRset's order (dnsmasq's cache does)."""
     argv = ["dig", name, qtype, "+tries=1", "+time=8"] + (["@" + server] if server else [])
     out = LabHost(lab.ns(client)).run(argv, check=False).stdout
     status = out.split("status: ")[1].split(",")[0] if "status: " in out else "no answer: " + out[-200:]
     section = out.split(";; ANSWER SECTION:")[1].split("\n\n")[0] if ";; ANSWER SECTION:" in out else ""
-    addresses = [line.split()[-1] for line in section.splitlines() if line.split()[3:4] == ["A"]]
+    addresses = sorted(line.split()[-1] for line in section.splitlines() if line.split()[3:4] == ["A"])
     answered_by = out.split(";; SERVER: ")[1].split("#")[0] if ";; SERVER: " in out else None
     return status, addresses, answered_by
 
