@@ -21,12 +21,12 @@ def main(argv=None):
     from og_kernel.og_conntrack import ConnectionCutter
     from og_kernel.og_firewall import EgressPolicy, Firewall
 
-    from . import metrics
+    from . import metrics, state
     from .client import Agent
 
     fw = Firewall(EgressPolicy(cfg["client_networks"], cfg["outside_interface"], cfg["ipv6"],
                                cfg["internal_networks"], allow_dns_over_tls=cfg["allow_dns_over_tls"],
-                               mode=cfg["mode"]))
+                               mode=starting_mode(cfg, state)))
     agent = Agent(cfg, fw, conntrack=ConnectionCutter(cfg["client_networks"], cfg["ipv6"]))
 
     def stop(signum, _frame):
@@ -49,6 +49,20 @@ def main(argv=None):
         print("og-gateway-agent: %s: %s" % (exc.filename or "I/O error", exc.strerror), file=sys.stderr)
         return 1
     return 0
+
+
+def starting_mode(cfg, state):
+    """The mode a server last set (kept by state.save_mode), else the configuration's: a restart while no server
+    answers keeps what the fleet's admin chose, as it keeps the rules; the server corrects it at the hello."""
+    log = logging.getLogger("og.agent")
+    try:
+        saved = state.load_mode(cfg["state_file"])
+    except state.StateError as exc:
+        log.error("%s", exc)
+        saved = ""
+    if saved and saved != cfg["mode"]:
+        log.warning("gateway mode %s, as a server last set it (the configuration says %s)", saved, cfg["mode"])
+    return saved or cfg["mode"]
 
 
 if __name__ == "__main__":

@@ -76,8 +76,10 @@ class Kernel:
             log.info("egress policy put in place (mode %s)", self.fw.policy.mode)
 
     def set_mode(self, mode):
-        """Enforce or observe from now on (a reload of OG-REJECT; the allowed sets stay); True if it changed."""
+        """Enforce or observe from now on, as a server said (a reload of OG-REJECT; the allowed sets stay), kept on
+        disk for the next start (state.save_mode); True if it changed."""
         with self.lock:
+            self._save_mode(mode)
             if self.fw.policy.mode == mode:
                 return False
             before, self.fw.policy.mode = self.fw.policy.mode, mode
@@ -91,6 +93,14 @@ class Kernel:
                     ": refused traffic is forwarded and recorded as would-have-been-refused" if mode == "observe"
                     else ": traffic that is not allowed is refused")
         return True
+
+    def _save_mode(self, mode):
+        try:
+            state.save_mode(self.cfg.get("state_file", ""), mode)
+        except OSError as exc:
+            # The mode still applies now; a restart without a server would run the configuration's.
+            log.error("cannot keep gateway mode %s in %s: %s", mode, state.mode_path(self.cfg["state_file"]),
+                      exc.strerror)
 
     def blocked(self):
         """The attempts recorded in the kernel (og_firewall.Attempt), read without the lock; raises CommandError."""

@@ -95,6 +95,46 @@ def load_names(path):
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, list)}
 
 
+def mode_path(path):
+    return path + ".mode.json"
+
+
+def save_mode(path, mode):
+    """Keep the mode a server set (a mode frame) beside the state, so that an agent restarted while no server
+    answers runs it rather than its configuration's (fail-static, like the rules). Raises OSError."""
+    if not path:
+        return
+    target = mode_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".mode-", dir=os.path.dirname(os.path.abspath(target)))
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"mode": mode}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError:
+        os.unlink(tmp)
+        raise
+
+
+def load_mode(path, modes=("enforce", "observe")):
+    """The mode a server last set, or "" when none was saved; raises StateError for a file that holds another
+    value (the configuration's mode then applies until a server sends one)."""
+    try:
+        with open(mode_path(path)) as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError) as exc:
+        raise StateError("%s is unreadable (%s); it is rewritten at the next mode a server sends"
+                         % (mode_path(path), exc)) from exc
+    mode = data.get("mode") if isinstance(data, dict) else None
+    if mode not in modes:
+        raise StateError("%s must hold {\"mode\": \"enforce\"} or {\"mode\": \"observe\"}, not %r; it is "
+                         "rewritten at the next mode a server sends" % (mode_path(path), data))
+    return mode
+
+
 def journal_path(path):
     return path + ".journal"
 

@@ -44,6 +44,18 @@ def test_a_refused_connection_shows_on_the_server_and_observe_mode_lets_it_throu
     assert rows(stack, observed="false") == [("gw1", "10.88.0.2", OTHER, "tcp", "80", 2, False)]
     assert stack.server.gateway()["mode"] == "observe"
 
+    # Restarted while no server answers, the agent runs the mode the server set, as it keeps the rules.
+    stack.server.stop()
+    assert stack.agent.terminate() == 0
+    stack.start_agent()
+    stack.agent.wait_log("gateway mode observe, as a server last set it (the configuration says enforce)")
+    stack.agent.wait_log("restored saved state")
+    wait_until(lambda: stack.topo.curl(OTHER)[0] == 0, timeout=20, interval=0.5,
+               what="the destination enforce refuses passing after the restart")
+    stack.server.start()
+    stack.wait_converged(timeout=60)
+    assert "gateway mode" not in stack.agent.log_since_start().split("gateway mode observe, as a server")[1]
+
     status, body = stack.server.api("PUT", "/api/v1/gateways/gw1/mode", {"mode": "enforce"})
     assert status == 200 and body["before"] == "observe", body
     stack.agent.wait_log("gateway mode observe -> enforce", timeout=20)

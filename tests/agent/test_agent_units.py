@@ -10,7 +10,7 @@ import pytest
 from tests.support.nslib import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway_agent import config, metrics, state
+from gateway_agent import cli, config, metrics, state
 from gateway_agent.client import Agent, Reconnect, ServerClosed, Stats
 from og_kernel import og_protocol
 from og_kernel.og_command import CommandError
@@ -42,6 +42,23 @@ def test_state_file_missing_corrupt_or_misshapen(tmp_path):
     path.write_text(json.dumps({"revision": "7", "elements": []}))
     with pytest.raises(state.StateError, match="revision"):
         state.load(str(path))
+
+
+def test_the_mode_a_server_set_is_kept_and_wins_over_the_configuration_at_the_next_start(tmp_path, caplog):
+    path = str(tmp_path / "state.json")
+    cfg = {"state_file": path, "mode": "enforce"}
+    assert state.load_mode(path) == ""
+    assert cli.starting_mode(cfg, state) == "enforce"
+    state.save_mode(path, "observe")
+    assert state.load_mode(path) == "observe"
+    assert cli.starting_mode(cfg, state) == "observe"
+    assert "gateway mode observe, as a server last set it (the configuration says enforce)" in caplog.text
+    for bad in ("{half", json.dumps({"mode": "allow-all"})):
+        (tmp_path / "state.json.mode.json").write_text(bad)
+        with pytest.raises(state.StateError, match="state.json.mode.json"):
+            state.load_mode(path)
+        # An unusable file: the configuration's mode, and the error in the log.
+        assert cli.starting_mode(cfg, state) == "enforce"
 
 
 def test_config_lists_every_problem_of_a_config_file(tmp_path):
