@@ -236,25 +236,33 @@ def test_a_spool_file_is_what_one_learned_frame_takes(tmp_path):
 
 def test_the_learners_check_names_what_is_wrong_with_the_learn_sets():
     """Learner.check() (og-dns's /healthz): ok while the sets' check passes, the LearnError's text when a set is
-    gone, and not ok once closed; the namespace test with real sets is tests/dns/test_og_dns.py."""
-    state = {"missing": None}
+    gone, and not ok once closed; one check per check_every however many probes come (each check waits behind
+    the answers' adds); the namespace test with real sets is tests/dns/test_og_dns.py."""
+    state = {"missing": None, "checks": 0}
+    now = [100.0]
 
     class Sets(object):
         def __init__(self, ipv6=False):
             pass
 
         def check(self):
+            state["checks"] += 1
             if state["missing"]:
                 raise LearnError("ipset %s does not exist in this network namespace" % state["missing"])
 
         def close(self):
             pass
 
-    learner = Learner(factory=Sets)
+    learner = Learner(factory=Sets, clock=lambda: now[0])
     assert learner.check() == (True, "ok")
     state["missing"] = "og-learnp4"
+    # Within the second: the same result, and the sets are not asked again.
+    assert [learner.check() for dummy in range(50)] == [(True, "ok")] * 50 and state["checks"] == 1
+    now[0] += 1.0
     assert learner.check() == (False, "ipset og-learnp4 does not exist in this network namespace")
     state["missing"] = None
-    assert learner.check() == (True, "ok")
+    assert learner.check()[0] is False
+    now[0] += 1.0
+    assert learner.check() == (True, "ok") and state["checks"] == 3
     learner.close()
     assert learner.check() == (False, "learn sets closed")
