@@ -36,7 +36,10 @@ def _run_and_stop(tmp_path, plugin, sig):
         args[3:3] = ["-p", "tests.support.signals"]
     env = dict(os.environ, OG_MARK_DIR=str(marks), PYTHONPATH=TOP)
     env.pop("PYTEST_XDIST_WORKER", None)
-    proc = subprocess.Popen(args, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # The child starts with the signal's default action, whatever this run inherited: under nohup SIGHUP is
+    # ignored, and the plugin rightly leaves an ignored signal ignored.
+    proc = subprocess.Popen(args, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (marks / "started").exists():
