@@ -19,10 +19,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from og_kernel import og_protocol  # noqa: E402
-from server_app import create_app, init_db  # noqa: E402
 from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, bindparam  # noqa: E402
 
+from og_kernel import og_protocol  # noqa: E402
+from server_app import create_app, init_db  # noqa: E402
 from server_app.models import db, utcnow  # noqa: E402
 from server_app.services import learned, unlisted  # noqa: E402
 

@@ -47,7 +47,8 @@ DEFAULTS = {
     # False: clients' TCP to port 853 (DNS over TLS) is refused, so names go through og-dns (docs/dns.md).
     "allow_dns_over_tls": False,
     # enforce: refuse what is not allowed; observe: forward it and record it as "would have been refused". A mode
-    # the server sets (PUT /api/v1/gateways/NAME/mode) replaces it, also across restarts (state.save_mode, docs/protocol.md).
+    # the server sets (PUT /api/v1/gateways/NAME/mode) replaces it, also across restarts (state.save_mode,
+    # docs/protocol.md).
     "mode": "enforce",
     "drift_interval": 30.0,
     "log_level": "INFO",

@@ -25,12 +25,17 @@ class StateError(ValueError):
 
 def save(path, revision, elements):
     """Write revision and elements to `path` through a temporary file, fsync and rename (never half-written)."""
+    _write(path, {"revision": revision, "elements": sorted(elements), "saved_at": time.time()}, ".state-")
+
+
+def _write(path, data, prefix):
+    """`data` as JSON to `path` through a temporary file, fsync and rename, the folder fsync'd; raises OSError."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump({"revision": revision, "elements": sorted(elements), "saved_at": time.time()}, fh)
+            json.dump(data, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -102,19 +107,8 @@ def mode_path(path):
 def save_mode(path, mode):
     """Keep the mode a server set (a mode frame) beside the state, so that an agent restarted while no server
     answers runs it rather than its configuration's (fail-static, like the rules). Raises OSError."""
-    if not path:
-        return
-    target = mode_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".mode-", dir=os.path.dirname(os.path.abspath(target)))
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"mode": mode}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError:
-        os.unlink(tmp)
-        raise
+    if path:
+        _write(mode_path(path), {"mode": mode}, ".mode-")
 
 
 def load_mode(path, modes=("enforce", "observe")):

@@ -168,9 +168,10 @@ def test_an_operator_adds_watches_the_fleet_sees_traffic_and_deletes(ui, walk_cl
     assert min(float(p.split(",")[1]) for p in points) < axis     # the chart shows the bytes, not a flat line
     shot(page, "entry-traffic")
     page.goto("/traffic")
-    # The lab's other tests send traffic too (198.51.100.10 may be busier within the hour): the walk's row, not the
-    # first one.
-    row = page.locator("#top-destinations tbody tr", has=page.locator("td.target", has_text=IP + "/32"))
+    # The lab's other tests send traffic too (198.51.100.10 may be busier within the hour, and 198.51.100.20/32
+    # 80/tcp is another test's): the walk's row exactly, not the first one.
+    row = page.locator("#top-destinations tbody tr",
+                       has=page.locator("td.target", has_text=re.compile("^%s/32$" % re.escape(IP))))
     assert row.count() == 1
     assert int(row.locator("td").nth(2).get_attribute("data-bytes")) >= 3000000
     assert IP in page.inner_text("#top-entries")
