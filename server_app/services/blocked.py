@@ -7,7 +7,8 @@ port, observed) with one upsert per frame; `observed` rows are what a gateway in
 would have refused. Storage is bounded (docs/ui.md, "Blocked"): `prune` (the housekeeper, every minute) deletes
 rows whose last attempt is older than blocked_retention_days, then the rows seen longest ago beyond
 blocked_max_rows. `allow` creates the entry for a row through entries.create (the normal path: validation,
-revision, audit).
+revision, audit): for its destination, or for one of the names its gateway's DNS answered with that destination
+(services/answers.py), which a page of rows carries as `names`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from og_kernel.og_protocol import ProtocolError
 from ..errors import RequestError
 from ..extensions import db
 from ..models import BlockedAttempt, utcnow
-from . import entries
+from . import answers, entries
 
 # The "allow" choices of the page and the API: None = permanent.
 DURATIONS = {"permanent": None, "1h": dt.timedelta(hours=1), "1d": dt.timedelta(days=1),
@@ -97,9 +98,20 @@ def ingest(gateway, frame, now=None):
     return len(rows)
 
 
-def query(client=None, gateway=None, destination=None, observed=None, sort="newest", page=1, per_page=50):
+def check_name(name):
+    """A name filter or an "allow name" name: 1-255 characters without surrounding spaces."""
+    if not isinstance(name, str) or not name.strip() or name.strip() != name or len(name) > 255:
+        raise BlockedError(400, "invalid_name", "name %r must be 1-255 characters without surrounding spaces: a "
+                           "part of a name (partner), or *.example.com for the names under example.com"
+                           % (name[:300] if isinstance(name, str) else name,))
+    return name
+
+
+def query(client=None, gateway=None, destination=None, observed=None, sort="newest", page=1, per_page=50,
+          name=None):
     """(rows, total) filtered by client (an address or a network), gateway (exact name), destination (an address
-    or a network); observed None = both kinds. newest: last attempt first, then the busiest; busiest: count
+    or a network), name (its gateway's DNS answered a name containing it, or under *.example.com, with the
+    destination); observed None = both kinds. newest: last attempt first, then the busiest; busiest: count
     first, then the newest."""
     stmt = select(BlockedAttempt)
     for column, value in ((BlockedAttempt.client, client), (BlockedAttempt.destination, destination)):
@@ -107,6 +119,8 @@ def query(client=None, gateway=None, destination=None, observed=None, sort="newe
             stmt = stmt.where(_address_filter(column, value))
     if gateway:
         stmt = stmt.where(BlockedAttempt.gateway == gateway)
+    if name:
+        stmt = stmt.where(answers.matching(BlockedAttempt.gateway, BlockedAttempt.destination, check_name(name)))
     if observed is not None:
         stmt = stmt.where(BlockedAttempt.observed == observed)   # "= 0", not "IS 0": the index serves it
     total = db.session.execute(select(func.count()).select_from(stmt.subquery())).scalar()
@@ -132,11 +146,16 @@ def _address_filter(column, value):
     return column.in_([str(a) for a in net])   # one indexed IN list, not an OR of 4,096 comparisons
 
 
-def to_json(row, iso):
+def names_of(rows):
+    """{(gateway, destination): [name, ...]} for a page of rows (answers.names_for: one query)."""
+    return answers.names_for((r.gateway, r.destination) for r in rows)
+
+
+def to_json(row, iso, names=()):
     return {"id": row.id, "gateway": row.gateway, "client": row.client, "destination": row.destination,
             "proto": row.proto, "port": row.port, "observed": row.observed, "count": int(row.count),
             "bytes": int(row.bytes), "first_seen": iso(row.first_seen), "last_seen": iso(row.last_seen),
-            "entry": entry_spec(row)}
+            "entry": entry_spec(row), "names": list(names)}
 
 
 def entry_spec(row):
@@ -145,18 +164,34 @@ def entry_spec(row):
     return {"target": row.destination, "ports": ports}
 
 
-def allow(row_id, duration, config, creator, now=None):
+def allow(row_id, duration, config, creator, now=None, name=None):
     """Create the entry a row asks for through entries.create (validated, revision, audited); returns
-    (entry, revision, row). duration: permanent, 1h, 1d or 1w."""
+    (entry, revision, row). duration: permanent, 1h, 1d or 1w; name: instead of the destination, a domain entry
+    for that name, which the row's gateway's DNS must have answered with the destination (no wildcard)."""
     if duration not in DURATIONS:
         raise BlockedError(400, "invalid_duration", "duration %r must be one of %s" % (
             duration, ", ".join(DURATIONS)))
+    if name is not None:
+        check_name(name)
+        if name.startswith("*"):
+            raise BlockedError(400, "invalid_name", "name %r: allow names one at a time from here, not a wildcard; "
+                               "create a wildcard entry with POST /api/v1/entries" % name)
     row = db.session.get(BlockedAttempt, row_id)
     if row is None:
         raise BlockedError(404, "not_found", "blocked attempt %d does not exist (it may have been pruned)" % row_id)
     spec = entry_spec(row)
-    body = dict(spec, comment="allowed from the Blocked page: %s from %s via %s (%d attempt%s)" % (
-        "observed" if row.observed else "refused", row.client, row.gateway, row.count, "" if row.count == 1 else "s"))
+    via = ""
+    if name is not None:
+        if not answers.answered(row.gateway, row.destination, name):
+            known = names_of([row]).get((row.gateway, row.destination), [])
+            raise BlockedError(400, "invalid_name", "name %r is not a name %s's DNS answered with %s; %s" % (
+                name, row.gateway, row.destination, "give one of " + ", ".join(known) if known
+                else "it answered none (it may have been pruned): allow the address instead"))
+        spec = dict(spec, target=answers.normalise(name))
+        via = "; %s's DNS answered %s with %s" % (row.gateway, spec["target"], row.destination)
+    body = dict(spec, comment="allowed from the Blocked page: %s from %s via %s (%d attempt%s)%s" % (
+        "observed" if row.observed else "refused", row.client, row.gateway, row.count, "" if row.count == 1 else "s",
+        via))
     if DURATIONS[duration] is not None:
         body["expires_at"] = ((now or utcnow()) + DURATIONS[duration]).replace(microsecond=0).isoformat() + "Z"
     entry, revision = entries.create(body, config, creator)
