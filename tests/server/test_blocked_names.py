@@ -92,7 +92,7 @@ def test_blocked_rows_carry_the_names_their_gateways_dns_answered_with_the_desti
                                                     "n2.example"]
 
 
-def test_the_blocked_list_filters_by_name(api, seeded):
+def test_the_blocked_list_filters_by_name(api, seeded, monkeypatch):
     assert set(listed(api, "?name=partner")) == {("198.51.100.20", "443")}
     assert set(listed(api, "?name=CDN.example.")) == {("198.51.100.20", "443"), ("203.0.113.9", "80")}
     assert set(listed(api, "?name=*.partner.example")) == {("198.51.100.20", "443")}
@@ -103,6 +103,14 @@ def test_the_blocked_list_filters_by_name(api, seeded):
     assert bad.status_code == 400 and bad.get_json()["error"] == {
         "code": "invalid_name", "message": "name ' cdn' must be 1-255 characters without surrounding spaces: a part "
                                            "of a name (partner), or *.example.com for the names under example.com"}
+    # A name standing for more addresses than a filter may (4,096, as for a network; 2 here): the fix named.
+    monkeypatch.setattr(blocked, "MAX_FILTER_ADDRESSES", 2)
+    wide = api.get("/api/v1/blocked?name=example")
+    assert wide.status_code == 400 and wide.get_json()["error"] == {
+        "code": "invalid_filter", "message": "name 'example' matches more than 2 addresses the gateways' DNS "
+                                             "answered: give more of the name (cdn.partner.example rather than "
+                                             "partner)"}
+    assert set(listed(api, "?name=cdn")) == {("198.51.100.20", "443"), ("203.0.113.9", "80")}   # 2: still fine
 
 
 def test_allow_name_creates_an_audited_domain_entry_with_the_rows_port_scope(app, api, seeded):
