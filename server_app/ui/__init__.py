@@ -582,10 +582,11 @@ def blocked_page(error=None, status=200):
     sort = request.args.get("sort") if request.args.get("sort") in blocked.SORTS else "newest"
     problem = None
     try:
+        named = blocked.name_filter(args["name"]) if args["name"] else None   # once for both lists
         refused, refused_total = blocked.query(args["client"], args["gateway"], args["destination"], False, sort,
-                                               1, BLOCKED_PER_PAGE, args["name"])
+                                               1, BLOCKED_PER_PAGE, args["name"], named)
         observed, observed_total = blocked.query(args["client"], args["gateway"], args["destination"], True,
-                                                 sort, 1, BLOCKED_PER_PAGE, args["name"])
+                                                 sort, 1, BLOCKED_PER_PAGE, args["name"], named)
     except blocked.BlockedError as exc:
         problem = exc.message + "; showing every attempt"
         args = dict.fromkeys(BLOCKED_FILTERS)
