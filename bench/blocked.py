@@ -8,7 +8,13 @@ server's 100,000). Reports the rows kept after each prune (the bound must hold: 
 ingest time per frame, and the Blocked page's and the API's server time (a whole request through Flask: session,
 two queries, Jinja) at the end, p50/p95 of 30 requests.
 
-    .venv/bin/python bench/blocked.py [--minutes 120] [--max-rows 100000]
+With names (the default; --no-names leaves them out, as before the names existed): each frame's destinations were
+also answered by the gateway's DNS, four to a name (h<n>.cdn<gateway>.bench), stored from a learned frame's
+"answers" through the server's own learned.apply and pruned with the attempts at the same `--max-rows`
+(dns_answers_max_rows); every row of a page then carries names (one indexed query a page), and the name filter
+(`?name=cdn1`, a semi-join on dns_answers) is timed too.
+
+    .venv/bin/python bench/blocked.py [--minutes 120] [--max-rows 100000] [--no-names]
 """
 
 import argparse
@@ -24,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from og_kernel import og_protocol  # noqa: E402
 from server_app import create_app, init_db  # noqa: E402
 from server_app.models import BlockedAttempt, db  # noqa: E402
-from server_app.services import blocked, tokens, users  # noqa: E402
+from server_app.services import answers, blocked, learned, tokens, users  # noqa: E402
 
 PER_MINUTE = 1000
 FRAMES_PER_MINUTE = 4      # the agent's counters cycle: every 15 s
@@ -49,14 +55,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=int, default=120)
     ap.add_argument("--max-rows", type=int, default=100000)
+    ap.add_argument("--no-names", action="store_true", help="no DNS answers: the page as before the names")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="og-bench-blocked-")
     app = create_app({"data_dir": tmp, "secret_key": "b" * 32, "resolver_enabled": False,
-                      "blocked_max_rows": args.max_rows})
+                      "blocked_max_rows": args.max_rows, "dns_answers_max_rows": args.max_rows})
     init_db(app)
     cfg = app.config["OG"]
     start = int(time.time()) - args.minutes * 60
-    ingest_ms, kept, over = [], [], 0
+    ingest_ms, answers_ms, kept, kept_answers, over = [], [], [], [], 0
     with app.app_context():
         users.create("ada", "a-long-enough-password", "viewer", created_by=("bench", "system", ""))
         secret = tokens.create("viewer", "bench")[1]
@@ -72,16 +79,30 @@ def main():
                                       "destination": "2001:db8:%x:%x::%x" % (gi, serial >> 16, serial & 0xffff),
                                       "proto": "tcp", "port": str(443 + serial % 3), "count": 1 + serial % 4,
                                       "bytes": 60, "first": at, "last": at, "observed": False})
+                    now = dt.datetime.fromtimestamp(at + 1, dt.timezone.utc).replace(tzinfo=None)
+                    if not args.no_names:
+                        told = {}
+                        for item in items:
+                            n = int(item["destination"].rsplit(":", 1)[1], 16) + (int(
+                                item["destination"].split(":")[3], 16) << 16)
+                            told.setdefault("h%d.cdn%d.bench" % (n // 4, gi), []).append(item["destination"])
+                        spool = {"answers": [{"name": k, "addresses": v, "last": at} for k, v in told.items()]}
+                        frame = og_protocol.parse_agent_frame(og_protocol.learned("learned-%d-1-%d.json" % (
+                            at, serial), spool))
+                        t = time.perf_counter()
+                        learned.apply(gateway, frame, cfg, now=now)
+                        answers_ms.append((time.perf_counter() - t) * 1000)
                     frame = og_protocol.parse_agent_frame(og_protocol.blocked(items)[0])
                     t = time.perf_counter()
-                    blocked.ingest(gateway, frame, now=dt.datetime.fromtimestamp(at + 1, dt.timezone.utc)
-                                   .replace(tzinfo=None))
+                    blocked.ingest(gateway, frame, now=now)
                     ingest_ms.append((time.perf_counter() - t) * 1000)
-            blocked.prune(cfg, now=dt.datetime.fromtimestamp(start + (minute + 1) * 60, dt.timezone.utc)
-                          .replace(tzinfo=None))
+            edge = dt.datetime.fromtimestamp(start + (minute + 1) * 60, dt.timezone.utc).replace(tzinfo=None)
+            blocked.prune(cfg, now=edge)
+            answers.prune(cfg["dns_answers_max_rows"], cfg["dns_answers_retention_days"], edge)
             rows = db.session.query(BlockedAttempt).count()
             kept.append(rows)
-            over += rows > args.max_rows
+            kept_answers.append(answers.count_rows())
+            over += rows > args.max_rows or kept_answers[-1] > args.max_rows
         db.session.remove()
     client = app.test_client()
     page = client.get("/login")
@@ -92,6 +113,15 @@ def main():
     ui_busiest = timed(lambda: client.get("/blocked?sort=busiest"))
     ui_filtered = timed(lambda: client.get("/blocked?client=10.88.1.0/24&gateway=gw2"))
     api = timed(lambda: client.get("/api/v1/blocked", headers={"Authorization": "Bearer " + secret}))
+    named = client.get("/api/v1/blocked", headers={"Authorization": "Bearer " + secret}).get_json()["items"]
+    with_names = sum(1 for i in named if i["names"])
+    # The newest row's name (4 addresses); "cdn1" stands for 50,000 addresses and is refused (400, at once).
+    name = named[0]["names"][0] if with_names else "none.bench"
+    found = client.get("/api/v1/blocked?name=" + name, headers={"Authorization": "Bearer " + secret}).get_json()
+    wide = client.get("/api/v1/blocked?name=cdn1", headers={"Authorization": "Bearer " + secret})
+    ui_name = timed(lambda: client.get("/blocked?name=" + name))
+    api_name = timed(lambda: client.get("/api/v1/blocked?name=" + name,
+                                        headers={"Authorization": "Bearer " + secret}))
     print("| what | value |\n|---|---|")
     print("| simulated | %d minutes, %d gateways x %d distinct destinations a minute (%d attempts' rows) |"
           % (args.minutes, len(GATEWAYS), PER_MINUTE, args.minutes * PER_MINUTE * len(GATEWAYS)))
@@ -99,9 +129,19 @@ def main():
         max(kept), kept[-1], args.max_rows, "within the bound" if not over else "OVER THE BOUND %d times" % over))
     print("| ingest of one 250-attempt frame | p50 %.1f ms, p95 %.1f ms |" % (
         statistics.median(ingest_ms), pct(ingest_ms, 0.95)))
-    for name, (p50, p95) in (("/blocked page (newest)", ui), ("/blocked page (busiest)", ui_busiest),
-                             ("/blocked page (client network + gateway)", ui_filtered),
-                             ("GET /api/v1/blocked (50)", api)):
+    timings = [("/blocked page (newest)", ui), ("/blocked page (busiest)", ui_busiest),
+               ("/blocked page (client network + gateway)", ui_filtered), ("GET /api/v1/blocked (50)", api)]
+    if not args.no_names:
+        print("| names | %d answer rows kept at the end (max %d, bound %d); %d of the API's first %d rows named |"
+              % (kept_answers[-1], max(kept_answers), args.max_rows, with_names, len(named)))
+        print("| learned frame of one frame's answers (63 names x 4 addresses) | p50 %.1f ms, p95 %.1f ms |" % (
+            statistics.median(answers_ms), pct(answers_ms, 0.95)))
+        print("| name filter | %s: %d rows; cdn1: %d %s |" % (name, found["total"], wide.status_code,
+                                                          wide.get_json()["error"]["code"] if wide.status_code >= 400
+                                                          else "(not refused)"))
+        timings += [("/blocked page (name filter %s)" % name, ui_name),
+                    ("GET /api/v1/blocked?name=%s (50)" % name, api_name)]
+    for name, (p50, p95) in timings:
         print("| %s at %d rows | p50 %.1f ms, p95 %.1f ms |" % (name, kept[-1], p50, p95))
     return 1 if over else 0
 

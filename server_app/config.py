@@ -45,6 +45,10 @@ DEFAULTS = {
     # Names no entry allows, as the gateways' DNS forwarders counted them (docs/dns.md, "Unlisted names").
     "dns_unlisted_max_rows": 100000,
     "dns_unlisted_retention_days": 7,
+    # Which names the gateways' DNS forwarders answered with which addresses: the names of a blocked destination
+    # (docs/dns.md, "Answers"); rows last seen longer ago, then the oldest beyond the cap, go every 10 s.
+    "dns_answers_max_rows": 100000,
+    "dns_answers_retention_days": 7,
     # The Blocked page (docs/ui.md): refused attempts kept this many days after their last one, and at most this
     # many rows (the ones seen longest ago go first); housekeeping prunes both every minute.
     "blocked_retention_days": 7,
@@ -115,8 +119,8 @@ def load(path=None, overrides=None, environ=None):
     for key in ("min_prefix_v4", "min_prefix_v6", "changelog_keep", "threads", "resolve_interval",
                 "resolve_min_interval", "resolve_grace", "resolve_cap", "resolve_concurrency", "dns_tries",
                 "login_max_failures", "login_lockout", "session_hours", "traffic_retention_days",
-                "dns_unlisted_max_rows", "dns_unlisted_retention_days", "blocked_retention_days",
-                "blocked_max_rows"):
+                "dns_unlisted_max_rows", "dns_unlisted_retention_days", "dns_answers_max_rows",
+                "dns_answers_retention_days", "blocked_retention_days", "blocked_max_rows"):
         try:
             cfg[key] = int(cfg[key])
             if key != "min_prefix_v4" and key != "min_prefix_v6" and key != "resolve_grace" and cfg[key] < 1:

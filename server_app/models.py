@@ -272,6 +272,26 @@ class BlockedAttempt(db.Model):
     last_seen: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
+class DnsAnswer(db.Model):
+    """A name one gateway's DNS forwarder answered with an address (og-dns's spool, the learned frame's "answers"):
+    first and last seen. It names a blocked attempt's destination (services/answers.py); bounded by
+    dns_answers_max_rows (the oldest last_seen dropped first) and dns_answers_retention_days."""
+
+    __tablename__ = "dns_answers"
+    # The unique key's prefix (gateway, address) is the Blocked rows' lookup: an index seek per row of a page.
+    __table_args__ = (UniqueConstraint("gateway", "address", "name", name="uq_dns_answer"),
+                      # The housekeeper's retention and its cut at the cap walk this index.
+                      Index("ix_dns_answers_last_seen", "last_seen", "id"),
+                      Index("ix_dns_answers_name", "name"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
 class UnlistedName(db.Model):
     """A name no entry allows that clients of one gateway asked its DNS forwarder for (og-dns's spool, the
     learned frame's "unlisted"): how often, first and last seen. Bounded by dns_unlisted_max_rows (the

@@ -398,7 +398,15 @@ class Forwarder(object):
                 answer = response.to_wire(max_size=65535)
         elif not listed:
             self.count_unlisted(qname)
+        if response.answer and self.spool.directory:
+            # Run by the event loop once this task yields, which is after the caller has sent the answer.
+            asyncio.get_running_loop().call_soon(self.note_answers, qname, response)
         return self.finish(answer, response.rcode(), start, upstream_time)
+
+    def note_answers(self, qname, response):
+        """Spool which addresses answered qname (listed or not): the server names a refused destination by them."""
+        dummy, addresses = chain_of(qname, response)
+        self.spool.note_answer(qname, [address for address, _ttl in addresses], self.clock())
 
     def count_unlisted(self, qname):
         self.metrics.unlisted.inc()

@@ -10,6 +10,7 @@ ProtocolError naming the field and the value; builders return the JSON text of o
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Optional, Tuple
@@ -31,6 +32,7 @@ MAX_DOMAIN = 255           # characters of a domain entry's name (a DNS name, or
 MAX_PORTS = 64             # port specs of one domain entry
 MAX_LEARNED = 5000         # items of each list of a learned frame
 MAX_BATCH = 128            # characters of a learned frame's batch (the spool file's name)
+MAX_ANSWER_ADDRESSES = 16  # addresses of one name in a learned frame's "answers" (the newest og-dns saw)
 MAX_BLOCKED = 5000         # attempts in one blocked frame (each ~150 bytes: well under MAX_MESSAGE)
 
 # Frame types.
@@ -249,9 +251,23 @@ class Cap:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """A name og-dns answered with `addresses` (canonical texts, at most MAX_ANSWER_ADDRESSES), last at `last`
+    (epoch s): what lets the server name the DNS name of a refused destination."""
+
+    name: str
+    addresses: Tuple[str, ...]
+    last: int
+
+    def to_wire(self):
+        return {"name": self.name, "addresses": list(self.addresses), "last": self.last}
+
+
+@dataclass(frozen=True)
 class Learned:
     """agent -> server (only to a server that announced FEATURE_LEARNED): one spool file of og-dns, `batch` its
-    file name; the server answers with a learned_ack of the same batch."""
+    file name; the server answers with a learned_ack of the same batch. `answers` is optional on the wire (a
+    server from before it ignores the key, an agent from before it never sends it)."""
 
     TYPE: ClassVar[str] = LEARNED
 
@@ -259,6 +275,7 @@ class Learned:
     learned: Tuple[LearnedItem, ...] = ()
     unlisted: Tuple[Unlisted, ...] = ()
     caps: Tuple[Cap, ...] = ()
+    answers: Tuple[Answer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -491,7 +508,28 @@ def _learned(msg):
         if not isinstance(hits, int) or isinstance(hits, bool) or hits < 1:
             raise ProtocolError("learned caps hits must be a positive integer, not %r" % (hits,))
         caps.append(Cap(_entry_id("caps", item.get("entry")), _dname("caps", item.get("name")), kind, hits))
-    return Learned(_batch(msg), tuple(items), tuple(unlisted), tuple(caps))
+    return Learned(_batch(msg), tuple(items), tuple(unlisted), tuple(caps), _answers(msg))
+
+
+def _answers(msg):
+    """The learned frame's optional answers: each a name, 1-MAX_ANSWER_ADDRESSES IP addresses (canonical) and
+    its last answer's time."""
+    answers = []
+    for item in _list(msg, "answers"):
+        addresses = item.get("addresses")
+        if not isinstance(addresses, list) or not 0 < len(addresses) <= MAX_ANSWER_ADDRESSES:
+            raise ProtocolError("learned answers addresses must be a list of 1-%d IP addresses such as "
+                                "[\"203.0.113.7\"], not %r" % (MAX_ANSWER_ADDRESSES, addresses))
+        canonical = []
+        for address in addresses:
+            try:
+                canonical.append(str(ipaddress.ip_address(address)))
+            except ValueError:
+                raise ProtocolError("learned answers address must be an IP address such as \"203.0.113.7\", "
+                                    "not %r" % (address,)) from None
+        answers.append(Answer(_dname("answers", item.get("name")), tuple(canonical),
+                              _epoch("answers", "last", item.get("last"))))
+    return tuple(answers)
 
 
 def _differs(msg):
@@ -712,6 +750,8 @@ def learned(batch, spool):
     checked by the rules the parser applies, so an agent never sends what a server would refuse."""
     fields = {"batch": batch, "learned": list(spool.get("learned") or []),
               "unlisted": list(spool.get("unlisted") or []), "caps": list(spool.get("caps") or [])}
+    if spool.get("answers"):
+        fields["answers"] = list(spool["answers"])
     text = encode(LEARNED, **fields)
     _learned(dict(fields, type=LEARNED))
     if len(text.encode("utf-8")) > MAX_MESSAGE:

@@ -62,7 +62,7 @@ QUERY = {
     "api.entry_traffic": {"window", "gateway"},
     "api.list_unlisted": {"page", "per_page", "sort", "gateway", "name", "since"},
     "api.traffic_series": {"window", "gateway", "destination", "entry", "format"},
-    "api.list_blocked": {"page", "per_page", "client", "gateway", "destination", "observed", "sort"},
+    "api.list_blocked": {"page", "per_page", "client", "gateway", "destination", "observed", "sort", "name"},
 }
 
 
@@ -411,19 +411,21 @@ def list_blocked():
         return error(400, "invalid_sort", "sort %r must be one of %s" % (sort, ", ".join(blocked.SORTS)))
     rows, total = blocked.query(request.args.get("client"), request.args.get("gateway"),
                                 request.args.get("destination"), None if observed is None else observed == "true",
-                                sort, page, per_page)
-    return jsonify({"items": [blocked.to_json(r, _iso) for r in rows], "total": total, "page": page,
-                    "per_page": per_page, "sort": sort})
+                                sort, page, per_page, request.args.get("name"))
+    names = blocked.names_of(rows)
+    return jsonify({"items": [blocked.to_json(r, _iso, names.get((r.gateway, r.destination), ())) for r in rows],
+                    "total": total, "page": page, "per_page": per_page, "sort": sort})
 
 
 @bp.post("/blocked/<id:attempt_id>/allow")
 @requires("write")
 def allow_blocked(attempt_id):
     body = _json_body()
-    if not isinstance(body, dict) or set(body) - {"duration"}:
-        return error(400, "invalid_body", "the body must be {\"duration\": \"permanent|1h|1d|1w\"}")
+    if not isinstance(body, dict) or set(body) - {"duration", "name"}:
+        return error(400, "invalid_body", "the body must be {\"duration\": \"permanent|1h|1d|1w\"}, and \"name\" "
+                     "to allow one of the row's names instead of its destination")
     entry, revision, _row = blocked.allow(attempt_id, body.get("duration", "permanent"), current_app.config["OG"],
-                                          g.token.name)
+                                          g.token.name, name=body.get("name"))
     return _created(entry, revision)
 
 

@@ -220,7 +220,10 @@ SCHEMAS = {
         "bytes": {"type": "integer", "minimum": 0, "description": "bytes of their first packets"},
         "first_seen": TIME, "last_seen": dict(TIME, description="within one agent counters interval (15 s)"),
         "entry": obj({"target": {"type": S}, "ports": {"type": "array", "items": {"type": S}}},
-                     extra=False)}),
+                     extra=False),
+        "names": {"type": "array", "items": {"type": S}, "maxItems": 5,
+                  "description": "names the gateway's DNS forwarder answered with the destination, the most recent "
+                                 "first (at most 5; empty when it answered none, e.g. the client did not ask it)"}}),
     "BlockedPage": dict(page_of("Blocked"), required=["items", "total", "page", "per_page"]),
     "GatewayMode": obj({"name": {"type": S}, "mode": {"type": S, "enum": ["enforce", "observe"]},
                         "before": {"type": [S, "null"]}, "running_mode": {"type": [S, "null"]}}),
@@ -381,17 +384,24 @@ PATHS = {
                     _q("destination", description="an address, or a network of up to 4,096 addresses"),
                     _q("observed", {"type": S, "enum": ["true", "false"]},
                        "true: only what observe mode let through; false: only what was refused"),
-                    _q("sort", {"type": S, "enum": ["newest", "busiest"]})],
+                    _q("sort", {"type": S, "enum": ["newest", "busiest"]}),
+                    _q("name", description="a part of a name the gateway's DNS answered with the destination "
+                                           "(partner), or *.example.com for the names under example.com")],
                 "responses": dict(_ok("BlockedPage"), **{"400": _err("bad filter")}, **COMMON)}},
     "/blocked/{attempt_id}/allow": {
         "parameters": [{"name": "attempt_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-        "post": {"summary": "Allow what a blocked attempt asked for: an entry for its destination (and port), "
-                            "permanent or for 1 h, 1 day or 1 week, created like POST /entries",
+        "post": {"summary": "Allow what a blocked attempt asked for: an entry for its destination (and port), or "
+                            "for one of its names (a domain entry, same port scope), permanent or for 1 h, 1 day or "
+                            "1 week, created like POST /entries",
                  "operationId": "allowBlocked",
                  "requestBody": {"required": True, "content": {"application/json": {"schema": obj(
-                     {"duration": {"type": S, "enum": ["permanent", "1h", "1d", "1w"]}}, required=[])}}},
+                     {"duration": {"type": S, "enum": ["permanent", "1h", "1d", "1w"]},
+                      "name": {"type": S, "description": "one of the row's names: the entry is for this name "
+                                                         "instead of the destination (no wildcard)"}},
+                     required=[])}}},
                  "responses": dict(_ok("Entry", "created", "201"), **{
-                     "400": _err("bad duration or body, or the destination is refused as an entry"),
+                     "400": _err("bad duration or body, a name the row's gateway's DNS did not answer with its "
+                                 "destination, or the destination is refused as an entry"),
                      "404": _err("no such blocked attempt"),
                      "409": _err("an entry for this destination and port exists; the message names its id")},
                      **COMMON)}},

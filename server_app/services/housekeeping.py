@@ -3,7 +3,8 @@
 Every second it deletes the entries whose expiry has passed and the learned addresses whose learned answer
 ended (services/learned.py), waking the hub when that made revisions; every
 5 seconds it writes the gateways' traffic counters gathered in memory, every 10 seconds it bounds the unlisted
-names (services/unlisted.py: dns_unlisted_retention_days, then dns_unlisted_max_rows), every minute it prunes the
+names (services/unlisted.py: dns_unlisted_retention_days, then dns_unlisted_max_rows) and the DNS answers
+(services/answers.py: dns_answers_retention_days, then dns_answers_max_rows), every minute it prunes the
 blocked attempts to blocked_retention_days and blocked_max_rows (services/blocked.py), and every hour it sums
 the per-minute traffic older than 25 hours into hourly rows (services/traffic.py, rollup) and deletes traffic
 older than traffic_retention_days.
@@ -17,7 +18,7 @@ import time
 
 from ..extensions import db
 from ..models import utcnow
-from . import blocked, entries, learned, unlisted
+from . import answers, blocked, entries, learned, unlisted
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ class Housekeeper:
                     log.info("unlisted names pruned reason=%s rows=%d", reason, count)
                     if counter is not None:
                         counter.labels(reason=reason).inc(count)
+            gone = answers.prune(cfg["dns_answers_max_rows"], cfg["dns_answers_retention_days"], utcnow())
+            for reason, count in gone.items():
+                if count:
+                    log.info("dns answers pruned reason=%s rows=%d", reason, count)
         if self._due("blocked", BLOCKED_PRUNE_EVERY, now):
             gone = blocked.prune(self.app.config["OG"])
             if gone:

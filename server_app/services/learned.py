@@ -9,7 +9,8 @@ holds from the resolver keeps its source while the resolver returns it (last_see
 and expiry are noted, for resolver.apply to make it learned again once the resolver stops returning it). The elements
 this adds go out through the change log like a resolved answer's, in one revision per frame. `expire` (the
 housekeeper) removes learned rows whose expiry has passed, as aged-out elements. The frame's unlisted names
-are counted in the same transaction (services/unlisted.py). docs/dns.md, "Fleet-wide learning", has the rules.
+are counted in the same transaction (services/unlisted.py), and its answers (which names og-dns answered with
+which addresses) stored there too (services/answers.py). docs/dns.md, "Fleet-wide learning", has the rules.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from og_kernel.og_netpolicy import matches
 
 from ..extensions import db
 from ..models import Entry, EntryAddress, utcnow
-from . import audit, entries, hub, unlisted
+from . import answers, audit, entries, hub, unlisted
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def _apply(gateway, frame, config, now):
             touched[found[0].id] = found[0]
     revision = entries.sync_elements({e: entries.elements_of(e) for e in touched.values()}) if touched else None
     queries = unlisted.record(gateway, frame.batch, frame.unlisted, now)   # same transaction, once per batch
+    told = answers.record(gateway, frame.answers, now)                     # an upsert: a batch again adds nothing
     if revision is not None or refused:
         parts = []
         if stored:
@@ -129,10 +131,10 @@ def _apply(gateway, frame, config, now):
     db.session.commit()
     if revision is not None:
         hub.wake(revision)
-    log.info("gateway %s learned batch %s: %d stored, revision %s, refused %s, skipped %s, %d unlisted queries",
-             gateway, frame.batch, len(stored), revision, refused[:5], skipped[:5], queries)
+    log.info("gateway %s learned batch %s: %d stored, revision %s, refused %s, skipped %s, %d unlisted queries, "
+             "%d answers", gateway, frame.batch, len(stored), revision, refused[:5], skipped[:5], queries, told)
     return {"stored": len(stored), "refused": len(refused), "skipped": len(skipped), "revision": revision,
-            "unlisted": queries}
+            "unlisted": queries, "answers": told}
 
 
 def expire(now=None):

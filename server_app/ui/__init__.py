@@ -571,7 +571,7 @@ def set_gateway_mode(name):
 
 
 # ---- blocked attempts ---------------------------------------------------------------------------------------
-BLOCKED_FILTERS = ("client", "gateway", "destination")
+BLOCKED_FILTERS = ("client", "gateway", "destination", "name")
 BLOCKED_PER_PAGE = 50
 
 
@@ -582,18 +582,21 @@ def blocked_page(error=None, status=200):
     sort = request.args.get("sort") if request.args.get("sort") in blocked.SORTS else "newest"
     problem = None
     try:
+        named = blocked.name_filter(args["name"]) if args["name"] else None   # once for both lists
         refused, refused_total = blocked.query(args["client"], args["gateway"], args["destination"], False, sort,
-                                               1, BLOCKED_PER_PAGE)
+                                               1, BLOCKED_PER_PAGE, args["name"], named)
         observed, observed_total = blocked.query(args["client"], args["gateway"], args["destination"], True,
-                                                 sort, 1, BLOCKED_PER_PAGE)
+                                                 sort, 1, BLOCKED_PER_PAGE, args["name"], named)
     except blocked.BlockedError as exc:
         problem = exc.message + "; showing every attempt"
         args = dict.fromkeys(BLOCKED_FILTERS)
         refused, refused_total = blocked.query(observed=False, sort=sort, per_page=BLOCKED_PER_PAGE)
         observed, observed_total = blocked.query(observed=True, sort=sort, per_page=BLOCKED_PER_PAGE)
     cfg = current_app.config["OG"]
+    names = blocked.names_of(refused + observed)
     return render_template("ui/blocked.html", refused=refused, refused_total=refused_total, observed=observed,
                            observed_total=observed_total, args=args, sort=sort, problem=problem, error=error,
+                           names=names,
                            durations=list(blocked.DURATIONS), spec=blocked.entry_spec,
                            link=url_for("ui.blocked_page") + "?" + ("sort=busiest&" if sort == "busiest" else ""),
                            retention=(cfg["blocked_retention_days"], cfg["blocked_max_rows"])), status
@@ -606,8 +609,11 @@ DURATION_LABELS = {"permanent": "permanently", "1h": "for 1 hour", "1d": "for 1 
 @page("write")
 def allow_blocked(attempt_id):
     duration = request.form.get("duration", "permanent")
+    # The row's second button ("Allow name") sends allow=name with the name chosen; the first allows the address.
+    name = request.form.get("name", "") if request.form.get("allow") == "name" else None
     try:
-        entry, revision, row = blocked.allow(attempt_id, duration, current_app.config["OG"], g.user.username)
+        entry, revision, row = blocked.allow(attempt_id, duration, current_app.config["OG"], g.user.username,
+                                             name=name)
     except (blocked.BlockedError, entries.EntryError) as exc:
         return blocked_page(error=exc.message, status=exc.status)
     flash("Allowed %s %s as entry %d%s; asked for by %s via %s." % (

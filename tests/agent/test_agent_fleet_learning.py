@@ -4,7 +4,9 @@ tests' own authoritative server tests/support/dnsauth.py as its upstream); og-dn
 set and spools; gw1's agent sends the spool to the real og-server, which stores the address on the entry and
 publishes it through the change log to gw2's agent and kernel set; and both lose it by themselves when it
 expires. With the server down og-dns goes on learning and the spool waits; when the server is back everything is
-stored once. The unlisted names og-dns counted reach GET /api/v1/dns/unlisted, bounded by its cap."""
+stored once. The unlisted names og-dns counted reach GET /api/v1/dns/unlisted, bounded by its cap. A connection
+gw1 refuses shows on the Blocked API with the name gw1's DNS answered with its destination, and "allow name" opens
+it through og-dns (docs/ui.md, "Blocked")."""
 
 import json
 import os
@@ -18,8 +20,8 @@ import yaml
 
 from tests.agent.conftest import _stack
 from tests.support import BIN, TOP
-from tests.support.agentlib import AgentProcess, kernel_elements, scrape, sample, wait_until
-from tests.support.nslib import link, wait_ready
+from tests.support.agentlib import OTHER, AgentProcess, kernel_elements, scrape, sample, wait_until
+from tests.support.nslib import link, tcp_probe, wait_ready
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for namespaces"),
               pytest.mark.skipif(shutil.which("dig") is None, reason="needs dig (bind9-dnsutils)")]
@@ -30,6 +32,7 @@ ZONE = {
     "short.fleet.example": {"A": {"ttl": 10, "values": ["203.0.113.77"]}},
     "long.fleet.example": {"A": {"ttl": 300, "values": ["203.0.113.78"]}},
 }
+ZONE["shop.partner.example"] = {"A": {"ttl": 30, "values": [OTHER]}}      # refused until its name is allowed
 ZONE.update({"n%d.unlisted.example" % i: {"A": {"ttl": 30, "values": ["203.0.113.%d" % (100 + i)]}}
              for i in range(8)})
 CAP = 5
@@ -229,3 +232,30 @@ def test_unlisted_names_from_a_real_agent_are_listed_and_bounded_by_the_cap(flee
     text = server.call("GET", "/metrics").text
     assert 'og_server_dns_unlisted_queries_total{gateway="gw1"} 11.0' in text
     assert "unlisted.example" not in text
+
+
+def test_a_refused_connection_is_named_by_the_dns_answer_that_led_to_it_and_allow_name_opens_it(fleet):
+    server = fleet.stack.server
+    fleet.start_dns()
+    fleet.stack.wait_converged()
+    assert fleet.dig("shop.partner.example") == [OTHER]        # of no entry: forwarded, spooled with its address
+    assert tcp_probe(fleet.stack.topo.client, OTHER, 80, timeout=2) == "refused"
+
+    def rows():
+        status, body = server.api("GET", "/api/v1/blocked?destination=%s" % OTHER)
+        assert status == 200, body
+        return [(i["client"], i["port"], i["names"]) for i in body["items"]], body["items"]
+    # The blocked frame comes on the agent's counters cycle (15 s), the answers with og-dns's spool (1 s).
+    wait_until(lambda: rows()[0] == [("10.88.0.2", "80", ["shop.partner.example"])], timeout=45, interval=0.5,
+               what="the refused attempt on the server, named by gw1's DNS answer")
+    status, body = server.api("GET", "/api/v1/blocked?name=*.partner.example")
+    assert status == 200 and [i["destination"] for i in body["items"]] == [OTHER], body
+
+    status, entry = server.api("POST", "/api/v1/blocked/%d/allow" % rows()[1][0]["id"],
+                               {"name": "shop.partner.example", "duration": "1h"})
+    assert status == 201, entry
+    assert (entry["target"], entry["kind"], entry["ports"]) == ("shop.partner.example", "domain", ["80/tcp"])
+    # Through the normal path: the domains frame, og-dns learns the next answer before the client has it.
+    wait_until(lambda: fleet.dns_knows("shop.partner.example"), timeout=30, what="og-dns reading the new entry")
+    assert fleet.dig("shop.partner.example") == [OTHER]
+    assert tcp_probe(fleet.stack.topo.client, OTHER, 80, timeout=2) == "ok"

@@ -266,3 +266,87 @@ def test_the_learners_check_names_what_is_wrong_with_the_learn_sets():
     assert learner.check() == (True, "ok") and state["checks"] == 3
     learner.close()
     assert learner.check() == (False, "learn sets closed")
+
+
+def test_the_spool_keeps_the_newest_16_addresses_a_name_answered_bounded_and_once_a_minute(tmp_path):
+    """note_answer (docs/dns.md, "Answers"): per name the newest MAX_ANSWER_ADDRESSES addresses and the last time;
+    at most unlisted_table names a second (more counted as answers_dropped); the same addresses again within 60 s
+    are not written again, a new one is; the files are what the agent's builder takes."""
+    spool = Spool(str(tmp_path), "gw1", unlisted_table=2)
+    spool.note_answer("pool.example", ["203.0.113.%d" % i for i in range(20)], 1000)
+    spool.note_answer("pool.example", ["203.0.113.3"], 1001)                 # moves to the newest end
+    spool.note_answer("one.example", ["198.51.100.7"], 1000)
+    spool.note_answer("third.example", ["198.51.100.8"], 1000)               # beyond the table: dropped
+    spool.note_answer("empty.example", [], 1000)                             # NODATA: nothing to say
+    body = json.load(open(spool.flush(now=1001.0)))
+    assert body["answers"] == [
+        {"name": "one.example", "addresses": ["198.51.100.7"], "last": 1000},
+        {"name": "pool.example", "addresses": ["203.0.113.%d" % i for i in list(range(5, 20)) + [3]],
+         "last": 1001}]
+    assert body["answers_dropped"] == 1
+    assert og_protocol.parse_agent_frame(og_protocol.learned("learned-1-1-1.json", body)).answers[0].addresses \
+        == ("198.51.100.7",)
+    spool.note_answer("one.example", ["198.51.100.7"], 1030)                 # told 30 s ago: not again
+    assert spool.flush(now=1030.0) is None
+    spool.note_answer("one.example", ["198.51.100.9"], 1031)                 # a new address: at once
+    assert json.load(open(spool.flush(now=1031.0)))["answers"] == [
+        {"name": "one.example", "addresses": ["198.51.100.9"], "last": 1031}]
+    spool.note_answer("one.example", ["198.51.100.7"], 1061)                 # a minute on: again
+    assert json.load(open(spool.flush(now=1061.0)))["answers"][0]["last"] == 1061
+    # 600 names in one second: three files of at most 250 answers, each a frame the builder takes.
+    many = Spool(str(tmp_path / "many"), "gw1")
+    for i in range(600):
+        many.note_answer("n%03d.example" % i, ["2001:db8::%x" % j for j in range(16)], 1767225600)
+    many.flush(now=1767225600)
+    bodies = [json.loads((tmp_path / "many" / n).read_text()) for n in spool_files(str(tmp_path / "many"))]
+    assert [len(b["answers"]) for b in bodies] == [250, 250, 100]
+    for n, b in zip(spool_files(str(tmp_path / "many")), bodies):
+        og_protocol.parse_agent_frame(og_protocol.learned(n, b))
+
+
+class OneAnswer(asyncio.DatagramProtocol):
+    """An upstream on 127.0.0.1 that answers every query with cdn.example A 203.0.113.1 and .2."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        query = dns.message.from_wire(data)
+        reply = dns.message.make_response(query)
+        reply.answer.append(dns.rrset.from_text_list(query.question[0].name, 30, "IN", "A",
+                                                     ["203.0.113.1", "203.0.113.2"]))
+        self.transport.sendto(reply.to_wire(), addr)
+
+
+def test_the_answer_is_handed_back_before_its_addresses_are_noted(tmp_path):
+    """handle() returns the wire (the caller sends it at once) with the answer's bookkeeping still to run: it runs
+    when the event loop next gets control, for a listed name and for an unlisted one."""
+    domains = tmp_path / "domains.json"
+    domains.write_text(json.dumps({"revision": 1, "domains": [{"entry": 1, "name": "cdn.example", "ports": []}]}))
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        transport, dummy = await loop.create_datagram_endpoint(OneAnswer, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        learner = Learner(factory=FlakySets)
+        config = Config({"upstreams": ["127.0.0.1:%d" % port], "domains_file": str(domains)})
+        forwarder = Forwarder(config, learner, Metrics(), Spool(str(tmp_path / "spool"), "gw1"), clock=lambda: 1000)
+        seen = []
+        try:
+            for name in ("cdn.example", "other.example"):
+                wire = await forwarder.handle(dns.message.make_query(name, "A").to_wire(), "udp")
+                seen.append((name, sorted(forwarder.spool.answers)))        # right after: nothing noted yet
+                assert sorted(rd.address for rd in dns.message.from_wire(wire).answer[0]) == [
+                    "203.0.113.1", "203.0.113.2"]
+                await asyncio.sleep(0)
+                seen.append((name, sorted(forwarder.spool.answers)))
+        finally:
+            transport.close()
+            learner.close()
+        return seen, forwarder.spool.answers
+
+    seen, noted = asyncio.run(go())
+    assert seen == [("cdn.example", []), ("cdn.example", ["cdn.example"]),
+                    ("other.example", ["cdn.example"]), ("other.example", ["cdn.example", "other.example"])]
+    assert {name: sorted(held) for name, held in noted.items()} == {
+        "cdn.example": ["203.0.113.1", "203.0.113.2"], "other.example": ["203.0.113.1", "203.0.113.2"]}

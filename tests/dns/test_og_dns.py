@@ -468,3 +468,19 @@ def test_a_deleted_or_narrowed_entry_closes_its_learned_addresses_at_once(dnsd):
         assert {m for m in dnsd.members("og-learnp4") if m.startswith("203.0.113.14,")} == {"203.0.113.14,tcp:443"}
     finally:
         dnsd.write_zone(ZONE)
+
+
+def test_the_spool_names_which_addresses_answered_each_name_listed_or_not(dnsd):
+    """For Blocked's names (docs/dns.md, "Answers"): the real og-dns, asked through the gateway, spools the query
+    name with the end of its CNAME chain's addresses, for an unlisted name, a listed one and an alias; an answer
+    without addresses (NXDOMAIN) adds nothing."""
+    assert answers(dnsd.dig("other.test")) == ["203.0.113.20"]      # of no entry
+    assert answers(dnsd.dig("exact.test")) == ["203.0.113.10"]      # listed
+    assert answers(dnsd.dig("alias.test")) == ["203.0.113.15"]      # a CNAME chain
+    assert "status: NXDOMAIN" in dnsd.dig("missing.test")
+    dnsd.stop()              # the last flush at exit
+    told = {}
+    for body in dnsd.spooled():
+        for item in body.get("answers", []):
+            told.setdefault(item["name"], set()).update(item["addresses"])
+    assert told == {"other.test": {"203.0.113.20"}, "exact.test": {"203.0.113.10"}, "alias.test": {"203.0.113.15"}}

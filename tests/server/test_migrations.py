@@ -299,3 +299,31 @@ def test_migration_0008_adds_blocked_attempts_and_the_gateway_modes_and_keeps_ev
             assert "AUTOINCREMENT" in sql and "running_mode" not in sql
         db.session.remove()
         db.engine.dispose()
+
+
+def test_migration_0012_adds_the_dns_answers_and_keeps_the_blocked_attempts(tmp_path, database_url):
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
+                      "database_url": database_url})
+    # Upgraded to what 0012 revises, whatever the head (0011 is written in parallel).
+    base = ScriptDirectory(MIGRATIONS).get_revision("0012").down_revision
+    columns = "gateway, client, destination, proto, port, count"
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision=base)
+        db.session.execute(text("INSERT INTO blocked_attempts (gateway, client, destination, proto, port, observed, "
+                                "count, bytes, first_seen, last_seen) VALUES ('gw1', '10.88.0.2', '198.51.100.20', "
+                                "'tcp', '443', :f, 2, 120, :t, :t)"), {"f": False, "t": dt.datetime(2026, 12, 7)})
+        db.session.commit()
+        before = [tuple(r) for r in db.session.execute(text("SELECT %s FROM blocked_attempts" % columns))]
+        db.session.remove()
+    init_db(app)
+    with app.app_context():
+        assert schema_revision() == HEAD
+        assert [tuple(r) for r in db.session.execute(text("SELECT %s FROM blocked_attempts" % columns))] == before
+        indexes = {i["name"] for i in inspect(db.engine).get_indexes("dns_answers")}
+        assert {"ix_dns_answers_last_seen", "ix_dns_answers_name"} <= indexes
+        db.session.commit()
+        flask_migrate.downgrade(directory=MIGRATIONS, revision=base)
+        assert "dns_answers" not in inspect(db.engine).get_table_names()
+        assert [tuple(r) for r in db.session.execute(text("SELECT %s FROM blocked_attempts" % columns))] == before
+        db.session.remove()
+        db.engine.dispose()

@@ -10,7 +10,7 @@ import pytest
 
 from og_kernel import og_protocol
 from server_app.models import BlockedAttempt, Entry, db
-from server_app.services import audit, blocked, gateways
+from server_app.services import audit, blocked, gateways, learned
 from tests.support.uilib import csrf, login, make_app
 
 
@@ -41,12 +41,13 @@ def test_the_page_lists_refused_and_observed_apart_newest_first_and_filters(app)
     login(c, "vic")
     page = c.get("/blocked")
     assert page.status_code == 200 and '>Blocked</a>' in page.text
-    assert [r[1:6] for r in table(page.text, "refused")] == [
+    # Columns: last attempt, client, destination, names (tested below), port, attempts, gateway, ...
+    assert [r[1:3] + r[4:7] for r in table(page.text, "refused")] == [
         ["10.88.0.3", "203.0.113.9", "53/udp", "1", "gw1"], ["10.88.0.2", "198.51.100.20", "443/tcp", "4", "gw1"]]
-    assert [r[1:6] for r in table(page.text, "observed")] == [["10.88.0.2", "192.0.2.77", "80/tcp", "2", "gw1"]]
+    assert [r[1:3] + r[4:7] for r in table(page.text, "observed")] == [["10.88.0.2", "192.0.2.77", "80/tcp", "2", "gw1"]]
     assert "Allow</button>" not in page.text            # a viewer sees, but has no allow button
     busiest = c.get("/blocked?sort=busiest")
-    assert [r[4] for r in table(busiest.text, "refused")] == ["4", "1"]
+    assert [r[5] for r in table(busiest.text, "refused")] == ["4", "1"]
     only = c.get("/blocked?client=10.88.0.2")
     assert [r[2] for r in table(only.text, "refused")] == ["198.51.100.20"]
     bad = c.get("/blocked?destination=nope")
@@ -100,3 +101,56 @@ def test_the_fleet_shows_the_mode_and_an_admin_switches_it_in_one_action(app):
     assert bad.status_code == 400 and "mode &#39;audit&#39; must be enforce" in bad.text
     with app.app_context():
         assert [e.after for e in audit.query(action="gateway.mode")[0]] == [{"mode": "observe"}]
+
+
+def test_the_page_shows_each_rows_names_filters_by_name_and_allows_a_name(app):
+    """The names column (what gw1's DNS answered with the destination), the name filter, and "Allow name": a
+    domain entry for the name chosen, with the row's port scope and the duration chosen, audited."""
+    with app.app_context():
+        now = int(time.time())
+        spool = {"answers": [{"name": "cdn.example", "addresses": ["198.51.100.20"], "last": now - 50},
+                             {"name": "api.partner.example", "addresses": ["198.51.100.20"], "last": now - 40},
+                             {"name": "solo.example", "addresses": ["203.0.113.9"], "last": now - 40}]}
+        learned.apply("gw1", og_protocol.parse_agent_frame(og_protocol.learned("learned-1-1-1.json", spool)),
+                      app.config["OG"])
+        row = db.session.query(BlockedAttempt).filter_by(destination="198.51.100.20").one()
+    viewer = app.test_client()
+    login(viewer, "vic")
+    page = viewer.get("/blocked")
+    assert [(r[2], r[3]) for r in table(page.text, "refused")] == [
+        ("203.0.113.9", "solo.example"), ("198.51.100.20", "api.partner.example, cdn.example")]
+    assert [r[3] for r in table(page.text, "observed")] == [""]
+    assert '<a href="/blocked?name=cdn.example">cdn.example</a>' in page.text
+    assert "Allow name</button>" not in page.text            # a viewer: no allow buttons
+    only = viewer.get("/blocked?name=partner")
+    assert [r[2] for r in table(only.text, "refused")] == ["198.51.100.20"] and table(only.text, "observed") == []
+    bad = viewer.get("/blocked?name=" + "x" * 256)
+    assert "must be 1-255 characters without surrounding spaces" in bad.text and len(table(bad.text, "refused")) == 2
+
+    editor = app.test_client()
+    login(editor, "eve")
+    page = editor.get("/blocked").text
+    form = page.split('data-id="%d"' % row.id)[1].split("</tr>")[0]
+    assert '<select name="name" aria-label="which name to allow"><option value="api.partner.example">' in form
+    assert '<button type="submit" class="small" name="allow" value="name"' in form and "Allow name</button>" in form
+    assert '<input type="hidden" name="name" value="solo.example">' in page       # one name: no choice to make
+    token = csrf(editor, "/blocked")
+    done = editor.post("/blocked/%d/allow" % row.id, data={"duration": "1h", "csrf_token": token, "allow": "name",
+                                                           "name": "cdn.example"})
+    assert done.status_code == 302
+    assert "Allowed cdn.example (443/tcp) for 1 hour as entry" in html.unescape(editor.get("/blocked").text)
+    with app.app_context():
+        entry = db.session.query(Entry).one()
+        assert (entry.target, entry.kind, entry.ports, entry.created_by) == ("cdn.example", "domain", ["443/tcp"],
+                                                                             "eve")
+        assert entry.expires_at is not None
+        assert [e.object_id for e in audit.query(action="entry.create")[0]] == [str(entry.id)]
+    # The address button of the same form still allows the address, the name field notwithstanding.
+    address = editor.post("/blocked/%d/allow" % row.id, data={"duration": "1h", "csrf_token": token,
+                                                              "name": "cdn.example"})
+    assert address.status_code == 302
+    with app.app_context():
+        assert sorted(e.target for e in db.session.query(Entry)) == ["198.51.100.20", "cdn.example"]
+    wrong = editor.post("/blocked/%d/allow" % row.id, data={"duration": "1h", "csrf_token": token, "allow": "name",
+                                                            "name": "solo.example"})
+    assert wrong.status_code == 400 and "is not a name gw1&#39;s DNS answered with 198.51.100.20" in wrong.text

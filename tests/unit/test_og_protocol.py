@@ -239,6 +239,42 @@ def test_the_learned_builder_refuses_what_the_parser_would():
         p.learned_ack("a/b")
 
 
+def test_the_answers_of_a_spool_file_go_through_the_learned_frame_and_old_frames_have_none():
+    """og-dns's names with the addresses it answered them with (docs/protocol.md, "learned"): optional on the wire,
+    so a frame without them parses as before and a builder given none sends no key (an old server sees nothing
+    new); addresses come back canonical."""
+    spool = dict(SPOOL, answers=[{"name": "cdn.example.net", "addresses": ["203.0.113.7", "2001:DB8::0:7"],
+                                  "last": 1767228900}])
+    raw = p.learned("learned-1-2-3.json", spool)
+    assert json.loads(raw)["answers"] == spool["answers"]
+    frame = p.parse_agent_frame(raw)
+    assert frame.answers == (p.Answer("cdn.example.net", ("203.0.113.7", "2001:db8::7"), 1767228900),)
+    assert frame.answers[0].to_wire() == {"name": "cdn.example.net", "addresses": ["203.0.113.7", "2001:db8::7"],
+                                          "last": 1767228900}
+    plain = p.learned("learned-1-2-3.json", SPOOL)
+    assert "answers" not in json.loads(plain) and p.parse_agent_frame(plain).answers == ()
+
+
+@pytest.mark.parametrize("answer, message", [
+    ({"name": "a.example", "addresses": [], "last": 1}, "learned answers addresses must be a list of 1-16"),
+    ({"name": "a.example", "addresses": ["203.0.113.%d" % i for i in range(17)], "last": 1},
+     "learned answers addresses must be a list of 1-16"),
+    ({"name": "a.example", "addresses": ["203.0.113.300"], "last": 1},
+     "learned answers address must be an IP address such as \"203.0.113.7\", not '203.0.113.300'"),
+    ({"name": "", "addresses": ["203.0.113.7"], "last": 1}, "learned answers name must be a domain name"),
+    ({"name": "a.example", "addresses": ["203.0.113.7"], "last": -1}, "learned answers last must be a non-negative"),
+    ("a.example", "learned answers item must be an object"),
+])
+def test_a_broken_answer_names_the_field_and_the_value_and_is_never_built(answer, message):
+    msg = {"type": "learned", "v": 1, "batch": "learned-1-2-3.json", "answers": [answer]}
+    with pytest.raises(p.ProtocolError) as err:
+        p.parse_agent_frame(json.dumps(msg))
+    assert message in err.value.message
+    with pytest.raises(p.ProtocolError) as err:
+        p.learned("learned-1-2-3.json", {"answers": [answer]})
+    assert message in err.value.message
+
+
 def test_an_ack_with_differs_parses_back_and_old_acks_have_none():
     raw = p.ack(44, D64, 2, ({A, B}, set()))
     assert p.parse_agent_frame(raw) == p.Ack(44, D64, 2, {"missing": sorted([A, B]), "extra": [],
