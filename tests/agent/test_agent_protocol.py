@@ -28,7 +28,7 @@ D = "198.51.100.40/32"
 E = "203.0.113.0/28"
 HOLDS = Holding([4], DEFAULT_INTERNAL_NETWORKS).to_wire()   # the defaults: IPv6 off, the default internal networks
 # What the agent announces in its hello beyond the base protocol, and the mode it runs.
-SPEAKS = {"features": ["domains", "differs", "mode", "blocked"], "mode": "enforce"}
+SPEAKS = {"features": ["domains", "differs", "mode", "blocked", "clients"], "mode": "enforce"}
 
 
 def snapshot(revision, *chunks):
