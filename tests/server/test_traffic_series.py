@@ -158,7 +158,8 @@ def test_series_refuses_bad_queries_by_name(app, api):
     assert refused("?window=1w") == {"code": "invalid_window", "message": "window '1w' must be one of 1h, 24h, 7d"}
     assert refused("?destination=not-an-address")["code"] == "invalid_filter"
     assert "not-an-address" in refused("?destination=not-an-address")["message"]
-    assert refused("?destination=198.51.100.20&entry=1")["message"] == "give destination or entry, not both"
+    assert refused("?destination=198.51.100.20&entry=1")["message"] == (
+        "give one of destination, entry or client, not destination and entry")
     assert refused("?entry=one")["message"] == "entry 'one' must be an entry id (a whole number)"
     assert refused("?entry=424242", 404) == {"code": "not_found",
                                              "message": "entry 424242 does not exist and never carried traffic"}
