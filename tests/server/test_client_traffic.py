@@ -10,14 +10,17 @@ gateway in tests/agent/test_agent_clients.py.
 import csv
 import datetime as dt
 import io
+import re
+from html import unescape
 
 import pytest
 from sqlalchemy import func, select
 
 from og_kernel import og_protocol
 from server_app.models import ClientTraffic, db, utcnow
-from server_app.services import traffic
+from server_app.services import traffic, users
 from server_app.services.traffic import Traffic, TrafficError
+from tests.support.uilib import PW, login
 
 
 def report(app, gateway, uses, now=None):
@@ -140,3 +143,36 @@ def test_bad_client_queries_are_refused_by_name(app, api):
     assert refused("/api/v1/traffic/clients?window=1w")["code"] == "invalid_window"
     assert refused("/api/v1/traffic/clients?format=xml")["code"] == "invalid_format"
     assert refused("/api/v1/traffic/clients?client=10.88.0.2")["code"] == "unknown_parameter"
+
+
+def test_the_traffic_page_lists_the_top_clients_and_draws_a_clients_series(app):
+    with app.app_context():
+        users.create("vic", PW, "viewer", created_by=("test", "system", ""))
+    report(app, "gw1", {"10.88.0.2": (6000, 60000, 60, 120), "10.88.0.3": (600, 0, 6, 0)})
+    c = app.test_client()
+    assert login(c, "vic").status_code == 302
+    page = c.get("/traffic?window=1h").text
+    table = re.search(r'<table class="list" id="top-clients">.*?</table>', page, re.S).group(0)
+    cells = [[unescape(re.sub(r"<[^>]+>", "", td)).strip() for td in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+             for tr in re.findall(r"<tr data-client=.*?</tr>", table, re.S)]
+    # Busiest first, bytes both ways with units, packets, the window's average rate.
+    assert cells == [["10.88.0.2", "5.9 KiB", "58.6 KiB", "180", "18.33 B/s", "over time"],
+                     ["10.88.0.3", "600 B", "0 B", "6", "0.17 B/s", "over time"]]
+    link = unescape(re.search(r'<tr data-client="10.88.0.3">.*?<a href="([^"]+)">over time</a>', table, re.S).group(1))
+    assert link == "/traffic?window=1h&client=10.88.0.3"
+    one = c.get(link).text
+    assert "of client 10.88.0.3" in one
+    assert re.search(r'id="chart-end">now: \d{4}-\d\d-\d\d \d\d:\d\d UTC</text>', one)
+    series_csv = unescape(re.search(r'id="traffic-csv" href="([^"]+)"', one).group(1))
+    assert "client=10.88.0.3" in series_csv
+    rows = list(csv.DictReader(io.StringIO(c.get(series_csv).text)))
+    assert sum(int(r["out_bytes"]) for r in rows) == 600
+    export = unescape(re.search(r'id="top-clients-csv" href="([^"]+)"', page).group(1))
+    assert export == "/traffic/clients.csv?window=1h"
+    exported = c.get(export)
+    assert exported.mimetype == "text/csv"
+    assert [r[0] for r in csv.reader(io.StringIO(exported.text))] == ["client", "10.88.0.2", "10.88.0.3"]
+    # A bad client filter: the page says so and shows the traffic without it; the export refuses a bad window.
+    bad = c.get("/traffic?client=nobody").text
+    assert re.search(r'id="traffic-problem" role="alert">client &#39;nobody&#39; is no IP address', bad)
+    assert c.get("/traffic/clients.csv?window=1w").status_code == 400

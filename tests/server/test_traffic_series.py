@@ -190,7 +190,7 @@ def test_the_traffic_page_draws_the_rates_and_exports_what_it_shows(app):
     assert re.findall(r'text-anchor="end" class="label">([^<]+ B/s)</text>', svg) == [
         "0 B/s", "2.5 B/s", "5 B/s", "7.5 B/s", "10 B/s"]
     assert re.search(r'id="chart-end">now: \d{4}-\d\d-\d\d \d\d:\d\d UTC</text>', svg)
-    assert "to 198.51.100.20/32" in page and "not per client address" in page
+    assert "to 198.51.100.20/32" in page and "Per client address" in page
     link = unescape(re.search(r'id="traffic-csv" href="([^"]+)"', page).group(1))
     assert link.startswith("/traffic.csv?") and "destination=198.51.100.20" in link and "window=24h" in link
     exported = c.get(link)
