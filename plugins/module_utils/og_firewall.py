@@ -264,15 +264,16 @@ class Family(object):
 
         Reached only from OG-FORWARD's (and observe mode's OG-REJECT's) accepting rules, so only what crosses
         is counted: leaving on the outside interface by its source (og-perclient), arriving on it by its
-        destination (og-perclient-in). As in reject_rules, the set match counts a known client and the SET
-        target adds a new one with its first packet's counters; no --exist, which would reset them. A full set
-        refuses the add: the packet is still accepted, only not counted.
+        destination (og-perclient-in). As in reject_rules, the set match counts a known client (and accepts: one
+        set lookup for nearly every packet) and the SET target adds a new one with its first packet's counters;
+        no --exist, which would reset them. A full set refuses the add: the packet is still accepted, only not
+        counted.
         """
         o, i = self.perclient.name, self.perclient_in.name
         return [
-            "-A %s -o %s -m set --match-set %s src" % (ACCEPT_CHAIN, out, o),
+            "-A %s -o %s -m set --match-set %s src -j ACCEPT" % (ACCEPT_CHAIN, out, o),
+            "-A %s -i %s -m set --match-set %s dst -j ACCEPT" % (ACCEPT_CHAIN, out, i),
             "-A %s -o %s -j SET --add-set %s src" % (ACCEPT_CHAIN, out, o),
-            "-A %s -i %s -m set --match-set %s dst" % (ACCEPT_CHAIN, out, i),
             "-A %s -i %s -j SET --add-set %s dst" % (ACCEPT_CHAIN, out, i),
             "-A %s -j ACCEPT" % ACCEPT_CHAIN,
         ]
@@ -1080,5 +1081,5 @@ class Attempt(tuple):
         return dict(zip(self.FIELDS, self))
 
 
-__all__ = ["Attempt", "ClientCounters", "CommandError", "Counters", "EgressPolicy", "Firewall", "FirewallError", "PolicyPlan",
-           "Step", "TargetError"]
+__all__ = ["Attempt", "ClientCounters", "CommandError", "Counters", "EgressPolicy", "Firewall", "FirewallError",
+           "PolicyPlan", "Step", "TargetError"]

@@ -349,7 +349,7 @@ def test_traffic_is_counted_per_client_address_both_ways_and_only_what_crossed(t
     plan = fw(topo, "plan")["diff"]["after"].splitlines()
     assert "ipset og-perclient4 hash:ip family inet timeout 3600 counters" in plan
     assert "ipset og-perclient4-in hash:ip family inet timeout 3600 counters" in plan
-    assert "iptables -t filter OG-ACCEPT rule 2: -o og-out -j SET --add-set og-perclient4 src" in plan
+    assert "iptables -t filter OG-ACCEPT rule 3: -o og-out -j SET --add-set og-perclient4 src" in plan
     fw(topo, "apply")
     assert fw(topo, "clients") == {"clients": {}, "full": []}
     fw(topo, "replace", ["198.51.100.10/32", "198.51.100.20/32 80/tcp"])

@@ -59,8 +59,9 @@ def test_increments_add_up_per_gateway_client_and_minute(app, api):
                    ("gw2", "10.88.0.2"): (7, 70, 1, 1), ("gw1", "fd00:88::2"): (9, 9, 1, 1)}
     body = api.get("/api/v1/traffic/clients").get_json()
     assert body["window"] == "1h" and body["gateway"] is None and body["limit"] == 20
-    assert [(c["client"], c["out_bytes"], c["in_bytes"], c["out_packets"], c["in_packets"]) for c in body["clients"]] == [
-        ("10.88.0.2", 108, 1080, 3, 4), ("fd00:88::2", 9, 9, 1, 1), ("10.88.0.3", 5, 0, 1, 0)]
+    assert [(c["client"], c["out_bytes"], c["in_bytes"], c["out_packets"], c["in_packets"])
+            for c in body["clients"]] == [("10.88.0.2", 108, 1080, 3, 4), ("fd00:88::2", 9, 9, 1, 1),
+                                          ("10.88.0.3", 5, 0, 1, 0)]
     assert body["clients"][0]["bytes_per_second"] == round(1188 / 3600, 3)
     only = api.get("/api/v1/traffic/clients?gateway=gw2&window=7d").get_json()
     assert [(c["client"], c["out_bytes"]) for c in only["clients"]] == [("10.88.0.2", 7)]
@@ -139,7 +140,8 @@ def test_bad_client_queries_are_refused_by_name(app, api):
         "give one of destination, entry or client, not destination and client")
     assert refused("/api/v1/traffic/clients?limit=0") == {
         "code": "invalid_filter", "message": "limit '0' must be a whole number from 1 to 1000"}
-    assert refused("/api/v1/traffic/clients?limit=many")["message"] == "limit 'many' must be a whole number from 1 to 1000"
+    assert refused("/api/v1/traffic/clients?limit=many")["message"] == (
+        "limit 'many' must be a whole number from 1 to 1000")
     assert refused("/api/v1/traffic/clients?window=1w")["code"] == "invalid_window"
     assert refused("/api/v1/traffic/clients?format=xml")["code"] == "invalid_format"
     assert refused("/api/v1/traffic/clients?client=10.88.0.2")["code"] == "unknown_parameter"

@@ -152,9 +152,9 @@ APPLIED = {
         "-A OG-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
         "-A OG-REJECT -j REJECT --reject-with icmp-admin-prohibited\n",
     ("iptables", "-t", "filter", "-S", "OG-ACCEPT"):
-        "-N OG-ACCEPT\n-A OG-ACCEPT -o og-out -m set --match-set og-perclient4 src\n"
+        "-N OG-ACCEPT\n-A OG-ACCEPT -o og-out -m set --match-set og-perclient4 src -j ACCEPT\n"
+        "-A OG-ACCEPT -i og-out -m set --match-set og-perclient4-in dst -j ACCEPT\n"
         "-A OG-ACCEPT -o og-out -j SET --add-set og-perclient4 src\n"
-        "-A OG-ACCEPT -i og-out -m set --match-set og-perclient4-in dst\n"
         "-A OG-ACCEPT -i og-out -j SET --add-set og-perclient4-in dst\n"
         "-A OG-ACCEPT -j ACCEPT\n",
     ("iptables", "-t", "nat", "-S", "POSTROUTING"): "-P POSTROUTING ACCEPT\n-A POSTROUTING -j OG-POSTROUTING\n",
@@ -182,9 +182,9 @@ ipset og-observed4 hash:ip,port,ip family inet timeout 3600 counters
 ipset og-perclient4 hash:ip family inet timeout 3600 counters
 ipset og-perclient4-in hash:ip family inet timeout 3600 counters
 iptables -t filter FORWARD rule 1: -j OG-FORWARD
-iptables -t filter OG-ACCEPT rule 1: -o og-out -m set --match-set og-perclient4 src
-iptables -t filter OG-ACCEPT rule 2: -o og-out -j SET --add-set og-perclient4 src
-iptables -t filter OG-ACCEPT rule 3: -i og-out -m set --match-set og-perclient4-in dst
+iptables -t filter OG-ACCEPT rule 1: -o og-out -m set --match-set og-perclient4 src -j ACCEPT
+iptables -t filter OG-ACCEPT rule 2: -i og-out -m set --match-set og-perclient4-in dst -j ACCEPT
+iptables -t filter OG-ACCEPT rule 3: -o og-out -j SET --add-set og-perclient4 src
 iptables -t filter OG-ACCEPT rule 4: -i og-out -j SET --add-set og-perclient4-in dst
 iptables -t filter OG-ACCEPT rule 5: -j ACCEPT
 iptables -t filter OG-FORWARD rule 10: -o og-out -m set --match-set og-clients4 src -j OG-REJECT
