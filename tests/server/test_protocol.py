@@ -417,7 +417,8 @@ def test_a_gateway_built_on_og_protocol_gets_typed_snapshots_and_deltas(server):
     server.remove(entry)
     assert next_typed(ws) == og_protocol.Delta(revision, revision + 1, (), (Element.parse("198.51.100.91/32"),),
                                                (), {}, (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED,
-                                                        og_protocol.FEATURE_DIFFERS, og_protocol.FEATURE_BLOCKED))
+                                                        og_protocol.FEATURE_DIFFERS, og_protocol.FEATURE_BLOCKED,
+                                                        og_protocol.FEATURE_CLIENTS))
     ws.close()
 
 
