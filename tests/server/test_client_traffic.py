@@ -178,3 +178,21 @@ def test_the_traffic_page_lists_the_top_clients_and_draws_a_clients_series(app):
     bad = c.get("/traffic?client=nobody").text
     assert re.search(r'id="traffic-problem" role="alert">client &#39;nobody&#39; is no IP address', bad)
     assert c.get("/traffic/clients.csv?window=1w").status_code == 400
+
+
+def test_a_failed_write_keeps_the_clients_rows_for_the_next_flush(app, monkeypatch):
+    frame = og_protocol.Clients((og_protocol.ClientUse("10.88.0.2", 10, 1, 20, 2),))
+    minute = utcnow().replace(second=0, microsecond=0)
+    with app.app_context():
+        t = app.extensions["og_traffic"]
+        t.ingest_clients("gw1", frame, now=minute)
+
+        def down():
+            raise RuntimeError("database down")
+        monkeypatch.setattr(db.session, "commit", down)
+        with pytest.raises(RuntimeError):
+            t.flush()
+        monkeypatch.undo()
+        t.ingest_clients("gw1", frame, now=minute)   # the same minute: added to the kept row
+        assert t.flush() == 1
+    assert rows(app) == 1 and sums(app) == (20, 40, 2, 4)
