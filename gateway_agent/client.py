@@ -18,6 +18,7 @@ from og_kernel.og_protocol import CLOSE_GOING_AWAY, CLOSE_NO_STATUS, CLOSE_POLIC
 
 from . import tls
 from .blocked import BlockedReport
+from .clients import ClientReport
 from .frames import Follower
 from .kernel import Kernel, Stats
 
@@ -103,6 +104,7 @@ class Agent:
         self._reported = {}        # counters at the last counters frame sent: the next one sends the increments
         self._counting = None      # the thread reading and sending a counters frame, while it runs
         self.blocked_report = BlockedReport()   # what was reported of the refused attempts (blocked frames)
+        self.client_report = ClientReport()     # what was reported of each client's traffic (clients frames)
         self.ws = None
         self.opened_at = None      # monotonic time the current attempt got its connection (set by session)
 
@@ -197,6 +199,8 @@ class Agent:
         self._reported = totals   # only once sent: a failed send is reported with the next frame
         if self.frames.sends_blocked():
             self._send_blocked(ws)
+        if self.frames.sends_clients():
+            self._send_clients(ws)
 
     def _send_blocked(self, ws):
         """The attempts refused (or observed) since the last blocked frame, in frames of MAX_BLOCKED attempts."""
@@ -217,6 +221,27 @@ class Agent:
             return
         self.blocked_report.sent(totals)
         self.stats.blocked_sent += sum(item.count for item in items)
+
+    def _send_clients(self, ws):
+        """The traffic of each client address since the last clients frame, in frames of MAX_CLIENTS clients."""
+        try:
+            rows, full = self.kernel.client_counters()
+        except CommandError as exc:
+            log.warning("per-client counters not read: %s; trying again at the next interval", exc.msg)
+            return
+        self.stats.clients_counted = len(rows)
+        if full and not self.stats.client_sets_full:
+            log.warning("per-client sets full (%s): new client addresses pass but are not counted until older "
+                        "ones expire", ", ".join(full))
+        self.stats.client_sets_full = len(full)
+        items, totals = self.client_report.increments(rows, time.time())
+        try:
+            for frame in og_protocol.clients(time.time(), items, bool(full)):
+                ws.send(frame)
+        except Exception as exc:  # noqa: BLE001 - a closed connection; the session notices it by itself
+            log.info("clients frame not sent (%s): reported with the next one", exc.__class__.__name__)
+            return
+        self.client_report.sent(totals)
 
     def run(self):
         """Follow the servers until stopped; the rules stay as they are whenever no server answers."""

@@ -29,9 +29,11 @@ class Follower:
         path = cfg.get("dns_domains_file")
         self.domains = DomainsFile(path) if path else None
         # FEATURE_DIFFERS: its acks say what its kernel lacks or holds beyond what it applied (docs/protocol.md);
-        # FEATURE_MODE: the server may send mode frames (enforce/observe); FEATURE_BLOCKED: we report attempts.
+        # FEATURE_MODE: the server may send mode frames (enforce/observe); FEATURE_BLOCKED: we report attempts;
+        # FEATURE_CLIENTS: we report traffic per client address.
         self.features = ((og_protocol.FEATURE_DOMAINS,) if self.domains else ()) + (
-            og_protocol.FEATURE_DIFFERS, og_protocol.FEATURE_MODE, og_protocol.FEATURE_BLOCKED)
+            og_protocol.FEATURE_DIFFERS, og_protocol.FEATURE_MODE, og_protocol.FEATURE_BLOCKED,
+            og_protocol.FEATURE_CLIENTS)
         # og-dns's spool: sent as learned frames to a server that announced FEATURE_LEARNED.
         spool_dir = cfg.get("dns_spool_dir")
         self.spool = SpoolSender(spool_dir) if spool_dir else None
@@ -53,6 +55,10 @@ class Follower:
     def sends_blocked(self):
         """True once the server announced FEATURE_BLOCKED in this session: blocked frames go to it."""
         return og_protocol.FEATURE_BLOCKED in self.server_features
+
+    def sends_clients(self):
+        """True once the server announced FEATURE_CLIENTS in this session: clients frames go to it."""
+        return og_protocol.FEATURE_CLIENTS in self.server_features
 
     def holding(self):
         """What this gateway holds of the published set: its families, outside its own internal networks."""

@@ -37,6 +37,8 @@ class Stats:
         self.last_contact = 0.0      # unix time of the last frame from a server
         self.mode = "enforce"        # what the kernel's OG-REJECT does now: enforce or observe
         self.blocked_sent = 0        # attempts reported to servers in blocked frames
+        self.clients_counted = 0     # client addresses in the per-client sets at the last read
+        self.client_sets_full = 0    # per-client sets full at the last read (new clients not counted)
 
 
 class Kernel:
@@ -105,6 +107,10 @@ class Kernel:
     def blocked(self):
         """The attempts recorded in the kernel (og_firewall.Attempt), read without the lock; raises CommandError."""
         return self.fw.blocked()
+
+    def client_counters(self):
+        """([og_firewall.ClientCounters], [full set names]) read without the lock; raises CommandError."""
+        return self.fw.client_counters()
 
     def restore(self):
         """Put the last applied state back into the kernel before connecting (fail-static at boot)."""

@@ -334,6 +334,14 @@ class AgentMetrics:
                                   value=agent.stats.connections_cut)
         yield CounterMetricFamily("og_gateway_drift_repairs", "Times the kernel state was repaired",
                                   value=agent.stats.drift_repairs)
+        # Per-client traffic goes to the server only (a series per client address would be unbounded here); these
+        # say, as of the last counters cycle, how many clients are counted and whether some are not.
+        yield GaugeMetricFamily("og_gateway_clients_counted",
+                                "Client addresses in the per-client traffic sets at the last counters cycle",
+                                value=agent.stats.clients_counted)
+        yield GaugeMetricFamily("og_gateway_client_sets_full",
+                                "Per-client traffic sets full at the last counters cycle (new clients not counted)",
+                                value=agent.stats.client_sets_full)
         yield self._apply_histogram()
 
     def _apply_histogram(self):

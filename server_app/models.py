@@ -206,6 +206,26 @@ class EntryTraffic(db.Model):
     in_packets: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class ClientTraffic(db.Model):
+    """Bytes and packets of one client address per gateway and minute, as reported by the agents (clients frames).
+
+    out = what the client sent through the gateway, in = what it received; only traffic the gateway let through.
+    """
+
+    __tablename__ = "client_traffic"
+    __table_args__ = (UniqueConstraint("gateway", "client", "minute", name="uq_client_traffic_minute"),
+                      Index("ix_client_traffic_minute", "minute"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(128))
+    client: Mapped[str] = mapped_column(String(64), index=True)   # canonical address text ('10.88.0.2')
+    minute: Mapped[dt.datetime] = mapped_column(DateTime)
+    out_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    out_packets: Mapped[int] = mapped_column(BigInteger, default=0)
+    in_packets: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Lease(db.Model):
     """A named lease (the resolver's): one replica holds it until `until`."""
 

@@ -38,10 +38,17 @@ MODES = ("enforce", "observe")
 # timeout, this is only the default; at most the gateway cap of og-dns per family.
 LEARN_TIMEOUT = 3600
 LEARN_MAXELEM = 100000
+# The per-client sets count, per client address, what crossed the gateway through an accepting rule: og-perclient
+# what the client sent, og-perclient-in the replies it got (OG-ACCEPT, docs/kernel-interface.md). Bounded: when
+# one is full, new clients still pass but are not counted (the agent's og_gateway_client_sets_full says so). As
+# with og-denied, an element is forgotten CLIENT_TIMEOUT after the client's first packet and counted afresh.
+CLIENT_MAXELEM = 65536
+CLIENT_TIMEOUT = 3600
 DOT_PORT = 853  # DNS over TLS: refused for clients unless the policy allows it (allow_dns_over_tls)
 CHECK_MAX = 20000  # members check_update() tests one by one at most
 CHAIN = "OG-FORWARD"
 REJECT_CHAIN = "OG-REJECT"
+ACCEPT_CHAIN = "OG-ACCEPT"
 NAT_CHAIN = "OG-POSTROUTING"
 TEMP_SUFFIX = "-t"
 SYS_CLASS_NET = "/sys/class/net"
@@ -156,12 +163,22 @@ class Family(object):
         self.learn = SetSpec("og-learn%d" % version, "hash:ip", fam, maxelem=LEARN_MAXELEM, timeout=LEARN_TIMEOUT)
         self.learnp = SetSpec("og-learnp%d" % version, "hash:ip,port", fam, maxelem=LEARN_MAXELEM,
                               timeout=LEARN_TIMEOUT)
+        # Filled by OG-ACCEPT's SET target, emptied by the kernel's timeouts: never flushed or swapped either.
+        self.perclient = SetSpec("og-perclient%d" % version, "hash:ip", fam, maxelem=CLIENT_MAXELEM,
+                                 timeout=CLIENT_TIMEOUT)
+        self.perclient_in = SetSpec("og-perclient%d-in" % version, "hash:ip", fam, maxelem=CLIENT_MAXELEM,
+                                    timeout=CLIENT_TIMEOUT)
         self.reject_with = "icmp-admin-prohibited" if version == 4 else "icmp6-adm-prohibited"
 
     @property
     def sets(self):
         return [self.clients, self.allow, self.allow_in, self.allowp, self.allowp_in, self.denied, self.learn,
-                self.learnp, self.blocked, self.observed]
+                self.learnp, self.blocked, self.observed, self.perclient, self.perclient_in]
+
+    @property
+    def client_sets(self):
+        """The per-client accounting sets: (out, in)."""
+        return [self.perclient, self.perclient_in]
 
     @property
     def learn_sets(self):
@@ -186,24 +203,25 @@ class Family(object):
         # Port-scoped sets first: a packet is counted by the first set that matches, so an address that is also
         # allowed plainly leaves its scoped ports' traffic to the port-scoped element (docs/kernel-interface.md).
         # The learned sets after the allowlist, so traffic to an allowed address is counted by its element.
+        # Every accepting rule jumps to OG-ACCEPT, which counts the packet for its client and accepts it.
         return dot + [
-            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst,dst -j ACCEPT"
-            % (CHAIN, out, c, self.allowp.name),
-            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst -j ACCEPT"
-            % (CHAIN, out, c, self.allow.name),
+            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst,dst -j %s"
+            % (CHAIN, out, c, self.allowp.name, ACCEPT_CHAIN),
+            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst -j %s"
+            % (CHAIN, out, c, self.allow.name, ACCEPT_CHAIN),
             "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED "
-            "-m set --match-set %s src,src -j ACCEPT" % (CHAIN, out, c, self.allowp_in.name),
+            "-m set --match-set %s src,src -j %s" % (CHAIN, out, c, self.allowp_in.name, ACCEPT_CHAIN),
             "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED "
-            "-m set --match-set %s src -j ACCEPT" % (CHAIN, out, c, self.allow_in.name),
-            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst,dst -j ACCEPT"
-            % (CHAIN, out, c, self.learnp.name),
-            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst -j ACCEPT"
-            % (CHAIN, out, c, self.learn.name),
+            "-m set --match-set %s src -j %s" % (CHAIN, out, c, self.allow_in.name, ACCEPT_CHAIN),
+            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst,dst -j %s"
+            % (CHAIN, out, c, self.learnp.name, ACCEPT_CHAIN),
+            "-A %s -o %s -m set --match-set %s src -m set --match-set %s dst -j %s"
+            % (CHAIN, out, c, self.learn.name, ACCEPT_CHAIN),
             # Flows whose address left the allowlist stay up; scoped to clients so other forwarding is untouched.
-            "-A %s -o %s -m set --match-set %s src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
-            % (CHAIN, out, c),
-            "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
-            % (CHAIN, out, c),
+            "-A %s -o %s -m set --match-set %s src -m conntrack --ctstate RELATED,ESTABLISHED -j %s"
+            % (CHAIN, out, c, ACCEPT_CHAIN),
+            "-A %s -i %s -m set --match-set %s dst -m conntrack --ctstate RELATED,ESTABLISHED -j %s"
+            % (CHAIN, out, c, ACCEPT_CHAIN),
             "-A %s -o %s -m set --match-set %s src -j %s" % (CHAIN, out, c, REJECT_CHAIN),
         ]
 
@@ -219,14 +237,15 @@ class Family(object):
         (destination, protocol:port, client) (og-blocked, what the agent reports to the server).
 
         In observe mode the attempt goes to og-observed by (destination, protocol:port, client) instead and its
-        NEW packet is accepted (the rest of the flow then passes as ESTABLISHED); INVALID packets are still refused.
+        NEW packet is accepted through OG-ACCEPT, so its client's traffic counts it (the rest of the flow then passes
+        as ESTABLISHED); INVALID packets are still refused.
         """
         if mode == "observe":
             o = self.observed.name
             return [
                 "-A %s -m conntrack --ctstate NEW -m set --match-set %s dst,dst,src" % (REJECT_CHAIN, o),
                 "-A %s -m conntrack --ctstate NEW -j SET --add-set %s dst,dst,src" % (REJECT_CHAIN, o),
-                "-A %s -m conntrack --ctstate NEW -j ACCEPT" % REJECT_CHAIN,
+                "-A %s -m conntrack --ctstate NEW -j %s" % (REJECT_CHAIN, ACCEPT_CHAIN),
                 "-A %s -p tcp -j REJECT --reject-with tcp-reset" % REJECT_CHAIN,
                 "-A %s -j REJECT --reject-with %s" % (REJECT_CHAIN, self.reject_with),
             ]
@@ -240,13 +259,32 @@ class Family(object):
             "-A %s -j REJECT --reject-with %s" % (REJECT_CHAIN, self.reject_with),
         ]
 
+    def accept_rules(self, out):
+        """OG-ACCEPT: count an accepted packet for its client address, then accept it.
+
+        Reached only from OG-FORWARD's (and observe mode's OG-REJECT's) accepting rules, so only what crosses
+        is counted: leaving on the outside interface by its source (og-perclient), arriving on it by its
+        destination (og-perclient-in). As in reject_rules, the set match counts a known client (and accepts: one
+        set lookup for nearly every packet) and the SET target adds a new one with its first packet's counters;
+        no --exist, which would reset them. A full set refuses the add: the packet is still accepted, only not
+        counted.
+        """
+        o, i = self.perclient.name, self.perclient_in.name
+        return [
+            "-A %s -o %s -m set --match-set %s src -j ACCEPT" % (ACCEPT_CHAIN, out, o),
+            "-A %s -i %s -m set --match-set %s dst -j ACCEPT" % (ACCEPT_CHAIN, out, i),
+            "-A %s -o %s -j SET --add-set %s src" % (ACCEPT_CHAIN, out, o),
+            "-A %s -i %s -j SET --add-set %s dst" % (ACCEPT_CHAIN, out, i),
+            "-A %s -j ACCEPT" % ACCEPT_CHAIN,
+        ]
+
     def nat_rules(self, out):
         return ["-A %s -o %s -m set --match-set %s src -j MASQUERADE" % (NAT_CHAIN, out, self.clients.name)]
 
 
 # (table, parent chain, owned chain) of the two jumps into owned chains.
 JUMPS = (("filter", "FORWARD", CHAIN), ("nat", "POSTROUTING", NAT_CHAIN))
-CHAINS = (("filter", CHAIN), ("filter", REJECT_CHAIN), ("nat", NAT_CHAIN))
+CHAINS = (("filter", CHAIN), ("filter", REJECT_CHAIN), ("filter", ACCEPT_CHAIN), ("nat", NAT_CHAIN))
 
 
 def parse_client_networks(raw, ipv6):
@@ -602,6 +640,7 @@ class Firewall(object):
             "jumps": {jump: [1] for jump in JUMPS},
             "chains": {("filter", CHAIN): fam.forward_rules(out, self.policy.allow_dns_over_tls),
                        ("filter", REJECT_CHAIN): fam.reject_rules(check_mode(self.policy.mode)),
+                       ("filter", ACCEPT_CHAIN): fam.accept_rules(out),
                        ("nat", NAT_CHAIN): fam.nat_rules(out)},
         }
 
@@ -950,6 +989,63 @@ class Firewall(object):
                     result.append(Attempt(src, dst, proto, port, int(packets), int(bytes_), age, observed))
         return result
 
+    def client_counters(self):
+        """([ClientCounters] by client address, [names of full per-client sets]), all families, read now.
+
+        One `ipset -` run lists every per-client set (a set that is missing would end the run's listing, so only
+        existing ones are named). A client is reported when either direction holds it. A set holding its
+        maxelem elements is full: clients not in it yet are not counted.
+        """
+        headers = self.set_headers()
+        names = [spec.name for fam in self.families for spec in fam.client_sets if spec.name in headers]
+        if not names:  # before apply() or after remove(): nothing counted
+            return [], []
+        text = self.run(["ipset", "-"], stdin="".join("list -o save %s\n" % name for name in names)).stdout
+        outs = {fam.perclient.name for fam in self.families}
+        rows, sizes = {}, dict.fromkeys(names, 0)
+        for name, member, timeout, packets, bytes_ in _SAVE_CLIENT.findall(text):
+            sizes[name] += 1
+            age = max(0, CLIENT_TIMEOUT - int(timeout)) if timeout else 0
+            row = rows.setdefault(member, [0, 0, 0, 0, None, None])
+            if name in outs:
+                row[0], row[1], row[4] = int(bytes_), int(packets), age
+            else:
+                row[2], row[3], row[5] = int(bytes_), int(packets), age
+        limits = {name: int(maxelem) for name, maxelem in _SAVE_MAXELEM.findall(text)}
+        full = [name for name in names if sizes[name] >= limits.get(name, CLIENT_MAXELEM)]
+        return [ClientCounters(member, *row) for member, row in sorted(rows.items())], full
+
+
+# The member lines of the per-client sets in `ipset -` output: (set, member, timeout, packets, bytes) as texts.
+_SAVE_CLIENT = re.compile(r"^add (\S+) (\S+)(?: timeout (\d+))? packets (\d+) bytes (\d+)", re.M)
+# A set's create line there (after the interactive prompt "ipset> "): (name, maxelem).
+_SAVE_MAXELEM = re.compile(r"create (\S+) \S+ [^\n]*?maxelem (\d+)")
+
+
+class ClientCounters(tuple):
+    """One client's counted traffic: (client, out_bytes, out_packets, in_bytes, in_packets, out_age, in_age).
+
+    out = what the client sent through accepting rules, in = the replies it got. An age is the seconds since the
+    direction's element was created (its first packet: the counters count from there), None when not counted.
+    """
+
+    __slots__ = ()
+    FIELDS = ("client", "out_bytes", "out_packets", "in_bytes", "in_packets", "out_age", "in_age")
+
+    def __new__(cls, client, out_bytes=0, out_packets=0, in_bytes=0, in_packets=0, out_age=None, in_age=None):
+        return tuple.__new__(cls, (client, out_bytes, out_packets, in_bytes, in_packets, out_age, in_age))
+
+    client = property(operator.itemgetter(0))
+    out_bytes = property(operator.itemgetter(1))
+    out_packets = property(operator.itemgetter(2))
+    in_bytes = property(operator.itemgetter(3))
+    in_packets = property(operator.itemgetter(4))
+    out_age = property(operator.itemgetter(5))
+    in_age = property(operator.itemgetter(6))
+
+    def as_dict(self):
+        return dict(zip(self.FIELDS, self))
+
 
 # One member line of a hash:ip,port,ip set with timeout and counters: (member, timeout, packets, bytes) as texts.
 _SAVE_TRIPLE = re.compile(r"^add \S+ (\S+,\S+,\S+)(?: timeout (\d+))? packets (\d+) bytes (\d+)", re.M)
@@ -985,5 +1081,5 @@ class Attempt(tuple):
         return dict(zip(self.FIELDS, self))
 
 
-__all__ = ["Attempt", "CommandError", "Counters", "EgressPolicy", "Firewall", "FirewallError", "PolicyPlan",
-           "Step", "TargetError"]
+__all__ = ["Attempt", "ClientCounters", "CommandError", "Counters", "EgressPolicy", "Firewall", "FirewallError",
+           "PolicyPlan", "Step", "TargetError"]

@@ -34,6 +34,7 @@ MAX_LEARNED = 5000         # items of each list of a learned frame
 MAX_BATCH = 128            # characters of a learned frame's batch (the spool file's name)
 MAX_ANSWER_ADDRESSES = 16  # addresses of one name in a learned frame's "answers" (the newest og-dns saw)
 MAX_BLOCKED = 5000         # attempts in one blocked frame (each ~150 bytes: well under MAX_MESSAGE)
+MAX_CLIENTS = 5000         # client addresses in one clients frame (each ~110 bytes: well under MAX_MESSAGE)
 
 # Frame types.
 HELLO = "hello"
@@ -46,9 +47,10 @@ DOMAINS = "domains"
 LEARNED = "learned"
 LEARNED_ACK = "learned_ack"
 BLOCKED = "blocked"
+CLIENTS = "clients"
 MODE = "mode"
 ERROR = "error"
-AGENT_FRAMES = (HELLO, ACK, HEARTBEAT, COUNTERS, LEARNED, BLOCKED, ERROR)       # what an agent sends
+AGENT_FRAMES = (HELLO, ACK, HEARTBEAT, COUNTERS, LEARNED, BLOCKED, CLIENTS, ERROR)  # what an agent sends
 SERVER_FRAMES = (SNAPSHOT, DELTA, DOMAINS, LEARNED_ACK, MODE, HEARTBEAT, ERROR)  # what a server sends
 
 # Features a peer announces (hello: the agent's; snapshot and delta: the server's). A server sends a domains
@@ -68,6 +70,9 @@ FEATURE_BLOCKED = "blocked"
 # A server sends mode frames (enforce or observe, set through its API) only to an agent that announced FEATURE_MODE
 # in its hello: an agent from before it would refuse the frame type. Such an agent keeps its configured mode.
 FEATURE_MODE = "mode"
+# An agent sends clients frames (the bytes and packets each client address sent and received through the gateway
+# since the previous frame) only to a server that announced FEATURE_CLIENTS. Fire and forget, like counters.
+FEATURE_CLIENTS = "clients"
 GATEWAY_MODES = ("enforce", "observe")
 BLOCKED_PROTOS = ("tcp", "udp", "sctp", "udplite", "icmp", "icmpv6", "ipv6-icmp")
 
@@ -317,6 +322,35 @@ class Blocked:
 
     attempts: Tuple[Attempt, ...]
     mode: str = "enforce"
+
+
+@dataclass(frozen=True)
+class ClientUse:
+    """What one client address sent (out) and received (in) through the gateway since the previous frame."""
+
+    client: str
+    out_bytes: int = 0
+    out_packets: int = 0
+    in_bytes: int = 0
+    in_packets: int = 0
+
+    FIELDS: ClassVar[Tuple[str, ...]] = ("out_bytes", "out_packets", "in_bytes", "in_packets")
+
+    def to_wire(self):
+        return {"client": self.client, "out_bytes": self.out_bytes, "out_packets": self.out_packets,
+                "in_bytes": self.in_bytes, "in_packets": self.in_packets}
+
+
+@dataclass(frozen=True)
+class Clients:
+    """agent -> server (only to a server that announced FEATURE_CLIENTS): traffic per client address; `full`: a
+    per-client set of the gateway was full, so clients beyond it were not counted."""
+
+    TYPE: ClassVar[str] = CLIENTS
+
+    clients: Tuple[ClientUse, ...]
+    full: bool = False
+    ts: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -602,6 +636,36 @@ def _blocked(msg):
     return Blocked(tuple(attempts), _mode(msg) if "mode" in msg else "enforce")
 
 
+def _clients(msg):
+    """A clients frame's items, each checked (addresses as text: the server's rules check them)."""
+    value = msg.get("clients")
+    if not isinstance(value, list) or len(value) > MAX_CLIENTS:
+        raise ProtocolError("clients clients must be a list of at most %d objects, not %r"
+                            % (MAX_CLIENTS, value if not isinstance(value, list) else "%d items" % len(value)))
+    items = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise ProtocolError("clients clients item must be an object, not %r" % (item,))
+        address = item.get("client")
+        if not isinstance(address, str) or not 0 < len(address) <= 64:
+            raise ProtocolError("clients client must be an IP address such as \"10.88.0.2\", not %r" % (address,))
+        numbers = []
+        for key in ClientUse.FIELDS:
+            number = item.get(key, 0)
+            if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number < 1 << 62:
+                raise ProtocolError("clients %s of %s must be a whole number within 0-2^62, not %r"
+                                    % (key, address, number))
+            numbers.append(number)
+        items.append(ClientUse(address, *numbers))
+    full = msg.get("full", False)
+    if not isinstance(full, bool):
+        raise ProtocolError("clients full must be true or false, not %r" % (full,))
+    ts = msg.get("ts")
+    if ts is not None and (not isinstance(ts, (int, float)) or isinstance(ts, bool)):
+        raise ProtocolError("clients ts must be a number (epoch seconds), not %r" % (ts,))
+    return Clients(tuple(items), full, ts)
+
+
 def _error(msg):
     return Error(str(msg.get("code")), str(msg.get("message"))[:500])
 
@@ -634,6 +698,8 @@ def parse_agent_frame(raw):
         return _learned(msg)
     if kind == BLOCKED:
         return _blocked(msg)
+    if kind == CLIENTS:
+        return _clients(msg)
     return _error(msg)
 
 
@@ -775,6 +841,18 @@ def blocked(attempts, mode="enforce"):
         part = wire[start:start + MAX_BLOCKED]
         _blocked({"type": BLOCKED, "attempts": part, "mode": mode})
         frames.append(encode(BLOCKED, mode=mode, attempts=part))
+    return frames
+
+
+def clients(ts, items, full=False):
+    """The clients frames of `items` (ClientUse or their wire dicts), MAX_CLIENTS to a frame (at least one, so
+    `full` is said even when nothing was counted); each checked by the rules the parser applies."""
+    wire = [c.to_wire() if isinstance(c, ClientUse) else dict(c) for c in items]
+    frames = []
+    for start in range(0, max(1, len(wire)), MAX_CLIENTS):
+        part = wire[start:start + MAX_CLIENTS]
+        _clients({"type": CLIENTS, "ts": ts, "clients": part, "full": full})
+        frames.append(encode(CLIENTS, ts=ts, full=full, clients=part))
     return frames
 
 

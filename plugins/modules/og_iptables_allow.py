@@ -15,8 +15,11 @@ description:
     (TCP reset, ICMP administratively prohibited); destinations in the allowlist pass, and the clients are
     masqueraded on the outside interface.
   - The allowlist lives in ipset hash sets with per-element counters (C(og-allow4), C(og-allowp4) and their
-    C(-in) twins); the rules live in the chains C(OG-FORWARD), C(OG-REJECT) (filter) and C(OG-POSTROUTING) (nat),
-    reached by one jump each at the top of C(FORWARD) and C(POSTROUTING).
+    C(-in) twins); the rules live in the chains C(OG-FORWARD), C(OG-REJECT), C(OG-ACCEPT) (filter) and
+    C(OG-POSTROUTING) (nat), reached by one jump each at the top of C(FORWARD) and C(POSTROUTING).
+  - Accepted traffic is counted per client address in C(og-perclient4) (what the client sent) and
+    C(og-perclient4-in) (the replies), and their IPv6 twins (hash:ip with counters, at most 65536 clients each,
+    each forgotten an hour after its first packet; when full, new clients pass uncounted) for the gateway agent.
   - Refused new connections are counted per destination in C(og-denied4) and C(og-denied6) (hash:ip with counters,
     at most 65536 addresses, each forgotten an hour after its first attempt) for the gateway agent's metrics.
   - Only objects named C(og-*) and C(OG-*) are changed. Other rules and the C(FORWARD) policy are left alone, so
@@ -53,7 +56,7 @@ options:
     description:
       - V(enforce) refuses what is not allowed. V(observe) forwards it and records it as "would have been refused"
         in the C(og-observed4)/C(og-observed6) sets, which the gateway agent reports to the server's Blocked page.
-      - Switching reloads only the C(OG-FORWARD) and C(OG-REJECT) chains; the allowlist stays.
+      - Switching reloads only the filter chains (C(OG-FORWARD), C(OG-REJECT), C(OG-ACCEPT)); the allowlist stays.
       - The agent follows a mode set on the server (C(PUT /api/v1/gateways/NAME/mode)); it re-applies its own
         within its drift interval when this module applied another.
     type: str

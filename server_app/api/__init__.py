@@ -61,7 +61,8 @@ QUERY = {
     "api.traffic_summary": {"window", "gateway"},
     "api.entry_traffic": {"window", "gateway"},
     "api.list_unlisted": {"page", "per_page", "sort", "gateway", "name", "since"},
-    "api.traffic_series": {"window", "gateway", "destination", "entry", "format"},
+    "api.traffic_series": {"window", "gateway", "destination", "entry", "client", "format"},
+    "api.traffic_clients": {"window", "gateway", "limit", "format"},
     "api.list_blocked": {"page", "per_page", "client", "gateway", "destination", "observed", "sort", "name"},
 }
 
@@ -372,6 +373,30 @@ def traffic_series():
                         units={"time": "UTC", "rates": "bytes/s and packets/s (each point's sum / bucket_seconds)",
                                "counts": "bytes and packets in the bucket"},
                         points=list(result.rows())))
+
+
+@bp.get("/traffic/clients")
+@requires("read")
+def traffic_clients():
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        return error(400, "invalid_format", "format %r must be json or csv" % fmt)
+    window, since, gateway = _traffic_args()
+    try:
+        limit = traffic.client_limit(request.args.get("limit"))
+    except traffic.TrafficError as exc:
+        return error(exc.status, exc.code, str(exc))
+    rows = traffic.top_clients(since, gateway, limit)
+    span = traffic.WINDOWS[window]
+    if fmt == "csv":
+        return Response(traffic.top_clients_csv(rows, span), mimetype="text/csv", headers={
+            "Content-Disposition": "attachment; filename=traffic-clients-%s.csv" % window})
+    return jsonify({"window": window, "gateway": gateway, "limit": limit,
+                    "units": {"counts": "bytes and packets in the window",
+                              "bytes_per_second": "out_bytes + in_bytes over the window's seconds"},
+                    "clients": [dict(client=r[0], **_counts(r[1:]),
+                                     bytes_per_second=round((r[1] + r[2]) / span.total_seconds(), 3))
+                                for r in rows]})
 
 
 @bp.get("/entries/<id:entry_id>/traffic")

@@ -202,12 +202,20 @@ SCHEMAS = {
         "window": WINDOW, "gateway": NULLABLE_S,
         "destination": dict(NULLABLE_S, description="the destination element filtered on, canonical"),
         "entry": {"type": ["integer", "null"]},
+        "client": dict(NULLABLE_S, description="the client address filtered on, canonical"),
         "bucket_seconds": {"type": "integer", "enum": [60, 600, 3600],
                            "description": "60 for 1h, 600 for 24h, 3600 for 7d"},
         "start": dict(TIME, description="UTC, the first bucket's start"),
         "end": dict(TIME, description="UTC, now: the last bucket holds it and is partial"),
         "units": {"type": "object", "additionalProperties": {"type": S}},
         "points": {"type": "array", "items": obj(dict({"time": TIME}, **RATES, **COUNTS))}}),
+    "TrafficClients": obj({
+        "window": WINDOW, "gateway": NULLABLE_S, "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "units": {"type": "object", "additionalProperties": {"type": S}},
+        "clients": {"type": "array", "items": obj(dict(
+            {"client": {"type": S, "description": "a client address; out: what it sent, in: what it received"}},
+            **COUNTS, bytes_per_second={"type": "number", "minimum": 0,
+                                        "description": "out_bytes + in_bytes over the window's seconds"}))}}),
     "Blocked": obj({
         "id": {"type": "integer"}, "gateway": {"type": S},
         "client": {"type": S, "description": "the client address that tried"},
@@ -412,17 +420,29 @@ PATHS = {
                 "responses": dict(_ok("Traffic"), **{"400": _err("unknown window")}, **COMMON)}},
     "/traffic/series": {
         "get": {"summary": "Traffic over time as rates (bytes/s, packets/s) on a UTC axis ending at now, for the "
-                           "fleet, a gateway, a destination or an entry; JSON or CSV",
+                           "fleet, a gateway, a destination, an entry or a client address; JSON or CSV",
                 "operationId": "getTrafficSeries",
                 "parameters": [_q("window", WINDOW), _q("gateway"),
                                _q("destination", description="an element: 198.51.100.20, 198.51.100.0/24 or "
                                                              "'198.51.100.20/32 443/tcp'"),
                                _q("entry", {"type": "integer"}, "an entry id (also of a deleted entry)"),
+                               _q("client", description="a client address (10.88.0.2): what it sent (out) and "
+                                                        "received (in); one of destination, entry or client"),
                                _q("format", {"type": S, "enum": ["json", "csv"]})],
                 "responses": dict({"200": {"description": "OK", "content": {
                     "application/json": {"schema": ref("TrafficSeries")}, "text/csv": {"schema": {"type": S}}}},
                     "400": _err("unknown window, format or a bad filter"),
                     "404": _err("no such entry and no traffic of it")}, **COMMON)}},
+    "/traffic/clients": {
+        "get": {"summary": "The client addresses that moved the most bytes through the gateways in a window, with "
+                           "bytes and packets each way and the average rate; JSON or CSV",
+                "operationId": "getTrafficClients",
+                "parameters": [_q("window", WINDOW), _q("gateway"),
+                               _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "default 20"),
+                               _q("format", {"type": S, "enum": ["json", "csv"]})],
+                "responses": dict({"200": {"description": "OK", "content": {
+                    "application/json": {"schema": ref("TrafficClients")}, "text/csv": {"schema": {"type": S}}}},
+                    "400": _err("unknown window, format or a bad limit")}, **COMMON)}},
     "/entries/{entry_id}/traffic": {
         "parameters": [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
         "get": {"summary": "One entry's traffic (also of a deleted or expired entry), with its shared part",

@@ -12,6 +12,10 @@ element) instead of 10,080, and the day's window still sees minutes. The houseke
 hour. series() turns the samples of a window into rates (per second) in buckets of BUCKETS seconds, on a UTC
 axis that ends at now.
 
+Agents that speak the "clients" feature also send, on the same cycle, what each client address sent and received
+through the gateway (clients frames); those are summed the same way per (gateway, client, minute) into
+ClientTraffic, rolled up and pruned with the rest, and shown as top clients and per-client series.
+
 Each flush also records which entries the traffic belongs to (EntryTraffic): the entries that produced the
 element when the server took the frame in, by id and name, so the traffic of an entry stays its own after the
 entry is deleted or expires. An element several entries produce is recorded for each of them as shared: each
@@ -23,6 +27,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import ipaddress
 import logging
 import threading
 
@@ -32,7 +37,7 @@ from og_kernel.og_elements import Element
 from og_kernel.og_netpolicy import TargetError
 
 from ..extensions import db
-from ..models import Entry, EntryElement, EntryTraffic, TrafficSample, utcnow
+from ..models import ClientTraffic, Entry, EntryElement, EntryTraffic, TrafficSample, utcnow
 from .entries import describe
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,7 @@ class Traffic:
     def __init__(self):
         self.lock = threading.Lock()
         self.pending = {}        # (gateway, element, minute) -> [out_bytes, in_bytes, out_packets, in_packets]
+        self.client_pending = {}  # (gateway, client address, minute) -> the same four sums
         self.baselines = {}      # gateway -> (boot, {element: [totals]}) for agents that send totals
         self.holders = {}        # element -> [(entry id, entry name)] when it last carried traffic
 
@@ -96,6 +102,28 @@ class Traffic:
                     for i, v in enumerate(row):
                         acc[i] += v
 
+    def ingest_clients(self, gateway, frame, now=None):
+        """Add one clients frame (og_protocol.Clients); raise TrafficError naming a client that is no address."""
+        values = {}
+        for use in frame.clients:
+            try:
+                client = str(ipaddress.ip_address(use.client))
+            except ValueError:
+                raise TrafficError("clients frame: client %r is no IP address" % use.client[:64]) from None
+            row = values.setdefault(client, [0, 0, 0, 0])
+            for i, v in enumerate((use.out_bytes, use.in_bytes, use.out_packets, use.in_packets)):
+                row[i] += v
+        minute = (now or utcnow()).replace(second=0, microsecond=0)
+        with self.lock:
+            for client, row in values.items():
+                if any(row):
+                    key = (gateway, client, minute)
+                    if key not in self.client_pending and len(self.client_pending) >= MAX_PENDING:
+                        continue
+                    acc = self.client_pending.setdefault(key, [0, 0, 0, 0])
+                    for i, v in enumerate(row):
+                        acc[i] += v
+
     def _increments(self, gateway, boot, totals):
         with self.lock:
             seen_boot, previous = self.baselines.get(gateway, (None, {}))
@@ -111,42 +139,28 @@ class Traffic:
         return out
 
     def flush(self):
-        """Write what was accumulated in one transaction; on failure keep it for the next try."""
+        """Write what was accumulated (per element and per client) in one transaction; on failure keep it for the
+        next try."""
         with self.lock:
             pending, self.pending = self.pending, {}
-        if not pending:
+            clients, self.client_pending = self.client_pending, {}
+        if not pending and not clients:
             return 0
         try:
-            groups = {}
-            for (gateway, element, minute), row in pending.items():
-                groups.setdefault((gateway, minute), {})[element] = row
-            for (gateway, minute), rows in groups.items():
-                names = list(rows)
-                for i in range(0, len(names), 500):
-                    chunk = names[i:i + 500]
-                    existing = {s.element: s for s in db.session.execute(select(TrafficSample).where(
-                        TrafficSample.gateway == gateway, TrafficSample.minute == minute,
-                        TrafficSample.element.in_(chunk))).scalars()}
-                    for element in chunk:
-                        row = rows[element]
-                        sample = existing.get(element)
-                        if sample is None:
-                            db.session.add(TrafficSample(gateway=gateway, element=element, minute=minute,
-                                                         **dict(zip(FIELDS, row))))
-                        else:
-                            for f, v in zip(FIELDS, row):
-                                setattr(sample, f, getattr(sample, f) + v)
+            _add_rows(TrafficSample, "element", pending)
+            _add_rows(ClientTraffic, "client", clients)
             self._attribute(pending)
             db.session.commit()
         except Exception:
             db.session.rollback()
             with self.lock:
-                for key, row in pending.items():
-                    acc = self.pending.setdefault(key, [0, 0, 0, 0])
-                    for i, v in enumerate(row):
-                        acc[i] += v
+                for kept, failed in ((self.pending, pending), (self.client_pending, clients)):
+                    for key, row in failed.items():
+                        acc = kept.setdefault(key, [0, 0, 0, 0])
+                        for i, v in enumerate(row):
+                            acc[i] += v
             raise
-        return len(pending)
+        return len(pending) + len(clients)
 
     def _attribute(self, pending):
         """Within flush()'s transaction: add the pending rows to the EntryTraffic of the entries holding them."""
@@ -194,7 +208,8 @@ class Traffic:
         cutoff = _floor_hour((now or utcnow()) - keep)
         removed = 0
         for model, keys in ((TrafficSample, ("gateway", "element")),
-                            (EntryTraffic, ("entry_id", "gateway", "shared"))):
+                            (EntryTraffic, ("entry_id", "gateway", "shared")),
+                            (ClientTraffic, ("gateway", "client"))):
             oldest = db.session.execute(select(func.min(model.minute)).where(model.minute < cutoff)).scalar()
             hour = _floor_hour(oldest) if oldest is not None else cutoff
             while hour < cutoff:
@@ -209,8 +224,31 @@ class Traffic:
         deleted = db.session.query(TrafficSample).filter(TrafficSample.minute < cutoff).delete(
             synchronize_session=False)
         db.session.query(EntryTraffic).filter(EntryTraffic.minute < cutoff).delete(synchronize_session=False)
+        db.session.query(ClientTraffic).filter(ClientTraffic.minute < cutoff).delete(synchronize_session=False)
         db.session.commit()
         return deleted
+
+
+def _add_rows(model, column, pending):
+    """Within flush(): add pending {(gateway, key, minute): sums} to the rows of `model` keyed by `column`."""
+    groups = {}
+    for (gateway, key, minute), row in pending.items():
+        groups.setdefault((gateway, minute), {})[key] = row
+    keyed = getattr(model, column)
+    for (gateway, minute), rows in groups.items():
+        names = list(rows)
+        for i in range(0, len(names), 500):
+            chunk = names[i:i + 500]
+            existing = {getattr(s, column): s for s in db.session.execute(select(model).where(
+                model.gateway == gateway, model.minute == minute, keyed.in_(chunk))).scalars()}
+            for key in chunk:
+                row = rows[key]
+                sample = existing.get(key)
+                if sample is None:
+                    db.session.add(model(gateway=gateway, minute=minute, **{column: key}, **dict(zip(FIELDS, row))))
+                else:
+                    for f, v in zip(FIELDS, row):
+                        setattr(sample, f, getattr(sample, f) + v)
 
 
 def _floor_hour(value):
@@ -258,6 +296,51 @@ def top_destinations(since, gateway=None, limit=20):
         stmt = stmt.where(TrafficSample.gateway == gateway)
     return [tuple(r) for r in db.session.execute(
         stmt.group_by(TrafficSample.element).order_by(total.desc()).limit(limit))]
+
+
+def top_clients(since, gateway=None, limit=20):
+    """[(client, out_bytes, in_bytes, out_packets, in_packets)] by total bytes, largest first (then by address)."""
+    total = func.sum(ClientTraffic.out_bytes + ClientTraffic.in_bytes)
+    stmt = select(ClientTraffic.client, *[func.sum(getattr(ClientTraffic, f)).label(f) for f in FIELDS]).where(
+        ClientTraffic.minute >= since)
+    if gateway:
+        stmt = stmt.where(ClientTraffic.gateway == gateway)
+    return [(r[0],) + tuple(int(v or 0) for v in r[1:]) for r in db.session.execute(
+        stmt.group_by(ClientTraffic.client).order_by(total.desc(), ClientTraffic.client).limit(limit))]
+
+
+MAX_TOP_CLIENTS = 1000
+
+
+def client_limit(text):
+    """How many top clients a query asks for (default 20, at most MAX_TOP_CLIENTS); TrafficError names a bad one."""
+    if text is None or text == "":
+        return 20
+    if not text.isdigit() or not 1 <= int(text) <= MAX_TOP_CLIENTS:
+        raise TrafficError("limit %r must be a whole number from 1 to %d" % (text[:20], MAX_TOP_CLIENTS))
+    return int(text)
+
+
+TOP_CLIENT_COLUMNS = ("client",) + FIELDS + ("bytes_per_second",)
+
+
+def top_clients_csv(rows, span):
+    """The CSV export of top_clients() over a window of `span`: one row per client, its average rate."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(TOP_CLIENT_COLUMNS)
+    for row in rows:
+        writer.writerow(list(row) + [round((row[1] + row[2]) / span.total_seconds(), 3)])
+    return out.getvalue()
+
+
+def parse_client(text):
+    """The canonical address of a client filter ('10.88.0.02' is refused, 'fd00::0002' -> 'fd00::2')."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise TrafficError("client %r is no IP address; give a client's address such as 10.88.0.2 or fd00:88::2"
+                           % text[:100]) from None
 
 
 def totals(since, gateway=None):
@@ -368,14 +451,17 @@ def known_entry(entry_id):
 
 
 def series_for(args, now=None):
-    """(Series, filters) of a series query (window, gateway, destination or entry), as the API and the UI's
-    CSV take it; TrafficError names a bad value (404 for an entry that never existed)."""
+    """(Series, filters) of a series query (window, gateway, and one of destination, entry or client), as the API
+    and the UI's CSV take it; TrafficError names a bad value (404 for an entry that never existed)."""
     name = args.get("window", "1h")
     window(name)
     gateway = args.get("gateway") or None
-    element = entry_id = None
-    if args.get("destination") and args.get("entry"):
-        raise TrafficError("give destination or entry, not both")
+    element = entry_id = address = None
+    given = [k for k in ("destination", "entry", "client") if args.get(k)]
+    if len(given) > 1:
+        raise TrafficError("give one of destination, entry or client, not %s" % " and ".join(given))
+    if args.get("client"):
+        address = parse_client(args["client"])
     if args.get("destination"):
         element = destination(args["destination"])
     if args.get("entry"):
@@ -385,8 +471,8 @@ def series_for(args, now=None):
             raise TrafficError("entry %r must be an entry id (a whole number)" % args["entry"][:100]) from None
         if not known_entry(entry_id):
             raise TrafficError("entry %d does not exist and never carried traffic" % entry_id, "not_found", 404)
-    return (series(name, gateway, element, entry_id, now),
-            {"window": name, "gateway": gateway, "destination": element, "entry": entry_id})
+    return (series(name, gateway, element, entry_id, now, address),
+            {"window": name, "gateway": gateway, "destination": element, "entry": entry_id, "client": address})
 
 
 def series_csv(result):
@@ -422,9 +508,9 @@ class Series:
         return max([max(p[1], p[2]) / self.bucket for p in self.points] + [0])
 
 
-def series(name, gateway=None, element=None, entry_id=None, now=None):
-    """The Series of window `name` for the whole fleet or one gateway, of everything, one destination element
-    or one entry (then the bytes of its elements, shared ones included, as on its page)."""
+def series(name, gateway=None, element=None, entry_id=None, now=None, client_address=None):
+    """The Series of window `name` for the whole fleet or one gateway, of everything, one destination element,
+    one entry (then the bytes of its elements, shared ones included, as on its page) or one client address."""
     window(name)
     end = now or utcnow()
     bucket = BUCKETS[name]
@@ -432,7 +518,7 @@ def series(name, gateway=None, element=None, entry_id=None, now=None):
     first = int((end - WINDOWS[name] - epoch).total_seconds()) // bucket * bucket
     start = epoch + dt.timedelta(seconds=first)
     n = int((end - start).total_seconds()) // bucket + 1
-    model = EntryTraffic if entry_id is not None else TrafficSample
+    model = EntryTraffic if entry_id is not None else ClientTraffic if client_address is not None else TrafficSample
     stmt = select(model.minute, *[func.sum(getattr(model, f)) for f in FIELDS]).where(
         model.minute >= start, model.minute <= end)
     if gateway:
@@ -441,6 +527,8 @@ def series(name, gateway=None, element=None, entry_id=None, now=None):
         stmt = stmt.where(EntryTraffic.entry_id == entry_id)
     if element is not None:
         stmt = stmt.where(TrafficSample.element == element)
+    if client_address is not None:
+        stmt = stmt.where(ClientTraffic.client == client_address)
     points = [[start + dt.timedelta(seconds=k * bucket), 0, 0, 0, 0] for k in range(n)]
     for minute, *values in db.session.execute(stmt.group_by(model.minute)):
         k = int((minute - start).total_seconds()) // bucket

@@ -456,7 +456,8 @@ def rate_chart(result, size="wide"):
 
 def _traffic_query():
     """The traffic page's query, unknown windows and bad filters dropped (the page says so)."""
-    args = {k: v for k, v in request.args.items() if k in ("window", "gateway", "destination", "entry") and v}
+    args = {k: v for k, v in request.args.items() if k in ("window", "gateway", "destination", "entry", "client")
+            and v}
     if args.get("window") not in traffic.WINDOWS:
         args["window"] = "1h"
     return args
@@ -480,7 +481,29 @@ def traffic_page():
                            csv_args=args,
                            gateways=traffic.gateways_with_traffic(traffic.window("7d")),
                            destinations=traffic.top_destinations(since, gateway),
+                           top_clients=_top_clients(since, gateway, traffic.WINDOWS[window]),
                            top_entries=traffic.top_entries(since, gateway), totals=traffic.totals(since, gateway))
+
+
+def _top_clients(since, gateway, span):
+    """The top clients of a window as the page shows them: counts and the window's average rate, labelled."""
+    return [{"client": c, "out_bytes": ob, "in_bytes": ib, "packets": op + ip,
+             "rate": rate_label((ob + ib) / span.total_seconds())}
+            for c, ob, ib, op, ip in traffic.top_clients(since, gateway)]
+
+
+@bp.get("/traffic/clients.csv")
+@page("read")
+def traffic_clients_csv():
+    window = request.args.get("window", "1h")
+    try:
+        since = traffic.window(window)
+    except traffic.TrafficError as exc:
+        return render_template("ui/error.html", title="Cannot export", message=str(exc)), exc.status
+    rows = traffic.top_clients(since, request.args.get("gateway") or None, traffic.MAX_TOP_CLIENTS)
+    return current_app.response_class(traffic.top_clients_csv(rows, traffic.WINDOWS[window]), mimetype="text/csv",
+                                      headers={"Content-Disposition": "attachment; filename=traffic-clients-%s.csv"
+                                               % window})
 
 
 @bp.get("/traffic.csv")

@@ -27,7 +27,7 @@ DEAD_AFTER = gateways.DEAD_AFTER
 CLOSE_WAIT = 1.0           # seconds a stopping server waits for the agent to answer its close frame
 # What this server speaks beyond the base protocol, announced in every snapshot chunk and delta.
 FEATURES = (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED, og_protocol.FEATURE_DIFFERS,
-            og_protocol.FEATURE_BLOCKED)
+            og_protocol.FEATURE_BLOCKED, og_protocol.FEATURE_CLIENTS)
 # Seconds a replica reuses its read of the domain entries. A new domain entry need not take a revision (it has
 # no address before it resolves) and may be committed by another replica, so sessions that follow domains
 # re-read them this often (one query per replica, shared by all its sessions) as well as at every revision.
@@ -333,6 +333,11 @@ class GatewaySession:
         elif isinstance(frame, og_protocol.Blocked):
             # Fire and forget, like counters: what a lost frame carried is not sent again.
             blocked.ingest(self.name, frame)
+        elif isinstance(frame, og_protocol.Clients):
+            try:
+                current_app.extensions["og_traffic"].ingest_clients(self.name, frame)
+            except TrafficError as exc:
+                raise ProtocolError(str(exc)) from None
         else:
             # The agent refused a frame of ours and closes the connection (1008) after this one.
             log.warning("gateway %s refused a frame: %s: %s", self.name, frame.code, frame.message)

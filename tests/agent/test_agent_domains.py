@@ -82,7 +82,7 @@ def test_an_agent_that_does_not_announce_domains_gets_no_domains_frame_and_stays
 def test_a_broken_domains_frame_is_refused_and_the_file_stays(gwns, scripted, start_agent):
     agent = start_agent()
     conn = scripted.next_connection()
-    assert conn.next()["features"] == ["domains", "differs", "mode", "blocked"]
+    assert conn.next()["features"] == ["domains", "differs", "mode", "blocked", "clients"]
     for frame in og_protocol.snapshot(1, ["198.51.100.10/32"]):
         conn.send(frame)
     assert conn.next()["type"] == "ack"

@@ -28,7 +28,7 @@ D = "198.51.100.40/32"
 E = "203.0.113.0/28"
 HOLDS = Holding([4], DEFAULT_INTERNAL_NETWORKS).to_wire()   # the defaults: IPv6 off, the default internal networks
 # What the agent announces in its hello beyond the base protocol, and the mode it runs.
-SPEAKS = {"features": ["domains", "differs", "mode", "blocked"], "mode": "enforce"}
+SPEAKS = {"features": ["domains", "differs", "mode", "blocked", "clients"], "mode": "enforce"}
 
 
 def snapshot(revision, *chunks):
@@ -127,6 +127,25 @@ def test_acks_name_what_the_kernel_lacks_and_holds_beyond_the_applied_set(gwns, 
         conn.send(dict(frame, features=["differs"]))
     assert conn.next() == dict(ack(3, [A, B]), differs=same)
     assert kernel_elements(gwns) == sorted([A, B])
+
+
+def test_clients_frames_go_only_to_a_server_that_announced_them(gwns, scripted, start_agent):
+    """FEATURE_CLIENTS, negotiated: a server from before it gets counters frames only (it would refuse the frame
+    type); one that announces it gets a clients frame on every counters cycle, read from the real kernel's
+    per-client sets (empty here: no client sent anything)."""
+    start_agent()
+    conn = connect_and_snapshot(scripted, 1, [A])
+    # Two counters cycles in a row, nothing between them: no clients frame to this server (heartbeats keep the
+    # agent from taking the scripted server for dead meanwhile).
+    assert conn.next(timeout=40, skip=("heartbeat",))["type"] == "counters"
+    conn.send(og_protocol.heartbeat(1.0))
+    assert conn.next(timeout=40, skip=("heartbeat",))["type"] == "counters"
+    conn.send(dict(delta(1, 1), features=["clients"]))
+    # A counters cycle that was under way may already send a clients frame before the ack goes out.
+    assert conn.next(skip=("heartbeat", "counters", "clients")) == ack(1, [A])
+    assert conn.next(timeout=40, skip=("heartbeat", "clients"))["type"] == "counters"
+    frame = typed(conn)   # right after the counters frame
+    assert (type(frame), frame.clients, frame.full) == (og_protocol.Clients, (), False)
 
 
 def test_removing_a_port_that_a_range_also_covers_keeps_the_range_whole(gwns, scripted, start_agent):
@@ -336,7 +355,7 @@ def test_the_agent_follows_frames_built_by_og_protocol_and_answers_frames_it_par
     conn = scripted.next_connection()
     assert typed(conn) == og_protocol.Hello("gw1", __version__, 0, digest([]),
                                             Holding([4], DEFAULT_INTERNAL_NETWORKS),
-                                            ("domains", "differs", "mode", "blocked"),
+                                            ("domains", "differs", "mode", "blocked", "clients"),
                                             "enforce")
     for frame in og_protocol.snapshot(5, [A, B, C, P], {A: ["api.partner.example"]}):
         conn.send(frame)
@@ -367,7 +386,7 @@ def test_a_frame_of_another_protocol_version_is_refused_with_bad_version_and_clo
     conn = scripted.next_connection()
     assert typed(conn) == og_protocol.Hello("gw1", __version__, 1, digest([A, B]),
                                             Holding([4], DEFAULT_INTERNAL_NETWORKS),
-                                            ("domains", "differs", "mode", "blocked"),
+                                            ("domains", "differs", "mode", "blocked", "clients"),
                                             "enforce")
     refusal = "protocol version 1 is not supported; this server speaks v2"
     conn.send(og_protocol.error(og_protocol.BAD_VERSION, refusal))

@@ -69,6 +69,18 @@ def test_traffic_over_time_and_what_each_gateway_skips_at_desktop_and_phone_widt
             assert chart_has_traffic(page), window
         shot(page, "traffic-week-desktop")
 
+        # Per client: c1's address leads the top clients with the 3 MB it received; its own series draws them.
+        page.goto("/traffic?window=1h")
+        top = page.locator("#top-clients tbody tr").first
+        client = top.get_attribute("data-client")
+        assert int(top.locator("td").nth(2).get_attribute("data-bytes")) >= 3000000
+        assert top.locator("td.rate").inner_text().endswith("/s")
+        top.locator("a:has-text('over time')").click()
+        assert chart_has_traffic(page)
+        assert "of client %s" % client in page.inner_text("#traffic-over-time h2")
+        assert "client=%s" % client in page.get_attribute("#traffic-csv", "href")
+        shot(page, "traffic-client-desktop")
+
         # Fleet truth: each gateway names the IPv6 element it skips, and why, under its status.
         page.goto("/gateways")
 

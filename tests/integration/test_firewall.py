@@ -50,6 +50,9 @@ try:
     elif op == "blocked":
         out = sorted((a.as_dict() for a in fw.blocked()),
                      key=lambda d: (d["client"], d["destination"], d["port"], d["observed"]))
+    elif op == "clients":
+        rows, full = fw.client_counters()
+        out = {"clients": {r.client: r.as_dict() for r in rows}, "full": full}
     elif op == "metrics":
         # The agent's collector on this real firewall, the agent stood in for by what the collector reads.
         import threading, types
@@ -152,7 +155,7 @@ def test_replace_is_exact_atomic_and_skips_internal_elements(topo):
     # No temporary set is left behind and the out and in sets hold the same members.
     assert sorted(topo.gw.run(["ipset", "list", "-n"]).stdout.split()) == [
         "og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-blocked4", "og-clients4", "og-denied4",
-        "og-learn4", "og-learnp4", "og-observed4"]
+        "og-learn4", "og-learnp4", "og-observed4", "og-perclient4", "og-perclient4-in"]
     save = topo.gw.run(["ipset", "save"]).stdout.splitlines()
     for out_set, in_set in (("og-allow4", "og-allow4-in"), ("og-allowp4", "og-allowp4-in")):
         outs = sorted(line.split()[2] for line in save if line.startswith("add %s " % out_set))
@@ -240,7 +243,7 @@ def test_observe_mode_forwards_what_it_would_refuse_and_records_it_apart(topo):
     fw(topo, "replace", ["198.51.100.10/32"])
     assert refused_fast(topo, "198.51.100.20", 80)
     # Switching is one chain reload; the allowlist stays.
-    assert fw(topo, "plan", policy=observe)["steps"] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
+    assert fw(topo, "plan", policy=observe)["steps"] == ["load iptables filter: OG-FORWARD, OG-REJECT, OG-ACCEPT"]
     assert fw(topo, "apply", policy=observe) is True
     # Bytes cross the gateway to a destination that enforce mode refuses.
     body = topo.client.run(["curl", "-s", "-m", "3", "http://198.51.100.20/"], check=False)
@@ -277,7 +280,7 @@ def test_dns_over_tls_is_refused_even_to_an_allowed_address_unless_the_policy_al
     # Refused through OG-REJECT, so the attempt is counted like any other refused destination.
     assert fw(topo, "denied") == {"198.51.100.10": [1, 60]}
     allowed = dict(V4, allow_dns_over_tls=True)
-    assert fw(topo, "plan", policy=allowed)["steps"] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
+    assert fw(topo, "plan", policy=allowed)["steps"] == ["load iptables filter: OG-FORWARD, OG-REJECT, OG-ACCEPT"]
     assert fw(topo, "apply", policy=allowed) is True
     assert tcp_probe(topo.client, "198.51.100.10", 853) == "ok"
     assert fw(topo, "elements") == ["198.51.100.10/32"]  # reloading the chains left the allowlist alone
@@ -342,6 +345,64 @@ def test_counters_count_each_direction(topo):
     assert again["203.0.113.0/24"] == {"out_bytes": 0, "out_packets": 0, "in_bytes": 0, "in_packets": 0}
 
 
+def test_traffic_is_counted_per_client_address_both_ways_and_only_what_crossed(topo):
+    plan = fw(topo, "plan")["diff"]["after"].splitlines()
+    assert "ipset og-perclient4 hash:ip family inet timeout 3600 counters" in plan
+    assert "ipset og-perclient4-in hash:ip family inet timeout 3600 counters" in plan
+    assert "iptables -t filter OG-ACCEPT rule 3: -o og-out -j SET --add-set og-perclient4 src" in plan
+    fw(topo, "apply")
+    assert fw(topo, "clients") == {"clients": {}, "full": []}
+    fw(topo, "replace", ["198.51.100.10/32", "198.51.100.20/32 80/tcp"])
+    topo.client.ip("addr", "add", "10.88.0.3/24", "dev", "eth0")
+    down, up = 300000, 50000
+    got = topo.client.run(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", "--interface", "10.88.0.2",
+                           "http://198.51.100.10/bytes/%d" % down])
+    assert int(got.stdout) == down
+    topo.client.run(["curl", "-s", "-o", "/dev/null", "--interface", "10.88.0.3", "--data-binary", "@-",
+                     "http://198.51.100.20/sink"], input="y" * up)
+    # Refused: never crossed, so not counted for the client (it is recorded as blocked instead).
+    assert topo.client.run(["curl", "-s", "-m", "2", "--interface", "10.88.0.3", "http://203.0.113.10/"],
+                           check=False).returncode == 7
+    got = fw(topo, "clients")
+    assert got["full"] == []
+    assert sorted(got["clients"]) == ["10.88.0.2", "10.88.0.3"]
+    first, second = got["clients"]["10.88.0.2"], got["clients"]["10.88.0.3"]
+    assert first["in_bytes"] >= down and first["out_bytes"] < down // 10
+    assert second["out_bytes"] >= up and second["in_bytes"] < up // 5
+    # Each packet once: the per-client sums equal the per-destination ones (the only traffic was to these two).
+    counters = fw(topo, "counters")
+    for field in ("out_bytes", "out_packets", "in_bytes", "in_packets"):
+        assert first[field] + second[field] == sum(c[field] for c in counters.values())
+    for row in (first, second):
+        assert 0 <= row["out_age"] < 100 and 0 <= row["in_age"] < 100
+    # A snapshot swaps the allowed sets, never the per-client ones: their counters go on.
+    fw(topo, "replace", ["198.51.100.10/32"])
+    assert fw(topo, "clients")["clients"]["10.88.0.2"]["in_bytes"] == first["in_bytes"]
+    assert fw(topo, "apply") is False
+    assert fw(topo, "remove") is True
+    assert og_objects(topo) == []
+    assert fw(topo, "clients") == {"clients": {}, "full": []}
+
+
+def test_a_full_per_client_set_still_forwards_and_says_so(topo):
+    fw(topo, "apply")
+    fw(topo, "replace", ["198.51.100.10/32"])
+    # The same set with room for one client (the type check looks at type, family, timeout and counters only).
+    for name in ("og-perclient4", "og-perclient4-in"):
+        topo.gw.run(["ipset", "create", name + "-t", "hash:ip", "family", "inet", "maxelem", "1", "timeout", "3600",
+                     "counters"])
+        topo.gw.run(["ipset", "swap", name + "-t", name])
+        topo.gw.run(["ipset", "destroy", name + "-t"])
+    topo.client.ip("addr", "add", "10.88.0.3/24", "dev", "eth0")
+    for address in ("10.88.0.2", "10.88.0.3"):
+        got = topo.client.run(["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", "--interface", address,
+                               "http://198.51.100.10/bytes/1000"])
+        assert int(got.stdout) == 1000  # the second client passes although it is not counted
+    got = fw(topo, "clients")
+    assert sorted(got["clients"]) == ["10.88.0.2"]
+    assert got["full"] == ["og-perclient4", "og-perclient4-in"]
+
+
 def test_forward_policy_drop_and_foreign_rules_are_respected(topo):
     topo.gw.run(["iptables", "-P", "FORWARD", "DROP"])
     foreign = "-A FORWARD -s 192.0.2.0/24 -m comment --comment foreign -j ACCEPT"
@@ -380,7 +441,7 @@ def test_plan_shows_a_readable_diff_changes_nothing_and_apply_repairs_drift(topo
     topo.gw.run(["iptables", "-I", "FORWARD", "1", "-s", "192.0.2.0/24", "-j", "ACCEPT"])
     topo.gw.run(["iptables", "-A", "OG-FORWARD", "-j", "ACCEPT"])
     drift = fw(topo, "plan")
-    assert drift["steps"] == ["load iptables filter: OG-FORWARD, OG-REJECT",
+    assert drift["steps"] == ["load iptables filter: OG-FORWARD, OG-REJECT, OG-ACCEPT",
                               "iptables: jump from FORWARD to OG-FORWARD at position 1"]
     assert "iptables -t filter OG-FORWARD rule 11: -j ACCEPT" in drift["diff"]["before"].splitlines()
     assert fw(topo, "apply") is True

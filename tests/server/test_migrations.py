@@ -10,7 +10,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from server_app import MIGRATIONS, create_app, init_db, schema_revision
-from server_app.models import EntryTraffic, UnlistedName, db
+from server_app.models import ClientTraffic, EntryTraffic, UnlistedName, db
 from server_app.services import audit, entries, gateways
 
 HEAD = ScriptDirectory(MIGRATIONS).get_current_head()
@@ -301,11 +301,41 @@ def test_migration_0008_adds_blocked_attempts_and_the_gateway_modes_and_keeps_ev
         db.engine.dispose()
 
 
+def test_migration_0011_adds_client_traffic_and_keeps_the_samples(tmp_path, database_url):
+    app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
+                      "database_url": database_url})
+    with app.app_context():
+        flask_migrate.upgrade(directory=MIGRATIONS, revision="0010")
+        db.session.execute(text("INSERT INTO traffic_samples (gateway, element, minute, out_bytes, in_bytes, "
+                                "out_packets, in_packets) VALUES ('gw1', '198.51.100.10/32', '2026-12-06 10:00:00', "
+                                "1, 2, 3, 4)"))
+        db.session.commit()
+        db.session.remove()
+    init_db(app)
+    with app.app_context():
+        assert schema_revision() == HEAD
+        assert db.session.execute(text("SELECT out_bytes, in_bytes FROM traffic_samples")).all() == [(1, 2)]
+        minute = dt.datetime(2026, 12, 6, 10, 1)
+        db.session.add(ClientTraffic(gateway="gw1", client="10.88.0.2", minute=minute, out_bytes=5, in_bytes=6,
+                                     out_packets=1, in_packets=1))
+        db.session.commit()
+        db.session.add(ClientTraffic(gateway="gw1", client="10.88.0.2", minute=minute, out_bytes=0, in_bytes=0,
+                                     out_packets=0, in_packets=0))
+        with pytest.raises(IntegrityError):
+            db.session.commit()       # one row per gateway, client and minute
+        db.session.rollback()
+        flask_migrate.downgrade(directory=MIGRATIONS, revision="0010")
+        assert "client_traffic" not in inspect(db.engine).get_table_names()
+        assert db.session.execute(text("SELECT out_bytes, in_bytes FROM traffic_samples")).all() == [(1, 2)]
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+
+
 def test_migration_0012_adds_the_dns_answers_and_keeps_the_blocked_attempts(tmp_path, database_url):
     app = create_app({"data_dir": str(tmp_path), "secret_key": "k" * 32, "resolver_enabled": False,
                       "database_url": database_url})
-    # Upgraded to what 0012 revises, whatever the head (0011 is written in parallel).
-    base = ScriptDirectory(MIGRATIONS).get_revision("0012").down_revision
+    base = "0011"
     columns = "gateway, client, destination, proto, port, count"
     with app.app_context():
         flask_migrate.upgrade(directory=MIGRATIONS, revision=base)

@@ -417,7 +417,8 @@ def test_a_gateway_built_on_og_protocol_gets_typed_snapshots_and_deltas(server):
     server.remove(entry)
     assert next_typed(ws) == og_protocol.Delta(revision, revision + 1, (), (Element.parse("198.51.100.91/32"),),
                                                (), {}, (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED,
-                                                        og_protocol.FEATURE_DIFFERS, og_protocol.FEATURE_BLOCKED))
+                                                        og_protocol.FEATURE_DIFFERS, og_protocol.FEATURE_BLOCKED,
+                                                        og_protocol.FEATURE_CLIENTS))
     ws.close()
 
 
@@ -445,3 +446,25 @@ def test_an_error_frame_from_the_agent_is_logged_and_the_session_goes_on_until_i
     assert Element.parse("198.51.100.92/32") in next_typed(ws).add
     server.remove(entry)
     ws.close()
+
+
+def test_clients_frames_are_announced_stored_and_a_bad_address_refused(server):
+    gw = Gateway(server, "gw-clients")
+    gw.hello()
+    assert gw.apply_next() == "snapshot"
+    assert og_protocol.FEATURE_CLIENTS in gw.last["features"]   # the agent may send clients frames
+    for raw in og_protocol.clients(time.time(), [og_protocol.ClientUse("10.88.7.2", 1500, 3, 90000, 70),
+                                                 og_protocol.ClientUse("10.88.7.3", 60, 1, 0, 0)]):
+        gw.ws.send(raw)
+
+    def clients():
+        rows = server.api("GET", "/api/v1/traffic/clients?gateway=gw-clients").json()["clients"]
+        return [(r["client"], r["out_bytes"], r["in_bytes"], r["out_packets"], r["in_packets"]) for r in rows]
+
+    wait_until(lambda: clients() == [("10.88.7.2", 1500, 90000, 3, 70), ("10.88.7.3", 60, 0, 1, 0)], timeout=15,
+               what="the clients frame stored by the hub's flush")
+    gw.send(type="clients", clients=[{"client": "10.88.7.999", "out_bytes": 5}])
+    answer = gw.recv()
+    assert answer == {"v": 1, "type": "error", "code": "bad_message",
+                      "message": "clients frame: client '10.88.7.999' is no IP address"}
+    assert closed(gw)

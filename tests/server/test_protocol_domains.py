@@ -49,7 +49,7 @@ def test_an_agent_announcing_domains_gets_them_after_the_snapshot_and_whenever_t
     ws.send(og_protocol.hello("gw-dom", "test", 0, None, features=[og_protocol.FEATURE_DOMAINS]))
     revision, held, features = snapshot(ws)
     assert features == (og_protocol.FEATURE_DOMAINS, og_protocol.FEATURE_LEARNED, og_protocol.FEATURE_DIFFERS,
-                        og_protocol.FEATURE_BLOCKED)
+                        og_protocol.FEATURE_BLOCKED, og_protocol.FEATURE_CLIENTS)
     frame = next_frame(ws)
     assert names(frame) == [("before.example", ("443/tcp",))]
     assert frame.domains[0].entry == first["id"] and frame.revision == revision

@@ -158,7 +158,8 @@ def test_series_refuses_bad_queries_by_name(app, api):
     assert refused("?window=1w") == {"code": "invalid_window", "message": "window '1w' must be one of 1h, 24h, 7d"}
     assert refused("?destination=not-an-address")["code"] == "invalid_filter"
     assert "not-an-address" in refused("?destination=not-an-address")["message"]
-    assert refused("?destination=198.51.100.20&entry=1")["message"] == "give destination or entry, not both"
+    assert refused("?destination=198.51.100.20&entry=1")["message"] == (
+        "give one of destination, entry or client, not destination and entry")
     assert refused("?entry=one")["message"] == "entry 'one' must be an entry id (a whole number)"
     assert refused("?entry=424242", 404) == {"code": "not_found",
                                              "message": "entry 424242 does not exist and never carried traffic"}
@@ -189,7 +190,7 @@ def test_the_traffic_page_draws_the_rates_and_exports_what_it_shows(app):
     assert re.findall(r'text-anchor="end" class="label">([^<]+ B/s)</text>', svg) == [
         "0 B/s", "2.5 B/s", "5 B/s", "7.5 B/s", "10 B/s"]
     assert re.search(r'id="chart-end">now: \d{4}-\d\d-\d\d \d\d:\d\d UTC</text>', svg)
-    assert "to 198.51.100.20/32" in page and "not per client address" in page
+    assert "to 198.51.100.20/32" in page and "Per client address" in page
     link = unescape(re.search(r'id="traffic-csv" href="([^"]+)"', page).group(1))
     assert link.startswith("/traffic.csv?") and "destination=198.51.100.20" in link and "window=24h" in link
     exported = c.get(link)

@@ -88,18 +88,34 @@ Header: family inet hashsize 1024 maxelem 65536 timeout 3600 counters bucketsize
 Size in memory: 216
 References: 0
 Number of entries: 0
+
+Name: og-perclient4
+Type: hash:ip
+Revision: 6
+Header: family inet hashsize 1024 maxelem 65536 timeout 3600 counters bucketsize 12 initval 0x6e20f72e
+Size in memory: 216
+References: 2
+Number of entries: 0
+
+Name: og-perclient4-in
+Type: hash:ip
+Revision: 6
+Header: family inet hashsize 1024 maxelem 65536 timeout 3600 counters bucketsize 12 initval 0x7e20f72e
+Size in memory: 216
+References: 2
+Number of entries: 0
 """
 
 OG_FORWARD = """-N OG-FORWARD
 -A OG-FORWARD -o og-out -p tcp -m set --match-set og-clients4 src -m tcp --dport 853 -j OG-REJECT
--A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j ACCEPT
--A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j ACCEPT
--A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allowp4-in src,src -j ACCEPT
--A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j ACCEPT
--A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-learnp4 dst,dst -j ACCEPT
--A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-learn4 dst -j ACCEPT
--A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j OG-ACCEPT
+-A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j OG-ACCEPT
+-A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allowp4-in src,src -j OG-ACCEPT
+-A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j OG-ACCEPT
+-A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-learnp4 dst,dst -j OG-ACCEPT
+-A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m set --match-set og-learn4 dst -j OG-ACCEPT
+-A OG-FORWARD -o og-out -m set --match-set og-clients4 src -m conntrack --ctstate RELATED,ESTABLISHED -j OG-ACCEPT
+-A OG-FORWARD -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j OG-ACCEPT
 -A OG-FORWARD -o og-out -m set --match-set og-clients4 src -j OG-REJECT
 """  # noqa: E501
 
@@ -135,6 +151,12 @@ APPLIED = {
         "-A OG-REJECT -m conntrack --ctstate NEW -j SET --add-set og-blocked4 dst,dst,src\n"
         "-A OG-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
         "-A OG-REJECT -j REJECT --reject-with icmp-admin-prohibited\n",
+    ("iptables", "-t", "filter", "-S", "OG-ACCEPT"):
+        "-N OG-ACCEPT\n-A OG-ACCEPT -o og-out -m set --match-set og-perclient4 src -j ACCEPT\n"
+        "-A OG-ACCEPT -i og-out -m set --match-set og-perclient4-in dst -j ACCEPT\n"
+        "-A OG-ACCEPT -o og-out -j SET --add-set og-perclient4 src\n"
+        "-A OG-ACCEPT -i og-out -j SET --add-set og-perclient4-in dst\n"
+        "-A OG-ACCEPT -j ACCEPT\n",
     ("iptables", "-t", "nat", "-S", "POSTROUTING"): "-P POSTROUTING ACCEPT\n-A POSTROUTING -j OG-POSTROUTING\n",
     ("iptables", "-t", "nat", "-S", "OG-POSTROUTING"):
         "-N OG-POSTROUTING\n-A OG-POSTROUTING -o og-out -m set --match-set og-clients4 src -j MASQUERADE\n",
@@ -157,23 +179,31 @@ ipset og-denied4 hash:ip family inet timeout 3600 counters
 ipset og-learn4 hash:ip family inet timeout 3600 counters
 ipset og-learnp4 hash:ip,port family inet timeout 3600 counters
 ipset og-observed4 hash:ip,port,ip family inet timeout 3600 counters
+ipset og-perclient4 hash:ip family inet timeout 3600 counters
+ipset og-perclient4-in hash:ip family inet timeout 3600 counters
 iptables -t filter FORWARD rule 1: -j OG-FORWARD
+iptables -t filter OG-ACCEPT rule 1: -o og-out -m set --match-set og-perclient4 src -j ACCEPT
+iptables -t filter OG-ACCEPT rule 2: -i og-out -m set --match-set og-perclient4-in dst -j ACCEPT
+iptables -t filter OG-ACCEPT rule 3: -o og-out -j SET --add-set og-perclient4 src
+iptables -t filter OG-ACCEPT rule 4: -i og-out -j SET --add-set og-perclient4-in dst
+iptables -t filter OG-ACCEPT rule 5: -j ACCEPT
 iptables -t filter OG-FORWARD rule 10: -o og-out -m set --match-set og-clients4 src -j OG-REJECT
 iptables -t filter OG-FORWARD rule 1: -o og-out -p tcp -m set --match-set og-clients4 src -m tcp --dport 853 -j OG-REJECT
-iptables -t filter OG-FORWARD rule 2: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j ACCEPT
-iptables -t filter OG-FORWARD rule 3: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j ACCEPT
-iptables -t filter OG-FORWARD rule 4: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allowp4-in src,src -j ACCEPT
-iptables -t filter OG-FORWARD rule 5: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j ACCEPT
-iptables -t filter OG-FORWARD rule 6: -o og-out -m set --match-set og-clients4 src -m set --match-set og-learnp4 dst,dst -j ACCEPT
-iptables -t filter OG-FORWARD rule 7: -o og-out -m set --match-set og-clients4 src -m set --match-set og-learn4 dst -j ACCEPT
-iptables -t filter OG-FORWARD rule 8: -o og-out -m set --match-set og-clients4 src -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
-iptables -t filter OG-FORWARD rule 9: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+iptables -t filter OG-FORWARD rule 2: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allowp4 dst,dst -j OG-ACCEPT
+iptables -t filter OG-FORWARD rule 3: -o og-out -m set --match-set og-clients4 src -m set --match-set og-allow4 dst -j OG-ACCEPT
+iptables -t filter OG-FORWARD rule 4: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allowp4-in src,src -j OG-ACCEPT
+iptables -t filter OG-FORWARD rule 5: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -m set --match-set og-allow4-in src -j OG-ACCEPT
+iptables -t filter OG-FORWARD rule 6: -o og-out -m set --match-set og-clients4 src -m set --match-set og-learnp4 dst,dst -j OG-ACCEPT
+iptables -t filter OG-FORWARD rule 7: -o og-out -m set --match-set og-clients4 src -m set --match-set og-learn4 dst -j OG-ACCEPT
+iptables -t filter OG-FORWARD rule 8: -o og-out -m set --match-set og-clients4 src -m conntrack --ctstate RELATED,ESTABLISHED -j OG-ACCEPT
+iptables -t filter OG-FORWARD rule 9: -i og-out -m set --match-set og-clients4 dst -m conntrack --ctstate RELATED,ESTABLISHED -j OG-ACCEPT
 iptables -t filter OG-REJECT rule 1: -m conntrack --ctstate NEW -m set --match-set og-denied4 dst
 iptables -t filter OG-REJECT rule 2: -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst
 iptables -t filter OG-REJECT rule 3: -m conntrack --ctstate NEW -m set --match-set og-blocked4 dst,dst,src
 iptables -t filter OG-REJECT rule 4: -m conntrack --ctstate NEW -j SET --add-set og-blocked4 dst,dst,src
 iptables -t filter OG-REJECT rule 5: -p tcp -j REJECT --reject-with tcp-reset
 iptables -t filter OG-REJECT rule 6: -j REJECT --reject-with icmp-admin-prohibited
+iptables -t filter chain OG-ACCEPT
 iptables -t filter chain OG-FORWARD
 iptables -t filter chain OG-REJECT
 iptables -t nat OG-POSTROUTING rule 1: -o og-out -m set --match-set og-clients4 src -j MASQUERADE
@@ -219,9 +249,9 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
     assert plan.changed is True
     assert [str(s) for s in plan.steps] == [
         "create ipsets og-allow4, og-allow4-in, og-allowp4, og-allowp4-in, og-denied4, og-learn4, og-learnp4, "
-        "og-blocked4, og-observed4",
+        "og-blocked4, og-observed4, og-perclient4, og-perclient4-in",
         "set og-clients4 to 10.88.0.0/24",
-        "load iptables filter: OG-FORWARD, OG-REJECT",
+        "load iptables filter: OG-FORWARD, OG-REJECT, OG-ACCEPT",
         "load iptables nat: OG-POSTROUTING",
         "iptables: jump from FORWARD to OG-FORWARD at position 1",
         "iptables: jump from POSTROUTING to OG-POSTROUTING at position 1",
@@ -239,6 +269,9 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
                                        "create og-blocked4 hash:ip,port,ip family inet maxelem 65536 timeout 3600 "
                                        "counters\n"
                                        "create og-observed4 hash:ip,port,ip family inet maxelem 65536 timeout 3600 "
+                                       "counters\n"
+                                       "create og-perclient4 hash:ip family inet maxelem 65536 timeout 3600 counters\n"
+                                       "create og-perclient4-in hash:ip family inet maxelem 65536 timeout 3600 "
                                        "counters\n")]
     assert plan.steps[1].commands == [(["ipset", "restore", "-exist"],
                                        "create og-clients4 hash:net family inet maxelem 1048576\n"
@@ -248,7 +281,7 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
                                        "swap og-clients4-t og-clients4\n"
                                        "destroy og-clients4-t\n")]
     assert plan.steps[2].commands == [(["iptables-restore", "--noflush"],
-                                       "*filter\n:OG-FORWARD - [0:0]\n:OG-REJECT - [0:0]\n"
+                                       "*filter\n:OG-FORWARD - [0:0]\n:OG-REJECT - [0:0]\n:OG-ACCEPT - [0:0]\n"
                                        + OG_FORWARD.replace("-N OG-FORWARD\n", "")
                                        + "-A OG-REJECT -m conntrack --ctstate NEW -m set --match-set og-denied4 dst\n"
                                        "-A OG-REJECT -m conntrack --ctstate NEW -j SET --add-set og-denied4 dst\n"
@@ -258,7 +291,9 @@ def test_plan_on_an_empty_host_creates_everything_in_dependency_order():
                                        "dst,dst,src\n"
                                        "-A OG-REJECT -p tcp -j REJECT --reject-with tcp-reset\n"
                                        "-A OG-REJECT -j REJECT --reject-with icmp-admin-prohibited\n"
-                                       "COMMIT\n")]
+                                       + APPLIED[("iptables", "-t", "filter", "-S", "OG-ACCEPT")].replace(
+                                           "-N OG-ACCEPT\n", "")
+                                       + "COMMIT\n")]
     assert plan.steps[4].commands == [(["iptables", "-t", "filter", "-I", "FORWARD", "1", "-j", "OG-FORWARD"], None)]
     # Planning only reads.
     assert {tuple(c[0][:2]) for c in runner.calls} <= {("ipset", "list"), ("iptables", "-t")}
@@ -305,13 +340,13 @@ def test_rules_in_another_order_or_a_foreign_rule_in_our_chain_reload_the_chain(
     rules = OG_FORWARD.splitlines()
     answers[("iptables", "-t", "filter", "-S", "OG-FORWARD")] = "\n".join([rules[0], rules[2], rules[1]] + rules[3:])
     fw, dummy = firewall(answers)
-    assert [str(s) for s in fw.plan().steps] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
+    assert [str(s) for s in fw.plan().steps] == ["load iptables filter: OG-FORWARD, OG-REJECT, OG-ACCEPT"]
     plan = fw.plan()
     assert plan.before != plan.after  # the rule numbers show the order in the sorted text
     answers[("iptables", "-t", "filter", "-S", "OG-FORWARD")] = OG_FORWARD + "-A OG-FORWARD -j ACCEPT\n"
     fw, dummy = firewall(answers)
     plan = fw.plan()
-    assert [str(s) for s in plan.steps] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
+    assert [str(s) for s in plan.steps] == ["load iptables filter: OG-FORWARD, OG-REJECT, OG-ACCEPT"]
     assert "iptables -t filter OG-FORWARD rule 11: -j ACCEPT\n" in plan.before
 
 
@@ -328,9 +363,9 @@ def test_ipv6_uses_ip6tables_and_inet6_sets():
     plan = fw.plan()
     assert [str(s) for s in plan.steps][6:] == [
         "create ipsets og-allow6, og-allow6-in, og-allowp6, og-allowp6-in, og-denied6, og-learn6, og-learnp6, "
-        "og-blocked6, og-observed6",
+        "og-blocked6, og-observed6, og-perclient6, og-perclient6-in",
         "set og-clients6 to fd00:88::/64",
-        "load ip6tables filter: OG-FORWARD, OG-REJECT",
+        "load ip6tables filter: OG-FORWARD, OG-REJECT, OG-ACCEPT",
         "load ip6tables nat: OG-POSTROUTING",
         "ip6tables: jump from FORWARD to OG-FORWARD at position 1",
         "ip6tables: jump from POSTROUTING to OG-POSTROUTING at position 1",
@@ -354,7 +389,8 @@ def test_parse_save_and_headers():
     assert parse_save("create og-allow4 hash:net family inet counters\n") == {"og-allow4": {}}
     headers = parse_headers(HEADERS)
     assert sorted(headers) == ["og-allow4", "og-allow4-in", "og-allowp4", "og-allowp4-in", "og-blocked4",
-                               "og-clients4", "og-denied4", "og-learn4", "og-learnp4", "og-observed4"]
+                               "og-clients4", "og-denied4", "og-learn4", "og-learnp4", "og-observed4",
+                               "og-perclient4", "og-perclient4-in"]
     assert headers["og-allowp4"] == (
         "hash:net,port", "family inet hashsize 1024 maxelem 1048576 counters bucketsize 12 initval 0x2562a472")
 
@@ -457,9 +493,11 @@ def test_remove_deletes_only_owned_objects_in_order():
         ["iptables", "-t", "nat", "-D", "POSTROUTING", "-j", "OG-POSTROUTING"],
         ["iptables", "-t", "filter", "-F", "OG-FORWARD"],
         ["iptables", "-t", "filter", "-F", "OG-REJECT"],
+        ["iptables", "-t", "filter", "-F", "OG-ACCEPT"],
         ["iptables", "-t", "nat", "-F", "OG-POSTROUTING"],
         ["iptables", "-t", "filter", "-X", "OG-FORWARD"],
         ["iptables", "-t", "filter", "-X", "OG-REJECT"],
+        ["iptables", "-t", "filter", "-X", "OG-ACCEPT"],
         ["iptables", "-t", "nat", "-X", "OG-POSTROUTING"],
         ["ipset", "destroy", "og-clients4"],
         ["ipset", "destroy", "og-allow4"],
@@ -472,6 +510,8 @@ def test_remove_deletes_only_owned_objects_in_order():
         ["ipset", "destroy", "og-learnp4"],
         ["ipset", "destroy", "og-blocked4"],
         ["ipset", "destroy", "og-observed4"],
+        ["ipset", "destroy", "og-perclient4"],
+        ["ipset", "destroy", "og-perclient4-in"],
     ]
     fw, runner = firewall(EMPTY)
     assert fw.remove() is False
@@ -643,8 +683,8 @@ def test_a_bad_mode_is_refused_by_name():
 def test_observe_mode_only_reloads_the_reject_chain():
     fw = Firewall(EgressPolicy(["10.88.0.0/24"], "og-out", mode="observe"), runner=FakeRunner(APPLIED))
     plan = fw.plan()
-    assert [str(s) for s in plan.steps] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
-    assert ("iptables -t filter OG-REJECT rule 3: -m conntrack --ctstate NEW -j ACCEPT\n") in plan.after
+    assert [str(s) for s in plan.steps] == ["load iptables filter: OG-FORWARD, OG-REJECT, OG-ACCEPT"]
+    assert ("iptables -t filter OG-REJECT rule 3: -m conntrack --ctstate NEW -j OG-ACCEPT\n") in plan.after
     assert "og-denied4 dst\n" not in plan.after.split("OG-REJECT rule 1:")[1].split("\n")[0]
 
 
@@ -664,7 +704,7 @@ def test_allow_dns_over_tls_drops_the_dot_rule_and_only_reloads_the_filter_chain
     runner = FakeRunner(APPLIED)
     fw = Firewall(EgressPolicy(["10.88.0.0/24"], "og-out", allow_dns_over_tls=True), runner=runner)
     plan = fw.plan()
-    assert [str(s) for s in plan.steps] == ["load iptables filter: OG-FORWARD, OG-REJECT"]
+    assert [str(s) for s in plan.steps] == ["load iptables filter: OG-FORWARD, OG-REJECT, OG-ACCEPT"]
     assert "--dport 853" not in plan.after and "--dport 853" in plan.before
     assert plan.steps[0].commands[0][1].count("-A OG-FORWARD ") == 9
     assert EgressPolicy(["10.88.0.0/24"], "og-out").allow_dns_over_tls is False
@@ -677,3 +717,35 @@ def test_replace_and_update_never_touch_the_learn_sets():
     fw.update(add=["198.51.100.11"], remove=["198.51.100.10"])
     batches = "".join(stdin or "" for _argv, stdin in runner.calls)
     assert "og-allow4" in batches and "og-learn" not in batches
+
+
+# Real output of `ipset -` listing the two per-client sets (ipset 7.17): each answer after the prompt.
+CLIENTS_LISTING = (
+    "ipset> create og-perclient4 hash:ip family inet hashsize 1024 maxelem 2 timeout 3600 counters bucketsize 12 "
+    "initval 0x6e20f72e\n"
+    "add og-perclient4 10.88.0.3 timeout 3590 packets 5 bytes 50300 \n"
+    "add og-perclient4 10.88.0.2 timeout 3000 packets 7 bytes 420\n"
+    "ipset> create og-perclient4-in hash:ip family inet hashsize 1024 maxelem 65536 timeout 3600 counters "
+    "bucketsize 12 initval 0x7e20f72e\n"
+    "add og-perclient4-in 10.88.0.2 timeout 3599 packets 9 bytes 300000\n"
+    "ipset> ")
+
+
+def test_client_counters_read_both_directions_in_one_run_and_name_full_sets():
+    answers = dict(APPLIED)
+    answers[("ipset", "-")] = CLIENTS_LISTING
+    fw, runner = firewall(answers)
+    rows, full = fw.client_counters()
+    assert [r.as_dict() for r in rows] == [
+        {"client": "10.88.0.2", "out_bytes": 420, "out_packets": 7, "in_bytes": 300000, "in_packets": 9,
+         "out_age": 600, "in_age": 1},
+        {"client": "10.88.0.3", "out_bytes": 50300, "out_packets": 5, "in_bytes": 0, "in_packets": 0,
+         "out_age": 10, "in_age": None},
+    ]
+    assert full == ["og-perclient4"]
+    assert [c for c in runner.calls if c[0] == ["ipset", "-"]] == [
+        (["ipset", "-"], "list -o save og-perclient4\nlist -o save og-perclient4-in\n")]
+    # Before apply() the sets are not there: nothing is listed (a missing set would end the listing).
+    fw, runner = firewall(EMPTY)
+    assert fw.client_counters() == ([], [])
+    assert [c for c in runner.calls if c[0] == ["ipset", "-"]] == []

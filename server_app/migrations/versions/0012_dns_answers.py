@@ -6,11 +6,8 @@ address and name (first and last seen), bounded by dns_answers_max_rows and dns_
 the Blocked page names a refused destination by the names that led clients to it. services/answers.py has the
 rules.
 
-Chained after 0010 in this branch: 0011 (client traffic) is written at the same time; at the merge this revision
-goes after it (down_revision = the 0011 revision's id).
-
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-07 15:00:00
 
 """
@@ -18,7 +15,7 @@ from alembic import op
 import sqlalchemy as sa
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
