@@ -136,9 +136,8 @@ def main():
               % (kept_answers[-1], max(kept_answers), args.max_rows, with_names, len(named)))
         print("| learned frame of one frame's answers (63 names x 4 addresses) | p50 %.1f ms, p95 %.1f ms |" % (
             statistics.median(answers_ms), pct(answers_ms, 0.95)))
-        print("| name filter | %s: %d rows; cdn1: %d %s |" % (name, found["total"], wide.status_code,
-                                                          wide.get_json()["error"]["code"] if wide.status_code >= 400
-                                                          else "(not refused)"))
+        refusal = wide.get_json()["error"]["code"] if wide.status_code >= 400 else "(not refused)"
+        print("| name filter | %s: %d rows; cdn1: %d %s |" % (name, found["total"], wide.status_code, refusal))
         timings += [("/blocked page (name filter %s)" % name, ui_name),
                     ("GET /api/v1/blocked?name=%s (50)" % name, api_name)]
     for name, (p50, p95) in timings:

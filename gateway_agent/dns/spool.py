@@ -5,9 +5,10 @@ A file: {"gateway", "learned": [{"entry", "name", "address", "ports", "ttl", "ex
 "answers": [{"name", "addresses", "last"}]} (times in epoch seconds). An address is reported again only when it
 is new or its expiry moved by 60 s or more; "unlisted" and "caps" count what happened since the previous file;
 "answers" (the addresses each forwarded answer gave its query name, the newest MAX_ANSWER_ADDRESSES of a name) is
-written only when there are some, and a name is reported again with the same addresses only after 60 s. A file holds what the agent can send as one learned frame
-(og_protocol): at most FILE_ITEMS items per list and FILE_ANSWERS answers (more in a second go to several files), names the protocol takes
-(the root name as "."; longer than og_protocol.MAX_DOMAIN counted as dropped). Beyond max_files the oldest files
+written only when there are some, and a name is reported again with the same addresses only after 60 s.
+A file holds what the agent can send as one learned frame (og_protocol): at most FILE_ITEMS items per list and
+FILE_ANSWERS answers (more in a second go to several files), names the protocol takes (the root name as ".";
+longer than og_protocol.MAX_DOMAIN counted as dropped). Beyond max_files the oldest files
 are removed (counted).
 """
 

@@ -16,6 +16,7 @@ from tests.support.nslib import wait_until
 
 IP = "198.51.100.20"
 V6 = "2001:db8::20"
+C1 = "10.77.0.21"                      # c1 on the lab's LAN (scripts/lab)
 SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
 
 
@@ -69,16 +70,19 @@ def test_traffic_over_time_and_what_each_gateway_skips_at_desktop_and_phone_widt
             assert chart_has_traffic(page), window
         shot(page, "traffic-week-desktop")
 
-        # Per client: c1's address leads the top clients with the 3 MB it received; its own series draws them.
-        page.goto("/traffic?window=1h")
-        top = page.locator("#top-clients tbody tr").first
-        client = top.get_attribute("data-client")
-        assert int(top.locator("td").nth(2).get_attribute("data-bytes")) >= 3000000
+        # Per client: c1's row among the top clients counts the 3 MB it received; its own series draws them.
+        def c1_counted():
+            page.goto("/traffic?window=1h")
+            row = page.locator("#top-clients tbody tr[data-client='%s']" % C1)
+            return row.count() == 1 and int(row.locator("td").nth(2).get_attribute("data-bytes")) >= 3000000
+        wait_until(c1_counted, timeout=60, interval=3, what="c1's 3 MB among the top clients")
+        top = page.locator("#top-clients tbody tr[data-client='%s']" % C1)
         assert top.locator("td.rate").inner_text().endswith("/s")
+        shot(page, "traffic-clients-desktop")
         top.locator("a:has-text('over time')").click()
         assert chart_has_traffic(page)
-        assert "of client %s" % client in page.inner_text("#traffic-over-time h2")
-        assert "client=%s" % client in page.get_attribute("#traffic-csv", "href")
+        assert "of client %s" % C1 in page.inner_text("#traffic-over-time h2")
+        assert "client=%s" % C1 in page.get_attribute("#traffic-csv", "href")
         shot(page, "traffic-client-desktop")
 
         # Fleet truth: each gateway names the IPv6 element it skips, and why, under its status.
@@ -110,6 +114,10 @@ def test_traffic_over_time_and_what_each_gateway_skips_at_desktop_and_phone_widt
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390
         assert chart_has_traffic(page, "#rate-chart-compact")
         shot(page, "traffic-over-time-phone")
+        page.goto("/traffic?window=1h")
+        assert page.locator("#top-clients tbody tr[data-client='%s']" % C1).count() == 1
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        shot(page, "traffic-clients-phone")
         page.goto("/gateways")
         wait_until(named, timeout=30, what="the fleet's differences at 390 px")
         page.locator("#fleet tbody tr[data-name=gw2] details.difference summary").first.click()

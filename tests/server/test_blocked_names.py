@@ -88,8 +88,8 @@ def test_blocked_rows_carry_the_names_their_gateways_dns_answered_with_the_desti
         learned.apply("gw1", learned_frame("learned-3-1-3.json", [
             ("n%d.example" % i, ["198.51.100.20"], t + 100 + i) for i in range(7)]), app.config["OG"])
         db.session.remove()
-    assert listed(api)[("198.51.100.20", "443")] == ["n6.example", "n5.example", "n4.example", "n3.example",
-                                                    "n2.example"]
+    newest_first = ["n6.example", "n5.example", "n4.example", "n3.example", "n2.example"]
+    assert listed(api)[("198.51.100.20", "443")] == newest_first
 
 
 def test_the_blocked_list_filters_by_name(api, seeded, monkeypatch):
