@@ -51,10 +51,14 @@ class Stream:
 @pytest.fixture
 def allowed(deployed):
     lab = deployed[0]
-    entry = lab.api("POST", "/api/v1/entries", json={"target": TARGET}).json()
-    wait_until(lambda: probe(lab, "c1", TARGET) == "ok", timeout=10, what="allowed address reachable")
-    yield lab
-    lab.api("DELETE", "/api/v1/entries/%d" % entry["id"])
+    created = lab.api("POST", "/api/v1/entries", json={"target": TARGET})
+    assert created.status_code == 201, created.text
+    try:
+        wait_until(lambda: probe(lab, "c1", TARGET) == "ok", timeout=30, interval=0.5,
+                   what="allowed address reachable")
+        yield lab
+    finally:                      # even when the wait fails: a leaked entry would open TARGET for later tests
+        lab.api("DELETE", "/api/v1/entries/%d" % created.json()["id"])
 
 
 def test_new_connections_keep_working_when_the_primary_gateway_goes_down_and_comes_back(allowed):

@@ -123,7 +123,9 @@ def test_a_new_certificate_from_a_rerun_is_served_without_restart_and_the_gatewa
         assert main_pid(lab, "server", "og-server") == pid
         assert {gw: agent_log(lab, gw).count("connected to") for gw in sessions} == sessions
         # The sessions that lived through it still carry changes.
-        entry = lab.api("POST", "/api/v1/entries", json={"target": ALLOWED}).json()
+        created = lab.api("POST", "/api/v1/entries", json={"target": ALLOWED})
+        assert created.status_code == 201, created.text
+        entry = created.json()
         wait_until(lambda: probe(lab, "c1", ALLOWED) == "ok", timeout=20, what="allowed address reachable")
         assert lab.api("DELETE", "/api/v1/entries/%d" % entry["id"]).status_code == 204
         wait_until(lambda: probe(lab, "c1", ALLOWED) == "refused", timeout=20, what="deleted address refused")
