@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from ..extensions import db, hub as current_hub
 from ..models import Change, Gateway
@@ -52,6 +52,7 @@ class Hub:
         self._held = {}
         self._states_lock = threading.Lock()
         self._states = {}
+        self._flush_failing = False   # a failed batch is logged once, not at every poll
 
     def start(self):
         with self._lock:
@@ -143,26 +144,39 @@ class Hub:
             return self._committed[revision]
 
     # ---- gateway states, written in batches ------------------------------------------------------
-    def record_gateway(self, name, **fields):
+    def record_gateway(self, name, session, **fields):
+        """Record fields of gateway `name`'s row as its session `session` (the id gateways.open_session gave it)
+        saw them; the next flush writes them."""
         with self._states_lock:
-            self._states.setdefault(name, {}).update(fields)
+            self._states.setdefault((name, session), {}).update(fields)
 
     def flush_gateways(self):
-        """Write the recorded gateway states in one transaction."""
+        """Write the recorded gateway states in one transaction, each only while its session still holds the
+        gateway's row: a state this replica kept (a failed flush) after the gateway moved to a newer session on
+        another replica never overwrites that session's. A failed batch is logged once and kept for the next
+        try (newer values win)."""
         with self._states_lock:
             states, self._states = self._states, {}
         if not states:
             return
         try:
-            for name, fields in states.items():
-                db.session.query(Gateway).filter_by(name=name).update(fields, synchronize_session=False)
+            for (name, session), fields in states.items():
+                db.session.execute(update(Gateway).where(Gateway.name == name, Gateway.session_id == session)
+                                   .values(**fields))
             db.session.commit()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a database outage: the hub's poll backs off, the states wait
             db.session.rollback()
-            with self._states_lock:          # keep them for the next try; newer values win
-                for name, fields in states.items():
-                    self._states[name] = dict(fields, **self._states.get(name, {}))
-            raise
+            with self._states_lock:
+                for key, fields in states.items():
+                    self._states[key] = dict(fields, **self._states.get(key, {}))
+            if not self._flush_failing:
+                log.warning("could not write %d gateway state(s); kept for the next try", len(states),
+                            exc_info=True)
+            self._flush_failing = True
+            return
+        if self._flush_failing:
+            log.info("gateway states written again")
+        self._flush_failing = False
 
     def wait(self, seen, timeout):
         """Block until the head revision is beyond `seen` or timeout; return the head revision."""
@@ -177,8 +191,8 @@ class Hub:
         while not self._stop.is_set():
             try:
                 with self.app.app_context():
+                    self.flush_gateways()    # before the head: a state is written before the next announce
                     head = changelog.head_revision()
-                    self.flush_gateways()
                     db.session.remove()
                 if head != polled:
                     # A head that went down (a database restored) is followed; one that went up never moves

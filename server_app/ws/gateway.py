@@ -229,7 +229,7 @@ class GatewaySession:
         if wanted and wanted != self.mode:
             self.ws.send(og_protocol.mode(wanted))
             self.mode = wanted
-            self.hub.record_gateway(self.name, running_mode=wanted)
+            self.hub.record_gateway(self.name, self.session, running_mode=wanted)
             log.info("gateway %s sent mode %s", self.name, wanted)
 
     def send_domains(self, head):
@@ -302,15 +302,16 @@ class GatewaySession:
                 self.features = frame.features
             if frame.mode:
                 self.mode = frame.mode
-                self.hub.record_gateway(self.name, running_mode=frame.mode)
+                self.hub.record_gateway(self.name, self.session, running_mode=frame.mode)
             if frame.holding is not None:
                 self.holding = frame.holding
-                self.hub.record_gateway(self.name, holds=json.dumps(self.holding.to_wire(), separators=(",", ":")))
+                self.hub.record_gateway(self.name, self.session,
+                                        holds=json.dumps(self.holding.to_wire(), separators=(",", ":")))
             self.catch_up(frame.revision, frame.digest)
         elif isinstance(frame, og_protocol.Ack):
             self.acknowledged(frame)
         elif isinstance(frame, og_protocol.Heartbeat):
-            self.hub.record_gateway(self.name, last_seen=utcnow())
+            self.hub.record_gateway(self.name, self.session, last_seen=utcnow())
         elif isinstance(frame, og_protocol.Counters):
             try:
                 current_app.extensions["og_traffic"].ingest(self.name, vars(frame))
@@ -357,7 +358,7 @@ class GatewaySession:
         # second (one write per ack would serialise a thousand gateways on the database).
         # differs: what its kernel lacks or holds beyond its applied set, as the agent read it back ("" when
         # the agent does not say: the fleet view then gives the counts only).
-        self.hub.record_gateway(self.name, applied_revision=revision, digest=digest, elements=frame.count,
+        self.hub.record_gateway(self.name, self.session, applied_revision=revision, digest=digest, elements=frame.count,
                                 digest_match=revision == head and digest == expected, last_seen=utcnow(),
                                 kernel_diff="" if frame.differs is None else json.dumps(
                                     frame.differs, separators=(",", ":"), sort_keys=True))

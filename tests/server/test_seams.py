@@ -2,12 +2,14 @@
 views) waking the hub after a change, and the background threads started and stopped together."""
 
 import datetime as dt
+import logging
 
 import pytest
+from sqlalchemy import text
 
 from server_app.extensions import db
-from server_app.models import Entry, utcnow
-from server_app.services import changelog, entries
+from server_app.models import Entry, Gateway, utcnow
+from server_app.services import changelog, entries, gateways
 from server_app.services import hub as hub_module
 from server_app.services.hub import Hub
 
@@ -127,3 +129,55 @@ def test_the_background_threads_start_and_stop_together(app):
     finally:
         background.stop()
     assert (hub._thread.is_alive(), housekeeper._thread.is_alive()) == (False, False)
+
+
+def test_a_stale_sessions_state_written_late_never_overwrites_the_newer_sessions_row(app):
+    # Two replicas' hubs on one database. The gateway's session moved from replica a to replica b while a's hub
+    # still held a batched state of the old session (a flush that failed once, retried later): that late write
+    # must leave the newer session's row as b wrote it.
+    on_a, on_b = Hub(app), Hub(app)
+    with app.app_context():
+        old = gateways.open_session("gw-moved", "192.0.2.1", "test", "a")
+        on_a.record_gateway("gw-moved", old, applied_revision=125, elements=3, digest="old")
+        new = gateways.open_session("gw-moved", "192.0.2.1", "test", "b")
+        on_b.record_gateway("gw-moved", new, applied_revision=126, elements=4, digest="new")
+        on_b.flush_gateways()
+        on_a.flush_gateways()           # the late retry of the old session's state
+        db.session.remove()
+        row = db.session.query(Gateway).filter_by(name="gw-moved").one()
+        assert (row.session_id, row.session_replica, row.applied_revision, row.elements, row.digest) == (
+            new, "b", 126, 4, "new")
+        # The newer session's own states are still written.
+        on_b.record_gateway("gw-moved", new, applied_revision=127)
+        on_b.flush_gateways()
+        db.session.remove()
+        assert db.session.query(Gateway).filter_by(name="gw-moved").one().applied_revision == 127
+        db.session.remove()
+
+
+def test_a_failed_flush_is_logged_once_and_its_states_written_at_the_next_try(app, caplog):
+    # A real failure: the gateways table is away (renamed) for two flushes, then back.
+    hub = Hub(app)
+    caplog.set_level(logging.INFO, logger=hub_module.log.name)
+    with app.app_context():
+        session = gateways.open_session("gw-kept", "192.0.2.2", "test", "a")
+        hub.record_gateway("gw-kept", session, applied_revision=5, elements=1)
+        db.session.remove()
+        with db.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE gateways RENAME TO gateways_away"))
+        try:
+            hub.flush_gateways()
+            hub.record_gateway("gw-kept", session, applied_revision=6)     # newer values win
+            hub.flush_gateways()
+        finally:
+            db.session.remove()
+            with db.engine.begin() as connection:
+                connection.execute(text("ALTER TABLE gateways_away RENAME TO gateways"))
+        assert [r.levelname for r in caplog.records if r.name == hub_module.log.name] == ["WARNING"]
+        hub.flush_gateways()
+        db.session.remove()
+        row = db.session.query(Gateway).filter_by(name="gw-kept").one()
+        assert (row.applied_revision, row.elements) == (6, 1)
+        assert [r.getMessage() for r in caplog.records if r.name == hub_module.log.name][1:] == [
+            "gateway states written again"]
+        db.session.remove()
