@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from ..extensions import db
 from ..models import DnsAnswer
-from .unlisted import normalise
+from .unlisted import normalise, prune_by_last_seen
 
 TABLE = DnsAnswer.__table__
 NAMES_SHOWN = 5           # names per blocked row, the most recent first
@@ -113,18 +113,7 @@ def answered(gateway, address, name):
 def prune(max_rows, retention_days, now):
     """Delete the rows last seen before the retention, then the oldest last seen beyond max_rows; commit and
     return {"retention": n, "cap": n}."""
-    gone = {"retention": 0, "cap": 0}
-    gone["retention"] = db.session.execute(TABLE.delete().where(
-        TABLE.c.last_seen < now - dt.timedelta(days=retention_days))).rowcount or 0
-    # The first row beyond the cap, newest first; it and every row after it go.
-    edge = db.session.execute(select(DnsAnswer.last_seen, DnsAnswer.id).order_by(*NEWEST)
-                              .offset(max_rows).limit(1)).first()
-    if edge is not None:
-        gone["cap"] = db.session.execute(TABLE.delete().where(or_(
-            TABLE.c.last_seen < edge.last_seen,
-            and_(TABLE.c.last_seen == edge.last_seen, TABLE.c.id <= edge.id)))).rowcount or 0
-    db.session.commit()
-    return gone
+    return prune_by_last_seen(DnsAnswer, max_rows, retention_days, now)
 
 
 def count_rows():

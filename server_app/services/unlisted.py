@@ -85,21 +85,28 @@ def record(gateway, batch, items, now):
     return sum(v[0] for v in merged.values())
 
 
+def prune_by_last_seen(model, max_rows, retention_days, now):
+    """Delete `model`'s rows last seen before the retention, then the oldest last seen beyond max_rows (newest
+    first: last_seen, then id); commit and return {"retention": n, "cap": n}. Shared by the tables that keep
+    what gateways report by when it was last seen (unlisted names, DNS answers)."""
+    gone = {"retention": 0, "cap": 0}
+    gone["retention"] = db.session.execute(delete(model).where(
+        model.last_seen < now - dt.timedelta(days=retention_days))).rowcount or 0
+    # The first row beyond the cap, newest first; it and every row after it go.
+    edge = db.session.execute(select(model.last_seen, model.id)
+                              .order_by(model.last_seen.desc(), model.id.desc()).offset(max_rows).limit(1)).first()
+    if edge is not None:
+        gone["cap"] = db.session.execute(delete(model).where(or_(
+            model.last_seen < edge.last_seen,
+            and_(model.last_seen == edge.last_seen, model.id <= edge.id)))).rowcount or 0
+    db.session.commit()
+    return gone
+
+
 def prune(max_rows, retention_days, now):
     """Delete the rows last seen before the retention, then the oldest last seen beyond max_rows; commit and
     return {"retention": n, "cap": n}."""
-    gone = {"retention": 0, "cap": 0}
-    gone["retention"] = db.session.execute(delete(UnlistedName).where(
-        UnlistedName.last_seen < now - dt.timedelta(days=retention_days))).rowcount or 0
-    # The first row beyond the cap in the API's "newest" order; it and every row after it go.
-    edge = db.session.execute(select(UnlistedName.last_seen, UnlistedName.id)
-                              .order_by(*SORTS["newest"]).offset(max_rows).limit(1)).first()
-    if edge is not None:
-        gone["cap"] = db.session.execute(delete(UnlistedName).where(or_(
-            UnlistedName.last_seen < edge.last_seen,
-            and_(UnlistedName.last_seen == edge.last_seen, UnlistedName.id <= edge.id)))).rowcount or 0
-    db.session.commit()
-    return gone
+    return prune_by_last_seen(UnlistedName, max_rows, retention_days, now)
 
 
 def query(gateway=None, name=None, since=None, sort="newest", page=1, per_page=50):
