@@ -275,9 +275,10 @@ class BlockedAttempt(db.Model):
     __table_args__ = (UniqueConstraint("gateway", "client", "destination", "proto", "port", "observed",
                                        name="uq_blocked_attempt"),
                       Index("ix_blocked_last_seen", "last_seen"),
-                      # The page lists refused and observed apart, newest or busiest first: one index each.
+                      # The page lists refused and observed apart, newest or busiest first: one index each (the
+                      # busiest's carries its whole ordering, count then last_seen then id: migration 0013).
                       Index("ix_blocked_observed_last_seen", "observed", "last_seen"),
-                      Index("ix_blocked_observed_count", "observed", "count"))
+                      Index("ix_blocked_observed_count_last_seen", "observed", "count", "last_seen", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     gateway: Mapped[str] = mapped_column(String(128), index=True)

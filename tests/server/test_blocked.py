@@ -7,6 +7,8 @@ import datetime as dt
 
 import pytest
 
+from sqlalchemy import event
+
 from og_kernel import og_protocol
 from server_app.models import BlockedAttempt, Gateway, db, utcnow
 from server_app.services import blocked, changelog, gateways
@@ -170,3 +172,60 @@ def test_the_mode_of_a_gateway_is_set_by_an_admin_audited_and_shown_in_the_fleet
         "gw1": "observe", "gw2": None}
     with app.app_context():
         assert gateways.modes() == {"gw1": "observe"}
+
+
+def test_busiest_is_count_then_newest_then_id_refused_and_observed_apart_filters_and_pages_alike(api, app):
+    """The busiest ordering, pinned: count first, ties by last attempt, ties of both by the later row (id), refused
+    and observed rows apart or together, with the filters and across pages; and on SQLite one index walk serves it
+    (migration 0013: no sort of every row of the busiest counts)."""
+    now = at(T0 + 3600)
+    # (gateway, client, destination, count, last, observed): counts tied, and count and last tied, in both kinds.
+    made = [("gw1", "10.88.0.2", "198.51.100.1", 3, T0 + 10, False), ("gw1", "10.88.0.3", "198.51.100.2", 3, T0 + 20,
+            False), ("gw2", "10.88.0.2", "198.51.100.3", 3, T0 + 20, False), ("gw1", "10.88.0.4", "198.51.100.4", 7,
+            T0 + 5, False), ("gw2", "10.88.0.5", "198.51.100.5", 1, T0 + 30, False), ("gw1", "10.88.0.2",
+            "198.51.100.6", 3, T0 + 20, True), ("gw2", "10.88.0.3", "198.51.100.7", 9, T0 + 1, True), ("gw1",
+            "10.88.1.2", "198.51.100.8", 3, T0 + 15, False), ("gw2", "10.88.0.2", "198.51.100.9", 1, T0 + 30, True)]
+    with app.app_context():
+        for gateway, client, destination, count, last, observed in made:   # one frame each: ids in this order
+            blocked.ingest(gateway, frame({"client": client, "destination": destination, "count": count,
+                                           "first": last, "last": last, "observed": observed}), now=now)
+        ids = {r.destination: r.id for r in db.session.query(BlockedAttempt)}
+    rows = [dict(zip(("gateway", "client", "destination", "count", "last", "observed"), m),
+                 id=ids[m[2]]) for m in made]
+
+    def expected(keep):
+        return [r["destination"] for r in sorted(filter(keep, rows), key=lambda r: (-r["count"], -r["last"], -r["id"]))]
+
+    def got(query):
+        body = api.get("/api/v1/blocked?sort=busiest&" + query, token="viewer").get_json()
+        return [i["destination"] for i in body["items"]], body["total"]
+
+    assert expected(lambda r: not r["observed"]) == ["198.51.100.4", "198.51.100.3", "198.51.100.2", "198.51.100.8",
+                                                     "198.51.100.1", "198.51.100.5"]
+    for query, keep in (("", lambda r: True), ("observed=false", lambda r: not r["observed"]),
+                        ("observed=true", lambda r: r["observed"]), ("gateway=gw1", lambda r: r["gateway"] == "gw1"),
+                        ("client=10.88.0.2", lambda r: r["client"] == "10.88.0.2"),
+                        ("client=10.88.0.0/24&gateway=gw1&observed=false", lambda r: r["client"].startswith(
+                            "10.88.0.") and r["gateway"] == "gw1" and not r["observed"]),
+                        ("destination=198.51.100.0/28&observed=true", lambda r: r["observed"])):
+        want = expected(keep)
+        assert got(query) == (want, len(want)), query
+    # Pages: the same ordering cut in threes, refused only.
+    want = expected(lambda r: not r["observed"])
+    assert [got("observed=false&per_page=3&page=%d" % page)[0] for page in (1, 2, 3)] == [want[:3], want[3:], []]
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            # The page's own query of the refused rows, busiest first: its plan, caught as it is sent.
+            sent = []
+
+            def catch(conn, cursor, statement, parameters, context, executemany):
+                sent.append((statement, parameters))
+            event.listen(db.engine, "before_cursor_execute", catch)
+            try:
+                blocked.query(observed=False, sort="busiest")
+            finally:
+                event.remove(db.engine, "before_cursor_execute", catch)
+            statement, parameters = sent[-1]
+            cursor = db.session.connection().connection.cursor()
+            plan = " | ".join(r[-1] for r in cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters))
+            assert "ix_blocked_observed_count_last_seen" in plan and "TEMP B-TREE" not in plan, plan
